@@ -1,0 +1,1 @@
+"""Jobs: records users can follow, and the producers that fill them with batches."""

@@ -1,0 +1,38 @@
+"""Job state transitions, done in SQL so concurrent batches and producers never race."""
+
+from __future__ import annotations
+
+from sqlalchemy import case, update
+from sqlalchemy.orm import Session
+
+from api_client.contract import JobState
+from tagger.db.schema import Job, utcnow
+
+
+def mark_running(session: Session, job_id: str) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.QUEUED)
+        .values(state=JobState.RUNNING, started_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_if_complete(session: Session, job_id: str) -> bool:
+    """Close the job once listing has ended and every item has an outcome; true if it closed now."""
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.listing_complete.is_(True),
+            Job.done + Job.failed + Job.skipped >= Job.total,
+            Job.state.in_([JobState.QUEUED, JobState.RUNNING]),
+        )
+        .values(
+            state=case((Job.failed > 0, JobState.DONE_WITH_FAILURES.value), else_=JobState.DONE.value),
+            finished_at=utcnow(),
+            started_at=case((Job.started_at.is_(None), utcnow()), else_=Job.started_at),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)

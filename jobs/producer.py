@@ -1,0 +1,100 @@
+"""Create a job and fill it with batches: each batch is committed to the database, then enqueued."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api_client.contract import QUEUE_BULK, TASK_TAG_BATCH
+from jobs.lifecycle import finish_if_complete
+from jobs.sources import chunked
+from tagger.db.images import image_ids
+from tagger.db.schema import Job, JobItem
+from tagger.db.upsert import insert_ignore
+from tagger.storage import validate_key
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    created: bool
+
+
+def create_job(
+    sessions: sessionmaker[Session],
+    *,
+    source: str,
+    storage_url: str,
+    batch_size: int,
+    queue: str = QUEUE_BULK,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Insert the job row; the same idempotency key always returns the same job."""
+    with sessions() as session, session.begin():
+        if idempotency_key:
+            existing = session.scalars(select(Job.id).where(Job.idempotency_key == idempotency_key)).first()
+            if existing:
+                return Submitted(existing, created=False)
+        job_id = uuid.uuid4().hex
+        session.add(
+            Job(
+                id=job_id,
+                source=source,
+                storage_url=storage_url,
+                queue=queue,
+                batch_size=batch_size,
+                idempotency_key=idempotency_key,
+            )
+        )
+    return Submitted(job_id, created=True)
+
+
+def enqueue_keys(
+    sessions: sessionmaker[Session],
+    send: Callable[[str, list[Any], str], None],
+    *,
+    job_id: str,
+    keys: Iterable[str],
+    batch_size: int,
+    queue: str = QUEUE_BULK,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Stream keys into batches; returns how many new items the job received.
+
+    Keys are validated before any I/O; an invalid one aborts the submission with its reason.
+    Memory stays flat: one batch of keys is held at a time.
+    """
+    total = 0
+    for chunk in chunked(keys, batch_size):
+        chunk = list(dict.fromkeys(validate_key(k) for k in chunk))
+        with sessions() as session, session.begin():
+            ids = image_ids(session, chunk)
+            result = session.execute(
+                insert_ignore(
+                    session, JobItem, [{"job_id": job_id, "image_id": ids[k]} for k in chunk], ["job_id", "image_id"]
+                )
+            )
+            added = max(int(result.rowcount), 0)
+            session.execute(
+                update(Job).where(Job.id == job_id).values(total=Job.total + added, batches=Job.batches + 1)
+            )
+        send(TASK_TAG_BATCH, [job_id, chunk], queue)
+        total += added
+        if on_batch:
+            on_batch(len(chunk))
+    with sessions() as session, session.begin():
+        session.execute(update(Job).where(Job.id == job_id).values(listing_complete=True))
+        finish_if_complete(session, job_id)
+    return total
+
+
+def celery_sender(app: Any) -> Callable[[str, list[Any], str], None]:
+    def send(task: str, args: list[Any], queue: str) -> None:
+        app.send_task(task, args=args, queue=queue)
+
+    return send

@@ -1,0 +1,43 @@
+"""Celery configuration shared by producers and workers: JSON only, late acks, one prefetch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE, TASK_TAG_BATCH
+from tagger.settings import Settings
+
+
+def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
+    return {
+        "broker_url": broker_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": QUEUE_BULK,
+        "task_queues": (Queue(QUEUE_INTERACTIVE), Queue(QUEUE_BULK)),
+        "task_routes": {TASK_TAG_BATCH: {"queue": QUEUE_BULK}},
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        # On a lost broker connection, stop late-ack tasks so they are redelivered (writes are idempotent).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+    }
+
+
+def make_producer_app(settings: Settings, broker_url: str) -> Any:
+    """A Celery app that only sends messages: no task code, so no torch import."""
+    from celery import Celery
+
+    app = Celery("tagger-producer")
+    app.conf.update(celery_config(settings, broker_url))
+    return app

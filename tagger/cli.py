@@ -1,0 +1,391 @@
+"""The `tagger` command. Each subcommand imports what it needs, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import Any
+
+from tagger.errors import ConfigError, TaggerError
+from tagger.settings import Settings, describe
+
+log = logging.getLogger("tagger")
+
+EPILOG = """\
+examples:
+  tagger demo                               sample archive -> train -> bulk-tag -> report
+  tagger tag ./stills --wait                tag a folder (starts its own Redis + workers)
+  tagger tag s3://bucket/stills --wait      tag an S3 prefix (endpoint from AWS_ENDPOINT_URL)
+  tagger worker                             serve TAGGER_BROKER_URL (one per machine/GPU)
+  tagger train --labels labels.csv --images ./stills
+  tagger results stills/0001.jpg            suggested tags for one image
+  tagger export --format csv > tags.csv
+
+Configuration comes from TAGGER_* environment variables: `tagger config` lists them.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tagger",
+        description="Tag image archives with a multi-label CNN, through Celery workers, into SQL.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="generate a sample archive, train on it, bulk-tag it, report")
+    p.add_argument("--images", type=int, default=1000, help="stills to generate (default 1000)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--size", type=int, default=64, help="model input size; small keeps the demo fast on CPU")
+    p.add_argument("--workers", type=int, default=2, help="worker processes to start")
+    p.add_argument("--dir", default=None, help="where to write the sample archive (default: VAR/demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("worker", help="run a Celery worker serving TAGGER_BROKER_URL")
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="pool processes (default TAGGER_WORKER_CONCURRENCY, else 1 on GPU / cores/2 on CPU)")
+    p.add_argument("--queues", default="tagger.interactive,tagger.bulk", help="comma-separated queues to consume")
+    p.add_argument("--hostname", default=None, help="Celery node name (default: celery@HOST)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("tag", help="create a tagging job from a folder, s3://bucket/prefix or key file")
+    p.add_argument("source", help="a folder, file:///dir, s3://bucket/prefix, or a text file of keys "
+                                  "(one per line, relative to TAGGER_STORAGE_URL)")
+    p.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
+    p.add_argument("--batch-size", type=int, default=None, help="keys per task (default TAGGER_BATCH_SIZE)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes to start when no broker is configured (default 1)")
+    p.add_argument("--priority", choices=["bulk", "interactive"], default="bulk")
+    p.add_argument("--idempotency-key", default=None, help="the same key twice returns the same job")
+    p.add_argument("--all-files", action="store_true", help="list every file, not only image suffixes")
+    p.add_argument("--json", action="store_true", help="print the job summary as JSON")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("train", help="train a model from `image_id,tags` CSV and register it")
+    from training.options import get_args_parser
+
+    get_args_parser(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("results", help="suggested tags of one image")
+    p.add_argument("key")
+    p.add_argument("--all-versions", action="store_true", help="include suggestions of older models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("export", help="export suggestions as CSV or JSON lines")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    p.add_argument("--tag", default=None, help="only this tag")
+    p.add_argument("--min-probability", type=float, default=0.0)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="list or activate model versions")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    m = msub.add_parser("list", help="all versions, newest first")
+    m.add_argument("--json", action="store_true")
+    m = msub.add_parser("activate", help="make VERSION the active model (workers pick it up in seconds)")
+    m.add_argument("version")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("jobs", help="list jobs, show one, or wait for one")
+    jsub = p.add_subparsers(dest="jobs_command", required=True)
+    j = jsub.add_parser("list", help="recent jobs")
+    j.add_argument("--limit", type=int, default=20)
+    j.add_argument("--json", action="store_true")
+    j = jsub.add_parser("show", help="one job with its failures")
+    j.add_argument("job_id")
+    j.add_argument("--json", action="store_true")
+    j = jsub.add_parser("wait", help="follow a job until it ends")
+    j.add_argument("job_id")
+    j.add_argument("--timeout", type=float, default=None)
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("db", help="database schema management")
+    dsub = p.add_subparsers(dest="db_command", required=True)
+    dsub.add_parser("upgrade", help="apply Alembic migrations up to the newest")
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("config", help="show every TAGGER_* setting with its value and meaning")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        return int(args.func(args, settings) or 0)
+    except TaggerError as exc:
+        print(f"tagger: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tagger: interrupted", file=sys.stderr)
+        return 130
+
+
+def _sessions(settings: Settings, *, migrate: bool = True) -> Any:
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+
+    engine = make_engine(settings.database_url)
+    if migrate:
+        upgrade(engine)
+    return make_sessionmaker(engine)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# --- worker -----------------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.broker_url:
+        raise ConfigError("tagger worker needs TAGGER_BROKER_URL (e.g. redis://localhost:6379/0); "
+                          "`tagger tag FOLDER --wait` without a broker starts its own workers")
+    import torch
+    from celery.signals import worker_process_init, worker_ready
+
+    from tagger.db import make_engine, upgrade
+    from worker.app import configure
+    from worker.context import init_process
+
+    upgrade(make_engine(settings.database_url))
+    gpu = settings.device.startswith("cuda") or (settings.device == "auto" and torch.cuda.is_available())
+    cores = os.cpu_count() or 1
+    concurrency = args.concurrency or settings.worker_concurrency or (1 if gpu else max(1, cores // 2))
+    # One process owns each GPU (solo pool: CUDA is never initialised before a fork);
+    # on CPU, prefork processes split the cores between them.
+    pool = "solo" if gpu else "prefork"
+    torch_threads = max(1, cores // concurrency)
+    if pool == "solo":
+        concurrency = 1
+        worker_ready.connect(lambda **_: init_process(settings, torch_threads=None), weak=False)
+    else:
+        worker_process_init.connect(lambda **_: init_process(settings, torch_threads=torch_threads), weak=False)
+    app = configure(settings, settings.broker_url)
+    argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={args.queues}",
+            f"--loglevel={settings.log_level}", "--without-gossip", "--without-mingle"]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    app.worker_main(argv=argv)
+    return 0
+
+
+# --- tag ----------------------------------------------------------------------------------------
+
+
+def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE
+    from jobs.producer import create_job, enqueue_keys
+    from jobs.progress import failures, wait
+    from jobs.sources import keys_from_file, keys_from_storage
+    from tagger import registry
+    from tagger.storage import open_storage, storage_url_for
+
+    source = args.source
+    if Path(source).is_file():
+        if not settings.storage_url:
+            raise ConfigError("a key file names keys relative to TAGGER_STORAGE_URL; set it to file:///dir or s3://...")
+        storage_url, keys = settings.storage_url, keys_from_file(Path(source))
+    else:
+        storage_url = storage_url_for(source)
+        keys = keys_from_storage(open_storage(storage_url), images_only=not args.all_files)
+    batch_size = args.batch_size or settings.batch_size
+    queue = QUEUE_INTERACTIVE if args.priority == "interactive" else QUEUE_BULK
+    sessions = _sessions(settings)
+    with sessions() as session:
+        registry.active(session)  # fail now, not in the workers, when there is no model
+
+    with ExitStack() as stack:
+        broker_url = settings.broker_url
+        if not broker_url:
+            broker_url = _start_local_cluster(stack, settings, args.workers)
+            args.wait = True  # the local workers stop with this command, so it must wait
+        from tagger.celeryconfig import make_producer_app
+
+        from jobs.producer import celery_sender
+
+        app = make_producer_app(settings, broker_url)
+        submitted = create_job(sessions, source=source, storage_url=storage_url, batch_size=batch_size,
+                               queue=queue, idempotency_key=args.idempotency_key)
+        if submitted.created:
+            enqueue_keys(sessions, celery_sender(app), job_id=submitted.job_id, keys=keys,
+                         batch_size=batch_size, queue=queue)
+        print(f"job {submitted.job_id} {'queued' if submitted.created else 'already exists'}", file=sys.stderr)
+        if not args.wait:
+            if args.json:
+                from jobs.progress import summary
+
+                _print_json(summary(sessions, submitted.job_id).as_dict())
+            else:
+                print(submitted.job_id)
+            return 0
+        result = wait(sessions, submitted.job_id, show_progress=not args.json)
+        failed = failures(sessions, submitted.job_id)
+    if args.json:
+        _print_json(result.as_dict() | {"failures": [{"key": k, "reason": r} for k, r in failed]})
+    else:
+        _print_job(result, failed)
+    return 0 if result.state.value in ("done", "done_with_failures") else 1
+
+
+def _start_local_cluster(stack: ExitStack, settings: Settings, workers: int) -> str:
+    from tagger.embedded_redis import EmbeddedRedis
+    from tagger.local_workers import LocalWorkers
+
+    redis = stack.enter_context(EmbeddedRedis())
+    print(f"no TAGGER_BROKER_URL: started embedded Redis at {redis.url} and {workers} local worker(s)",
+          file=sys.stderr)
+    local = settings.replace(broker_url=redis.url)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(LocalWorkers(local, count=workers, log_file=settings.var_dir / "workers.log"))
+    return redis.url
+
+
+def _print_job(job: Any, failed: list[tuple[str, str]]) -> None:
+    rate = f"{job.rate:.1f} images/s" if job.rate else "-"
+    print(f"job {job.id}: {job.state.value}: {job.done} tagged, {job.failed} failed, "
+          f"{job.skipped} skipped of {job.total} ({rate})")
+    for key, reason in failed[:50]:
+        print(f"  failed {key}: {reason}")
+    if len(failed) > 50:
+        print(f"  ... and {len(failed) - 50} more (`tagger jobs show {job.id} --json`)")
+
+
+# --- train / demo --------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from training.train import main as train_main
+
+    report = train_main(args, settings)
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json(asdict(report))
+    else:
+        print(f"model {report.version}: F2 {report.final['f2']:.4f}, accuracy {report.final['accuracy']:.4f} "
+              f"on {report.valid_images} held-out images ({report.seconds:.0f}s)"
+              + (" - now active" if report.activated else " - registered as candidate"))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from tagger.demo import run_demo
+
+    return run_demo(args, settings)
+
+
+# --- results / export ----------------------------------------------------------------------------
+
+
+def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
+    from tagger.queries import suggestions_for
+
+    sessions = _sessions(settings)
+    rows = suggestions_for(sessions, args.key, all_versions=args.all_versions)
+    if args.json:
+        _print_json({"key": args.key, "suggestions": rows})
+        return 0
+    if not rows:
+        print(f"{args.key}: no suggestions (not tagged yet, or no tag above threshold)")
+    for row in rows:
+        print(f"{row['tag']:<24} {row['probability']:.3f}  ({row['model_version']})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from tagger.queries import export
+
+    sessions = _sessions(settings)
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        n = export(sessions, out, fmt=args.format, tag=args.tag, min_probability=args.min_probability)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"exported {n} suggestions", file=sys.stderr)
+    return 0
+
+
+# --- models / jobs / db / config -----------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from tagger import registry
+
+    sessions = _sessions(settings)
+    if args.models_command == "activate":
+        with sessions() as session, session.begin():
+            registry.activate(session, args.version)
+        print(f"activated {args.version}; running workers switch to it between batches")
+        return 0
+    with sessions() as session:
+        rows = [
+            {"version": r.version, "arch": r.arch, "status": r.status, "active": r.is_active,
+             "f2": (r.meta.get("metrics") or {}).get("f2"), "tags": len(r.meta.get("tags", [])),
+             "created_at": r.created_at.isoformat(timespec="seconds")}
+            for r in registry.list_versions(session)
+        ]
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'version':<24} {'arch':<10} {'status':<10} {'F2':>6} {'tags':>5}  created")
+    for r in rows:
+        f2 = f"{r['f2']:.3f}" if isinstance(r["f2"], float) else "-"
+        print(f"{r['version']:<24} {r['arch']:<10} {r['status']:<10} {f2:>6} {r['tags']:>5}  {r['created_at']}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from jobs.progress import failures, summary, wait
+    from tagger.db.schema import Job
+
+    sessions = _sessions(settings)
+    if args.jobs_command == "list":
+        with sessions() as session:
+            ids = list(session.scalars(select(Job.id).order_by(Job.created_at.desc()).limit(args.limit)))
+        rows = [summary(sessions, i).as_dict() for i in ids]
+        if args.json:
+            _print_json(rows)
+        for r in [] if args.json else rows:
+            print(f"{r['id']}  {r['state']:<20} {r['done']}/{r['total']} done, {r['failed']} failed  {r['source']}")
+        return 0
+    if args.jobs_command == "show":
+        job, failed = summary(sessions, args.job_id), failures(sessions, args.job_id)
+        if args.json:
+            _print_json(job.as_dict() | {"failures": [{"key": k, "reason": r} for k, r in failed]})
+        else:
+            _print_job(job, failed)
+        return 0
+    job = wait(sessions, args.job_id, timeout=args.timeout)
+    _print_job(job, failures(sessions, args.job_id))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    _sessions(settings, migrate=True)
+    print(f"database schema is up to date: {settings.database_url}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    for var, default, help_text in describe():
+        name = var.removeprefix("TAGGER_").lower()
+        print(f"{var:<28} = {getattr(settings, name)!s:<40} {help_text} [default: {default or 'see text'}]")
+    return 0

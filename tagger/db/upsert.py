@@ -1,0 +1,32 @@
+"""Dialect-aware INSERT ... ON CONFLICT for PostgreSQL and SQLite, the two databases we support."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+
+def _insert(session: Session, model: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"upserts are implemented for PostgreSQL and SQLite, not {dialect}")
+    return insert(model)
+
+
+def insert_ignore(session: Session, model: Any, rows: Sequence[dict[str, Any]], keys: list[str]) -> Any:
+    return _insert(session, model).values(list(rows)).on_conflict_do_nothing(index_elements=keys)
+
+
+def upsert(
+    session: Session, model: Any, rows: Sequence[dict[str, Any]], keys: list[str], update_cols: list[str]
+) -> Any:
+    stmt = _insert(session, model).values(list(rows))
+    return stmt.on_conflict_do_update(
+        index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in update_cols}
+    )

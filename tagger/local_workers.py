@@ -1,0 +1,57 @@
+"""Start `tagger worker` processes on this machine (for `tagger tag` without a broker, the demo, tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from tagger.settings import Settings
+
+
+class LocalWorkers:
+    """N real worker processes sharing this machine's settings, stopped (warm shutdown) on exit."""
+
+    def __init__(self, settings: Settings, *, count: int = 1, concurrency: int = 1, log_file: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.count = count
+        self.concurrency = concurrency
+        self.log_file = log_file
+        self.extra_env = extra_env or {}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> LocalWorkers:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
+        env.update(self.settings.as_env())
+        env.update(self.extra_env)
+        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        for i in range(self.count):
+            cmd = [sys.executable, "-m", "tagger", "worker", "--concurrency", str(self.concurrency),
+                   "--hostname", f"local{i}-{os.getpid()}@%h"]
+            self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True))
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs = []
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def __enter__(self) -> LocalWorkers:
+        return self.start()
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.stop()

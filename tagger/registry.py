@@ -1,0 +1,79 @@
+"""The model registry: versions in the database, exactly one active, artifacts in the model store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from tagger.artifact import ArtifactMeta
+from tagger.db.schema import ModelVersion, Tag, utcnow
+from tagger.db.upsert import insert_ignore
+from tagger.errors import NoActiveModelError, NotFoundError
+
+
+def register(session: Session, meta: ArtifactMeta, *, uri: str, activate_if_none: bool = True) -> ModelVersion:
+    """Record a saved artifact as a candidate; activate it when no version is active yet."""
+    row = ModelVersion(
+        version=meta.version,
+        arch=meta.arch,
+        uri=uri,
+        sha256=meta.weights_sha256,
+        status="candidate",
+        is_active=False,
+        meta={"tags": meta.tags, "input_size": meta.input_size, "metrics": meta.metrics, "training": meta.training},
+    )
+    session.add(row)
+    session.flush()
+    ensure_tags(session, meta.tags)
+    if activate_if_none and active_or_none(session) is None:
+        activate(session, meta.version)
+    return row
+
+
+def ensure_tags(session: Session, names: Iterable[str]) -> dict[str, int]:
+    """Insert any missing tag names and return name -> id for all of them."""
+    names = list(names)
+    if names:
+        session.execute(insert_ignore(session, Tag, [{"name": n} for n in names], ["name"]))
+    rows = session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(names))).all()
+    return {name: tag_id for name, tag_id in rows}
+
+
+def get(session: Session, version: str) -> ModelVersion:
+    row = session.scalars(select(ModelVersion).where(ModelVersion.version == version)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no model version {version!r}; see `tagger models list`")
+    return row
+
+
+def active_or_none(session: Session) -> ModelVersion | None:
+    return session.scalars(select(ModelVersion).where(ModelVersion.is_active.is_(True))).one_or_none()
+
+
+def active(session: Session) -> ModelVersion:
+    row = active_or_none(session)
+    if row is None:
+        raise NoActiveModelError()
+    return row
+
+
+def activate(session: Session, version: str) -> ModelVersion:
+    """Make `version` the one active model (in the caller's transaction)."""
+    row = get(session, version)
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.is_active.is_(True), ModelVersion.id != row.id)
+        .values(is_active=False, status="retired")
+    )
+    session.flush()
+    row.is_active = True
+    row.status = "active"
+    row.activated_at = utcnow()
+    session.flush()
+    return row
+
+
+def list_versions(session: Session) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())))

@@ -1,0 +1,140 @@
+"""One typed settings object, built once from TAGGER_* environment variables and passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from tagger.errors import ConfigError
+
+PREFIX = "TAGGER_"
+
+_DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
+_BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
+_STORAGE_SCHEMES = ("file", "s3")
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything configurable; each field maps to TAGGER_<FIELD NAME IN CAPITALS>."""
+
+    var_dir: Path = field(default=Path("var"), metadata={"help": "Local state: SQLite file, models, embedded Redis."})
+    database_url: str = field(default="", metadata={"help": "SQLAlchemy URL. Default: SQLite file under var_dir."})
+    broker_url: str = field(default="", metadata={"help": "Redis URL. Empty: tagger starts an embedded redis-server."})
+    storage_url: str = field(default="", metadata={"help": "Where images live when a job names only keys: file:///dir or s3://bucket/prefix."})
+    model_store: str = field(default="", metadata={"help": "Where model artifacts live: file:///dir or s3://bucket/prefix. Default: var_dir/models."})
+    batch_size: int = field(default=32, metadata={"help": "Images per task message and per forward pass (64-256 on a GPU)."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N. auto picks CUDA when present."})
+    threshold: float | None = field(default=None, metadata={"help": "Override the model's tag threshold (0-1). Default: the artifact's."})
+    fetch_threads: int = field(default=8, metadata={"help": "Threads per worker process fetching and decoding images."})
+    worker_concurrency: int = field(default=0, metadata={"help": "Worker processes per `tagger worker`. 0: one per GPU, or half the CPU cores."})
+    visibility_timeout: int = field(default=3600, metadata={"help": "Seconds before Redis redelivers an unacknowledged batch; above the longest batch."})
+    max_image_bytes: int = field(default=50 * 1024 * 1024, metadata={"help": "Larger files fail with a reason instead of being read."})
+    max_image_pixels: int = field(default=100_000_000, metadata={"help": "Larger declared dimensions fail (decompression-bomb guard)."})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR."})
+
+    def __post_init__(self) -> None:
+        var = Path(self.var_dir)
+        object.__setattr__(self, "var_dir", var)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{(var / 'tagger.db').resolve().as_posix()}")
+        if not self.model_store:
+            object.__setattr__(self, "model_store", (var / "models").resolve().as_uri())
+        self._validate()
+
+    def _validate(self) -> None:
+        scheme = self.database_url.split(":", 1)[0]
+        if scheme not in _DB_SCHEMES:
+            raise ConfigError(
+                f"TAGGER_DATABASE_URL={self.database_url!r}: scheme must be one of {_DB_SCHEMES}, "
+                "e.g. sqlite:///var/tagger.db or postgresql+psycopg://user:pass@host/db"
+            )
+        if self.broker_url and urlparse(self.broker_url).scheme not in _BROKER_SCHEMES:
+            raise ConfigError(
+                f"TAGGER_BROKER_URL: scheme must be one of {_BROKER_SCHEMES}, e.g. redis://localhost:6379/0"
+            )
+        for name in ("storage_url", "model_store"):
+            value = getattr(self, name)
+            if value and urlparse(value).scheme not in _STORAGE_SCHEMES:
+                raise ConfigError(
+                    f"TAGGER_{name.upper()}={value!r}: use file:///absolute/dir or s3://bucket/prefix"
+                )
+        if self.batch_size < 1 or self.batch_size > 1024:
+            raise ConfigError(f"TAGGER_BATCH_SIZE={self.batch_size}: must be between 1 and 1024")
+        if self.device.split(":")[0] not in _DEVICES:
+            raise ConfigError(f"TAGGER_DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N")
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"TAGGER_THRESHOLD={self.threshold}: must be strictly between 0 and 1")
+        if self.fetch_threads < 1:
+            raise ConfigError("TAGGER_FETCH_THREADS must be at least 1")
+        if self.worker_concurrency < 0:
+            raise ConfigError("TAGGER_WORKER_CONCURRENCY must be 0 (automatic) or more")
+        if self.visibility_timeout < 10:
+            raise ConfigError("TAGGER_VISIBILITY_TIMEOUT must be at least 10 seconds")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("TAGGER_LOG_LEVEL: use DEBUG, INFO, WARNING or ERROR")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read TAGGER_* variables; an unknown one is an error that names the closest valid one."""
+        env = os.environ if env is None else env
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for var, raw in env.items():
+            if not var.startswith(PREFIX):
+                continue
+            name = var[len(PREFIX) :].lower()
+            if name not in known:
+                hint = difflib.get_close_matches(name.upper(), [n.upper() for n in known], n=1)
+                suggestion = f" Did you mean {PREFIX}{hint[0]}?" if hint else ""
+                raise ConfigError(f"unknown setting {var}.{suggestion} Known: {', '.join(_env_names())}")
+            values[name] = _parse(var, raw, known[name].type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as TAGGER_* variables, to hand to child processes."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[PREFIX + f.name.upper()] = str(value)
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _env_names() -> list[str]:
+    return [PREFIX + f.name.upper() for f in fields(Settings)]
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, help) rows for the README and `tagger config`."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else ""
+        rows.append((PREFIX + f.name.upper(), str(default), f.metadata.get("help", "")))
+    return rows
+
+
+def _parse(var: str, raw: str, type_name: Any) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float | None":
+            return float(raw) if raw.strip() else None
+        if kind == "Path":
+            return Path(raw)
+    except ValueError:
+        expected = "an integer" if kind == "int" else "a number"
+        raise ConfigError(f"{var}={raw!r} is not {expected}") from None
+    return raw

@@ -1,0 +1,31 @@
+"""The storage interface: stream keys under a prefix, read and write bytes by key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+)
+
+
+class Storage(Protocol):
+    url: str
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Yield every key under prefix, streaming: memory stays flat for millions of keys."""
+        ...
+
+    def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """Bytes stored under key; ImageError-free, raises ObjectMissingError or StorageError."""
+        ...
+
+    def write(self, key: str, data: bytes) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+
+def is_image_key(key: str) -> bool:
+    dot = key.rfind(".")
+    return dot != -1 and key[dot:].lower() in IMAGE_SUFFIXES

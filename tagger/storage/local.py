@@ -1,0 +1,75 @@
+"""A local folder as storage; symlinks and `..` can never lead outside the root."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from tagger.errors import ImageError, InvalidKeyError, ObjectMissingError, StorageError
+from tagger.storage.keys import validate_key
+
+
+class LocalStorage:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.url = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise InvalidKeyError(f"key resolves outside the storage root: {key!r:.80}")
+        return path
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Walk directories depth-first in sorted order, one directory listing in memory at a time."""
+        start = self.root
+        if prefix:
+            start = self._path(prefix.rstrip("/"))
+        if not start.is_dir():
+            return
+        stack = [start]
+        while stack:
+            directory = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    entries = sorted(it, key=lambda e: e.name, reverse=True)
+            except OSError as exc:
+                raise StorageError(f"cannot list {directory}: {exc}") from exc
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not target.is_relative_to(self.root):
+                        continue
+                if entry.is_dir():
+                    stack.append(Path(entry.path))
+                elif entry.is_file():
+                    yield Path(entry.path).relative_to(self.root).as_posix()
+
+    def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if max_bytes is not None and size > max_bytes:
+                    raise ImageError(f"file is {size} bytes, over the limit of {max_bytes}")
+                return fh.read()
+        except FileNotFoundError:
+            raise ObjectMissingError(f"no such file: {key}") from None
+        except IsADirectoryError:
+            raise ObjectMissingError(f"is a directory: {key}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc}") from exc
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()

@@ -1,0 +1,1 @@
+"""Celery workers: storage -> loader (fetch + decode) -> inference -> sink (database)."""

@@ -1,0 +1,15 @@
+"""The worker's Celery app. Task code is imported here; producers use tagger.celeryconfig instead."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from tagger.celeryconfig import celery_config
+from tagger.settings import Settings
+
+app = Celery("tagger", include=["worker.tasks"])
+
+
+def configure(settings: Settings, broker_url: str) -> Celery:
+    app.conf.update(celery_config(settings, broker_url))
+    return app

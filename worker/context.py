@@ -1,0 +1,79 @@
+"""Per-process worker state, built after fork: settings, database, model runtime, fetch pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from tagger.db import make_engine, make_sessionmaker
+from tagger.settings import Settings
+from tagger.storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    runtime: Any  # worker.runtime.ModelRuntime, imported lazily to keep torch out of the parent
+    pool: ThreadPoolExecutor
+    storages: dict[str, Storage] = field(default_factory=dict)
+
+    def storage(self, url: str) -> Storage:
+        if url not in self.storages:
+            self.storages[url] = open_storage(url)
+        return self.storages[url]
+
+
+_context: WorkerContext | None = None
+
+
+def get_context() -> WorkerContext:
+    global _context
+    if _context is None:
+        _context = build_context(Settings.from_env())
+    return _context
+
+
+def build_context(settings: Settings, *, torch_threads: int | None = None) -> WorkerContext:
+    import torch
+
+    from tagger.preprocess import DecodeLimits
+    from worker.inference import pick_device
+    from worker.runtime import ModelRuntime
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    runtime = ModelRuntime(
+        session_factory=sessions,
+        model_store=settings.model_store,
+        device=pick_device(settings.device),
+        threshold_override=settings.threshold,
+        limits=DecodeLimits(max_pixels=settings.max_image_pixels),
+    )
+    log.info("worker process %d ready (torch threads %d)", os.getpid(), torch.get_num_threads())
+    return WorkerContext(
+        settings=settings,
+        sessions=sessions,
+        runtime=runtime,
+        pool=ThreadPoolExecutor(settings.fetch_threads, thread_name_prefix="fetch"),
+    )
+
+
+def init_process(settings: Settings, *, torch_threads: int | None = None) -> WorkerContext:
+    """Build this process's context (called in each pool process after fork) and warm the model."""
+    global _context
+    _context = build_context(settings, torch_threads=torch_threads)
+    try:
+        _context.runtime.current()
+    except Exception as exc:  # a worker may start before the first model exists
+        log.warning("no model loaded at start: %s", exc)
+    return _context

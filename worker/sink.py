@@ -1,0 +1,109 @@
+"""Write one batch's outcome in one transaction: suggestion upserts, per-image outcomes, job counters.
+
+Idempotent under redelivery: suggestions are keyed (image, tag, model version) and upserted;
+counters only move for items that leave the `pending` state in this very transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, tuple_, update
+from sqlalchemy.orm import Session
+
+from api_client.contract import ItemState
+from jobs.lifecycle import finish_if_complete, mark_running
+from tagger.db.images import image_ids
+from tagger.db.schema import Job, JobItem, Suggestion, utcnow
+from tagger.db.upsert import upsert
+
+
+@dataclass(frozen=True)
+class Tagged:
+    key: str
+    tags: list[tuple[int, float]]  # (tag id, probability)
+
+
+@dataclass(frozen=True)
+class Refused:
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    done: int
+    failed: int
+
+
+def record_batch(
+    session_factory: Callable[[], Session],
+    *,
+    job_id: str,
+    model_version_id: int | None,
+    tagged: Sequence[Tagged],
+    refused: Sequence[Refused],
+) -> BatchCounts:
+    with session_factory() as session, session.begin():
+        ids = image_ids(session, [t.key for t in tagged] + [r.key for r in refused])
+        done = _write_tagged(session, job_id, model_version_id, tagged, ids) if tagged else 0
+        failed = _write_refused(session, job_id, refused, ids) if refused else 0
+        mark_running(session, job_id)
+        if done or failed:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(done=Job.done + done, failed=Job.failed + failed)
+            )
+        finish_if_complete(session, job_id)
+    return BatchCounts(done=done, failed=failed)
+
+
+def _write_tagged(
+    session: Session, job_id: str, version_id: int | None, tagged: Sequence[Tagged], ids: dict[str, int]
+) -> int:
+    assert version_id is not None
+    image_list = [ids[t.key] for t in tagged]
+    rows = [
+        {"image_id": ids[t.key], "tag_id": tag_id, "model_version_id": version_id, "probability": p}
+        for t in tagged
+        for tag_id, p in t.tags
+    ]
+    if rows:
+        session.execute(upsert(session, Suggestion, rows, ["image_id", "tag_id", "model_version_id"], ["probability"]))
+    # A redelivered batch whose probabilities moved across a threshold leaves no stale row behind.
+    stale = delete(Suggestion).where(
+        Suggestion.model_version_id == version_id, Suggestion.image_id.in_(image_list)
+    )
+    if rows:
+        stale = stale.where(
+            tuple_(Suggestion.image_id, Suggestion.tag_id).not_in([(r["image_id"], r["tag_id"]) for r in rows])
+        )
+    session.execute(stale)
+    result = session.execute(
+        update(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.image_id.in_(image_list), JobItem.state == ItemState.PENDING)
+        .values(
+            state=ItemState.DONE,
+            error=None,
+            attempts=JobItem.attempts + 1,
+            model_version_id=version_id,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)
+
+
+def _write_refused(session: Session, job_id: str, refused: Sequence[Refused], ids: dict[str, int]) -> int:
+    count = 0
+    for item in refused:
+        result = session.execute(
+            update(JobItem)
+            .where(JobItem.job_id == job_id, JobItem.image_id == ids[item.key], JobItem.state == ItemState.PENDING)
+            .values(state=ItemState.FAILED, error=item.reason[:2000], attempts=JobItem.attempts + 1, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        count += int(result.rowcount)
+    return count
