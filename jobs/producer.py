@@ -74,12 +74,11 @@ def enqueue_keys(
         chunk = list(dict.fromkeys(validate_key(k) for k in chunk))
         with sessions() as session, session.begin():
             ids = image_ids(session, chunk)
-            result = session.execute(
-                insert_ignore(
-                    session, JobItem, [{"job_id": job_id, "image_id": ids[k]} for k in chunk], ["job_id", "image_id"]
-                )
+            rows = [{"job_id": job_id, "image_id": ids[k]} for k in chunk]
+            inserted = session.execute(
+                insert_ignore(session, JobItem, rows, ["job_id", "image_id"]).returning(JobItem.image_id)
             )
-            added = max(int(result.rowcount), 0)
+            added = len(inserted.all())
             session.execute(
                 update(Job).where(Job.id == job_id).values(total=Job.total + added, batches=Job.batches + 1)
             )

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tagger.settings import Settings
 
@@ -23,16 +24,18 @@ class LocalWorkers:
         self.log_file = log_file
         self.extra_env = extra_env or {}
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._log: Any = None
 
     def start(self) -> LocalWorkers:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
         env.update(self.settings.as_env())
         env.update(self.extra_env)
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        log = self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
         for i in range(self.count):
             cmd = [sys.executable, "-m", "tagger", "worker", "--concurrency", str(self.concurrency),
                    "--hostname", f"local{i}-{os.getpid()}@%h"]
-            self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True))
+            out = log if log is not None else subprocess.DEVNULL
+            self.procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True))
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -46,6 +49,9 @@ class LocalWorkers:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs = []
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)

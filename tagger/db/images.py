@@ -15,4 +15,4 @@ def image_ids(session: Session, keys: Sequence[str]) -> dict[str, int]:
     if not keys:
         return {}
     session.execute(insert_ignore(session, Image, [{"key": k} for k in keys], ["key"]))
-    return dict(session.execute(select(Image.key, Image.id).where(Image.key.in_(keys))).tuples().all())
+    return {key: image_id for key, image_id in session.execute(select(Image.key, Image.id).where(Image.key.in_(keys)))}

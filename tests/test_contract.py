@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from api_client.contract import MessageError, validate_tag_batch_args
+
+JOB = "0123456789abcdef0123456789abcdef"
+
+
+def test_valid_arguments_pass() -> None:
+    assert validate_tag_batch_args([JOB, ["a.jpg"]]) == (JOB, ["a.jpg"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], [JOB], ["not-a-job", ["a.jpg"]], [JOB, []], [JOB, "a.jpg"], [JOB, [1]], [JOB, ["a"] * 2000]],
+)
+def test_malformed_messages_are_refused(args: list[object]) -> None:
+    with pytest.raises(MessageError):
+        validate_tag_batch_args(args)
+
+
+def test_api_client_never_imports_torch() -> None:
+    code = "import sys, api_client; assert 'torch' not in sys.modules and 'torchvision' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tagger.errors import ImageError
+from tagger.preprocess import DecodeLimits, Normalise, Preprocess, decode
+
+
+def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def png_with_declared_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares huge dimensions (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+def test_jpeg_is_squished_to_a_square_uint8_tensor() -> None:
+    data = encode(Image.new("RGB", (400, 100), (255, 0, 0)), "JPEG")
+    t = Preprocess(32)(data)
+    assert t.shape == (3, 32, 32) and t.dtype.is_floating_point is False
+    assert int(t[0].float().mean()) > 240 and int(t[1].float().mean()) < 15
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"\x8f\x12random bytes" * 40, "not a recognised image"),
+        (b"<!doctype html><html><body>hi</body></html>", "not a recognised image"),
+        (png_with_declared_size(50_000, 50_000), "decompression bomb"),  # Pillow's own guard
+        (png_with_declared_size(5_000, 5_000), "over the limit of 10000000"),  # ours, tighter
+    ],
+)
+def test_bad_inputs_fail_with_a_precise_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageError, match=reason):
+        decode(data, size=32, limits=DecodeLimits(max_pixels=10_000_000))
+
+
+def test_truncated_jpeg_is_refused() -> None:
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8))
+    data = encode(noisy, "JPEG")
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        decode(data[: len(data) // 2], size=32)
+
+
+def test_modes_are_normalised_to_rgb() -> None:
+    rgba = Image.new("RGBA", (20, 20), (0, 0, 0, 0))  # fully transparent -> white background
+    assert decode(encode(rgba, "PNG"), size=8).getpixel((5, 5)) == (255, 255, 255)
+    grey16 = Image.fromarray(np.full((10, 10), 65535, dtype=np.uint16))
+    assert decode(encode(grey16, "PNG"), size=8).getpixel((1, 1)) == (255, 255, 255)
+    palette = Image.new("P", (10, 10))
+    assert decode(encode(palette, "GIF"), size=8).mode == "RGB"
+    cmyk = Image.new("CMYK", (10, 10), (0, 255, 255, 0))
+    assert decode(encode(cmyk, "JPEG"), size=8).mode == "RGB"
+
+
+def test_exif_orientation_is_applied() -> None:
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise on display
+    out = decode(encode(img, "JPEG", exif=exif), size=8)
+    assert out.size[1] == 2 * out.size[0]  # landscape 2:1 on disk, portrait once rotated
+
+
+def test_normalise_uses_imagenet_statistics() -> None:
+    import torch
+
+    batch = torch.full((1, 3, 2, 2), 124, dtype=torch.uint8)  # ~ the ImageNet mean of channel 0
+    out = Normalise()(batch)
+    assert abs(float(out[0, 0].mean())) < 0.02

@@ -1,0 +1,79 @@
+"""The sink against SQLite and real PostgreSQL: redelivery rewrites the same rows, counters stay exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from jobs.producer import create_job, enqueue_keys
+from jobs.progress import failures, summary
+from tagger import registry
+from tagger.db.schema import Suggestion
+from tagger.settings import Settings
+from tests.conftest import make_model
+from worker.sink import Refused, Tagged, record_batch
+
+KEYS = [f"s/{i}.jpg" for i in range(6)]
+
+
+def _job(sessions, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+    sent: list[tuple[str, list[object], str]] = []
+    job = create_job(sessions, source="test", storage_url=tmp_path.as_uri(), batch_size=3)
+    added = enqueue_keys(sessions, lambda t, a, q: sent.append((t, a, q)), job_id=job.job_id, keys=KEYS + KEYS[:2],
+                         batch_size=3)
+    assert added == 6  # duplicate keys in the stream become one item each
+    assert [a[1] for _, a, _ in sent] == [KEYS[0:3], KEYS[3:6], KEYS[:2]]
+    return job.job_id
+
+
+def test_redelivered_batches_write_each_row_once(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_model(settings, sessions, tags=("a", "b", "c"))
+    with sessions() as session:
+        version_id = registry.active(session).id
+        tag_ids = registry.ensure_tags(session, ["a", "b", "c"])
+    job_id = _job(sessions, tmp_path)
+    first = [Tagged(k, [(tag_ids["a"], 0.9), (tag_ids["b"], 0.4)]) for k in KEYS[:3]]
+    for _ in range(3):  # the same batch delivered three times
+        counts = record_batch(sessions, job_id=job_id, model_version_id=version_id, tagged=first, refused=[])
+    assert counts.done == 0  # the redeliveries moved nothing
+    # second batch: one failure; redelivered with a probability now below threshold for tag b
+    second = [Tagged(k, [(tag_ids["a"], 0.8), (tag_ids["b"], 0.3)]) for k in KEYS[3:5]]
+    record_batch(sessions, job_id=job_id, model_version_id=version_id, tagged=second,
+                 refused=[Refused(KEYS[5], "corrupt or truncated image")])
+    second_again = [Tagged(k, [(tag_ids["a"], 0.8)]) for k in KEYS[3:5]]
+    record_batch(sessions, job_id=job_id, model_version_id=version_id, tagged=second_again,
+                 refused=[Refused(KEYS[5], "corrupt or truncated image")])
+
+    job = summary(sessions, job_id)
+    assert (job.total, job.done, job.failed, job.state.value) == (6, 5, 1, "done_with_failures")
+    assert failures(sessions, job_id) == [(KEYS[5], "corrupt or truncated image")]
+    with sessions() as session:
+        rows = session.execute(select(func.count()).select_from(Suggestion)).scalar_one()
+        distinct = session.execute(
+            select(func.count()).select_from(
+                select(Suggestion.image_id, Suggestion.tag_id, Suggestion.model_version_id).distinct().subquery()
+            )
+        ).scalar_one()
+    assert rows == distinct == 3 * 2 + 2 * 1  # stale tag b rows of the second batch are gone
+
+
+def test_empty_job_finishes_immediately(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    job = create_job(sessions, source="nothing", storage_url=tmp_path.as_uri(), batch_size=4)
+    enqueue_keys(sessions, lambda *a: None, job_id=job.job_id, keys=[], batch_size=4)
+    assert summary(sessions, job.job_id).state.value == "done"
+
+
+def test_idempotency_key_returns_the_same_job(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    a = create_job(sessions, source="x", storage_url=tmp_path.as_uri(), batch_size=4, idempotency_key="upload-1")
+    b = create_job(sessions, source="x", storage_url=tmp_path.as_uri(), batch_size=4, idempotency_key="upload-1")
+    assert a.job_id == b.job_id and a.created and not b.created
+
+
+def test_exactly_one_model_is_active(settings: Settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    first = make_model(settings, sessions, tags=("a",))
+    second = make_model(settings, sessions, tags=("a",))
+    with sessions() as session:
+        assert registry.active(session).version == second
+        statuses = {v.version: (v.status, v.is_active) for v in registry.list_versions(session)}
+    assert statuses == {first: ("retired", False), second: ("active", True)}
