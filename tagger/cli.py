@@ -214,9 +214,8 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
         if not broker_url:
             broker_url = _start_local_cluster(stack, settings, args.workers)
             args.wait = True  # the local workers stop with this command, so it must wait
-        from tagger.celeryconfig import make_producer_app
-
         from jobs.producer import celery_sender
+        from tagger.celeryconfig import make_producer_app
 
         app = make_producer_app(settings, broker_url)
         submitted = create_job(sessions, source=source, storage_url=storage_url, batch_size=batch_size,

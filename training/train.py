@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,7 +91,7 @@ def fit(model: nn.Module, train: DecodedStills, valid: DecodedStills, args: argp
             "f2": fbeta_samples(probs, targets, args.threshold),
         }
         history.append(row)
-        tqdm.write(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  valid_loss {valid_loss:.4f}  "
+        tqdm.write(file=sys.stderr, s=f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  valid_loss {valid_loss:.4f}  "
                    f"accuracy {row['accuracy']:.4f}  F2 {row['f2']:.4f}")
     return history
 
@@ -132,15 +132,15 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainRep
     model = build_model(args.arch, len(vocabulary))
     if args.weights:
         n = load_pretrained_backbone(model, args.weights)
-        print(f"loaded {n} pretrained tensors from {args.weights}")
+        print(f"loaded {n} pretrained tensors from {args.weights}", file=sys.stderr)
     else:
-        print(f"no --weights given: {args.arch} starts from random initialisation")
+        print(f"no --weights given: {args.arch} starts from random initialisation", file=sys.stderr)
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     normalise = Normalise()
     print(f"training {args.arch} on {len(train)} images, validating on {len(valid)}, "
-          f"{len(vocabulary)} tags, {args.size}px, device {device}")
+          f"{len(vocabulary)} tags, {args.size}px, device {device}", file=sys.stderr)
     history = fit(model, train, valid, args, device, normalise)
 
     probs, targets = predict_all(model, valid, device, normalise)

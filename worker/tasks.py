@@ -9,7 +9,13 @@ from celery import Task
 from celery.exceptions import Retry
 from sqlalchemy import select, update
 
-from api_client.contract import TASK_TAG_BATCH, ItemState, JobState, MessageError, validate_tag_batch_args
+from api_client.contract import (
+    TASK_TAG_BATCH,
+    ItemState,
+    JobState,
+    MessageError,
+    validate_tag_batch_args,
+)
 from jobs.lifecycle import finish_if_complete
 from tagger.db.schema import Image, Job, JobItem
 from worker.app import app

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tagger.cli import build_parser, main
+from tagger.settings import Settings, describe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_every_command(capsys) -> None:  # type: ignore[no-untyped-def]
+    try:
+        main(["--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "worker", "tag", "train", "results", "export", "models", "jobs", "db", "config"):
+        assert command in out
+
+
+def test_worker_without_broker_exits_with_config_code(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("TAGGER_BROKER_URL", raising=False)
+    assert main(["worker"]) == 2
+    assert "TAGGER_BROKER_URL" in capsys.readouterr().err
+
+
+def test_unknown_setting_exits_with_config_code(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TAGGER_THRESHHOLD", "0.3")
+    assert main(["config"]) == 2
+    assert "Did you mean TAGGER_THRESHOLD" in capsys.readouterr().err
+
+
+def test_tag_without_a_model_says_how_to_get_one(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TAGGER_VAR_DIR", str(tmp_path / "var"))
+    (tmp_path / "stills").mkdir()
+    assert main(["tag", str(tmp_path / "stills")]) == 3
+    assert "tagger train" in capsys.readouterr().err
+
+
+def test_compose_uses_only_real_commands_and_settings() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"redis", "postgres", "s3", "worker"} <= set(services)
+    known_vars = {var for var, _, _ in describe()}
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    for name, service in services.items():
+        env = service.get("environment", {})
+        for var in env:
+            if var.startswith("TAGGER_"):
+                assert var in known_vars, f"{name}: {var} is not a setting"
+        command = service.get("command")
+        if name in ("worker", "tag", "migrate") and command:
+            argv = command if isinstance(command, list) else command.split()
+            assert argv[0] in commands, f"{name}: `tagger {argv[0]}` does not exist"
+            try:
+                build_parser().parse_args(argv)
+            except SystemExit as exc:  # --help exits 0; an unknown option exits 2
+                assert exc.code == 0, f"{name}: {argv} is not a valid tagger command line"
+        if name == "worker":
+            devices = service["deploy"]["resources"]["reservations"]["devices"]
+            assert devices[0]["capabilities"] == ["gpu"]
+            Settings.from_env({k: str(v) for k, v in env.items() if k.startswith("TAGGER_")})
