@@ -35,9 +35,7 @@ class JobState(str, Enum):
         return self in FINISHED_JOB_STATES
 
 
-FINISHED_JOB_STATES = frozenset(
-    {JobState.DONE, JobState.DONE_WITH_FAILURES, JobState.FAILED, JobState.CANCELLED}
-)
+FINISHED_JOB_STATES = frozenset({JobState.DONE, JobState.DONE_WITH_FAILURES, JobState.FAILED, JobState.CANCELLED})
 
 
 class ItemState(str, Enum):

@@ -105,8 +105,9 @@ def wait(
     from tqdm import tqdm
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    bar = tqdm(total=0, unit="img", desc=f"job {job_id[:8]}", disable=None if show_progress else True,
-               dynamic_ncols=True)  # None: no bar when not a terminal
+    bar = tqdm(
+        total=0, unit="img", desc=f"job {job_id[:8]}", disable=None if show_progress else True, dynamic_ncols=True
+    )  # None: no bar when not a terminal
     try:
         while True:
             current = summary(sessions, job_id)

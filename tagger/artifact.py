@@ -109,9 +109,7 @@ def load(store: Storage, version: str, *, expected_sha256: str) -> tuple[nn.Modu
     blob = store.read(f"{version}/{WEIGHTS}")
     digest = hashlib.sha256(blob).hexdigest()
     if digest != expected_sha256 or digest != meta.weights_sha256:
-        raise ArtifactError(
-            f"checksum mismatch for {version}: file {digest[:12]}, registered {expected_sha256[:12]}"
-        )
+        raise ArtifactError(f"checksum mismatch for {version}: file {digest[:12]}, registered {expected_sha256[:12]}")
     try:
         state = load_bytes(blob)
     except Exception as exc:  # safetensors raises its own Rust-side error type

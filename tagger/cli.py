@@ -48,19 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("worker", help="run a Celery worker serving TAGGER_BROKER_URL")
-    p.add_argument("--concurrency", type=int, default=0,
-                   help="pool processes (default TAGGER_WORKER_CONCURRENCY, else 1 on GPU / cores/2 on CPU)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="pool processes (default TAGGER_WORKER_CONCURRENCY, else 1 on GPU / cores/2 on CPU)",
+    )
     p.add_argument("--queues", default="tagger.interactive,tagger.bulk", help="comma-separated queues to consume")
     p.add_argument("--hostname", default=None, help="Celery node name (default: celery@HOST)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("tag", help="create a tagging job from a folder, s3://bucket/prefix or key file")
-    p.add_argument("source", help="a folder, file:///dir, s3://bucket/prefix, or a text file of keys "
-                                  "(one per line, relative to TAGGER_STORAGE_URL)")
+    p.add_argument(
+        "source",
+        help="a folder, file:///dir, s3://bucket/prefix, or a text file of keys "
+        "(one per line, relative to TAGGER_STORAGE_URL)",
+    )
     p.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     p.add_argument("--batch-size", type=int, default=None, help="keys per task (default TAGGER_BATCH_SIZE)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes to start when no broker is configured (default 1)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="worker processes to start when no broker is configured (default 1)"
+    )
     p.add_argument("--priority", choices=["bulk", "interactive"], default="bulk")
     p.add_argument("--idempotency-key", default=None, help="the same key twice returns the same job")
     p.add_argument("--all-files", action="store_true", help="list every file, not only image suffixes")
@@ -151,8 +159,10 @@ def _print_json(data: Any) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.broker_url:
-        raise ConfigError("tagger worker needs TAGGER_BROKER_URL (e.g. redis://localhost:6379/0); "
-                          "`tagger tag FOLDER --wait` without a broker starts its own workers")
+        raise ConfigError(
+            "tagger worker needs TAGGER_BROKER_URL (e.g. redis://localhost:6379/0); "
+            "`tagger tag FOLDER --wait` without a broker starts its own workers"
+        )
     import torch
     from celery.signals import worker_process_init, worker_ready
 
@@ -174,8 +184,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     else:
         worker_process_init.connect(lambda **_: init_process(settings, torch_threads=torch_threads), weak=False)
     app = configure(settings, settings.broker_url)
-    argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={args.queues}",
-            f"--loglevel={settings.log_level}", "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        f"--queues={args.queues}",
+        f"--loglevel={settings.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
     app.worker_main(argv=argv)
@@ -218,11 +235,18 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
         from tagger.celeryconfig import make_producer_app
 
         app = make_producer_app(settings, broker_url)
-        submitted = create_job(sessions, source=source, storage_url=storage_url, batch_size=batch_size,
-                               queue=queue, idempotency_key=args.idempotency_key)
+        submitted = create_job(
+            sessions,
+            source=source,
+            storage_url=storage_url,
+            batch_size=batch_size,
+            queue=queue,
+            idempotency_key=args.idempotency_key,
+        )
         if submitted.created:
-            enqueue_keys(sessions, celery_sender(app), job_id=submitted.job_id, keys=keys,
-                         batch_size=batch_size, queue=queue)
+            enqueue_keys(
+                sessions, celery_sender(app), job_id=submitted.job_id, keys=keys, batch_size=batch_size, queue=queue
+            )
         print(f"job {submitted.job_id} {'queued' if submitted.created else 'already exists'}", file=sys.stderr)
         if not args.wait:
             if args.json:
@@ -246,8 +270,7 @@ def _start_local_cluster(stack: ExitStack, settings: Settings, workers: int) -> 
     from tagger.local_workers import LocalWorkers
 
     redis = stack.enter_context(EmbeddedRedis())
-    print(f"no TAGGER_BROKER_URL: started embedded Redis at {redis.url} and {workers} local worker(s)",
-          file=sys.stderr)
+    print(f"no TAGGER_BROKER_URL: started embedded Redis at {redis.url} and {workers} local worker(s)", file=sys.stderr)
     local = settings.replace(broker_url=redis.url)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     stack.enter_context(LocalWorkers(local, count=workers, log_file=settings.var_dir / "workers.log"))
@@ -256,8 +279,10 @@ def _start_local_cluster(stack: ExitStack, settings: Settings, workers: int) -> 
 
 def _print_job(job: Any, failed: list[tuple[str, str]]) -> None:
     rate = f"{job.rate:.1f} images/s" if job.rate else "-"
-    print(f"job {job.id}: {job.state.value}: {job.done} tagged, {job.failed} failed, "
-          f"{job.skipped} skipped of {job.total} ({rate})")
+    print(
+        f"job {job.id}: {job.state.value}: {job.done} tagged, {job.failed} failed, "
+        f"{job.skipped} skipped of {job.total} ({rate})"
+    )
     for key, reason in failed[:50]:
         print(f"  failed {key}: {reason}")
     if len(failed) > 50:
@@ -276,9 +301,11 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
         _print_json(asdict(report))
     else:
-        print(f"model {report.version}: F2 {report.final['f2']:.4f}, accuracy {report.final['accuracy']:.4f} "
-              f"on {report.valid_images} held-out images ({report.seconds:.0f}s)"
-              + (" - now active" if report.activated else " - registered as candidate"))
+        print(
+            f"model {report.version}: F2 {report.final['f2']:.4f}, accuracy {report.final['accuracy']:.4f} "
+            f"on {report.valid_images} held-out images ({report.seconds:.0f}s)"
+            + (" - now active" if report.activated else " - registered as candidate")
+        )
     return 0
 
 
@@ -334,9 +361,15 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     with sessions() as session:
         rows = [
-            {"version": r.version, "arch": r.arch, "status": r.status, "active": r.is_active,
-             "f2": (r.meta.get("metrics") or {}).get("f2"), "tags": len(r.meta.get("tags", [])),
-             "created_at": r.created_at.isoformat(timespec="seconds")}
+            {
+                "version": r.version,
+                "arch": r.arch,
+                "status": r.status,
+                "active": r.is_active,
+                "f2": (r.meta.get("metrics") or {}).get("f2"),
+                "tags": len(r.meta.get("tags", [])),
+                "created_at": r.created_at.isoformat(timespec="seconds"),
+            }
             for r in registry.list_versions(session)
         ]
     if args.json:

@@ -45,10 +45,22 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     write_labels(root / "train_labels.csv", train_stills)
 
     print(f"[2/4] training on {len(train_stills)} stills (held out: {len(held_out)})")
-    train_args = get_args_parser().parse_args([
-        "--labels", str(root / "train_labels.csv"), "--images", str(archive),
-        "--size", str(args.size), "--epochs", str(args.epochs), "--batch-size", "16", "--lr", "2e-3",
-    ])
+    train_args = get_args_parser().parse_args(
+        [
+            "--labels",
+            str(root / "train_labels.csv"),
+            "--images",
+            str(archive),
+            "--size",
+            str(args.size),
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            "16",
+            "--lr",
+            "2e-3",
+        ]
+    )
     report = train_main(train_args, settings)
     engine = make_engine(settings.database_url)
     upgrade(engine)
@@ -64,11 +76,17 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         local = settings.replace(broker_url=redis.url)
         settings.var_dir.mkdir(parents=True, exist_ok=True)
         workers = stack.enter_context(
-            LocalWorkers(local, count=args.workers, log_file=settings.var_dir / "workers.log"))
+            LocalWorkers(local, count=args.workers, log_file=settings.var_dir / "workers.log")
+        )
         app = make_producer_app(local, redis.url)
         job = create_job(sessions, source=str(archive), storage_url=storage_url, batch_size=settings.batch_size)
-        enqueue_keys(sessions, celery_sender(app), job_id=job.job_id,
-                     keys=keys_from_storage(open_storage(storage_url)), batch_size=settings.batch_size)
+        enqueue_keys(
+            sessions,
+            celery_sender(app),
+            job_id=job.job_id,
+            keys=keys_from_storage(open_storage(storage_url)),
+            batch_size=settings.batch_size,
+        )
         result = wait(sessions, job.job_id, timeout=600, alive=workers.alive)
 
     print("[4/4] measuring suggestions against the known tags of the held-out stills")
@@ -94,8 +112,9 @@ def _suggestions(sessions, version: str) -> dict[str, dict[str, float]]:  # type
     return out
 
 
-def _report(truth: dict[str, set[str]], predicted: dict[str, dict[str, float]], job, settings: Settings,
-            seconds: float) -> None:  # type: ignore[no-untyped-def]
+def _report(
+    truth: dict[str, set[str]], predicted: dict[str, dict[str, float]], job, settings: Settings, seconds: float
+) -> None:  # type: ignore[no-untyped-def]
     from tagger.sample_archive import TAGS
 
     print()

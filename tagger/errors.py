@@ -52,6 +52,5 @@ class ArtifactError(TaggerError):
 class NoActiveModelError(NotFoundError):
     def __init__(self) -> None:
         super().__init__(
-            "no active model: train one with `tagger train` or activate one with "
-            "`tagger models activate VERSION`"
+            "no active model: train one with `tagger train` or activate one with `tagger models activate VERSION`"
         )

@@ -16,8 +16,15 @@ from tagger.settings import Settings
 class LocalWorkers:
     """N real worker processes sharing this machine's settings, stopped (warm shutdown) on exit."""
 
-    def __init__(self, settings: Settings, *, count: int = 1, concurrency: int = 1, log_file: Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        count: int = 1,
+        concurrency: int = 1,
+        log_file: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.count = count
         self.concurrency = concurrency
@@ -32,8 +39,16 @@ class LocalWorkers:
         env.update(self.extra_env)
         log = self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
         for i in range(self.count):
-            cmd = [sys.executable, "-m", "tagger", "worker", "--concurrency", str(self.concurrency),
-                   "--hostname", f"local{i}-{os.getpid()}@%h"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "tagger",
+                "worker",
+                "--concurrency",
+                str(self.concurrency),
+                "--hostname",
+                f"local{i}-{os.getpid()}@%h",
+            ]
             out = log if log is not None else subprocess.DEVNULL
             self.procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True))
         return self

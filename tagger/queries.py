@@ -26,13 +26,13 @@ def suggestions_for(sessions: sessionmaker[Session], key: str, *, all_versions: 
         query = query.where(ModelVersion.is_active.is_(True))
     with sessions() as session:
         return [
-            {"tag": tag, "probability": round(p, 4), "model_version": v}
-            for tag, p, v in session.execute(query).all()
+            {"tag": tag, "probability": round(p, 4), "model_version": v} for tag, p, v in session.execute(query).all()
         ]
 
 
-def export(sessions: sessionmaker[Session], out: TextIO, *, fmt: str, tag: str | None = None,
-           min_probability: float = 0.0) -> int:
+def export(
+    sessions: sessionmaker[Session], out: TextIO, *, fmt: str, tag: str | None = None, min_probability: float = 0.0
+) -> int:
     """Stream every suggestion of the active model (uses the (tag, probability) index when filtered)."""
     query = (
         select(Image.key, Tag.name, Suggestion.probability, ModelVersion.version)
@@ -53,6 +53,8 @@ def export(sessions: sessionmaker[Session], out: TextIO, *, fmt: str, tag: str |
             if writer:
                 writer.writerow([key, name, f"{p:.4f}", version])
             else:
-                out.write(json.dumps({"key": key, "tag": name, "probability": round(p, 4), "model_version": version}) + "\n")
+                out.write(
+                    json.dumps({"key": key, "tag": name, "probability": round(p, 4), "model_version": version}) + "\n"
+                )
             n += 1
     return n

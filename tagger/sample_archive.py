@@ -66,7 +66,9 @@ def render(tags: set[str], size: tuple[int, int], rng: random.Random) -> Image.I
             draw.rectangle(box, fill=c)
     if "night" in tags:
         img = Image.eval(img, lambda v: int(v * 0.3))
-        img = Image.merge("RGB", (img.getchannel(0), img.getchannel(1), Image.eval(img.getchannel(2), lambda v: min(255, v + 25))))
+        img = Image.merge(
+            "RGB", (img.getchannel(0), img.getchannel(1), Image.eval(img.getchannel(2), lambda v: min(255, v + 25)))
+        )
     if "black-and-white" in tags:
         img = img.convert("L").convert("RGB")
     return img

@@ -28,16 +28,35 @@ class Settings:
     var_dir: Path = field(default=Path("var"), metadata={"help": "Local state: SQLite file, models, embedded Redis."})
     database_url: str = field(default="", metadata={"help": "SQLAlchemy URL. Default: SQLite file under var_dir."})
     broker_url: str = field(default="", metadata={"help": "Redis URL. Empty: tagger starts an embedded redis-server."})
-    storage_url: str = field(default="", metadata={"help": "Where images live when a job names only keys: file:///dir or s3://bucket/prefix."})
-    model_store: str = field(default="", metadata={"help": "Where model artifacts live: file:///dir or s3://bucket/prefix. Default: var_dir/models."})
-    batch_size: int = field(default=32, metadata={"help": "Images per task message and per forward pass (64-256 on a GPU)."})
+    storage_url: str = field(
+        default="",
+        metadata={"help": "Where images live when a job names only keys: file:///dir or s3://bucket/prefix."},
+    )
+    model_store: str = field(
+        default="",
+        metadata={"help": "Where model artifacts live: file:///dir or s3://bucket/prefix. Default: var_dir/models."},
+    )
+    batch_size: int = field(
+        default=32, metadata={"help": "Images per task message and per forward pass (64-256 on a GPU)."}
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N. auto picks CUDA when present."})
-    threshold: float | None = field(default=None, metadata={"help": "Override the model's tag threshold (0-1). Default: the artifact's."})
+    threshold: float | None = field(
+        default=None, metadata={"help": "Override the model's tag threshold (0-1). Default: the artifact's."}
+    )
     fetch_threads: int = field(default=8, metadata={"help": "Threads per worker process fetching and decoding images."})
-    worker_concurrency: int = field(default=0, metadata={"help": "Worker processes per `tagger worker`. 0: one per GPU, or half the CPU cores."})
-    visibility_timeout: int = field(default=3600, metadata={"help": "Seconds before Redis redelivers an unacknowledged batch; above the longest batch."})
-    max_image_bytes: int = field(default=50 * 1024 * 1024, metadata={"help": "Larger files fail with a reason instead of being read."})
-    max_image_pixels: int = field(default=100_000_000, metadata={"help": "Larger declared dimensions fail (decompression-bomb guard)."})
+    worker_concurrency: int = field(
+        default=0, metadata={"help": "Worker processes per `tagger worker`. 0: one per GPU, or half the CPU cores."}
+    )
+    visibility_timeout: int = field(
+        default=3600,
+        metadata={"help": "Seconds before Redis redelivers an unacknowledged batch; above the longest batch."},
+    )
+    max_image_bytes: int = field(
+        default=50 * 1024 * 1024, metadata={"help": "Larger files fail with a reason instead of being read."}
+    )
+    max_image_pixels: int = field(
+        default=100_000_000, metadata={"help": "Larger declared dimensions fail (decompression-bomb guard)."}
+    )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR."})
 
     def __post_init__(self) -> None:
@@ -63,9 +82,7 @@ class Settings:
         for name in ("storage_url", "model_store"):
             value = getattr(self, name)
             if value and urlparse(value).scheme not in _STORAGE_SCHEMES:
-                raise ConfigError(
-                    f"TAGGER_{name.upper()}={value!r}: use file:///absolute/dir or s3://bucket/prefix"
-                )
+                raise ConfigError(f"TAGGER_{name.upper()}={value!r}: use file:///absolute/dir or s3://bucket/prefix")
         if self.batch_size < 1 or self.batch_size > 1024:
             raise ConfigError(f"TAGGER_BATCH_SIZE={self.batch_size}: must be between 1 and 1024")
         if self.device.split(":")[0] not in _DEVICES:

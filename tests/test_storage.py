@@ -9,8 +9,19 @@ import pytest
 from tagger.errors import ImageError, InvalidKeyError, ObjectMissingError
 from tagger.storage import LocalStorage, S3Storage, open_storage, validate_key
 
-BAD_KEYS = ["", "/etc/passwd", "../secret.jpg", "a/../../b.jpg", "a/./b.jpg", "a//b.jpg", "a\\b.jpg",
-            "C:/x.jpg", "a/b\x00.jpg", "line\nbreak.jpg", "x" * 2000]
+BAD_KEYS = [
+    "",
+    "/etc/passwd",
+    "../secret.jpg",
+    "a/../../b.jpg",
+    "a/./b.jpg",
+    "a//b.jpg",
+    "a\\b.jpg",
+    "C:/x.jpg",
+    "a/b\x00.jpg",
+    "line\nbreak.jpg",
+    "x" * 2000,
+]
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)

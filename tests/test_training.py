@@ -16,8 +16,21 @@ from training.data import read_labels_csv
 def test_train_learns_exports_and_registers(tmp_path: Path, sessions, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     archive = tmp_path / "archive"
     write_stills(archive, 160, seed=5)
-    result = tagger(settings, "train", "--labels", str(archive / "labels.csv"), "--images", str(archive),
-                    "--size", "32", "--epochs", "4", "--batch-size", "16", "--json")
+    result = tagger(
+        settings,
+        "train",
+        "--labels",
+        str(archive / "labels.csv"),
+        "--images",
+        str(archive),
+        "--size",
+        "32",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "16",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     epochs = report["epochs"]

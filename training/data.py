@@ -84,8 +84,16 @@ def encode(tags: list[list[str]], vocabulary: list[str]) -> torch.Tensor:
 class DecodedStills(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Images decoded once with the inference preprocessing, held as uint8 (small archives)."""
 
-    def __init__(self, storage: Storage, data: LabelledSet, vocabulary: list[str], preprocess: Preprocess,
-                 *, threads: int = 8, desc: str = "decode") -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        data: LabelledSet,
+        vocabulary: list[str],
+        preprocess: Preprocess,
+        *,
+        threads: int = 8,
+        desc: str = "decode",
+    ) -> None:
         def one(key: str) -> torch.Tensor | None:
             try:
                 return preprocess(storage.read(key))
@@ -93,7 +101,9 @@ class DecodedStills(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 return None
 
         with ThreadPoolExecutor(threads) as pool:
-            decoded = list(tqdm(pool.map(one, data.keys), total=len(data.keys), desc=desc, unit="img", leave=False, disable=None))
+            decoded = list(
+                tqdm(pool.map(one, data.keys), total=len(data.keys), desc=desc, unit="img", leave=False, disable=None)
+            )
         keep = [i for i, t in enumerate(decoded) if t is not None]
         self.skipped = [data.keys[i] for i, t in enumerate(decoded) if t is None]
         if not keep:

@@ -11,8 +11,9 @@ def accuracy_multi(probs: torch.Tensor, targets: torch.Tensor, threshold: float 
     return float(((probs >= threshold).float() == targets).float().mean())
 
 
-def fbeta_samples(probs: torch.Tensor, targets: torch.Tensor, threshold: float | torch.Tensor = 0.2,
-                  beta: float = 2.0) -> float:
+def fbeta_samples(
+    probs: torch.Tensor, targets: torch.Tensor, threshold: float | torch.Tensor = 0.2, beta: float = 2.0
+) -> float:
     """F-beta per image, averaged over images (fastai's `fbeta(..., sample_wise=True)`)."""
     pred = (probs >= threshold).float()
     tp = (pred * targets).sum(1)
@@ -23,8 +24,9 @@ def fbeta_samples(probs: torch.Tensor, targets: torch.Tensor, threshold: float |
     return float(score.mean())
 
 
-def per_tag_precision_recall(probs: torch.Tensor, targets: torch.Tensor,
-                             threshold: float | torch.Tensor = 0.2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def per_tag_precision_recall(
+    probs: torch.Tensor, targets: torch.Tensor, threshold: float | torch.Tensor = 0.2
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(precision, recall, support) per tag."""
     pred = (probs >= threshold).float()
     tp = (pred * targets).sum(0)

@@ -9,11 +9,16 @@ from pathlib import Path
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="tagger train", description="Train a multi-label tagging model.")
     p.add_argument("--labels", type=Path, required=True, help="CSV of `image_id,tags` (tags space-separated)")
-    p.add_argument("--images", default=None,
-                   help="folder or s3://bucket/prefix holding the images (default: TAGGER_STORAGE_URL)")
+    p.add_argument(
+        "--images", default=None, help="folder or s3://bucket/prefix holding the images (default: TAGGER_STORAGE_URL)"
+    )
     p.add_argument("--arch", default="resnet18", help="torchvision architecture (resnet18..resnet152, ...)")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="local pretrained weights (.safetensors or state_dict .pth); random init without")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="local pretrained weights (.safetensors or state_dict .pth); random init without",
+    )
     p.add_argument("--size", type=int, default=224, help="square input size after squish resize")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)

@@ -57,8 +57,14 @@ def augment(batch: torch.Tensor) -> torch.Tensor:
     return (batch.float() * scale).clamp(0, 255)
 
 
-def fit(model: nn.Module, train: DecodedStills, valid: DecodedStills, args: argparse.Namespace,
-        device: torch.device, normalise: Normalise) -> list[dict[str, float]]:
+def fit(
+    model: nn.Module,
+    train: DecodedStills,
+    valid: DecodedStills,
+    args: argparse.Namespace,
+    device: torch.device,
+    normalise: Normalise,
+) -> list[dict[str, float]]:
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=len(train) > args.batch_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=args.epochs * len(loader))
@@ -91,14 +97,18 @@ def fit(model: nn.Module, train: DecodedStills, valid: DecodedStills, args: argp
             "f2": fbeta_samples(probs, targets, args.threshold),
         }
         history.append(row)
-        tqdm.write(file=sys.stderr, s=f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  valid_loss {valid_loss:.4f}  "
-                   f"accuracy {row['accuracy']:.4f}  F2 {row['f2']:.4f}")
+        tqdm.write(
+            file=sys.stderr,
+            s=f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  valid_loss {valid_loss:.4f}  "
+            f"accuracy {row['accuracy']:.4f}  F2 {row['f2']:.4f}",
+        )
     return history
 
 
 @torch.inference_mode()
-def predict_all(model: nn.Module, data: DecodedStills, device: torch.device,
-                normalise: Normalise) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_all(
+    model: nn.Module, data: DecodedStills, device: torch.device, normalise: Normalise
+) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     outs = []
     for start in range(0, len(data), 128):
@@ -139,8 +149,11 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainRep
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     normalise = Normalise()
-    print(f"training {args.arch} on {len(train)} images, validating on {len(valid)}, "
-          f"{len(vocabulary)} tags, {args.size}px, device {device}", file=sys.stderr)
+    print(
+        f"training {args.arch} on {len(train)} images, validating on {len(valid)}, "
+        f"{len(vocabulary)} tags, {args.size}px, device {device}",
+        file=sys.stderr,
+    )
     history = fit(model, train, valid, args, device, normalise)
 
     probs, targets = predict_all(model, valid, device, normalise)

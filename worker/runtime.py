@@ -106,6 +106,12 @@ class ModelRuntime:
         out = predict(model, smoke, normalise=serving.normalise, device=self._device, dtype=dtype)
         if out.shape != (1, len(meta.tags)) or not torch.isfinite(out).all():
             raise ArtifactError(f"{version}: smoke forward pass gave {tuple(out.shape)} or non-finite output")
-        log.info("serving model %s (%s, %d tags) on %s in %.1fs", version, meta.arch, len(meta.tags),
-                 self._device, time.monotonic() - started)
+        log.info(
+            "serving model %s (%s, %d tags) on %s in %.1fs",
+            version,
+            meta.arch,
+            len(meta.tags),
+            self._device,
+            time.monotonic() - started,
+        )
         return serving

@@ -52,9 +52,7 @@ def record_batch(
         mark_running(session, job_id)
         if done or failed:
             session.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(done=Job.done + done, failed=Job.failed + failed)
+                update(Job).where(Job.id == job_id).values(done=Job.done + done, failed=Job.failed + failed)
             )
         finish_if_complete(session, job_id)
     return BatchCounts(done=done, failed=failed)
@@ -73,9 +71,7 @@ def _write_tagged(
     if rows:
         session.execute(upsert(session, Suggestion, rows, ["image_id", "tag_id", "model_version_id"], ["probability"]))
     # A redelivered batch whose probabilities moved across a threshold leaves no stale row behind.
-    stale = delete(Suggestion).where(
-        Suggestion.model_version_id == version_id, Suggestion.image_id.in_(image_list)
-    )
+    stale = delete(Suggestion).where(Suggestion.model_version_id == version_id, Suggestion.image_id.in_(image_list))
     if rows:
         stale = stale.where(
             tuple_(Suggestion.image_id, Suggestion.tag_id).not_in([(r["image_id"], r["tag_id"]) for r in rows])
@@ -102,7 +98,9 @@ def _write_refused(session: Session, job_id: str, refused: Sequence[Refused], id
         result = session.execute(
             update(JobItem)
             .where(JobItem.job_id == job_id, JobItem.image_id == ids[item.key], JobItem.state == ItemState.PENDING)
-            .values(state=ItemState.FAILED, error=item.reason[:2000], attempts=JobItem.attempts + 1, updated_at=utcnow())
+            .values(
+                state=ItemState.FAILED, error=item.reason[:2000], attempts=JobItem.attempts + 1, updated_at=utcnow()
+            )
             .execution_options(synchronize_session=False)
         )
         count += int(result.rowcount)

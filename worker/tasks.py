@@ -125,6 +125,7 @@ def fail_items(sessions, job_id: str, keys: list[str], reason: str) -> dict[str,
     with sessions() as session:
         if session.get(Job, job_id) is None:
             return {"dropped": len(keys)}
-    counts = record_batch(sessions, job_id=job_id, model_version_id=None, tagged=[],
-                          refused=[Refused(k, reason) for k in keys])
+    counts = record_batch(
+        sessions, job_id=job_id, model_version_id=None, tagged=[], refused=[Refused(k, reason) for k in keys]
+    )
     return {"done": 0, "failed": counts.failed}

@@ -27,6 +27,4 @@ def upsert(
     session: Session, model: Any, rows: Sequence[dict[str, Any]], keys: list[str], update_cols: list[str]
 ) -> Any:
     stmt = _insert(session, model).values(list(rows))
-    return stmt.on_conflict_do_update(
-        index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in update_cols}
-    )
+    return stmt.on_conflict_do_update(index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in update_cols})
