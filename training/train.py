@@ -85,7 +85,7 @@ def fit(
             loss.backward()
             optimiser.step()
             schedule.step()
-            running += float(loss) * len(pixels)
+            running += float(loss.detach()) * len(pixels)
             seen += len(pixels)
         probs, targets = predict_all(model, valid, device, normalise)
         valid_loss = float(nn.functional.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets))
