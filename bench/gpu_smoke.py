@@ -23,8 +23,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tagger.architectures import build_model  # noqa: E402
+from tagger.device import pick_device  # noqa: E402
 from tagger.preprocess import Normalise, Preprocess  # noqa: E402
-from worker.inference import pick_device, predict, prepare  # noqa: E402
+from worker.inference import predict, prepare  # noqa: E402
 
 
 def stills(n: int, seed: int = 0) -> list[bytes]:

@@ -92,6 +92,31 @@ def enqueue_keys(
     return total
 
 
+def submit(
+    sessions: sessionmaker[Session],
+    send: Callable[[str, list[Any], str], None],
+    *,
+    source: str,
+    storage_url: str,
+    keys: Iterable[str],
+    batch_size: int,
+    queue: str = QUEUE_BULK,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Create the job and, unless the idempotency key names an existing one, fill it with batches."""
+    submitted = create_job(
+        sessions,
+        source=source,
+        storage_url=storage_url,
+        batch_size=batch_size,
+        queue=queue,
+        idempotency_key=idempotency_key,
+    )
+    if submitted.created:
+        enqueue_keys(sessions, send, job_id=submitted.job_id, keys=keys, batch_size=batch_size, queue=queue)
+    return submitted
+
+
 def celery_sender(app: Any) -> Callable[[str, list[Any], str], None]:
     def send(task: str, args: list[Any], queue: str) -> None:
         app.send_task(task, args=args, queue=queue)

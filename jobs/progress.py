@@ -64,19 +64,29 @@ def summary(sessions: sessionmaker[Session], job_id: str) -> JobSummary:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFoundError(f"no job {job_id!r}; see `tagger jobs list`")
-        return JobSummary(
-            id=job.id,
-            state=JobState(job.state),
-            source=job.source,
-            total=job.total,
-            done=job.done,
-            failed=job.failed,
-            skipped=job.skipped,
-            listing_complete=job.listing_complete,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-        )
+        return _summarise(job)
+
+
+def recent(sessions: sessionmaker[Session], limit: int) -> list[JobSummary]:
+    """The newest jobs first, in one query."""
+    with sessions() as session:
+        return [_summarise(j) for j in session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit))]
+
+
+def _summarise(job: Job) -> JobSummary:
+    return JobSummary(
+        id=job.id,
+        state=JobState(job.state),
+        source=job.source,
+        total=job.total,
+        done=job.done,
+        failed=job.failed,
+        skipped=job.skipped,
+        listing_complete=job.listing_complete,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
 
 
 def failures(sessions: sessionmaker[Session], job_id: str, limit: int = 1000) -> list[tuple[str, str]]:

@@ -163,15 +163,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             "tagger worker needs TAGGER_BROKER_URL (e.g. redis://localhost:6379/0); "
             "`tagger tag FOLDER --wait` without a broker starts its own workers"
         )
-    import torch
     from celery.signals import worker_process_init, worker_ready
 
     from tagger.db import make_engine, upgrade
+    from tagger.device import pick_device
     from worker.app import configure
     from worker.context import init_process
 
     upgrade(make_engine(settings.database_url))
-    gpu = settings.device.startswith("cuda") or (settings.device == "auto" and torch.cuda.is_available())
+    gpu = pick_device(settings.device).type == "cuda"
     cores = os.cpu_count() or 1
     concurrency = args.concurrency or settings.worker_concurrency or (1 if gpu else max(1, cores // 2))
     # One process owns each GPU (solo pool: CUDA is never initialised before a fork);
@@ -206,10 +206,12 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE
-    from jobs.producer import create_job, enqueue_keys
+    from jobs.producer import celery_sender, submit
     from jobs.progress import failures, wait
     from jobs.sources import keys_from_file, keys_from_storage
     from tagger import registry
+    from tagger.celeryconfig import make_producer_app
+    from tagger.local_workers import start_local_cluster
     from tagger.storage import open_storage, storage_url_for
 
     source = args.source
@@ -227,26 +229,25 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
         registry.active(session)  # fail now, not in the workers, when there is no model
 
     with ExitStack() as stack:
-        broker_url = settings.broker_url
+        broker_url, alive = settings.broker_url, None
         if not broker_url:
-            broker_url = _start_local_cluster(stack, settings, args.workers)
+            workers = start_local_cluster(stack, settings, args.workers)
+            broker_url, alive = workers.settings.broker_url, workers.alive
+            print(
+                f"no TAGGER_BROKER_URL: started embedded Redis at {broker_url} and {args.workers} local worker(s)",
+                file=sys.stderr,
+            )
             args.wait = True  # the local workers stop with this command, so it must wait
-        from jobs.producer import celery_sender
-        from tagger.celeryconfig import make_producer_app
-
-        app = make_producer_app(settings, broker_url)
-        submitted = create_job(
+        submitted = submit(
             sessions,
+            celery_sender(make_producer_app(settings, broker_url)),
             source=source,
             storage_url=storage_url,
+            keys=keys,
             batch_size=batch_size,
             queue=queue,
             idempotency_key=args.idempotency_key,
         )
-        if submitted.created:
-            enqueue_keys(
-                sessions, celery_sender(app), job_id=submitted.job_id, keys=keys, batch_size=batch_size, queue=queue
-            )
         print(f"job {submitted.job_id} {'queued' if submitted.created else 'already exists'}", file=sys.stderr)
         if not args.wait:
             if args.json:
@@ -256,25 +257,13 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(submitted.job_id)
             return 0
-        result = wait(sessions, submitted.job_id, show_progress=not args.json)
+        result = wait(sessions, submitted.job_id, show_progress=not args.json, alive=alive)
         failed = failures(sessions, submitted.job_id)
     if args.json:
         _print_json(result.as_dict() | {"failures": [{"key": k, "reason": r} for k, r in failed]})
     else:
         _print_job(result, failed)
     return 0 if result.state.value in ("done", "done_with_failures") else 1
-
-
-def _start_local_cluster(stack: ExitStack, settings: Settings, workers: int) -> str:
-    from tagger.embedded_redis import EmbeddedRedis
-    from tagger.local_workers import LocalWorkers
-
-    redis = stack.enter_context(EmbeddedRedis())
-    print(f"no TAGGER_BROKER_URL: started embedded Redis at {redis.url} and {workers} local worker(s)", file=sys.stderr)
-    local = settings.replace(broker_url=redis.url)
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    stack.enter_context(LocalWorkers(local, count=workers, log_file=settings.var_dir / "workers.log"))
-    return redis.url
 
 
 def _print_job(job: Any, failed: list[tuple[str, str]]) -> None:
@@ -383,19 +372,15 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy import select
-
-    from jobs.progress import failures, summary, wait
-    from tagger.db.schema import Job
+    from jobs.progress import failures, recent, summary, wait
 
     sessions = _sessions(settings)
     if args.jobs_command == "list":
-        with sessions() as session:
-            ids = list(session.scalars(select(Job.id).order_by(Job.created_at.desc()).limit(args.limit)))
-        rows = [summary(sessions, i).as_dict() for i in ids]
+        rows = [job.as_dict() for job in recent(sessions, args.limit)]
         if args.json:
             _print_json(rows)
-        for r in [] if args.json else rows:
+            return 0
+        for r in rows:
             print(f"{r['id']}  {r['state']:<20} {r['done']}/{r['total']} done, {r['failed']} failed  {r['source']}")
         return 0
     if args.jobs_command == "show":

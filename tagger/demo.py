@@ -20,14 +20,13 @@ from tagger.settings import Settings
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.producer import celery_sender, create_job, enqueue_keys
+    from jobs.producer import celery_sender, submit
     from jobs.progress import wait
     from jobs.sources import keys_from_storage
     from tagger import registry
     from tagger.celeryconfig import make_producer_app
-    from tagger.db import make_engine, make_sessionmaker, upgrade
-    from tagger.embedded_redis import EmbeddedRedis
-    from tagger.local_workers import LocalWorkers
+    from tagger.db import make_engine, make_sessionmaker
+    from tagger.local_workers import start_local_cluster
     from tagger.sample_archive import generate, write_labels
     from tagger.storage import open_storage
     from training.options import get_args_parser
@@ -62,8 +61,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         ]
     )
     report = train_main(train_args, settings)
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
+    engine = make_engine(settings.database_url)  # training migrated it when registering the model
     sessions = make_sessionmaker(engine)
     with sessions() as session, session.begin():
         registry.activate(session, report.version)
@@ -72,18 +70,12 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"[3/4] bulk-tagging all {len(stills)} stills through Redis and {args.workers} worker process(es)")
     storage_url = archive.resolve().as_uri()
     with ExitStack() as stack:
-        redis = stack.enter_context(EmbeddedRedis())
-        local = settings.replace(broker_url=redis.url)
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-        workers = stack.enter_context(
-            LocalWorkers(local, count=args.workers, log_file=settings.var_dir / "workers.log")
-        )
-        app = make_producer_app(local, redis.url)
-        job = create_job(sessions, source=str(archive), storage_url=storage_url, batch_size=settings.batch_size)
-        enqueue_keys(
+        workers = start_local_cluster(stack, settings, args.workers)
+        job = submit(
             sessions,
-            celery_sender(app),
-            job_id=job.job_id,
+            celery_sender(make_producer_app(settings, workers.settings.broker_url)),
+            source=str(archive),
+            storage_url=storage_url,
             keys=keys_from_storage(open_storage(storage_url)),
             batch_size=settings.batch_size,
         )

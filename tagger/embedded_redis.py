@@ -11,12 +11,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tagger.errors import ConfigError
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tagger.processes import free_port, stop_process
 
 
 def redis_server_binary() -> str:
@@ -87,13 +82,7 @@ class EmbeddedRedis:
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc, 5)
         if self._proc is not None and self._proc.stderr:
             self._proc.stderr.close()
         self._proc = None

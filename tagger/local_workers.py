@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -76,3 +77,16 @@ class LocalWorkers:
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.stop()
+
+
+def start_local_cluster(stack: ExitStack, settings: Settings, count: int) -> LocalWorkers:
+    """An embedded Redis and `count` worker processes for this machine, stopped when `stack` closes.
+
+    The returned workers carry the broker URL in their settings; `alive()` tells a waiter when they died.
+    """
+    from tagger.embedded_redis import EmbeddedRedis
+
+    redis = stack.enter_context(EmbeddedRedis())
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    local = settings.replace(broker_url=redis.url)
+    return stack.enter_context(LocalWorkers(local, count=count, log_file=settings.var_dir / "workers.log"))

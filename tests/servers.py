@@ -16,13 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from tagger.processes import free_port as tagger_free_port
+from tagger.processes import stop_process
+
 
 def free_port(*, plus_grpc: bool = False) -> int:
     """A free loopback port; with plus_grpc, port + 10000 is free too (SeaweedFS's convention)."""
     for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = tagger_free_port()
         if not plus_grpc:
             return port
         if port + 10000 < 65535:
@@ -146,13 +147,7 @@ class Postgres:
         return self.url(name)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: smart shutdown
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 20)  # SIGTERM: PostgreSQL's smart shutdown
         self.proc = None
         if getattr(self, "_log", None) is not None:
             self._log.close()
@@ -208,8 +203,9 @@ class SeaweedS3:
             "-s3",
             f"-s3.port={self.s3_port}",
             f"-s3.port.grpc={self.s3_port + 10000}",
-            "-master.volumeSizeLimitMB=64",
-            "-volume.max=16",
+            # each bucket is a collection with volumes of its own: leave room for many buckets
+            "-master.volumeSizeLimitMB=16",
+            "-volume.max=256",
         ]
         self._log = log = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
@@ -240,12 +236,6 @@ class SeaweedS3:
         )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self._log.close()
         shutil.rmtree(self.base, ignore_errors=True)

@@ -101,7 +101,15 @@ def test_s3_prefix_on_postgres_twice_leaves_the_same_rows(pg_s3_settings: Settin
         rows_after_first = suggestion_rows(settings)
         second = tagger(settings, "tag", source, "--wait", "--json")
         assert second.returncode == 0, second.stderr[-3000:]
+        key_file = tmp_path / "keys.txt"
+        key_file.write_text("# a few keys, relative to TAGGER_STORAGE_URL\n" + "\n".join(keys[:5]) + "\n")
+        from_file = tagger(settings, "tag", str(key_file), "--wait", "--json", extra_env={"TAGGER_STORAGE_URL": source})
+        assert from_file.returncode == 0, from_file.stderr[-3000:]
         assert workers.alive()
+    listed = json.loads(tagger(settings, "jobs", "list", "--json").stdout)
+    assert [j["source"] for j in listed] == [str(key_file), source, source]
+    report = json.loads(from_file.stdout)
+    assert (report["state"], report["total"], report["done"], report["failed"]) == ("done", 5, 5, 0)
     for run in (first, second):
         report = json.loads(run.stdout)
         assert (report["state"], report["done"], report["failed"]) == ("done", 20, 0)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from jobs.producer import create_job, enqueue_keys
 from jobs.progress import failures, summary
 from tagger import registry
-from tagger.db.schema import Suggestion
+from tagger.db.schema import Image, JobItem, Suggestion
 from tagger.settings import Settings
 from tests.conftest import make_model
 from worker.sink import Refused, Tagged, record_batch
@@ -88,3 +88,25 @@ def test_exactly_one_model_is_active(settings: Settings, sessions) -> None:  # t
         assert registry.active(session).version == second
         statuses = {v.version: (v.status, v.is_active) for v in registry.list_versions(session)}
     assert statuses == {first: ("retired", False), second: ("active", True)}
+
+
+def test_skipped_items_count_once_and_are_not_attempts(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_model(settings, sessions, tags=("a",))
+    with sessions() as session:
+        version_id = registry.active(session).id
+    job_id = _job(sessions, tmp_path)
+    record_batch(sessions, job_id=job_id, model_version_id=version_id, tagged=[Tagged(KEYS[0], [])])
+    for _ in range(2):  # a cancelled job's batch, delivered twice; KEYS[0] is already done
+        counts = record_batch(sessions, job_id=job_id, model_version_id=None, skipped=KEYS[:3])
+    assert counts.skipped == 0
+    job = summary(sessions, job_id)
+    assert (job.done, job.failed, job.skipped) == (1, 0, 2)
+    with sessions() as session:
+        rows = dict(
+            session.execute(
+                select(Image.key, JobItem.attempts)
+                .join(JobItem, JobItem.image_id == Image.id)
+                .where(JobItem.job_id == job_id, JobItem.state == "skipped")
+            ).all()
+        )
+    assert rows == {KEYS[1]: 0, KEYS[2]: 0}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,18 +69,23 @@ def test_missing_and_oversized_files(tmp_path: Path) -> None:
         storage.read("big.jpg", max_bytes=999)
 
 
-class _NoIOClient:
-    """Stands in for boto3 only to prove that no request is made for a refused key."""
-
-    def __getattr__(self, name: str) -> object:
-        raise AssertionError(f"S3 was called ({name}) for a key that should have been refused")
+@pytest.fixture(scope="module")
+def refusals_bucket(s3) -> str:  # type: ignore[no-untyped-def]
+    s3.client().create_bucket(Bucket="refusals")
+    return "refusals"
 
 
 @pytest.mark.parametrize("key", ["../other-prefix/x.jpg", "/abs.jpg", "a/../../b.jpg"])
-def test_s3_refuses_bad_keys_before_any_request(key: str) -> None:
-    storage = S3Storage("bucket", "prefix", client=_NoIOClient())
+def test_s3_refuses_bad_keys_before_any_request(s3, refusals_bucket: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    client, prefix = s3.client(), f"p{uuid.uuid4().hex[:8]}"
+    client.put_object(Bucket="refusals", Key=f"{prefix}/ok.jpg", Body=b"ok")
+    requests: list[str] = []
+    client.meta.events.register("before-send", lambda request, **_: requests.append(request.url))
+    storage = S3Storage("refusals", prefix, client=client)
+    assert storage.read("ok.jpg") == b"ok" and len(requests) == 1  # the counter sees real requests
     with pytest.raises(InvalidKeyError):
         storage.read(key)
+    assert len(requests) == 1, f"a refused key reached the server: {requests[1:]}"
 
 
 def test_s3_round_trip_and_paginated_listing(s3: object) -> None:

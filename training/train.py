@@ -21,6 +21,7 @@ from tqdm import tqdm
 from tagger import artifact, registry
 from tagger.architectures import build_model, load_pretrained_backbone
 from tagger.db import make_engine, make_sessionmaker, upgrade
+from tagger.device import pick_device
 from tagger.preprocess import Normalise, Preprocess
 from tagger.settings import Settings
 from tagger.storage import open_storage, storage_url_for
@@ -41,12 +42,6 @@ class TrainReport:
     final: dict[str, Any] = field(default_factory=dict)
     activated: bool = False
     seconds: float = 0.0
-
-
-def pick_train_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def augment(batch: torch.Tensor) -> torch.Tensor:
@@ -138,7 +133,7 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainRep
         if skipped:
             log.warning("skipped %d unreadable images, e.g. %s", len(skipped), skipped[:3])
 
-    device = pick_train_device(settings.device)
+    device = pick_device(settings.device)
     model = build_model(args.arch, len(vocabulary))
     if args.weights:
         n = load_pretrained_backbone(model, args.weights)

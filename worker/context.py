@@ -44,8 +44,8 @@ def get_context() -> WorkerContext:
 def build_context(settings: Settings, *, torch_threads: int | None = None) -> WorkerContext:
     import torch
 
+    from tagger.device import pick_device
     from tagger.preprocess import DecodeLimits
-    from worker.inference import pick_device
     from worker.runtime import ModelRuntime
 
     if torch_threads:

@@ -8,13 +8,6 @@ from torch import nn
 from tagger.preprocess import Normalise
 
 
-def pick_device(requested: str) -> torch.device:
-    """auto -> CUDA when present (checked without initialising a CUDA context), else CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
 def prepare(model: nn.Module, device: torch.device) -> tuple[nn.Module, torch.dtype]:
     """Move a model for inference: bf16 + channels_last on CUDA, float32 on CPU."""
     model.eval()
@@ -43,8 +36,8 @@ def predict(
 
 def above_threshold(probs: torch.Tensor, thresholds: torch.Tensor) -> list[list[tuple[int, float]]]:
     """For each image, (tag index, probability) of every tag at or above its threshold."""
-    keep = probs >= thresholds.unsqueeze(0)
+    rows, cols = (probs >= thresholds.unsqueeze(0)).nonzero(as_tuple=True)
     out: list[list[tuple[int, float]]] = [[] for _ in range(probs.shape[0])]
-    for row, col in keep.nonzero().tolist():
-        out[row].append((col, float(probs[row, col])))
+    for row, col, p in zip(rows.tolist(), cols.tolist(), probs[rows, cols].tolist(), strict=True):
+        out[row].append((col, p))
     return out

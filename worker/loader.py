@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from tagger.errors import PermanentError, RetryableError
-from tagger.storage import Storage, validate_key
+from tagger.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,8 @@ def load_batch(
     pool: ThreadPoolExecutor,
     max_bytes: int,
 ) -> tuple[list[Loaded], list[Failed]]:
-    """Keys are validated before any I/O; storage reads and Pillow decodes overlap in the pool."""
-    valid: list[str] = []
+    """Storage reads and Pillow decodes overlap in the pool; a bad key fails in storage before any I/O."""
     failed: list[Failed] = []
-    for key in keys:
-        try:
-            valid.append(validate_key(key))
-        except PermanentError as exc:
-            failed.append(Failed(key, f"invalid key: {exc}"))
 
     def one(key: str) -> Loaded | Failed:
         try:
@@ -53,7 +47,7 @@ def load_batch(
             return Failed(key, "out of memory while decoding")
 
     loaded: list[Loaded] = []
-    for outcome in pool.map(one, valid):
+    for outcome in pool.map(one, keys):
         if isinstance(outcome, Loaded):
             loaded.append(outcome)
         else:

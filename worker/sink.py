@@ -18,6 +18,8 @@ from tagger.db.images import image_ids
 from tagger.db.schema import Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert
 
+_ATTEMPT = JobItem.attempts + 1  # a processed image counts an attempt; a skipped one does not
+
 
 @dataclass(frozen=True)
 class Tagged:
@@ -35,6 +37,7 @@ class Refused:
 class BatchCounts:
     done: int
     failed: int
+    skipped: int = 0
 
 
 def record_batch(
@@ -42,26 +45,45 @@ def record_batch(
     *,
     job_id: str,
     model_version_id: int | None,
-    tagged: Sequence[Tagged],
-    refused: Sequence[Refused],
+    tagged: Sequence[Tagged] = (),
+    refused: Sequence[Refused] = (),
+    skipped: Sequence[str] = (),
 ) -> BatchCounts:
+    """One transaction: suggestions of the tagged images, then every item's outcome and the job counters."""
     with session_factory() as session, session.begin():
-        ids = image_ids(session, [t.key for t in tagged] + [r.key for r in refused])
+        ids = image_ids(session, [t.key for t in tagged] + [r.key for r in refused] + list(skipped))
         done = _write_tagged(session, job_id, model_version_id, tagged, ids) if tagged else 0
-        failed = _write_refused(session, job_id, refused, ids) if refused else 0
+        failed = sum(
+            _leave_pending(session, job_id, [ids[r.key]], ItemState.FAILED, error=r.reason[:2000], attempts=_ATTEMPT)
+            for r in refused
+        )
+        skip = _leave_pending(session, job_id, [ids[k] for k in skipped], ItemState.SKIPPED) if skipped else 0
         mark_running(session, job_id)
-        if done or failed:
+        if done or failed or skip:
             session.execute(
-                update(Job).where(Job.id == job_id).values(done=Job.done + done, failed=Job.failed + failed)
+                update(Job)
+                .where(Job.id == job_id)
+                .values(done=Job.done + done, failed=Job.failed + failed, skipped=Job.skipped + skip)
             )
         finish_if_complete(session, job_id)
-    return BatchCounts(done=done, failed=failed)
+    return BatchCounts(done=done, failed=failed, skipped=skip)
+
+
+def _leave_pending(session: Session, job_id: str, image_ids: list[int], state: ItemState, **values: object) -> int:
+    """Move this job's still-pending items to `state`; returns how many moved (0 on a redelivery)."""
+    result = session.execute(
+        update(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.image_id.in_(image_ids), JobItem.state == ItemState.PENDING)
+        .values(state=state, updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)
 
 
 def _write_tagged(
     session: Session, job_id: str, version_id: int | None, tagged: Sequence[Tagged], ids: dict[str, int]
 ) -> int:
-    assert version_id is not None
+    assert version_id is not None, "tagged images need the model version that tagged them"
     image_list = [ids[t.key] for t in tagged]
     rows = [
         {"image_id": ids[t.key], "tag_id": tag_id, "model_version_id": version_id, "probability": p}
@@ -77,31 +99,6 @@ def _write_tagged(
             tuple_(Suggestion.image_id, Suggestion.tag_id).not_in([(r["image_id"], r["tag_id"]) for r in rows])
         )
     session.execute(stale)
-    result = session.execute(
-        update(JobItem)
-        .where(JobItem.job_id == job_id, JobItem.image_id.in_(image_list), JobItem.state == ItemState.PENDING)
-        .values(
-            state=ItemState.DONE,
-            error=None,
-            attempts=JobItem.attempts + 1,
-            model_version_id=version_id,
-            updated_at=utcnow(),
-        )
-        .execution_options(synchronize_session=False)
+    return _leave_pending(
+        session, job_id, image_list, ItemState.DONE, error=None, model_version_id=version_id, attempts=_ATTEMPT
     )
-    return int(result.rowcount)
-
-
-def _write_refused(session: Session, job_id: str, refused: Sequence[Refused], ids: dict[str, int]) -> int:
-    count = 0
-    for item in refused:
-        result = session.execute(
-            update(JobItem)
-            .where(JobItem.job_id == job_id, JobItem.image_id == ids[item.key], JobItem.state == ItemState.PENDING)
-            .values(
-                state=ItemState.FAILED, error=item.reason[:2000], attempts=JobItem.attempts + 1, updated_at=utcnow()
-            )
-            .execution_options(synchronize_session=False)
-        )
-        count += int(result.rowcount)
-    return count

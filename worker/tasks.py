@@ -7,17 +7,9 @@ import random
 
 from celery import Task
 from celery.exceptions import Retry
-from sqlalchemy import select, update
 
-from api_client.contract import (
-    TASK_TAG_BATCH,
-    ItemState,
-    JobState,
-    MessageError,
-    validate_tag_batch_args,
-)
-from jobs.lifecycle import finish_if_complete
-from tagger.db.schema import Image, Job, JobItem
+from api_client.contract import TASK_TAG_BATCH, JobState, MessageError, validate_tag_batch_args
+from tagger.db.schema import Job
 from worker.app import app
 from worker.context import get_context
 
@@ -62,8 +54,9 @@ def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict
             log.error("job %s does not exist; dropping a batch of %d keys", job_id, len(keys))
             return {"dropped": len(keys)}
         state, storage_url = JobState(job.state), job.storage_url
-    if state in (JobState.CANCELLED, JobState.FAILED):
-        return {"skipped": skip_items(ctx.sessions, job_id, keys)}
+    if state in (JobState.CANCELLED, JobState.FAILED):  # remaining batches are skipped without any I/O
+        counts = record_batch(ctx.sessions, job_id=job_id, model_version_id=None, skipped=keys)
+        return {"skipped": counts.skipped}
 
     serving = ctx.runtime.current()
     loaded, failed = load_batch(
@@ -102,30 +95,11 @@ def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict
     return {"done": counts.done, "failed": counts.failed, "model_version": serving.version_id}
 
 
-def skip_items(sessions, job_id: str, keys: list[str]) -> int:  # type: ignore[no-untyped-def]
-    """Mark a cancelled job's remaining items skipped, without fetching or decoding anything."""
-    with sessions() as session, session.begin():
-        image_ids = select(Image.id).where(Image.key.in_(keys))
-        result = session.execute(
-            update(JobItem)
-            .where(JobItem.job_id == job_id, JobItem.image_id.in_(image_ids), JobItem.state == ItemState.PENDING)
-            .values(state=ItemState.SKIPPED)
-            .execution_options(synchronize_session=False)
-        )
-        skipped = int(result.rowcount)
-        if skipped:
-            session.execute(update(Job).where(Job.id == job_id).values(skipped=Job.skipped + skipped))
-        finish_if_complete(session, job_id)
-    return skipped
-
-
 def fail_items(sessions, job_id: str, keys: list[str], reason: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
     from worker.sink import Refused, record_batch
 
     with sessions() as session:
         if session.get(Job, job_id) is None:
             return {"dropped": len(keys)}
-    counts = record_batch(
-        sessions, job_id=job_id, model_version_id=None, tagged=[], refused=[Refused(k, reason) for k in keys]
-    )
+    counts = record_batch(sessions, job_id=job_id, model_version_id=None, refused=[Refused(k, reason) for k in keys])
     return {"done": 0, "failed": counts.failed}
