@@ -13,8 +13,12 @@ from typing import Any
 TASK_TAG_BATCH = "tagger.tag_batch"
 """Celery task name: args = [job_id: str, keys: list[str]]."""
 
+TASK_RETRAIN = "tagger.retrain"
+"""Celery task name of scheduled retraining (no arguments); queued by `tagger beat`."""
+
 QUEUE_BULK = "tagger.bulk"
 QUEUE_INTERACTIVE = "tagger.interactive"
+QUEUE_TRAINING = "tagger.training"
 
 MAX_KEYS_PER_MESSAGE = 1024
 MAX_KEY_LENGTH = 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,9 +15,11 @@ from api_client.contract import QUEUE_BULK, TASK_TAG_BATCH
 from jobs.lifecycle import finish_if_complete
 from jobs.sources import chunked
 from tagger.db.images import image_ids
-from tagger.db.schema import Job, JobItem
+from tagger.db.schema import Job, JobItem, utcnow
 from tagger.db.upsert import insert_ignore
 from tagger.storage import validate_key
+
+DEFAULT_MAX_ATTEMPTS = 3  # per image: a poison image fails with a reason instead of looping
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ def create_job(
     batch_size: int,
     queue: str = QUEUE_BULK,
     idempotency_key: str | None = None,
+    options: dict[str, Any] | None = None,
+    max_attempts: int | None = None,
+    time_limit: float | None = None,
 ) -> Submitted:
     """Insert the job row; the same idempotency key always returns the same job."""
     with sessions() as session, session.begin():
@@ -49,6 +55,9 @@ def create_job(
                 queue=queue,
                 batch_size=batch_size,
                 idempotency_key=idempotency_key,
+                options=options or {},
+                max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS,
+                deadline_at=utcnow() + timedelta(seconds=time_limit) if time_limit else None,
             )
         )
     return Submitted(job_id, created=True)
@@ -62,6 +71,7 @@ def enqueue_keys(
     keys: Iterable[str],
     batch_size: int,
     queue: str = QUEUE_BULK,
+    storage_url: str | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Stream keys into batches; returns how many new items the job received.
@@ -73,7 +83,7 @@ def enqueue_keys(
     for chunk in chunked(keys, batch_size):
         chunk = list(dict.fromkeys(validate_key(k) for k in chunk))
         with sessions() as session, session.begin():
-            ids = image_ids(session, chunk)
+            ids = image_ids(session, chunk, storage_url=storage_url)
             rows = [{"job_id": job_id, "image_id": ids[k]} for k in chunk]
             inserted = session.execute(
                 insert_ignore(session, JobItem, rows, ["job_id", "image_id"]).returning(JobItem.image_id)
@@ -102,6 +112,9 @@ def submit(
     batch_size: int,
     queue: str = QUEUE_BULK,
     idempotency_key: str | None = None,
+    options: dict[str, Any] | None = None,
+    max_attempts: int | None = None,
+    time_limit: float | None = None,
 ) -> Submitted:
     """Create the job and, unless the idempotency key names an existing one, fill it with batches."""
     submitted = create_job(
@@ -111,9 +124,20 @@ def submit(
         batch_size=batch_size,
         queue=queue,
         idempotency_key=idempotency_key,
+        options=options,
+        max_attempts=max_attempts,
+        time_limit=time_limit,
     )
     if submitted.created:
-        enqueue_keys(sessions, send, job_id=submitted.job_id, keys=keys, batch_size=batch_size, queue=queue)
+        enqueue_keys(
+            sessions,
+            send,
+            job_id=submitted.job_id,
+            keys=keys,
+            batch_size=batch_size,
+            queue=queue,
+            storage_url=storage_url,
+        )
     return submitted
 
 

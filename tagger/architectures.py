@@ -25,19 +25,38 @@ def build_model(arch: str, num_tags: int) -> nn.Module:
     return model
 
 
-def replace_head(model: nn.Module, num_tags: int) -> None:
-    """Swap the final nn.Linear (fc, classifier[-1] or heads.head) for one with num_tags outputs."""
+def _head(model: nn.Module) -> tuple[nn.Module, str | int] | None:
     for owner_name in ("fc", "classifier", "heads", "head"):
         owner = getattr(model, owner_name, None)
         if isinstance(owner, nn.Linear):
-            setattr(model, owner_name, nn.Linear(owner.in_features, num_tags))
-            return
+            return model, owner_name
         if isinstance(owner, nn.Sequential):
             for idx in range(len(owner) - 1, -1, -1):
                 if isinstance(owner[idx], nn.Linear):
-                    owner[idx] = nn.Linear(owner[idx].in_features, num_tags)
-                    return
-    raise ConfigError(f"cannot find a linear classification head in {type(model).__name__}")
+                    return owner, idx
+    return None
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of the final classification layer (the part fine-tuning trains first)."""
+    found = _head(model)
+    if found is None:
+        raise ConfigError(f"cannot find a linear classification head in {type(model).__name__}")
+    owner, name = found
+    layer = owner[name] if isinstance(name, int) else getattr(owner, name)  # type: ignore[index]
+    return list(layer.parameters())
+
+
+def replace_head(model: nn.Module, num_tags: int) -> None:
+    """Swap the final nn.Linear (fc, classifier[-1] or heads.head) for one with num_tags outputs."""
+    found = _head(model)
+    if found is None:
+        raise ConfigError(f"cannot find a linear classification head in {type(model).__name__}")
+    owner, name = found
+    if isinstance(name, int):
+        owner[name] = nn.Linear(owner[name].in_features, num_tags)  # type: ignore[index,operator]
+    else:
+        setattr(owner, name, nn.Linear(getattr(owner, name).in_features, num_tags))
 
 
 def load_pretrained_backbone(model: nn.Module, weights_file: Path) -> int:
@@ -56,9 +75,31 @@ def load_pretrained_backbone(model: nn.Module, weights_file: Path) -> int:
             state = torch.load(weights_file, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ArtifactError(f"cannot read {weights_file} as a plain state_dict: {exc}") from exc
+    return _load_backbone(model, state, str(weights_file))
+
+
+def load_imagenet_weights(model: nn.Module, arch: str) -> int:
+    """ImageNet weights through torchvision's weights API (downloads once into the torch hub cache)."""
+    from torchvision import models
+
+    try:
+        weights = models.get_model_weights(arch).DEFAULT
+    except ValueError:
+        raise ConfigError(f"torchvision has no pretrained weights for {arch!r}") from None
+    try:
+        state = weights.get_state_dict(progress=True, check_hash=True)
+    except Exception as exc:  # URLError, timeouts, proxies: all mean "not reachable from here"
+        raise ConfigError(
+            f"cannot download {weights} ({type(exc).__name__}: {exc}); on an offline machine pass "
+            "--weights FILE (a .safetensors or state_dict .pth), or --random-init"
+        ) from None
+    return _load_backbone(model, state, str(weights))
+
+
+def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> int:
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
-        raise ArtifactError(f"{weights_file} shares no tensor names/shapes with this architecture")
+        raise ArtifactError(f"{origin} shares no tensor names/shapes with this architecture")
     model.load_state_dict(usable, strict=False)
     return len(usable)

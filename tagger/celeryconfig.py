@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu import Queue
 
-from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE, TASK_TAG_BATCH
+from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUE_TRAINING, TASK_RETRAIN, TASK_TAG_BATCH
 from tagger.settings import Settings
 
 
@@ -22,8 +22,8 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE_BULK,
-        "task_queues": (Queue(QUEUE_INTERACTIVE), Queue(QUEUE_BULK)),
-        "task_routes": {TASK_TAG_BATCH: {"queue": QUEUE_BULK}},
+        "task_queues": (Queue(QUEUE_INTERACTIVE), Queue(QUEUE_BULK), Queue(QUEUE_TRAINING)),
+        "task_routes": {TASK_TAG_BATCH: {"queue": QUEUE_BULK}, TASK_RETRAIN: {"queue": QUEUE_TRAINING}},
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,

@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from tagger.errors import ConfigError, TaggerError
-from tagger.settings import Settings, describe
+from tagger.settings import Settings, describe, redacted
 
 log = logging.getLogger("tagger")
 
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="generate a sample archive, train on it, bulk-tag it, report")
-    p.add_argument("--images", type=int, default=1000, help="stills to generate (default 1000)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--images", type=int, default=2000, help="stills to generate (default 2000)")
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--size", type=int, default=64, help="model input size; small keeps the demo fast on CPU")
     p.add_argument("--workers", type=int, default=2, help="worker processes to start")
     p.add_argument("--dir", default=None, help="where to write the sample archive (default: VAR/demo)")
@@ -61,9 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tag", help="create a tagging job from a folder, s3://bucket/prefix or key file")
     p.add_argument(
         "source",
+        nargs="?",
         help="a folder, file:///dir, s3://bucket/prefix, or a text file of keys "
-        "(one per line, relative to TAGGER_STORAGE_URL)",
+        "(one per line, relative to TAGGER_STORAGE_URL); omit with --stale or --query",
     )
+    p.add_argument("--stale", action="store_true", help="re-tag images whose suggestions come from an older model")
+    p.add_argument(
+        "--query",
+        choices=["untagged", "stale", "missing"],
+        default=None,
+        help="select images in the database: never tagged, tagged by an older model, or lacking --tags",
+    )
+    p.add_argument("--tags", default="", help="comma-separated tag set for --query missing")
+    p.add_argument("--storage", default=None, help="storage URL of the queried images (default: where they were read)")
     p.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     p.add_argument("--batch-size", type=int, default=None, help="keys per task (default TAGGER_BATCH_SIZE)")
     p.add_argument(
@@ -94,13 +104,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-probability", type=float, default=0.0)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("models", help="list or activate model versions")
+    p = sub.add_parser("models", help="list, show, activate or roll back model versions")
     msub = p.add_subparsers(dest="models_command", required=True)
-    m = msub.add_parser("list", help="all versions, newest first")
+    m = msub.add_parser("list", help="all versions, newest first, metrics side by side")
     m.add_argument("--json", action="store_true")
-    m = msub.add_parser("activate", help="make VERSION the active model (workers pick it up in seconds)")
+    m = msub.add_parser("show", help="one version: metrics per tag, thresholds, training arguments and data")
+    m.add_argument("version", nargs="?", help="default: the active version")
+    m.add_argument("--json", action="store_true")
+    m = msub.add_parser("activate", help="validate VERSION, make it active; running workers switch between batches")
     m.add_argument("version")
+    m = msub.add_parser("rollback", help="re-activate the version that was active before the current one")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("labels", help="tags confirmed by people: the training data of `tagger train --labels db`")
+    lsub = p.add_subparsers(dest="labels_command", required=True)
+    m = lsub.add_parser("add", help="tags a person entered by hand for one image")
+    m.add_argument("key")
+    m.add_argument("tags", nargs="+")
+    m = lsub.add_parser("accept", help="accept the active model's suggestions for one image (all, or the named tags)")
+    m.add_argument("key")
+    m.add_argument("tags", nargs="*")
+    m = lsub.add_parser("import", help="load an `image_id,tags` CSV as manual labels")
+    m.add_argument("csv")
+    m.add_argument("--storage", default=None, help="where the images live (default TAGGER_STORAGE_URL)")
+    m = lsub.add_parser("stats", help="how many images and labels per tag")
+    p.set_defaults(func=cmd_labels)
+
+    p = sub.add_parser("beat", help="run Celery beat: queues scheduled retraining (TAGGER_RETRAIN_SCHEDULE)")
+    p.set_defaults(func=cmd_beat)
 
     p = sub.add_parser("jobs", help="list jobs, show one, or wait for one")
     jsub = p.add_subparsers(dest="jobs_command", required=True)
@@ -203,30 +234,22 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
     from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE
-    from jobs.producer import celery_sender, submit
+    from jobs.producer import celery_sender
     from jobs.progress import failures, wait
-    from jobs.sources import keys_from_file, keys_from_storage
     from tagger import registry
     from tagger.celeryconfig import make_producer_app
     from tagger.local_workers import start_local_cluster
-    from tagger.storage import open_storage, storage_url_for
 
-    source = args.source
-    if Path(source).is_file():
-        if not settings.storage_url:
-            raise ConfigError("a key file names keys relative to TAGGER_STORAGE_URL; set it to file:///dir or s3://...")
-        storage_url, keys = settings.storage_url, keys_from_file(Path(source))
-    else:
-        storage_url = storage_url_for(source)
-        keys = keys_from_storage(open_storage(storage_url), images_only=not args.all_files)
+    query = "stale" if args.stale else args.query
+    if bool(query) == bool(args.source):
+        raise ConfigError("give a SOURCE (folder, s3://bucket/prefix, key file) or --stale / --query, not both")
     batch_size = args.batch_size or settings.batch_size
     queue = QUEUE_INTERACTIVE if args.priority == "interactive" else QUEUE_BULK
     sessions = _sessions(settings)
     with sessions() as session:
         registry.active(session)  # fail now, not in the workers, when there is no model
+    submit_to = _submitter(args, settings, sessions, query, batch_size, queue)
 
     with ExitStack() as stack:
         broker_url, alive = settings.broker_url, None
@@ -238,16 +261,7 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
             args.wait = True  # the local workers stop with this command, so it must wait
-        submitted = submit(
-            sessions,
-            celery_sender(make_producer_app(settings, broker_url)),
-            source=source,
-            storage_url=storage_url,
-            keys=keys,
-            batch_size=batch_size,
-            queue=queue,
-            idempotency_key=args.idempotency_key,
-        )
+        submitted = submit_to(celery_sender(make_producer_app(settings, broker_url)))
         print(f"job {submitted.job_id} {'queued' if submitted.created else 'already exists'}", file=sys.stderr)
         if not args.wait:
             if args.json:
@@ -264,6 +278,35 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
     else:
         _print_job(result, failed)
     return 0 if result.state.value in ("done", "done_with_failures") else 1
+
+
+def _submitter(
+    args: argparse.Namespace, settings: Settings, sessions: Any, query: str | None, batch_size: int, queue: str
+) -> Any:
+    """A function send -> Submitted for the job this command describes (keys are read lazily)."""
+    from pathlib import Path
+
+    from jobs.producer import submit
+    from jobs.queries import submit_query
+    from jobs.sources import keys_from_file, keys_from_storage
+    from tagger.storage import open_storage, storage_url_for
+
+    common = {"batch_size": batch_size, "queue": queue, "idempotency_key": args.idempotency_key}
+    if query:
+        tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+        storage = storage_url_for(args.storage) if args.storage else None
+        return lambda send: submit_query(
+            sessions, send, query=query, tags=tags, storage_url=storage, default_storage=settings.storage_url, **common
+        )
+    source = args.source
+    if Path(source).is_file():
+        if not settings.storage_url:
+            raise ConfigError("a key file names keys relative to TAGGER_STORAGE_URL; set it to file:///dir or s3://...")
+        storage_url, keys = settings.storage_url, keys_from_file(Path(source))
+    else:
+        storage_url = storage_url_for(source)
+        keys = keys_from_storage(open_storage(storage_url), images_only=not args.all_files)
+    return lambda send: submit(sessions, send, source=source, storage_url=storage_url, keys=keys, **common)
 
 
 def _print_job(job: Any, failed: list[tuple[str, str]]) -> None:
@@ -340,34 +383,131 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from tagger import registry
+    from tagger import promotion, registry
 
     sessions = _sessions(settings)
     if args.models_command == "activate":
-        with sessions() as session, session.begin():
-            registry.activate(session, args.version)
-        print(f"activated {args.version}; running workers switch to it between batches")
+        switch = promotion.activate(sessions, settings, args.version)
+        print(
+            f"activated {switch.active} (was {switch.previous or 'none'}); "
+            f"{switch.listeners} worker process(es) notified, the others switch within seconds"
+        )
+        return 0
+    if args.models_command == "rollback":
+        switch = promotion.rollback(sessions, settings)
+        print(f"rolled back from {switch.previous} to {switch.active}; {switch.listeners} worker process(es) notified")
+        return 0
+    if args.models_command == "show":
+        with sessions() as session:
+            row = registry.get(session, args.version) if args.version else registry.active(session)
+            data = _model_row(row) | {"uri": row.uri, "sha256": row.sha256, "error": row.error, "meta": row.meta}
+        if args.json:
+            _print_json(data)
+        else:
+            _print_model(data)
         return 0
     with sessions() as session:
-        rows = [
-            {
-                "version": r.version,
-                "arch": r.arch,
-                "status": r.status,
-                "active": r.is_active,
-                "f2": (r.meta.get("metrics") or {}).get("f2"),
-                "tags": len(r.meta.get("tags", [])),
-                "created_at": r.created_at.isoformat(timespec="seconds"),
-            }
-            for r in registry.list_versions(session)
-        ]
+        rows = [_model_row(r) for r in registry.list_versions(session)]
     if args.json:
         _print_json(rows)
         return 0
-    print(f"{'version':<24} {'arch':<10} {'status':<10} {'F2':>6} {'tags':>5}  created")
+    print(f"{'version':<24} {'arch':<10} {'status':<11} {'F2@0.2':>7} {'F2 cal':>7} {'mAP':>6} {'valid':>6}  created")
     for r in rows:
-        f2 = f"{r['f2']:.3f}" if isinstance(r["f2"], float) else "-"
-        print(f"{r['version']:<24} {r['arch']:<10} {r['status']:<10} {f2:>6} {r['tags']:>5}  {r['created_at']}")
+        cells = [f"{r[k]:.3f}" if isinstance(r[k], float) else "-" for k in ("f2", "f2_calibrated", "map")]
+        print(
+            f"{r['version']:<24} {r['arch']:<10} {r['status']:<11} {cells[0]:>7} {cells[1]:>7} {cells[2]:>6} "
+            f"{r['valid_images'] or '-':>6}  {r['created_at']}"
+        )
+    return 0
+
+
+def _model_row(r: Any) -> dict[str, Any]:
+    metrics, training = (r.meta or {}).get("metrics") or {}, (r.meta or {}).get("training") or {}
+    return {
+        "version": r.version,
+        "arch": r.arch,
+        "status": r.status,
+        "active": r.is_active,
+        "f2": metrics.get("f2"),
+        "f2_calibrated": metrics.get("f2_calibrated"),
+        "map": metrics.get("map"),
+        "valid_images": training.get("valid_images"),
+        "tags": len((r.meta or {}).get("tags", [])),
+        "created_at": r.created_at.isoformat(timespec="seconds"),
+        "activated_at": r.activated_at.isoformat(timespec="seconds") if r.activated_at else None,
+    }
+
+
+def _print_model(data: dict[str, Any]) -> None:
+    meta = data["meta"] or {}
+    metrics, training = meta.get("metrics") or {}, meta.get("training") or {}
+    print(f"version   {data['version']} ({data['arch']}, {data['status']}{', active' if data['active'] else ''})")
+    print(f"artifact  {data['uri']}  sha256 {data['sha256'][:16]}...")
+    if data["error"]:
+        print(f"refused   {data['error']}")
+    for name in ("f2", "f2_calibrated", "map", "accuracy", "valid_loss"):
+        if isinstance(metrics.get(name), float):
+            print(f"{name:<14} {metrics[name]:.4f}")
+    print(
+        f"data      {training.get('rows')} rows, {training.get('train_images')} train / "
+        f"{training.get('valid_images')} held out, sha256 {str(training.get('data_sha256'))[:16]}..."
+    )
+    print(
+        f"training  init {training.get('init')}, {training.get('freeze_epochs')} frozen + {training.get('epochs')} "
+        f"epochs (ran {training.get('epochs_run')}), lr {training.get('lr')}, batch {training.get('batch_size')}"
+    )
+    per_tag = metrics.get("per_tag") or {}
+    if per_tag:
+        print(f"  {'tag':<24} {'precision':>9} {'recall':>7} {'AP':>6} {'thresh':>6} {'support':>7}")
+        for tag, m in per_tag.items():
+            ap = f"{m['ap']:.3f}" if isinstance(m.get("ap"), float) else "-"
+            print(
+                f"  {tag:<24} {m['precision']:>9.3f} {m['recall']:>7.3f} {ap:>6} "
+                f"{m.get('threshold', 0.2):>6.2f} {m['support']:>7}"
+            )
+
+
+def cmd_labels(args: argparse.Namespace, settings: Settings) -> int:
+    from tagger import labels
+
+    sessions = _sessions(settings)
+    if args.labels_command == "add":
+        n = labels.add(sessions, args.key, args.tags, source="manual", storage_url=settings.storage_url or None)
+        print(f"{args.key}: {n} new label(s)")
+    elif args.labels_command == "accept":
+        accepted = labels.accept(sessions, args.key, args.tags or None)
+        print(f"{args.key}: accepted {', '.join(accepted) or 'nothing (no matching suggestions)'}")
+    elif args.labels_command == "import":
+        from pathlib import Path
+
+        from tagger.storage import storage_url_for
+
+        storage = storage_url_for(args.storage) if args.storage else settings.storage_url or None
+        images, n = labels.import_csv(sessions, Path(args.csv), storage_url=storage)
+        print(f"imported {n} label(s) on {images} image(s) from {args.csv}")
+    else:
+        total, per_tag = labels.stats(sessions)
+        print(f"{total} labelled image(s)")
+        for tag, n in per_tag:
+            print(f"  {tag:<24} {n:>7}")
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.broker_url:
+        raise ConfigError("tagger beat needs TAGGER_BROKER_URL: it queues retraining for a worker on tagger.training")
+    from worker.app import configure
+    from worker.retrain import beat_schedule
+
+    app = configure(settings, settings.broker_url)
+    app.conf.beat_schedule = beat_schedule(settings)
+    print(
+        f"beat: retraining on {settings.retrain_schedule!r} into queue tagger.training; "
+        "run `tagger worker --queues tagger.training` to execute it",
+        file=sys.stderr,
+    )
+    # The in-memory scheduler: celery's default PersistentScheduler keeps its state in a pickle-based shelve.
+    app.start(["beat", "--scheduler", "celery.beat:Scheduler", f"--loglevel={settings.log_level}"])
     return 0
 
 
@@ -404,5 +544,6 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     for var, default, help_text in describe():
         name = var.removeprefix("TAGGER_").lower()
-        print(f"{var:<28} = {getattr(settings, name)!s:<40} {help_text} [default: {default or 'see text'}]")
+        value = redacted(name, getattr(settings, name))
+        print(f"{var:<28} = {value:<40} {help_text} [default: {default or 'see text'}]")
     return 0

@@ -41,6 +41,18 @@ def ensure_tags(session: Session, names: Iterable[str]) -> dict[str, int]:
     return {name: tag_id for name, tag_id in rows}
 
 
+def tag_ids(session: Session, names: Iterable[str]) -> dict[str, int]:
+    """name -> id of existing tags (read only); registration inserted them."""
+    names = list(names)
+    ids = dict(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(names))).tuples().all())
+    missing = [n for n in names if n not in ids]
+    if missing:
+        from tagger.errors import ArtifactError
+
+        raise ArtifactError(f"tags {missing[:5]} are not registered; was the model registered with `tagger train`?")
+    return ids
+
+
 def get(session: Session, version: str) -> ModelVersion:
     row = session.scalars(select(ModelVersion).where(ModelVersion.version == version)).one_or_none()
     if row is None:
@@ -73,6 +85,41 @@ def activate(session: Session, version: str) -> ModelVersion:
     row.activated_at = utcnow()
     session.flush()
     return row
+
+
+def rollback(session: Session) -> tuple[ModelVersion, ModelVersion]:
+    """Re-activate the version that was active before the current one; returns (from, to).
+
+    The current version is marked `rolled_back`, so rolling back twice walks further back.
+    """
+    current = active(session)
+    target = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.status == "retired", ModelVersion.activated_at.is_not(None), ModelVersion.id != current.id)
+        .order_by(ModelVersion.activated_at.desc(), ModelVersion.id.desc())
+        .limit(1)
+    ).first()
+    if target is None:
+        raise NotFoundError(f"no earlier active version to roll back to from {current.version}")
+    activate(session, target.version)
+    current.status = "rolled_back"
+    session.flush()
+    return current, target
+
+
+def refuse(session: Session, version: str, reason: str, *, fallback: str | None) -> bool:
+    """Record that `version` failed to load; if it is still active, re-activate `fallback`. True if rolled back."""
+    row = get(session, version)
+    row.status, row.error = "refused", reason[:2000]
+    if row.is_active and fallback and fallback != version:
+        row.is_active = False
+        session.flush()
+        activate(session, fallback)
+        row.status = "refused"
+        session.flush()
+        return True
+    session.flush()
+    return False
 
 
 def list_versions(session: Session) -> list[ModelVersion]:

@@ -58,6 +58,19 @@ class Settings:
         default=100_000_000, metadata={"help": "Larger declared dimensions fail (decompression-bomb guard)."}
     )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR."})
+    retrain_schedule: str = field(
+        default="0 3 1 * *",
+        metadata={"help": "When `tagger beat` queues retraining: cron `min hour day month weekday`, or seconds."},
+    )
+    retrain_labels: str = field(
+        default="db", metadata={"help": "Labels for scheduled retraining: `db` (confirmed tags) or a CSV path."}
+    )
+    retrain_args: str = field(
+        default="", metadata={"help": "Extra `tagger train` options for scheduled retraining, e.g. `--epochs 8`."}
+    )
+    webhook_secret: str = field(
+        default="", metadata={"help": "Shared secret signing job-completion webhooks (HMAC-SHA256); never logged."}
+    )
 
     def __post_init__(self) -> None:
         var = Path(self.var_dir)
@@ -95,6 +108,11 @@ class Settings:
             raise ConfigError("TAGGER_WORKER_CONCURRENCY must be 0 (automatic) or more")
         if self.visibility_timeout < 10:
             raise ConfigError("TAGGER_VISIBILITY_TIMEOUT must be at least 10 seconds")
+        if not _valid_schedule(self.retrain_schedule):
+            raise ConfigError(
+                f"TAGGER_RETRAIN_SCHEDULE={self.retrain_schedule!r}: use five cron fields (`0 3 1 * *` is 03:00 on "
+                "the 1st of each month) or a number of seconds"
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("TAGGER_LOG_LEVEL: use DEBUG, INFO, WARNING or ERROR")
 
@@ -127,6 +145,27 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _valid_schedule(value: str) -> bool:
+    parts = value.split()
+    if len(parts) == 1:
+        try:
+            return float(parts[0]) > 0
+        except ValueError:
+            return False
+    return len(parts) == 5
+
+
+def redacted(name: str, value: object) -> str:
+    """A setting as it may be printed: secrets hidden, passwords removed from URLs."""
+    text = str(value)
+    if name.endswith("secret") and text:
+        return "********"
+    parsed = urlparse(text) if "://" in text else None
+    if parsed and parsed.password:
+        return text.replace(f":{parsed.password}@", ":********@", 1)
+    return text
 
 
 def _env_names() -> list[str]:

@@ -61,16 +61,16 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 def make_settings(tmp_path: Path, database_url: str, **extra: object) -> Settings:
-    return Settings(
-        var_dir=tmp_path / "var",
-        database_url=database_url,
-        model_store=(tmp_path / "models").as_uri(),
-        batch_size=8,
-        fetch_threads=4,
-        device="cpu",
-        worker_concurrency=1,
-        **extra,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {
+        "var_dir": tmp_path / "var",
+        "database_url": database_url,
+        "model_store": (tmp_path / "models").as_uri(),
+        "batch_size": 8,
+        "fetch_threads": 4,
+        "device": "cpu",
+        "worker_concurrency": 1,
+    }
+    return Settings(**(values | extra))  # type: ignore[arg-type]
 
 
 @pytest.fixture

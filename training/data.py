@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from tagger.db.schema import Image, Label, Tag
 from tagger.errors import ConfigError, PermanentError
 from tagger.preprocess import Preprocess
 from tagger.storage import Storage, validate_key
@@ -47,6 +50,33 @@ class LabelledSet:
         if not train.keys or not valid.keys:
             raise ConfigError(f"split of {len(self.keys)} rows left an empty train or validation set")
         return train, valid
+
+
+def drop_rare(data: LabelledSet, min_count: int) -> tuple[LabelledSet, dict[str, int]]:
+    """Remove tags seen fewer than min_count times; images left without tags stay (all negatives)."""
+    counts = data.tag_counts()
+    rare = {t: n for t, n in counts.items() if n < min_count}
+    kept = [[t for t in tags if t not in rare] for tags in data.tags]
+    return LabelledSet(list(data.keys), kept), rare
+
+
+def labels_from_db(session: Session) -> tuple[LabelledSet, set[str]]:
+    """Tags people confirmed (accepted suggestions and manual tags): the dataset and the storages it lives in."""
+    rows = session.execute(
+        select(Image.key, Image.storage_url, Tag.name)
+        .join(Label, Label.image_id == Image.id)
+        .join(Tag, Tag.id == Label.tag_id)
+        .order_by(Image.key, Tag.name)
+    ).all()
+    by_key: dict[str, list[str]] = {}
+    storages: set[str] = set()
+    for key, storage_url, tag in rows:
+        by_key.setdefault(key, []).append(tag)
+        if storage_url:
+            storages.add(storage_url)
+    if not by_key:
+        raise ConfigError("the database has no confirmed labels yet; see `tagger labels --help`")
+    return LabelledSet(list(by_key), list(by_key.values())), storages
 
 
 def read_labels_csv(path: Path) -> LabelledSet:

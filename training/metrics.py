@@ -33,3 +33,20 @@ def per_tag_precision_recall(
     precision = tp / pred.sum(0).clamp(min=EPS)
     recall = tp / targets.sum(0).clamp(min=EPS)
     return precision, recall, targets.sum(0)
+
+
+def average_precision(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Average precision per tag (area under the precision-recall steps); NaN for a tag with no positives."""
+    order = probs.argsort(dim=0, descending=True)
+    hits = targets.gather(0, order)
+    ranks = torch.arange(1, probs.shape[0] + 1, dtype=probs.dtype).unsqueeze(1)
+    precision_at = hits.cumsum(0) / ranks
+    positives = hits.sum(0)
+    ap = (precision_at * hits).sum(0) / positives.clamp(min=1)
+    return torch.where(positives > 0, ap, torch.nan)
+
+
+def mean_average_precision(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """mAP over the tags that have at least one positive in `targets`."""
+    ap = average_precision(probs, targets)
+    return float(ap[~ap.isnan()].mean()) if (~ap.isnan()).any() else 0.0

@@ -1,4 +1,8 @@
-"""Options of `tagger train`, kept free of torch imports so `tagger --help` stays fast."""
+"""Options of `tagger train`, kept free of torch imports so `tagger --help` stays fast.
+
+Defaults follow fastai's `vision_learner(...).fine_tune(...)`: one frozen epoch for the new
+head, then every layer with discriminative rates, one-cycle schedule, threshold 0.2.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,57 @@ from pathlib import Path
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="tagger train", description="Train a multi-label tagging model.")
-    p.add_argument("--labels", type=Path, required=True, help="CSV of `image_id,tags` (tags space-separated)")
-    p.add_argument(
+    data = p.add_argument_group("data")
+    data.add_argument(
+        "--labels",
+        required=True,
+        help="CSV of `image_id,tags` (tags space-separated), or `db` for the tags people confirmed in the database",
+    )
+    data.add_argument(
         "--images", default=None, help="folder or s3://bucket/prefix holding the images (default: TAGGER_STORAGE_URL)"
     )
-    p.add_argument("--arch", default="resnet18", help="torchvision architecture (resnet18..resnet152, ...)")
-    p.add_argument(
+    data.add_argument("--valid-fraction", type=float, default=0.2, help="share of images held out, chosen by key hash")
+    data.add_argument("--rare", type=int, default=5, help="report tags seen fewer than this many times (default 5)")
+    data.add_argument("--drop-rare", action="store_true", help="drop the rare tags from the vocabulary")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--arch", default=None, help="torchvision classifier (default resnet50 on GPU, resnet18 on CPU)")
+    model.add_argument(
         "--weights",
-        type=Path,
-        default=None,
-        help="local pretrained weights (.safetensors or state_dict .pth); random init without",
+        default="imagenet",
+        help="`imagenet` (torchvision weights API, needs network once) or a local .safetensors/.pth file",
     )
-    p.add_argument("--size", type=int, default=224, help="square input size after squish resize")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--weight-decay", type=float, default=1e-2)
-    p.add_argument("--valid-fraction", type=float, default=0.2, help="share of images held out (by key hash)")
-    p.add_argument("--threshold", type=float, default=0.2, help="tag threshold stored in the artifact")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-activate", action="store_true", help="register as a candidate even if none is active")
-    p.add_argument("--json", action="store_true", help="print the final report as JSON")
+    model.add_argument("--random-init", action="store_true", help="start from random weights (much weaker; warns)")
+    model.add_argument("--size", type=int, default=224, help="square input size after squish resize (default 224)")
+
+    fit = p.add_argument_group("fit")
+    fit.add_argument("--epochs", type=int, default=5, help="epochs with every layer trainable (default 5)")
+    fit.add_argument("--freeze-epochs", type=int, default=1, help="epochs training only the new head (default 1)")
+    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the head (fastai default 2e-3)")
+    fit.add_argument("--lr-spread", type=float, default=100.0, help="the first layers train at lr/spread")
+    fit.add_argument("--weight-decay", type=float, default=1e-2)
+    fit.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a lower valid loss")
+    fit.add_argument("--max-rotate", type=float, default=10.0, help="augmentation: rotation in degrees (0 = off)")
+    fit.add_argument("--max-zoom", type=float, default=1.1, help="augmentation: zoom factor (1 = off)")
+    fit.add_argument("--max-lighting", type=float, default=0.2, help="augmentation: brightness/contrast change")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default VAR/train/checkpoint)")
+    fit.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run")
+    fit.add_argument("--find-lr", action="store_true", help="run the learning-rate range test, save its plot, stop")
+    fit.add_argument("--plots", type=Path, default=None, help="where to write PNG plots (default VAR/train)")
+
+    out = p.add_argument_group("evaluation and promotion")
+    out.add_argument("--threshold", type=float, default=0.2, help="global tag threshold (default 0.2, as fastai)")
+    out.add_argument("--no-calibrate", action="store_true", help="keep the global threshold for every tag")
+    out.add_argument(
+        "--gate-margin",
+        type=float,
+        default=0.0,
+        help="promote only if F2 >= active model's F2 - margin on the same held-out images (default 0)",
+    )
+    out.add_argument("--force", action="store_true", help="activate even if the promotion gate says no")
+    out.add_argument("--no-activate", action="store_true", help="register as a candidate only")
+    out.add_argument("--retag-stale", action="store_true", help="after a promotion, queue a bulk job for stale images")
+    out.add_argument("--json", action="store_true", help="print the final report as JSON")
     return p

@@ -1,16 +1,21 @@
-"""`tagger train`: fit a multi-label CNN on labelled stills, measure it, export and register it.
+"""`tagger train`: fine-tune a torchvision classifier into a multi-label tagger, measure it, export and promote it.
 
-Stages: load labels -> split -> decode (shared preprocessing) -> fit (BCE-with-logits, AdamW,
-one-cycle) -> evaluate on the held-out split -> export safetensors + JSON -> register.
+Stages, one function each: labels -> split -> decode (the inference preprocessing) -> model
+(ImageNet, local or random weights) -> [find-lr] -> fit (head first, then every layer with
+discriminative rates; one-cycle; early stopping; checkpoints) -> evaluate (F2, mAP, per-tag AP,
+calibrated thresholds) -> export safetensors + JSON -> register -> promotion gate -> activate.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,37 +24,119 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tagger import artifact, registry
-from tagger.architectures import build_model, load_pretrained_backbone
+from tagger.architectures import build_model, load_imagenet_weights, load_pretrained_backbone
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.device import pick_device
+from tagger.errors import ConfigError
 from tagger.preprocess import Normalise, Preprocess
 from tagger.settings import Settings
 from tagger.storage import open_storage, storage_url_for
-from training.data import DecodedStills, LabelledSet, read_labels_csv
-from training.metrics import accuracy_multi, fbeta_samples, per_tag_precision_recall
+from training import checkpoint
+from training.augment import Augment
+from training.calibrate import calibrate
+from training.data import DecodedStills, LabelledSet, drop_rare, labels_from_db, read_labels_csv
+from training.metrics import (
+    accuracy_multi,
+    average_precision,
+    fbeta_samples,
+    mean_average_precision,
+    per_tag_precision_recall,
+)
 from training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
+from training.recipe import discriminative, layer_groups, one_cycle, set_frozen
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainReport:
-    version: str
+    version: str | None
     arch: str
     train_images: int
     valid_images: int
     epochs: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
     activated: bool = False
+    gate: dict[str, Any] = field(default_factory=dict)
+    plots: dict[str, str] = field(default_factory=dict)
+    suggested_lr: float | None = None
+    stale_job: str | None = None
     seconds: float = 0.0
 
 
-def augment(batch: torch.Tensor) -> torch.Tensor:
-    """Light, fastai-like augmentation on uint8 NCHW: horizontal flips and +-20% lighting."""
-    flip = torch.rand(batch.shape[0], device=batch.device) < 0.5
-    batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
-    scale = 1.0 + (torch.rand(batch.shape[0], 1, 1, 1, device=batch.device) - 0.5) * 0.4
-    return (batch.float() * scale).clamp(0, 255)
+def say(message: str) -> None:
+    """Status lines go to stderr (above any progress bar), so `--json` output stays clean."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def load_labels(args: argparse.Namespace, settings: Settings) -> tuple[LabelledSet, str]:
+    """The dataset and the storage URL of its images, from a CSV or from labels confirmed in the database."""
+    if args.labels == "db":
+        sessions = make_sessionmaker(_migrated_engine(settings))
+        with sessions() as session:
+            labelled, storages = labels_from_db(session)
+        images = storage_url_for(args.images) if args.images else settings.storage_url
+        if not images and len(storages) == 1:
+            images = next(iter(storages))
+    else:
+        labelled = read_labels_csv(Path(args.labels))
+        images = storage_url_for(args.images) if args.images else settings.storage_url
+    if not images:
+        raise ConfigError("where are the images? pass --images FOLDER|s3://bucket/prefix or set TAGGER_STORAGE_URL")
+    counts = labelled.tag_counts()
+    rare = sorted((t for t, n in counts.items() if n < args.rare), key=counts.__getitem__)
+    if rare:
+        shown = ", ".join(f"{t} ({counts[t]})" for t in rare[:10])
+        action = "dropped" if args.drop_rare else "kept (pass --drop-rare to drop them)"
+        say(f"{len(rare)} tag(s) seen fewer than {args.rare} times, {action}: {shown}")
+        if args.drop_rare:
+            labelled, _ = drop_rare(labelled, args.rare)
+    return labelled, images
+
+
+def init_weights(model: nn.Module, args: argparse.Namespace, arch: str) -> str:
+    if args.random_init:
+        log.warning("--random-init: %s starts from random weights; expect a much weaker model", arch)
+        say(f"WARNING: {arch} starts from random initialisation (--random-init); ImageNet weights train far better")
+        return "random"
+    if args.weights == "imagenet":
+        n = load_imagenet_weights(model, arch)
+        say(f"loaded {n} ImageNet tensors for {arch} through torchvision's weights API")
+        return "imagenet"
+    n = load_pretrained_backbone(model, Path(args.weights))
+    say(f"loaded {n} pretrained tensors from {args.weights}")
+    return str(args.weights)
+
+
+class Step:
+    """One optimisation step's forward pass and loss, shared by the fit loop and the lr finder."""
+
+    def __init__(self, model: nn.Module, device: torch.device, normalise: Normalise, augment: Augment) -> None:
+        self.model, self.device, self.normalise, self.augment = model, device, normalise, augment
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.amp = device.type == "cuda"
+
+    def __call__(self, pixels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        pixels, targets = pixels.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        x = self.normalise(self.augment(pixels))
+        if self.amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.loss_fn(self.model(x).float(), targets)
+
+
+def augmentation(args: argparse.Namespace) -> Augment:
+    return Augment(max_rotate=args.max_rotate, max_zoom=args.max_zoom, max_lighting=args.max_lighting)
+
+
+def _loader(data: DecodedStills, batch_size: int, seed: int) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=len(data) > batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def fit(
@@ -59,45 +146,83 @@ def fit(
     args: argparse.Namespace,
     device: torch.device,
     normalise: Normalise,
-) -> list[dict[str, float]]:
-    loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=len(train) > args.batch_size)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=args.epochs * len(loader))
-    loss_fn = nn.BCEWithLogitsLoss()
-    amp = device.type == "cuda"
-    history = []
-    for epoch in tqdm(range(args.epochs), desc="epochs", unit="epoch", disable=None):
+    *,
+    ckpt_dir: Path,
+    run_id: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Fine-tune in place; the weights with the lowest validation loss are restored at the end."""
+    groups = layer_groups(model)
+    optimiser = torch.optim.AdamW([{"params": g} for g in groups], lr=args.lr, weight_decay=args.weight_decay)
+    step_fn = Step(model, device, normalise, augmentation(args))
+    steps_per_epoch = len(_loader(train, args.batch_size, 0))
+    frozen_peaks = [args.lr / 10, args.lr / 10, args.lr]
+    # As fastai's fine_tune: after the frozen phase the base rate halves, and spreads across the groups.
+    base = args.lr / 2 if args.freeze_epochs else args.lr
+    unfrozen_peaks = discriminative(base, len(groups), args.lr_spread)
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best_loss": float("inf"), "bad_epochs": 0, "run": run_id}
+    best: dict[str, torch.Tensor] | None = None
+    if args.resume:
+        state, best = checkpoint.load(ckpt_dir, model=model, optimiser=optimiser)
+        if state.get("run") != run_id:
+            raise ConfigError(
+                f"the checkpoint in {ckpt_dir} is from a different run (arch, data or size); not resuming"
+            )
+        say(f"resuming from {ckpt_dir} after epoch {state['epoch']}")
+    total = args.freeze_epochs + args.epochs
+    for epoch in tqdm(range(state["epoch"], total), desc="epochs", unit="epoch", disable=None, initial=state["epoch"]):
+        frozen = epoch < args.freeze_epochs
+        set_frozen(model, groups, frozen)
+        phase_epoch, phase_len = (epoch, args.freeze_epochs) if frozen else (epoch - args.freeze_epochs, args.epochs)
+        peaks = frozen_peaks if frozen else unfrozen_peaks
         model.train()
-        running, seen = 0.0, 0
-        for pixels, targets in tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=None):
-            pixels, targets = pixels.to(device), targets.to(device)
-            x = normalise(augment(pixels))
-            if amp:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(model(x).float(), targets)
+        running, seen, started = 0.0, 0, time.monotonic()
+        loader = _loader(train, args.batch_size, args.seed * 1000 + epoch)
+        for i, (pixels, targets) in enumerate(
+            tqdm(loader, desc=f"epoch {epoch + 1}/{total}", unit="batch", leave=False, disable=None)
+        ):
+            scale = one_cycle(phase_epoch * steps_per_epoch + i, phase_len * steps_per_epoch)
+            for group, peak in zip(optimiser.param_groups, peaks, strict=True):
+                group["lr"] = peak * scale
+            loss = step_fn(pixels, targets)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            schedule.step()
             running += float(loss.detach()) * len(pixels)
             seen += len(pixels)
         probs, targets = predict_all(model, valid, device, normalise)
-        valid_loss = float(nn.functional.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets))
         row = {
             "epoch": epoch + 1,
+            "frozen": frozen,
             "train_loss": running / max(seen, 1),
-            "valid_loss": valid_loss,
+            "valid_loss": bce(probs, targets),
             "accuracy": accuracy_multi(probs, targets, args.threshold),
             "f2": fbeta_samples(probs, targets, args.threshold),
+            "map": mean_average_precision(probs, targets),
+            "seconds": round(time.monotonic() - started, 2),
         }
-        history.append(row)
-        tqdm.write(
-            file=sys.stderr,
-            s=f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  valid_loss {valid_loss:.4f}  "
-            f"accuracy {row['accuracy']:.4f}  F2 {row['f2']:.4f}",
+        state["history"].append(row)
+        say(
+            f"epoch {row['epoch']}{' (head only)' if frozen else ''}: train_loss {row['train_loss']:.4f}  "
+            f"valid_loss {row['valid_loss']:.4f}  accuracy {row['accuracy']:.4f}  F2 {row['f2']:.4f}  "
+            f"mAP {row['map']:.4f}"
         )
-    return history
+        if row["valid_loss"] < state["best_loss"] - 1e-4:
+            state["best_loss"], state["bad_epochs"] = row["valid_loss"], 0
+            best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        checkpoint.save(ckpt_dir, model=model, optimiser=optimiser, best=best, state=state)
+        if args.patience and not frozen and state["bad_epochs"] >= args.patience:
+            say(f"early stop: validation loss has not improved for {args.patience} epochs")
+            break
+    if best is not None:
+        model.load_state_dict(best)
+    return list(state["history"])
+
+
+def bce(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    return float(nn.functional.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets))
 
 
 @torch.inference_mode()
@@ -108,24 +233,51 @@ def predict_all(
     outs = []
     for start in range(0, len(data), 128):
         x = normalise(data.pixels[start : start + 128].to(device))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             outs.append(torch.sigmoid(model(x).float()).cpu())
     return torch.cat(outs), data.targets
+
+
+def evaluate(
+    probs: torch.Tensor, targets: torch.Tensor, vocabulary: list[str], args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Final metrics with the global threshold and with per-tag calibrated ones."""
+    tag_thresholds = {} if args.no_calibrate else calibrate(probs, targets, vocabulary, default=args.threshold)
+    per_tag_t = torch.tensor([tag_thresholds.get(t, args.threshold) for t in vocabulary])
+    precision, recall, support = per_tag_precision_recall(probs, targets, per_tag_t)
+    ap = average_precision(probs, targets)
+    final = {
+        "f2": fbeta_samples(probs, targets, args.threshold),
+        "f2_calibrated": fbeta_samples(probs, targets, per_tag_t),
+        "accuracy": accuracy_multi(probs, targets, args.threshold),
+        "map": mean_average_precision(probs, targets),
+        "valid_loss": bce(probs, targets),
+        "per_tag": {
+            tag: {
+                "precision": round(float(p), 4),
+                "recall": round(float(r), 4),
+                "ap": None if torch.isnan(a) else round(float(a), 4),
+                "support": int(s),
+                "threshold": tag_thresholds.get(tag, args.threshold),
+            }
+            for tag, p, r, a, s in zip(vocabulary, precision, recall, ap, support, strict=True)
+        },
+    }
+    return final, tag_thresholds
 
 
 def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainReport:
     settings = settings or Settings.from_env()
     started = time.monotonic()
     torch.manual_seed(args.seed)
-    images_url = storage_url_for(args.images) if args.images else settings.storage_url
-    if not images_url:
-        from tagger.errors import ConfigError
-
-        raise ConfigError("where are the images? pass --images FOLDER|s3://bucket/prefix or set TAGGER_STORAGE_URL")
-    storage = open_storage(images_url)
-    labelled: LabelledSet = read_labels_csv(args.labels)
+    device = pick_device(settings.device)
+    arch = args.arch or ("resnet50" if device.type == "cuda" else "resnet18")
+    labelled, images_url = load_labels(args, settings)
     vocabulary = labelled.vocabulary
     train_set, valid_set = labelled.split(args.valid_fraction)
+    storage = open_storage(images_url)
     preprocess = Preprocess(args.size)
     train = DecodedStills(storage, train_set, vocabulary, preprocess, desc="decode train")
     valid = DecodedStills(storage, valid_set, vocabulary, preprocess, desc="decode valid")
@@ -133,76 +285,171 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainRep
         if skipped:
             log.warning("skipped %d unreadable images, e.g. %s", len(skipped), skipped[:3])
 
-    device = pick_device(settings.device)
-    model = build_model(args.arch, len(vocabulary))
-    if args.weights:
-        n = load_pretrained_backbone(model, args.weights)
-        print(f"loaded {n} pretrained tensors from {args.weights}", file=sys.stderr)
-    else:
-        print(f"no --weights given: {args.arch} starts from random initialisation", file=sys.stderr)
+    model = build_model(arch, len(vocabulary))
+    init = init_weights(model, args, arch)
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     normalise = Normalise()
-    print(
-        f"training {args.arch} on {len(train)} images, validating on {len(valid)}, "
-        f"{len(vocabulary)} tags, {args.size}px, device {device}",
-        file=sys.stderr,
-    )
-    history = fit(model, train, valid, args, device, normalise)
+    plots_dir = args.plots or settings.var_dir / "train"
+    report = TrainReport(version=None, arch=arch, train_images=len(train), valid_images=len(valid))
+    if args.find_lr:
+        return _find_lr(model, train, device, normalise, args, plots_dir, report, started)
 
+    say(
+        f"training {arch} on {len(train)} images, validating on {len(valid)}, {len(vocabulary)} tags, "
+        f"{args.size}px, {args.freeze_epochs} frozen + {args.epochs} epochs, device {device}"
+    )
+    ckpt_dir = args.checkpoint or settings.var_dir / "train" / "checkpoint"
+    run_id = {"arch": arch, "size": args.size, "tags": vocabulary, "data": labelled.fingerprint()}
+    history = fit(model, train, valid, args, device, normalise, ckpt_dir=ckpt_dir, run_id=run_id)
     probs, targets = predict_all(model, valid, device, normalise)
-    precision, recall, support = per_tag_precision_recall(probs, targets, args.threshold)
-    final = {
-        "f2": fbeta_samples(probs, targets, args.threshold),
-        "accuracy": accuracy_multi(probs, targets, args.threshold),
-        "valid_loss": history[-1]["valid_loss"] if history else None,
-        "per_tag": {
-            tag: {"precision": round(float(p), 4), "recall": round(float(r), 4), "support": int(s)}
-            for tag, p, r, s in zip(vocabulary, precision, recall, support, strict=True)
-        },
-    }
+    final, tag_thresholds = evaluate(probs, targets, vocabulary, args)
+    say(
+        f"held-out F2 {final['f2']:.4f} at threshold {args.threshold}, {final['f2_calibrated']:.4f} with "
+        f"{len(tag_thresholds)} calibrated per-tag thresholds; mAP {final['map']:.4f}"
+    )
     meta = artifact.ArtifactMeta(
         version=artifact.new_version(),
-        arch=args.arch,
+        arch=arch,
         tags=vocabulary,
         input_size=args.size,
         threshold=args.threshold,
-        metrics={k: v for k, v in final.items() if k != "per_tag"} | {"per_tag": final["per_tag"]},
+        tag_thresholds=tag_thresholds,
+        metrics=final,
         training={
             "labels": str(args.labels),
             "images": images_url,
+            "init": init,
+            "freeze_epochs": args.freeze_epochs,
             "epochs": args.epochs,
+            "epochs_run": len(history),
             "lr": args.lr,
+            "lr_spread": args.lr_spread,
             "batch_size": args.batch_size,
-            "weights": str(args.weights) if args.weights else None,
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
             "rows": len(labelled.keys),
             "train_images": len(train),
             "valid_images": len(valid),
+            "valid_fraction": args.valid_fraction,
             "data_sha256": labelled.fingerprint(),
             "tag_counts": dict(labelled.tag_counts()),
+            "history": history,
             "code_version": _code_version(),
         },
     )
     store = open_storage(settings.model_store)
-    meta = artifact.save(model.to("cpu").float(), meta, store)
+    meta = artifact.save(copy.deepcopy(model).to("cpu").float(), meta, store)
+    report.version, report.epochs, report.final = meta.version, history, final
+
+    from training.plots import plot_curves
+
+    report.plots["curves"] = str(plot_curves(history, plots_dir / f"{meta.version}-curves.png"))
+    say(f"training curves: {report.plots['curves']}")
+    _register_and_promote(model, meta, store, storage, valid_set, vocabulary, probs, targets, args, settings, report)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # a finished run leaves nothing to resume
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _register_and_promote(
+    model: nn.Module,
+    meta: artifact.ArtifactMeta,
+    store: Any,
+    images: Any,
+    valid_set: LabelledSet,
+    vocabulary: list[str],
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    args: argparse.Namespace,
+    settings: Settings,
+    report: TrainReport,
+) -> None:
+    from tagger import promotion
+    from training.gate import compare
+
+    sessions = make_sessionmaker(_migrated_engine(settings))
+    with sessions() as session, session.begin():
+        registry.register(session, meta, uri=f"{store.url}/{meta.version}", activate_if_none=False)
+    gate = compare(
+        sessions,
+        store,
+        images=images,
+        valid_set=valid_set,
+        vocabulary=vocabulary,
+        candidate_probs=probs,
+        targets=targets,
+        threshold=args.threshold,
+        margin=args.gate_margin,
+        device=pick_device(settings.device),
+    )
+    report.gate = gate.as_dict()
+    say(f"promotion gate: {gate.reason}")
+    if args.no_activate:
+        say(f"registered {meta.version} as a candidate (--no-activate)")
+        return
+    if not gate.promote and not args.force:
+        say(f"{meta.version} stays a candidate; `tagger models activate {meta.version}` (or --force) overrides")
+        return
+    promotion.activate(sessions, settings, meta.version, check=False)
+    report.activated = True
+    if args.retag_stale:
+        report.stale_job = retag_stale(sessions, settings)
+
+
+def retag_stale(sessions: Any, settings: Settings) -> str | None:
+    """Queue a low-priority job for every image tagged by an older version; None without a broker."""
+    from jobs.producer import celery_sender
+    from jobs.queries import submit_query
+    from tagger.celeryconfig import make_producer_app
+
+    if not settings.broker_url:
+        say("no TAGGER_BROKER_URL: run `tagger tag --stale` to re-tag images from older models")
+        return None
+    job = submit_query(
+        sessions,
+        celery_sender(make_producer_app(settings, settings.broker_url)),
+        query="stale",
+        batch_size=settings.batch_size,
+        default_storage=settings.storage_url,
+    )
+    say(f"queued job {job.job_id} re-tagging images from older models (bulk queue)")
+    return job.job_id
+
+
+def _find_lr(
+    model: nn.Module,
+    train: DecodedStills,
+    device: torch.device,
+    normalise: Normalise,
+    args: argparse.Namespace,
+    plots_dir: Path,
+    report: TrainReport,
+    started: float,
+) -> TrainReport:
+    from training.lr_find import lr_find
+    from training.plots import plot_lr_find
+
+    groups = layer_groups(model)
+    set_frozen(model, groups, args.freeze_epochs > 0)
+    step_fn = Step(model, device, normalise, augmentation(args))
+
+    def batches() -> Any:
+        return iter(_loader(train, args.batch_size, args.seed))
+
+    lrs, losses, suggestion = lr_find(model, batches, step_fn, weight_decay=args.weight_decay)
+    path = plot_lr_find(lrs, losses, suggestion, plots_dir / "lr_find.png")
+    say(f"learning-rate range test over {len(lrs)} steps: suggested --lr {suggestion:.1e}; plot: {path}")
+    report.suggested_lr, report.plots["lr_find"] = suggestion, str(path)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _migrated_engine(settings: Settings) -> Any:
     engine = make_engine(settings.database_url)
     upgrade(engine)
-    sessions = make_sessionmaker(engine)
-    with sessions() as session, session.begin():
-        row = registry.register(session, meta, uri=f"{store.url}/{meta.version}", activate_if_none=not args.no_activate)
-        activated = row.is_active
-    engine.dispose()
-    return TrainReport(
-        version=meta.version,
-        arch=args.arch,
-        train_images=len(train),
-        valid_images=len(valid),
-        epochs=history,
-        final=final,
-        activated=activated,
-        seconds=time.monotonic() - started,
-    )
+    return engine
 
 
 def _code_version() -> str:

@@ -70,10 +70,13 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
 
 def init_process(settings: Settings, *, torch_threads: int | None = None) -> WorkerContext:
     """Build this process's context (called in each pool process after fork) and warm the model."""
+    from tagger.model_events import listen
+
     global _context
     _context = build_context(settings, torch_threads=torch_threads)
     try:
         _context.runtime.current()
     except Exception as exc:  # a worker may start before the first model exists
         log.warning("no model loaded at start: %s", exc)
+    listen(settings.broker_url, lambda version: _context.runtime.refresh(announced=version))  # type: ignore[union-attr]
     return _context

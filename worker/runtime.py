@@ -1,4 +1,12 @@
-"""The model a worker process serves: loaded once, swapped between batches when a new one is active."""
+"""The model a worker process serves: loaded once, swapped between batches when a new one is active.
+
+A new version is noticed by an announcement over the broker (`tagger.model_events`) or by a
+periodic check of the database. It is loaded and validated beside the old one (checksum,
+tensor names and shapes, tag vocabulary, a smoke forward pass); only then does one reference
+change. A batch takes that reference once, so no batch mixes versions. A version that fails
+validation is refused: the refusal is recorded, the active flag goes back to the version
+still serving, and the old model keeps serving.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +23,8 @@ from tagger import registry
 from tagger.artifact import ArtifactMeta, load
 from tagger.errors import ArtifactError
 from tagger.preprocess import DecodeLimits, Normalise, Preprocess
-from tagger.storage import open_storage
-from worker.inference import prepare
+from tagger.storage import Storage, open_storage
+from worker.inference import predict, prepare
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,42 @@ class ServingModel:
     normalise: Normalise
     thresholds: torch.Tensor
     tag_ids: list[int]
+
+
+def load_serving(
+    store: Storage,
+    *,
+    version_id: int,
+    version: str,
+    sha256: str,
+    expected_tags: list[str] | None,
+    tag_ids: Callable[[list[str]], list[int]],
+    device: torch.device,
+    threshold_override: float | None = None,
+    limits: DecodeLimits | None = None,
+) -> ServingModel:
+    """Load one version and prove it works, or raise ArtifactError; the caller's current model is untouched."""
+    model, meta = load(store, version, expected_sha256=sha256)
+    if expected_tags is not None and list(expected_tags) != list(meta.tags):
+        raise ArtifactError(f"{version}: artifact tag vocabulary differs from the registered one")
+    model, dtype = prepare(model, device)
+    serving = ServingModel(
+        version_id=version_id,
+        version=version,
+        meta=meta,
+        model=model,
+        device=device,
+        dtype=dtype,
+        preprocess=Preprocess(meta.input_size, limits=limits or DecodeLimits()),
+        normalise=Normalise(meta.mean, meta.std),
+        thresholds=meta.thresholds(threshold_override),
+        tag_ids=tag_ids(meta.tags),
+    )
+    smoke = torch.zeros((1, 3, meta.input_size, meta.input_size), dtype=torch.uint8)
+    out = predict(model, smoke, normalise=serving.normalise, device=device, dtype=dtype)
+    if out.shape != (1, len(meta.tags)) or not torch.isfinite(out).all():
+        raise ArtifactError(f"{version}: smoke forward pass gave {tuple(out.shape)} or non-finite output")
+    return serving
 
 
 class ModelRuntime:
@@ -59,59 +103,75 @@ class ModelRuntime:
         self._refused: set[str] = set()
         self._lock = threading.Lock()
 
+    @property
+    def serving_version(self) -> str | None:
+        return self._serving.version if self._serving else None
+
     def current(self) -> ServingModel:
-        """The model for the next batch; checks for a newly active version every few seconds."""
-        now = time.monotonic()
-        if self._serving is not None and now - self._checked_at < self._check_interval:
-            return self._serving
+        """The model for the next batch; checks the database when the periodic check is due."""
+        if self._serving is None or time.monotonic() - self._checked_at >= self._check_interval:
+            self.refresh()
+        if self._serving is None:
+            raise ArtifactError("no usable model version is active")
+        return self._serving
+
+    def refresh(self, announced: str | None = None) -> None:
+        """Load the active version if it is not the one serving (called per batch or on an announcement)."""
         with self._lock:
-            self._checked_at = now
+            self._checked_at = time.monotonic()
             with self._sessions() as session:
                 row = registry.active(session)
-                version_id, version, sha = row.id, row.version, row.sha256
+                version_id, version, sha, status = row.id, row.version, row.sha256, row.status
+                tags = list((row.meta or {}).get("tags") or []) or None
             if self._serving is not None and self._serving.version == version:
-                return self._serving
-            if version in self._refused and self._serving is not None:
-                return self._serving
+                return
+            if self._serving is not None and (version in self._refused or status == "refused"):
+                return
+            started = time.monotonic()
             try:
-                self._serving = self._load(version_id, version, sha)
-            except ArtifactError:
-                self._refused.add(version)
-                if self._serving is None:
-                    raise
-                log.exception("refused model %s; still serving %s", version, self._serving.version)
-            return self._serving
+                serving = load_serving(
+                    self._store,
+                    version_id=version_id,
+                    version=version,
+                    sha256=sha,
+                    expected_tags=tags,
+                    tag_ids=self._tag_ids,
+                    device=self._device,
+                    threshold_override=self._threshold,
+                    limits=self._limits,
+                )
+            except ArtifactError as exc:
+                self._refuse(version, str(exc))
+                return
+            previous = self.serving_version
+            self._serving = serving
+            log.info(
+                "serving model %s (%s, %d tags) on %s, loaded in %.1fs%s",
+                version,
+                serving.meta.arch,
+                len(serving.meta.tags),
+                self._device,
+                time.monotonic() - started,
+                f"; replaced {previous}" if previous else "",
+            )
 
-    def _load(self, version_id: int, version: str, sha256: str) -> ServingModel:
-        started = time.monotonic()
-        model, meta = load(self._store, version, expected_sha256=sha256)
-        model, dtype = prepare(model, self._device)
+    def _refuse(self, version: str, reason: str) -> None:
+        self._refused.add(version)
+        fallback = self.serving_version
         with self._sessions() as session, session.begin():
-            ids = registry.ensure_tags(session, meta.tags)
-        serving = ServingModel(
-            version_id=version_id,
-            version=version,
-            meta=meta,
-            model=model,
-            device=self._device,
-            dtype=dtype,
-            preprocess=Preprocess(meta.input_size, limits=self._limits),
-            normalise=Normalise(meta.mean, meta.std),
-            thresholds=meta.thresholds(self._threshold),
-            tag_ids=[ids[t] for t in meta.tags],
-        )
-        smoke = torch.zeros((1, 3, meta.input_size, meta.input_size), dtype=torch.uint8)
-        from worker.inference import predict
+            rolled_back = registry.refuse(session, version, reason, fallback=fallback)
+        if fallback:
+            log.error(
+                "refused model %s: %s; still serving %s%s",
+                version,
+                reason,
+                fallback,
+                " (re-activated)" if rolled_back else "",
+            )
+        else:
+            log.error("refused model %s: %s; no model to serve", version, reason)
 
-        out = predict(model, smoke, normalise=serving.normalise, device=self._device, dtype=dtype)
-        if out.shape != (1, len(meta.tags)) or not torch.isfinite(out).all():
-            raise ArtifactError(f"{version}: smoke forward pass gave {tuple(out.shape)} or non-finite output")
-        log.info(
-            "serving model %s (%s, %d tags) on %s in %.1fs",
-            version,
-            meta.arch,
-            len(meta.tags),
-            self._device,
-            time.monotonic() - started,
-        )
-        return serving
+    def _tag_ids(self, names: list[str]) -> list[int]:
+        with self._sessions() as session:
+            ids = registry.tag_ids(session, names)
+        return [ids[n] for n in names]

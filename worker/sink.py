@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from api_client.contract import ItemState
 from jobs.lifecycle import finish_if_complete, mark_running
 from tagger.db.images import image_ids
-from tagger.db.schema import Job, JobItem, Suggestion, utcnow
+from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert
 
 _ATTEMPT = JobItem.attempts + 1  # a processed image counts an attempt; a skipped one does not
@@ -99,6 +99,12 @@ def _write_tagged(
             tuple_(Suggestion.image_id, Suggestion.tag_id).not_in([(r["image_id"], r["tag_id"]) for r in rows])
         )
     session.execute(stale)
+    session.execute(
+        update(Image)
+        .where(Image.id.in_(image_list))
+        .values(model_version_id=version_id, tagged_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     return _leave_pending(
         session, job_id, image_list, ItemState.DONE, error=None, model_version_id=version_id, attempts=_ATTEMPT
     )

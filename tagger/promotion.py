@@ -1,0 +1,68 @@
+"""Activate, roll back and verify model versions, then tell running workers.
+
+Activation is a database flag (exactly one version is active); workers follow it. Before the
+flag moves, the artifact is loaded and validated here exactly as a worker would, so a broken
+version is refused at the door rather than by every worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from tagger import registry
+from tagger.model_events import announce
+from tagger.settings import Settings
+
+
+@dataclass(frozen=True)
+class Switch:
+    previous: str | None
+    active: str
+    listeners: int
+
+
+def verify(sessions: sessionmaker[Session], settings: Settings, version: str) -> None:
+    """Raise ArtifactError unless `version` loads and passes the worker's checks (on CPU)."""
+    import torch
+
+    from tagger.storage import open_storage
+    from worker.runtime import load_serving
+
+    with sessions() as session:
+        row = registry.get(session, version)
+        version_id, sha, tags = row.id, row.sha256, list((row.meta or {}).get("tags") or []) or None
+    load_serving(
+        open_storage(settings.model_store),
+        version_id=version_id,
+        version=version,
+        sha256=sha,
+        expected_tags=tags,
+        tag_ids=lambda names: list(range(len(names))),
+        device=torch.device("cpu"),
+    )
+
+
+def activate(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    version: str,
+    *,
+    check: bool = True,
+    broker_url: str | None = None,
+) -> Switch:
+    if check:
+        verify(sessions, settings, version)
+    with sessions() as session, session.begin():
+        previous = registry.active_or_none(session)
+        previous_version = previous.version if previous else None
+        registry.activate(session, version)
+    return Switch(previous_version, version, announce(broker_url or settings.broker_url, version))
+
+
+def rollback(sessions: sessionmaker[Session], settings: Settings, *, broker_url: str | None = None) -> Switch:
+    with sessions() as session, session.begin():
+        current, target = registry.rollback(session)
+        switch = (current.version, target.version)
+    return Switch(switch[0], switch[1], announce(broker_url or settings.broker_url, switch[1]))

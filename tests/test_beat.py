@@ -1,0 +1,58 @@
+"""Scheduled retraining: the schedule from settings, and a real `tagger beat` queuing a JSON message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from api_client.contract import QUEUE_TRAINING, TASK_RETRAIN
+from tagger.errors import ConfigError
+from tagger.settings import Settings
+from worker.retrain import beat_schedule, retrain_args
+
+
+def test_default_schedule_is_monthly_and_runs_the_gate_and_stale_retag() -> None:
+    settings = Settings(var_dir=Path("var"))
+    entry = beat_schedule(settings)["retrain"]
+    when = entry["schedule"]
+    assert (entry["task"], entry["options"]["queue"]) == (TASK_RETRAIN, QUEUE_TRAINING)
+    assert when.minute == {0} and when.hour == {3} and when.day_of_month == {1} and len(when.month_of_year) == 12
+    assert retrain_args(settings.replace(retrain_args="--epochs 8")) == [
+        "--labels",
+        "db",
+        "--epochs",
+        "8",
+        "--retag-stale",
+    ]
+    with pytest.raises(ConfigError, match="cron"):
+        Settings(retrain_schedule="monthly")
+
+
+def test_beat_queues_a_json_retrain_message(redis_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.delete(QUEUE_TRAINING)
+    env = Settings(var_dir=tmp_path, broker_url=redis_url, retrain_schedule="1").as_env()
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "tagger", "beat"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while client.llen(QUEUE_TRAINING) == 0 and time.monotonic() < deadline and beat.poll() is None:
+            time.sleep(0.2)
+        assert client.llen(QUEUE_TRAINING) > 0, beat.stderr.read().decode()[-2000:] if beat.poll() else "no message"
+        message = json.loads(client.lindex(QUEUE_TRAINING, 0))
+        assert message["headers"]["task"] == TASK_RETRAIN
+        assert message["content-type"] == "application/json"
+        assert not list(tmp_path.glob("celerybeat-schedule*"))  # no pickle-based shelve on disk
+    finally:
+        beat.terminate()
+        beat.wait(30)
+        beat.stderr.close()  # type: ignore[union-attr]
+        client.delete(QUEUE_TRAINING)
+        client.close()

@@ -1,0 +1,142 @@
+"""Hot swap with real worker processes: a new model mid-job, a rollback, and a corrupt artifact refused.
+
+Workers are never restarted: the same processes serve A, then B, then A again, and refuse C.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from api_client.contract import ItemState
+from jobs.producer import celery_sender, submit
+from jobs.progress import summary, wait
+from jobs.queries import submit_query
+from tagger import promotion, registry
+from tagger.celeryconfig import make_producer_app
+from tagger.db import make_engine, make_sessionmaker, upgrade
+from tagger.db.schema import Image, JobItem, ModelVersion, Suggestion
+from tagger.errors import ArtifactError
+from tagger.local_workers import LocalWorkers
+from tagger.settings import Settings
+from tests.conftest import make_model, make_settings, write_stills
+
+pytestmark = pytest.mark.e2e
+
+
+def _wait_for(sessions, job_id: str, processed: int, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = summary(sessions, job_id)
+        if job.done + job.failed >= processed or job.state.finished:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not reach {processed} processed images in {timeout}s")
+
+
+def _items(sessions, job_id: str) -> list[tuple[int, str, int | None, object]]:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        return [
+            tuple(r)  # type: ignore[misc]
+            for r in session.execute(
+                select(JobItem.image_id, JobItem.state, JobItem.model_version_id, JobItem.updated_at)
+                .where(JobItem.job_id == job_id)
+                .order_by(JobItem.updated_at)
+            ).all()
+        ]
+
+
+def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
+    postgres,  # type: ignore[no-untyped-def]
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    settings: Settings = make_settings(
+        tmp_path, postgres.create_database(f"swap_{uuid.uuid4().hex[:10]}"), broker_url=redis_url, batch_size=2
+    )
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    a = make_model(settings, sessions, seed=0)
+    b = make_model(settings, sessions, seed=1, activate=False)
+    c = make_model(settings, sessions, seed=2, activate=False)
+    weights = tmp_path / "models" / c / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-100:] = bytes(100)  # tampered after registration: the checksum no longer matches
+    weights.write_bytes(bytes(blob))
+    with sessions() as session:
+        ids = {v: registry.get(session, v).id for v in (a, b, c)}
+
+    archive = tmp_path / "archive"
+    keys = write_stills(archive, 600, seed=11)
+    send = celery_sender(make_producer_app(settings, redis_url))
+    log = tmp_path / "workers.log"
+    with LocalWorkers(settings, count=2, log_file=log) as workers:
+        pids = [p.pid for p in workers.procs]
+        job = submit(sessions, send, source="swap", storage_url=archive.as_uri(), keys=keys, batch_size=2)
+        _wait_for(sessions, job.job_id, 100)
+        switched = promotion.activate(sessions, settings, b)
+        assert switched.previous == a and switched.listeners >= 1  # workers heard the broadcast
+        _wait_for(sessions, job.job_id, 350)
+        rolled = promotion.rollback(sessions, settings)
+        assert (rolled.previous, rolled.active) == (b, a)
+        result = wait(sessions, job.job_id, timeout=180, show_progress=False, alive=workers.alive)
+
+        # A corrupt artifact is refused at the door...
+        with pytest.raises(ArtifactError, match="checksum"):
+            promotion.activate(sessions, settings, c)
+        # ...and by the workers when it is activated behind the door's back: the old model keeps serving.
+        promotion.activate(sessions, settings, c, check=False)
+        second = submit(sessions, send, source="after-c", storage_url=archive.as_uri(), keys=keys[:30], batch_size=2)
+        after = wait(sessions, second.job_id, timeout=120, show_progress=False, alive=workers.alive)
+
+        items = _items(sessions, job.job_id)
+        second_ids = {i for i, _, _, _ in _items(sessions, second.job_id)}
+        first_only = {image_id: version for image_id, _, version, _ in items if image_id not in second_ids}
+        with sessions() as session:
+            tagged = session.execute(
+                select(Suggestion.image_id, Suggestion.model_version_id)
+                .distinct()
+                .where(Suggestion.image_id.in_(list(first_only)))
+            ).all()
+        # After the rollback, images B tagged are stale: `tagger tag --stale` re-queues exactly those.
+        with sessions() as session:
+            stale_before = session.scalar(select(func.count()).where(Image.model_version_id == ids[b]))
+        stale = submit_query(sessions, send, query="stale", batch_size=8)
+        restaled = wait(sessions, stale.job_id, timeout=120, show_progress=False, alive=workers.alive)
+        with sessions() as session:
+            versions_now = set(session.scalars(select(Image.model_version_id).distinct()))
+
+        assert workers.alive() and [p.pid for p in workers.procs] == pids
+    assert stale_before and (restaled.total, restaled.done, restaled.failed) == (stale_before, stale_before, 0)
+    assert versions_now == {ids[a]}
+
+    assert (result.state.value, result.done, result.failed, result.total) == ("done", 600, 0, 600)
+    assert len(items) == 600 and all(state == ItemState.DONE for _, state, _, _ in items)
+    versions = [v for _, _, v, _ in items]
+    assert set(versions) == {ids[a], ids[b]}
+    # In time order: A first, then B, then A again after the rollback.
+    runs = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+    assert runs[0] == ids[a] and runs[-1] == ids[a] and ids[b] in runs
+    # No batch mixes versions: the items one transaction finished share a timestamp and a version.
+    by_batch: dict[object, set[int | None]] = {}
+    for _, _, v, at in items:
+        by_batch.setdefault(at, set()).add(v)
+    assert all(len(vs) == 1 for vs in by_batch.values())
+    with sessions() as session:
+        refused = session.scalars(select(ModelVersion).where(ModelVersion.id == ids[c])).one()
+        assert refused.status == "refused" and "checksum" in (refused.error or "")
+        assert registry.active(session).version == a  # the refusing worker re-activated what it serves
+    # Every suggestion row names the version that tagged its image, and one image has one version.
+    assert all(first_only[image_id] == version for image_id, version in tagged)
+    assert len({image_id for image_id, _ in tagged}) == len(tagged)
+    assert (after.state.value, after.done, after.failed) == ("done", 30, 0)
+    assert Counter(v for _, _, v, _ in _items(sessions, second.job_id)) == Counter({ids[a]: 30})
+    # Two pool processes started once each, and none was replaced.
+    assert log.read_text().count("ready (torch threads") == 2
+    engine.dispose()

@@ -1,0 +1,103 @@
+"""The training recipe's pure parts: schedules, layer groups, calibration, AP, augmentation, checkpoints, lr finder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tagger.architectures import build_model, head_parameters
+from training import checkpoint
+from training.augment import Augment
+from training.calibrate import calibrate
+from training.lr_find import lr_find
+from training.metrics import average_precision, fbeta_samples
+from training.recipe import discriminative, layer_groups, one_cycle, set_frozen
+
+
+def test_one_cycle_warms_up_then_anneals() -> None:
+    total = 100
+    values = [one_cycle(s, total) for s in range(total)]
+    assert values[0] == pytest.approx(1 / 25)
+    assert max(values) == pytest.approx(1.0) and values.index(max(values)) == 25
+    assert values[-1] < 1e-3 and values == sorted(values[:26]) + values[26:]
+
+
+def test_discriminative_rates_rise_geometrically_to_the_head() -> None:
+    assert discriminative(1e-3, 3, 100) == pytest.approx([1e-5, 1e-4, 1e-3])
+    assert discriminative(1e-3, 1) == [1e-3]
+
+
+def test_layer_groups_partition_a_resnet_and_freezing_keeps_batchnorm_training() -> None:
+    model = build_model("resnet18", 5)
+    groups = layer_groups(model)
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    assert {id(p) for p in groups[-1]} == {id(p) for p in head_parameters(model)}
+    set_frozen(model, groups, True)
+    assert not model.layer1[0].conv1.weight.requires_grad
+    assert model.layer1[0].bn1.weight.requires_grad and model.fc.weight.requires_grad
+    set_frozen(model, groups, False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_calibrated_thresholds_never_lose_to_the_global_one_and_leave_rare_tags_alone() -> None:
+    torch.manual_seed(0)
+    targets = (torch.rand(200, 3) < 0.4).float()
+    targets[:, 2] = 0
+    targets[:3, 2] = 1  # a rare tag: 3 positives
+    # Tag 0 is confidently separable only above 0.45; a threshold of 0.2 floods it with false positives.
+    probs = torch.where(targets.bool(), 0.5 + 0.4 * torch.rand(200, 3), 0.45 * torch.rand(200, 3))
+    tuned = calibrate(probs, targets, ["a", "b", "rare"], default=0.2, min_positives=10)
+    assert "rare" not in tuned and 0.05 <= tuned["a"] <= 0.6
+    thresholds = torch.tensor([tuned.get(t, 0.2) for t in ["a", "b", "rare"]])
+    assert fbeta_samples(probs, targets, thresholds) > fbeta_samples(probs, targets, 0.2)
+
+
+def test_average_precision_matches_a_hand_computed_ranking() -> None:
+    probs = torch.tensor([[0.9], [0.8], [0.7], [0.1]])
+    targets = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    assert float(average_precision(probs, targets)[0]) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert torch.isnan(average_precision(probs, torch.zeros_like(targets))[0])
+
+
+def test_augmentation_keeps_shape_and_range_and_is_identity_when_off() -> None:
+    batch = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    out = Augment()(batch)
+    assert out.shape == batch.shape and out.dtype == torch.float32 and out.min() >= 0 and out.max() <= 255
+    off = Augment(flip=0, max_rotate=0, max_zoom=1, max_lighting=0)(batch)
+    assert torch.allclose(off, batch.float(), atol=1e-3)
+
+
+def test_checkpoint_round_trip_restores_weights_and_optimiser_moments(tmp_path: Path) -> None:
+    model = build_model("resnet18", 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    checkpoint.save(tmp_path, model=model, optimiser=opt, best=None, state={"epoch": 3, "history": []})
+    assert not list(tmp_path.glob("*.tmp"))
+
+    fresh = build_model("resnet18", 4)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    state, best = checkpoint.load(tmp_path, model=fresh, optimiser=fresh_opt)
+    assert state["epoch"] == 3 and best is None
+    assert torch.equal(fresh.fc.weight, model.fc.weight)
+    restored, original = fresh_opt.state_dict()["state"], opt.state_dict()["state"]
+    assert restored.keys() == original.keys()
+    assert torch.equal(restored[0]["exp_avg"], original[0]["exp_avg"])
+
+
+def test_lr_finder_suggests_a_rate_and_restores_the_model() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(64, 8), (torch.rand(64, 2) < 0.5).float()
+    loss = torch.nn.BCEWithLogitsLoss()
+
+    lrs, losses, suggestion = lr_find(
+        model, lambda: iter([(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]), lambda a, b: loss(model(a), b)
+    )
+    assert len(lrs) == len(losses) > 10 and lrs == sorted(lrs)
+    assert lrs[0] <= suggestion <= lrs[-1]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -1,0 +1,53 @@
+"""Scheduled retraining: `tagger beat` queues `tagger.retrain`; a worker on the training queue runs it.
+
+One run = `tagger train` on the configured labels, the promotion gate, and (on promotion) a
+low-priority job re-tagging stale images. Acknowledged on receipt, not late: a training run
+is longer than any visibility timeout, and a lost run simply waits for the next schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from typing import Any
+
+from celery.schedules import crontab, schedule
+
+from api_client.contract import QUEUE_TRAINING, TASK_RETRAIN
+from tagger.settings import Settings
+from worker.app import app
+
+log = logging.getLogger(__name__)
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The beat schedule from TAGGER_RETRAIN_SCHEDULE: five cron fields, or a number of seconds."""
+    parts = settings.retrain_schedule.split()
+    if len(parts) == 1:
+        when: Any = schedule(float(parts[0]))
+    else:
+        minute, hour, day_of_month, month_of_year, day_of_week = parts
+        when = crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month_of_year,
+            day_of_week=day_of_week,
+        )
+    return {"retrain": {"task": TASK_RETRAIN, "schedule": when, "options": {"queue": QUEUE_TRAINING}}}
+
+
+def retrain_args(settings: Settings) -> list[str]:
+    return ["--labels", settings.retrain_labels, *shlex.split(settings.retrain_args), "--retag-stale"]
+
+
+@app.task(name=TASK_RETRAIN, acks_late=False, ignore_result=True)
+def retrain() -> dict[str, Any]:
+    from training.options import get_args_parser
+    from training.train import main
+
+    settings = Settings.from_env()
+    args = get_args_parser().parse_args(retrain_args(settings))
+    report = main(args, settings)
+    log.info("scheduled retraining: %s, gate: %s", report.version, report.gate.get("reason"))
+    return {"version": report.version, "activated": report.activated, "stale_job": report.stale_job}
