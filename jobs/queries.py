@@ -50,6 +50,8 @@ def _storage(session: Session, where: Any, storage_url: str | None, default: str
         return urls[0]
     if default:
         return default
+    if session.scalar(select(Image.id).where(where).limit(1)) is None:
+        return ""  # nothing matches: the job is empty and finishes at once
     raise ConfigError("cannot tell where these images are stored; pass --storage URL or set TAGGER_STORAGE_URL")
 
 
@@ -83,6 +85,7 @@ def submit_query(
     queue: str = QUEUE_BULK,
     idempotency_key: str | None = None,
     options: dict[str, Any] | None = None,
+    time_limit: float | None = None,
 ) -> Submitted:
     """A job over the images a query selects; the where-clause is fixed before the first key is read."""
     with sessions() as session:
@@ -99,4 +102,5 @@ def submit_query(
         queue=queue,
         idempotency_key=idempotency_key,
         options=options,
+        time_limit=time_limit,
     )

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--priority", choices=["bulk", "interactive"], default="bulk")
     p.add_argument("--idempotency-key", default=None, help="the same key twice returns the same job")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds; then the job fails, the rest skipped")
     p.add_argument("--all-files", action="store_true", help="list every file, not only image suffixes")
     p.add_argument("--json", action="store_true", help="print the job summary as JSON")
     p.set_defaults(func=cmd_tag)
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("beat", help="run Celery beat: queues scheduled retraining (TAGGER_RETRAIN_SCHEDULE)")
     p.set_defaults(func=cmd_beat)
 
-    p = sub.add_parser("jobs", help="list jobs, show one, or wait for one")
+    p = sub.add_parser("jobs", help="list, show, wait for, cancel, pause, resume or retry jobs")
     jsub = p.add_subparsers(dest="jobs_command", required=True)
     j = jsub.add_parser("list", help="recent jobs")
     j.add_argument("--limit", type=int, default=20)
@@ -144,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     j = jsub.add_parser("wait", help="follow a job until it ends")
     j.add_argument("job_id")
     j.add_argument("--timeout", type=float, default=None)
+    for name, text in (
+        ("cancel", "skip the job's remaining batches (tagged images keep their tags)"),
+        ("pause", "hold the job's batches in the queue until `resume`"),
+        ("resume", "let a paused job's batches run again"),
+        ("retry", "queue the job's failed images again (needs TAGGER_BROKER_URL)"),
+    ):
+        jsub.add_parser(name, help=text).add_argument("job_id")
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("db", help="database schema management")
@@ -291,7 +299,12 @@ def _submitter(
     from jobs.sources import keys_from_file, keys_from_storage
     from tagger.storage import open_storage, storage_url_for
 
-    common = {"batch_size": batch_size, "queue": queue, "idempotency_key": args.idempotency_key}
+    common = {
+        "batch_size": batch_size,
+        "queue": queue,
+        "idempotency_key": args.idempotency_key,
+        "time_limit": args.time_limit,
+    }
     if query:
         tags = [t.strip() for t in args.tags.split(",") if t.strip()]
         storage = storage_url_for(args.storage) if args.storage else None
@@ -529,6 +542,22 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
             _print_json(job.as_dict() | {"failures": [{"key": k, "reason": r} for k, r in failed]})
         else:
             _print_job(job, failed)
+        return 0
+    if args.jobs_command in ("cancel", "pause", "resume"):
+        from jobs import control
+
+        state = getattr(control, args.jobs_command)(sessions, args.job_id)
+        print(f"job {args.job_id}: {state}")
+        return 0
+    if args.jobs_command == "retry":
+        from jobs.control import retry_failed
+        from jobs.producer import celery_sender
+        from tagger.celeryconfig import make_producer_app
+
+        if not settings.broker_url:
+            raise ConfigError("tagger jobs retry needs TAGGER_BROKER_URL, where workers listen")
+        n = retry_failed(sessions, celery_sender(make_producer_app(settings, settings.broker_url)), args.job_id)
+        print(f"job {args.job_id}: {n} failed image(s) queued again")
         return 0
     job = wait(sessions, args.job_id, timeout=args.timeout)
     _print_job(job, failures(sessions, args.job_id))

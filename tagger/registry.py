@@ -44,7 +44,7 @@ def ensure_tags(session: Session, names: Iterable[str]) -> dict[str, int]:
 def tag_ids(session: Session, names: Iterable[str]) -> dict[str, int]:
     """name -> id of existing tags (read only); registration inserted them."""
     names = list(names)
-    ids = dict(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(names))).tuples().all())
+    ids = {name: tag_id for name, tag_id in session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(names)))}
     missing = [n for n in names if n not in ids]
     if missing:
         from tagger.errors import ArtifactError

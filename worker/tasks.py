@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 MAX_STORAGE_RETRIES = 5
 MAX_BATCH_RETRIES = 3
+PAUSE_RECHECK_SECONDS = 2.0
 
 
 @app.task(name=TASK_TAG_BATCH, bind=True, acks_late=True, max_retries=None)
@@ -53,10 +54,21 @@ def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict
         if job is None:
             log.error("job %s does not exist; dropping a batch of %d keys", job_id, len(keys))
             return {"dropped": len(keys)}
-        state, storage_url = JobState(job.state), job.storage_url
+        state, storage_url, queue, has_deadline = JobState(job.state), job.storage_url, job.queue, job.deadline_at
+    if has_deadline is not None:
+        from jobs.control import expire_if_overdue
+
+        with ctx.sessions() as session, session.begin():
+            if expire_if_overdue(session, job_id):
+                log.warning("job %s passed its time limit; its remaining batches are skipped", job_id)
+                state = JobState.FAILED
     if state in (JobState.CANCELLED, JobState.FAILED):  # remaining batches are skipped without any I/O
         counts = record_batch(ctx.sessions, job_id=job_id, model_version_id=None, skipped=keys)
         return {"skipped": counts.skipped}
+    if state == JobState.PAUSED:
+        # Back to the broker with a delay; this delivery is acknowledged, so no worker holds it meanwhile.
+        tag_batch.apply_async(args=[job_id, keys], queue=queue, countdown=PAUSE_RECHECK_SECONDS)
+        return {"deferred": len(keys)}
 
     serving = ctx.runtime.current()
     loaded, failed = load_batch(

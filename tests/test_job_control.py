@@ -1,0 +1,108 @@
+"""Jobs people can steer, with a real worker: pause/resume, cancel mid-job, retry the failed, a time limit,
+and the database-query producers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from api_client.contract import ItemState
+from jobs import control
+from jobs.producer import celery_sender, submit
+from jobs.progress import summary, wait
+from jobs.queries import submit_query
+from tagger.celeryconfig import make_producer_app
+from tagger.db import make_engine, make_sessionmaker, upgrade
+from tagger.db.schema import Image, JobItem, Suggestion, Tag
+from tagger.errors import ConfigError
+from tagger.local_workers import LocalWorkers
+from tests.conftest import make_model, make_settings, write_bad_files, write_stills
+
+pytestmark = pytest.mark.e2e
+
+
+def _processed(sessions, job_id: str) -> int:  # type: ignore[no-untyped-def]
+    job = summary(sessions, job_id)
+    return job.done + job.failed
+
+
+def _until(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_pause_resume_cancel_retry_time_limit_and_queries(postgres, redis_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, postgres.create_database(f"ctl_{uuid.uuid4().hex[:10]}"), broker_url=redis_url)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    archive = tmp_path / "archive"
+    keys = write_stills(archive, 400, seed=4)
+    bad = write_bad_files(archive)
+    send = celery_sender(make_producer_app(settings, redis_url))
+    url = archive.as_uri()
+
+    with LocalWorkers(settings, count=1, log_file=tmp_path / "workers.log") as workers:
+        job = submit(sessions, send, source="ctl", storage_url=url, keys=keys, batch_size=2).job_id
+        _until(lambda: _processed(sessions, job) >= 20)
+        assert control.pause(sessions, job) == "paused"
+        time.sleep(1.0)  # the batch in flight finishes
+        held = _processed(sessions, job)
+        time.sleep(3.0)  # longer than the pause re-check delay: paused batches stay in the broker
+        assert _processed(sessions, job) == held < len(keys)
+        assert control.resume(sessions, job) == "running"
+        _until(lambda: _processed(sessions, job) >= held + 20)
+        assert control.cancel(sessions, job) == "cancelled"
+        at_cancel = _processed(sessions, job)
+        _until(lambda: summary(sessions, job).skipped + _processed(sessions, job) >= len(keys))
+        cancelled = summary(sessions, job)
+        assert cancelled.state.value == "cancelled" and cancelled.skipped > 0
+        assert cancelled.done <= at_cancel + 2  # at most the one batch already in flight
+        with pytest.raises(ConfigError, match="cancelled"):
+            control.resume(sessions, job)
+
+        # Retry the failed: three bad files fail, get mended, and a retry tags them.
+        broken = submit(sessions, send, source="bad", storage_url=url, keys=list(bad), batch_size=8).job_id
+        first = wait(sessions, broken, timeout=60, show_progress=False, alive=workers.alive)
+        assert (first.state.value, first.failed) == ("done_with_failures", 3)
+        for key in bad:
+            (archive / key).write_bytes((archive / keys[0]).read_bytes())
+        assert control.retry_failed(sessions, send, broken) == 3
+        again = wait(sessions, broken, timeout=60, show_progress=False, alive=workers.alive)
+        assert (again.state.value, again.done, again.failed) == ("done", 3, 0)
+
+        # A time limit: once past it, the job fails and its remaining batches are skipped.
+        late = submit(
+            sessions, send, source="late", storage_url=url, keys=keys[:40], batch_size=2, time_limit=0.001
+        ).job_id
+        expired = wait(sessions, late, timeout=60, show_progress=False, alive=workers.alive)
+        assert expired.state.value == "failed" and expired.skipped > 0
+
+        # Database queries. Images never tagged: the cancelled job's skipped ones.
+        with sessions() as session:
+            never_tagged = session.scalar(select(func.count()).where(Image.model_version_id.is_(None)))
+        untagged = submit_query(sessions, send, query="untagged", batch_size=16)
+        result = wait(sessions, untagged.job_id, timeout=120, show_progress=False, alive=workers.alive)
+        assert (result.state.value, result.total, result.done) == ("done", never_tagged, never_tagged)
+        # Images lacking a `night` suggestion from the active model: take it away from five of them.
+        with sessions() as session, session.begin():
+            night = session.scalar(select(Tag.id).where(Tag.name == "night"))
+            five = list(session.scalars(select(Image.id).order_by(Image.id).limit(5)))
+            session.execute(delete(Suggestion).where(Suggestion.tag_id == night, Suggestion.image_id.in_(five)))
+        missing = submit_query(sessions, send, query="missing", tags=["night"], batch_size=16)
+        result = wait(sessions, missing.job_id, timeout=120, show_progress=False, alive=workers.alive)
+        assert (result.state.value, result.total) == ("done", 5)
+        assert control.retry_failed(sessions, send, missing.job_id) == 0
+    with sessions() as session:
+        never = session.scalar(
+            select(func.count()).select_from(JobItem).where(JobItem.job_id == job, JobItem.state == ItemState.SKIPPED)
+        )
+    assert never == cancelled.skipped
+    engine.dispose()
