@@ -1,11 +1,53 @@
-"""Client-side contract for queueing tagging work; importable without torch or the worker code."""
+"""Queue tagging work from a web backend: the wire contract and a small typed client.
+
+Importable without torch or the worker code; the client needs only kombu, redis and SQLAlchemy.
+"""
 
 from api_client.contract import (
     QUEUE_BULK,
     QUEUE_INTERACTIVE,
+    TASK_CONTROL_JOB,
+    TASK_SUBMIT_JOB,
     TASK_TAG_BATCH,
     ItemState,
     JobState,
+    job_id_for,
+)
+from api_client.errors import (
+    BrokerUnavailable,
+    ClientError,
+    DatabaseUnavailable,
+    InvalidSubmission,
+    JobNotFound,
+    WaitTimeout,
 )
 
-__all__ = ["QUEUE_BULK", "QUEUE_INTERACTIVE", "TASK_TAG_BATCH", "ItemState", "JobState"]
+
+def __getattr__(name: str) -> object:
+    # The client pulls kombu and SQLAlchemy; the contract alone (used by the worker) does not.
+    if name in ("TaggerClient", "JobStatus", "Suggestion"):
+        from api_client import client
+
+        return getattr(client, name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "QUEUE_BULK",
+    "QUEUE_INTERACTIVE",
+    "TASK_CONTROL_JOB",
+    "TASK_SUBMIT_JOB",
+    "TASK_TAG_BATCH",
+    "BrokerUnavailable",
+    "ClientError",
+    "DatabaseUnavailable",
+    "InvalidSubmission",
+    "ItemState",
+    "JobNotFound",
+    "JobState",
+    "JobStatus",
+    "Suggestion",
+    "TaggerClient",
+    "WaitTimeout",
+    "job_id_for",
+]

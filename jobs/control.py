@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_client.contract import TASK_TAG_BATCH, ItemState, JobState
+from api_client.contract import QUEUE_INTERACTIVE, TASK_NOTIFY_JOB, TASK_TAG_BATCH, ItemState, JobState
 from jobs.lifecycle import finish_if_complete
 from jobs.sources import chunked
 from tagger.db.schema import Image, Job, JobItem, utcnow
@@ -35,20 +35,33 @@ def _transition(sessions: sessionmaker[Session], job_id: str, allowed: tuple[Job
         return JobState(values.get("state", job.state)).value
 
 
-def cancel(sessions: sessionmaker[Session], job_id: str) -> str:
+Send = Callable[[str, list[Any], str], None]
+
+
+def _notify(send: Send | None, job_id: str) -> None:
+    if send is not None:
+        send(TASK_NOTIFY_JOB, [job_id], QUEUE_INTERACTIVE)
+
+
+def cancel(sessions: sessionmaker[Session], job_id: str, *, send: Send | None = None) -> str:
     """Remaining batches are skipped without I/O; images already tagged keep their tags."""
-    return _transition(sessions, job_id, _ACTIVE, state=JobState.CANCELLED, finished_at=utcnow())
+    state = _transition(sessions, job_id, _ACTIVE, state=JobState.CANCELLED, finished_at=utcnow())
+    _notify(send, job_id)
+    return state
 
 
-def pause(sessions: sessionmaker[Session], job_id: str) -> str:
+def pause(sessions: sessionmaker[Session], job_id: str, *, send: Send | None = None) -> str:
     return _transition(sessions, job_id, (JobState.QUEUED, JobState.RUNNING), state=JobState.PAUSED)
 
 
-def resume(sessions: sessionmaker[Session], job_id: str) -> str:
+def resume(sessions: sessionmaker[Session], job_id: str, *, send: Send | None = None) -> str:
     state = _transition(sessions, job_id, (JobState.PAUSED,), state=JobState.RUNNING)
     with sessions() as session, session.begin():  # the last batch may have landed while it was paused
-        if finish_if_complete(session, job_id):
-            return str(session.scalar(select(Job.state).where(Job.id == job_id)))
+        closed = finish_if_complete(session, job_id)
+        if closed:
+            state = JobState(session.scalar(select(Job.state).where(Job.id == job_id))).value
+    if closed:
+        _notify(send, job_id)
     return state
 
 

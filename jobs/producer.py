@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_client.contract import QUEUE_BULK, TASK_TAG_BATCH
+from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE, TASK_NOTIFY_JOB, TASK_TAG_BATCH, job_id_for
 from jobs.lifecycle import finish_if_complete
 from jobs.sources import chunked
 from tagger.db.images import image_ids
@@ -39,14 +39,22 @@ def create_job(
     options: dict[str, Any] | None = None,
     max_attempts: int | None = None,
     time_limit: float | None = None,
+    job_id: str | None = None,
 ) -> Submitted:
-    """Insert the job row; the same idempotency key always returns the same job."""
+    """Insert the job row; the same idempotency key (or job id) always returns the same job.
+
+    `created` is also true for an existing job whose listing never completed (a producer that
+    crashed mid-listing), so that submitting again finishes the listing.
+    """
+    job_id = job_id or (job_id_for(idempotency_key) if idempotency_key else uuid.uuid4().hex)
     with sessions() as session, session.begin():
-        if idempotency_key:
-            existing = session.scalars(select(Job.id).where(Job.idempotency_key == idempotency_key)).first()
-            if existing:
-                return Submitted(existing, created=False)
-        job_id = uuid.uuid4().hex
+        found = session.execute(
+            select(Job.id, Job.listing_complete).where(
+                (Job.id == job_id) | (Job.idempotency_key == idempotency_key) if idempotency_key else Job.id == job_id
+            )
+        ).first()
+        if found:
+            return Submitted(found[0], created=not found[1])
         session.add(
             Job(
                 id=job_id,
@@ -98,7 +106,9 @@ def enqueue_keys(
             on_batch(len(chunk))
     with sessions() as session, session.begin():
         session.execute(update(Job).where(Job.id == job_id).values(listing_complete=True))
-        finish_if_complete(session, job_id)
+        closed = finish_if_complete(session, job_id)
+    if closed:  # every item was already done (or there were none): the job ends here
+        send(TASK_NOTIFY_JOB, [job_id], QUEUE_INTERACTIVE)
     return total
 
 
@@ -115,6 +125,7 @@ def submit(
     options: dict[str, Any] | None = None,
     max_attempts: int | None = None,
     time_limit: float | None = None,
+    job_id: str | None = None,
 ) -> Submitted:
     """Create the job and, unless the idempotency key names an existing one, fill it with batches."""
     submitted = create_job(
@@ -127,6 +138,7 @@ def submit(
         options=options,
         max_attempts=max_attempts,
         time_limit=time_limit,
+        job_id=job_id,
     )
     if submitted.created:
         enqueue_keys(

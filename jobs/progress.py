@@ -4,57 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_client.contract import ItemState, JobState
+from api_client.status import JobStatus
 from tagger.db.schema import Image, Job, JobItem
 
-
-@dataclass(frozen=True)
-class JobSummary:
-    id: str
-    state: JobState
-    source: str
-    total: int
-    done: int
-    failed: int
-    skipped: int
-    listing_complete: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-    @property
-    def seconds(self) -> float | None:
-        if self.started_at is None:
-            return None
-        end = self.finished_at or datetime.now(self.started_at.tzinfo)
-        return max((end - self.started_at).total_seconds(), 1e-6)
-
-    @property
-    def rate(self) -> float | None:
-        seconds = self.seconds
-        return (self.done + self.failed) / seconds if seconds else None
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "state": self.state.value,
-            "source": self.source,
-            "total": self.total,
-            "done": self.done,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "listing_complete": self.listing_complete,
-            "created_at": self.created_at.isoformat(),
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "images_per_second": round(self.rate, 2) if self.rate else None,
-        }
+JobSummary = JobStatus  # one shape for the CLI, the workers and the client
 
 
 def summary(sessions: sessionmaker[Session], job_id: str) -> JobSummary:
@@ -83,6 +41,7 @@ def _summarise(job: Job) -> JobSummary:
         failed=job.failed,
         skipped=job.skipped,
         listing_complete=job.listing_complete,
+        error=job.error,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -134,3 +93,22 @@ def wait(
             time.sleep(poll)
     finally:
         bar.close()
+
+
+def outcomes(sessions: sessionmaker[Session], job_id: str, limit: int = 1000) -> list[dict[str, object]]:
+    """Per-image outcomes: key, state, attempts, error and the model version that tagged it."""
+    from tagger.db.schema import ModelVersion
+
+    with sessions() as session:
+        rows = session.execute(
+            select(Image.key, JobItem.state, JobItem.attempts, JobItem.error, ModelVersion.version)
+            .join(Image, Image.id == JobItem.image_id)
+            .outerjoin(ModelVersion, ModelVersion.id == JobItem.model_version_id)
+            .where(JobItem.job_id == job_id)
+            .order_by(Image.key)
+            .limit(limit)
+        ).all()
+    return [
+        {"key": key, "state": state, "attempts": attempts, "error": error, "model_version": version}
+        for key, state, attempts, error, version in rows
+    ]

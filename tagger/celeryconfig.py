@@ -6,7 +6,16 @@ from typing import Any
 
 from kombu import Queue
 
-from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUE_TRAINING, TASK_RETRAIN, TASK_TAG_BATCH
+from api_client.contract import (
+    QUEUE_BULK,
+    QUEUE_INTERACTIVE,
+    QUEUE_TRAINING,
+    TASK_CONTROL_JOB,
+    TASK_NOTIFY_JOB,
+    TASK_RETRAIN,
+    TASK_SUBMIT_JOB,
+    TASK_TAG_BATCH,
+)
 from tagger.settings import Settings
 
 
@@ -23,8 +32,19 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE_BULK,
         "task_queues": (Queue(QUEUE_INTERACTIVE), Queue(QUEUE_BULK), Queue(QUEUE_TRAINING)),
-        "task_routes": {TASK_TAG_BATCH: {"queue": QUEUE_BULK}, TASK_RETRAIN: {"queue": QUEUE_TRAINING}},
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "task_routes": {
+            TASK_TAG_BATCH: {"queue": QUEUE_BULK},
+            TASK_RETRAIN: {"queue": QUEUE_TRAINING},
+            TASK_SUBMIT_JOB: {"queue": QUEUE_INTERACTIVE},
+            TASK_CONTROL_JOB: {"queue": QUEUE_INTERACTIVE},
+            TASK_NOTIFY_JOB: {"queue": QUEUE_INTERACTIVE},
+        },
+        # "priority": a worker always polls its queues in the order given (interactive first), where
+        # kombu's default round-robin would let a long bulk backlog delay an interactive image.
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "queue_order_strategy": "priority",
+        },
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,

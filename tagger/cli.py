@@ -139,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     j = jsub.add_parser("list", help="recent jobs")
     j.add_argument("--limit", type=int, default=20)
     j.add_argument("--json", action="store_true")
-    j = jsub.add_parser("show", help="one job with its failures")
+    j = jsub.add_parser("show", help="one job with its failures (and, with --items, every image's outcome)")
     j.add_argument("job_id")
     j.add_argument("--json", action="store_true")
+    j.add_argument("--items", type=int, default=0, metavar="N", help="include up to N per-image outcomes")
     j = jsub.add_parser("wait", help="follow a job until it ends")
     j.add_argument("job_id")
     j.add_argument("--timeout", type=float, default=None)
@@ -324,9 +325,10 @@ def _submitter(
 
 def _print_job(job: Any, failed: list[tuple[str, str]]) -> None:
     rate = f"{job.rate:.1f} images/s" if job.rate else "-"
+    eta = f", about {job.eta_seconds:.0f}s left" if job.eta_seconds else ""
     print(
         f"job {job.id}: {job.state.value}: {job.done} tagged, {job.failed} failed, "
-        f"{job.skipped} skipped of {job.total} ({rate})"
+        f"{job.skipped} skipped of {job.total} ({rate}{eta})" + (f"; {job.error}" if job.error else "")
     )
     for key, reason in failed[:50]:
         print(f"  failed {key}: {reason}")
@@ -537,16 +539,30 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{r['id']}  {r['state']:<20} {r['done']}/{r['total']} done, {r['failed']} failed  {r['source']}")
         return 0
     if args.jobs_command == "show":
+        from jobs.progress import outcomes
+
         job, failed = summary(sessions, args.job_id), failures(sessions, args.job_id)
+        items = outcomes(sessions, args.job_id, limit=args.items) if args.items else []
         if args.json:
-            _print_json(job.as_dict() | {"failures": [{"key": k, "reason": r} for k, r in failed]})
+            _print_json(job.as_dict() | {"failures": [{"key": k, "reason": r} for k, r in failed], "items": items})
         else:
             _print_job(job, failed)
+            for item in items:
+                print(
+                    f"  {item['key']:<40} {item['state']:<8} attempts {item['attempts']}  "
+                    f"{item['model_version'] or ''} {item['error'] or ''}"
+                )
         return 0
     if args.jobs_command in ("cancel", "pause", "resume"):
         from jobs import control
 
-        state = getattr(control, args.jobs_command)(sessions, args.job_id)
+        send = None
+        if settings.broker_url:  # so that a cancelled job's webhook fires
+            from jobs.producer import celery_sender
+            from tagger.celeryconfig import make_producer_app
+
+            send = celery_sender(make_producer_app(settings, settings.broker_url))
+        state = getattr(control, args.jobs_command)(sessions, args.job_id, send=send)
         print(f"job {args.job_id}: {state}")
         return 0
     if args.jobs_command == "retry":

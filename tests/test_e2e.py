@@ -67,6 +67,11 @@ def test_one_command_tags_a_folder_and_reports_bad_files(tmp_path: Path) -> None
         assert fragment in reasons[key]
     total, images, versions = suggestion_rows(settings)
     assert images == len(keys) and versions == {version}
+    shown = json.loads(tagger(settings, "jobs", "show", report["id"], "--json", "--items", "100").stdout)
+    outcomes = {item["key"]: item for item in shown["items"]}
+    assert len(outcomes) == 16 and shown["eta_seconds"] == 0.0
+    assert all(outcomes[k]["state"] == "failed" and outcomes[k]["attempts"] == 1 for k in bad)
+    assert {outcomes[k]["model_version"] for k in keys} == {version}
 
     shown = tagger(settings, "results", keys[0], "--json")
     assert shown.returncode == 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from api_client.contract import job_id_for
 from jobs.producer import create_job, enqueue_keys
 from jobs.progress import failures, summary
 from tagger import registry
@@ -78,7 +79,12 @@ def test_empty_job_finishes_immediately(settings: Settings, sessions, tmp_path: 
 def test_idempotency_key_returns_the_same_job(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     a = create_job(sessions, source="x", storage_url=tmp_path.as_uri(), batch_size=4, idempotency_key="upload-1")
     b = create_job(sessions, source="x", storage_url=tmp_path.as_uri(), batch_size=4, idempotency_key="upload-1")
-    assert a.job_id == b.job_id and a.created and not b.created
+    # Until its listing completes, submitting again resumes the listing (a producer may have crashed).
+    assert a.job_id == b.job_id == job_id_for("upload-1") and a.created and b.created
+    enqueue_keys(sessions, lambda *a: None, job_id=a.job_id, keys=["k.jpg"], batch_size=4)
+    c = create_job(sessions, source="x", storage_url=tmp_path.as_uri(), batch_size=4, idempotency_key="upload-1")
+    assert c.job_id == a.job_id and not c.created
+    assert summary(sessions, a.job_id).total == 1
 
 
 def test_exactly_one_model_is_active(settings: Settings, sessions) -> None:  # type: ignore[no-untyped-def]

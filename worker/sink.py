@@ -38,6 +38,7 @@ class BatchCounts:
     done: int
     failed: int
     skipped: int = 0
+    closed: bool = False  # this batch finished the job: time to notify
 
 
 def record_batch(
@@ -65,8 +66,8 @@ def record_batch(
                 .where(Job.id == job_id)
                 .values(done=Job.done + done, failed=Job.failed + failed, skipped=Job.skipped + skip)
             )
-        finish_if_complete(session, job_id)
-    return BatchCounts(done=done, failed=failed, skipped=skip)
+        closed = finish_if_complete(session, job_id)
+    return BatchCounts(done=done, failed=failed, skipped=skip, closed=closed)
 
 
 def _leave_pending(session: Session, job_id: str, image_ids: list[int], state: ItemState, **values: object) -> int:

@@ -8,7 +8,14 @@ import random
 from celery import Task
 from celery.exceptions import Retry
 
-from api_client.contract import TASK_TAG_BATCH, JobState, MessageError, validate_tag_batch_args
+from api_client.contract import (
+    QUEUE_INTERACTIVE,
+    TASK_NOTIFY_JOB,
+    TASK_TAG_BATCH,
+    JobState,
+    MessageError,
+    validate_tag_batch_args,
+)
 from tagger.db.schema import Job
 from worker.app import app
 from worker.context import get_context
@@ -59,9 +66,11 @@ def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict
         from jobs.control import expire_if_overdue
 
         with ctx.sessions() as session, session.begin():
-            if expire_if_overdue(session, job_id):
-                log.warning("job %s passed its time limit; its remaining batches are skipped", job_id)
-                state = JobState.FAILED
+            expired = expire_if_overdue(session, job_id)
+        if expired:
+            log.warning("job %s passed its time limit; its remaining batches are skipped", job_id)
+            state = JobState.FAILED
+            notify(job_id)
     if state in (JobState.CANCELLED, JobState.FAILED):  # remaining batches are skipped without any I/O
         counts = record_batch(ctx.sessions, job_id=job_id, model_version_id=None, skipped=keys)
         return {"skipped": counts.skipped}
@@ -101,6 +110,8 @@ def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict
         tagged=tagged,
         refused=[Refused(f.key, f.reason) for f in failed],
     )
+    if counts.closed:
+        notify(job_id)
     if retry_keys and task is not None:
         countdown = min(60, 2**task.request.retries) + random.random()
         raise task.retry(args=[job_id, retry_keys], countdown=countdown)
@@ -114,4 +125,11 @@ def fail_items(sessions, job_id: str, keys: list[str], reason: str) -> dict[str,
         if session.get(Job, job_id) is None:
             return {"dropped": len(keys)}
     counts = record_batch(sessions, job_id=job_id, model_version_id=None, refused=[Refused(k, reason) for k in keys])
+    if counts.closed:
+        notify(job_id)
     return {"done": 0, "failed": counts.failed}
+
+
+def notify(job_id: str) -> None:
+    """The job just ended: deliver its notifications from a task of their own (retried apart from this batch)."""
+    app.send_task(TASK_NOTIFY_JOB, args=[job_id], queue=QUEUE_INTERACTIVE)

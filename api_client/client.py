@@ -1,0 +1,242 @@
+"""The Python client for web backends: submit, status, wait, results, cancel, retry.
+
+Writes go to the workers as Celery messages (JSON, published with kombu), so the job logic
+lives in one place; reads come straight from the database (SQLAlchemy Core, read-only).
+Installing it pulls neither torch nor the worker code:
+
+    pip install ./api_client        # distribution "tagger-client"
+
+    from api_client import TaggerClient
+    client = TaggerClient(broker_url="redis://redis:6379/0", database_url="postgresql+psycopg://...")
+    job_id = client.submit(keys=["uploads/123.jpg"], priority="interactive", webhook="https://site/hooks/tags")
+    client.wait(job_id, timeout=30)
+    client.results("uploads/123.jpg")
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from api_client import tables
+from api_client.contract import (
+    PRIORITIES,
+    QUEUE_INTERACTIVE,
+    TASK_CONTROL_JOB,
+    TASK_SUBMIT_JOB,
+    JobState,
+    MessageError,
+    job_id_for,
+    validate_control_kwargs,
+    validate_submit_kwargs,
+)
+from api_client.errors import BrokerUnavailable, DatabaseUnavailable, InvalidSubmission, JobNotFound, WaitTimeout
+from api_client.status import JobStatus
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    tag: str
+    probability: float
+    model_version: str
+
+
+class TaggerClient:
+    def __init__(self, *, broker_url: str, database_url: str) -> None:
+        from kombu import Connection
+        from sqlalchemy import create_engine
+
+        self._connection = Connection(broker_url, transport_options={"confirm_publish": True})
+        self._engine = create_engine(database_url, pool_pre_ping=True)
+
+    def close(self) -> None:
+        self._connection.release()
+        self._engine.dispose()
+
+    def __enter__(self) -> TaggerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writes: one message each -----------------------------------------------------------------
+
+    def submit(
+        self,
+        *,
+        keys: list[str] | None = None,
+        prefix: str | None = None,
+        query: str | None = None,
+        tags: list[str] | None = None,
+        storage_url: str | None = None,
+        priority: str = "bulk",
+        idempotency_key: str | None = None,
+        webhook: str | None = None,
+        notify_task: str | None = None,
+        time_limit: float | None = None,
+        batch_size: int | None = None,
+    ) -> str:
+        """Queue a job over keys, a storage prefix, or a database query; returns its id at once.
+
+        The same idempotency key always yields the same job id, and a second submission is a no-op.
+        """
+        kwargs: dict[str, Any] = {
+            "job_id": job_id_for(idempotency_key) if idempotency_key else uuid.uuid4().hex,
+            "keys": keys,
+            "prefix": prefix,
+            "query": query,
+            "tags": tags,
+            "storage_url": storage_url,
+            "priority": priority,
+            "idempotency_key": idempotency_key,
+            "webhook": webhook,
+            "notify_task": notify_task,
+            "time_limit": time_limit,
+            "batch_size": batch_size,
+        }
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        try:
+            validate_submit_kwargs(kwargs)
+        except MessageError as exc:
+            raise InvalidSubmission(str(exc)) from None
+        self._send(TASK_SUBMIT_JOB, kwargs, QUEUE_INTERACTIVE)
+        return str(kwargs["job_id"])
+
+    def cancel(self, job_id: str) -> None:
+        self._control(job_id, "cancel")
+
+    def pause(self, job_id: str) -> None:
+        self._control(job_id, "pause")
+
+    def resume(self, job_id: str) -> None:
+        self._control(job_id, "resume")
+
+    def retry(self, job_id: str) -> None:
+        """Queue the job's failed images again."""
+        self._control(job_id, "retry")
+
+    def _control(self, job_id: str, action: str) -> None:
+        try:
+            validate_control_kwargs({"job_id": job_id, "action": action})
+        except MessageError as exc:
+            raise InvalidSubmission(str(exc)) from None
+        self._send(TASK_CONTROL_JOB, {"job_id": job_id, "action": action}, QUEUE_INTERACTIVE)
+
+    def _send(self, task: str, kwargs: dict[str, Any], queue: str) -> None:
+        from kombu import Exchange, Producer, Queue
+        from kombu.exceptions import OperationalError
+
+        task_id = str(uuid.uuid4())
+        headers = {
+            "lang": "py",
+            "task": task,
+            "id": task_id,
+            "root_id": task_id,
+            "parent_id": None,
+            "group": None,
+            "retries": 0,
+            "eta": None,
+            "expires": None,
+            "argsrepr": "()",
+            "kwargsrepr": repr(kwargs)[:1000],
+            "origin": "tagger-client",
+        }
+        body = [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+        try:
+            with self._connection.channel() as channel:
+                Producer(channel).publish(
+                    body,
+                    exchange=Exchange(""),
+                    routing_key=queue,
+                    serializer="json",
+                    headers=headers,
+                    correlation_id=task_id,
+                    delivery_mode=2,
+                    declare=[Queue(queue)],
+                    retry=True,
+                    retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+                )
+        except (OperationalError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot publish {task} to {self._connection.as_uri()}: {exc}") from None
+
+    # --- reads: straight from the database --------------------------------------------------------
+
+    def status(self, job_id: str) -> JobStatus:
+        """The job's state and counts; JobNotFound until a worker has taken the submission."""
+        from sqlalchemy import select
+        from sqlalchemy.exc import OperationalError
+
+        j = tables.jobs
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(select(j).where(j.c.id == job_id)).mappings().first()
+        except OperationalError as exc:
+            raise DatabaseUnavailable(str(exc).splitlines()[0]) from None
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r} yet (a worker creates it when it takes the submission)")
+        return JobStatus(
+            id=row["id"],
+            state=JobState(row["state"]),
+            source=row["source"],
+            total=row["total"],
+            done=row["done"],
+            failed=row["failed"],
+            skipped=row["skipped"],
+            listing_complete=bool(row["listing_complete"]),
+            error=row["error"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+        )
+
+    def wait(
+        self, job_id: str, *, timeout: float | None = None, poll: float = 0.5, progress: bool = False
+    ) -> JobStatus:
+        """Block until the job ends; `progress=True` draws a tqdm bar (if tqdm is installed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=0, unit="img", desc=f"job {job_id[:8]}")
+        try:
+            while True:
+                try:
+                    current: JobStatus | None = self.status(job_id)
+                except JobNotFound:
+                    current = None
+                if current is not None:
+                    if bar is not None:
+                        bar.total, bar.n = current.total, current.done + current.failed + current.skipped
+                        bar.refresh()
+                    if current.finished:
+                        return current
+                if deadline is not None and time.monotonic() > deadline:
+                    state = current.state.value if current else "not created yet"
+                    raise WaitTimeout(f"job {job_id} still {state} after {timeout}s")
+                time.sleep(poll)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def results(self, key: str, *, all_versions: bool = False) -> list[Suggestion]:
+        """Suggested tags of one image, best first (by default from the active model only)."""
+        from sqlalchemy import select
+
+        i, t, s, m = tables.images, tables.tags, tables.suggestions, tables.model_versions
+        query = (
+            select(t.c.name, s.c.probability, m.c.version)
+            .select_from(s.join(i, i.c.id == s.c.image_id).join(t, t.c.id == s.c.tag_id))
+            .join(m, m.c.id == s.c.model_version_id)
+            .where(i.c.key == key)
+            .order_by(s.c.probability.desc())
+        )
+        if not all_versions:
+            query = query.where(m.c.is_active.is_(True))
+        with self._engine.connect() as conn:
+            return [Suggestion(name, float(p), v) for name, p, v in conn.execute(query)]
+
+
+__all__ = ["JobStatus", "Suggestion", "TaggerClient", "PRIORITIES"]

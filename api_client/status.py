@@ -1,0 +1,71 @@
+"""A job's state as every reader sees it: the CLI, the workers' notifications and the client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from api_client.contract import JobState
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    id: str
+    state: JobState
+    source: str
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    listing_complete: bool
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.rate
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or datetime.now(self.started_at.tzinfo)
+        return max((end - self.started_at).total_seconds(), 1e-6)
+
+    @property
+    def rate(self) -> float | None:
+        seconds = self.seconds
+        return (self.done + self.failed) / seconds if seconds else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the rate so far; None while the listing goes on or before the first batch."""
+        if self.state.finished:
+            return 0.0
+        if not self.rate or not self.listing_complete:
+            return None
+        return max(0, self.total - self.done - self.failed - self.skipped) / self.rate
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "source": self.source,
+            "total": self.total,
+            "done": self.done,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "listing_complete": self.listing_complete,
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "images_per_second": round(self.rate, 2) if self.rate else None,
+            "eta_seconds": round(self.eta_seconds, 1) if self.eta_seconds is not None else None,
+            "error": self.error,
+        }

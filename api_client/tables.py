@@ -1,0 +1,41 @@
+"""A read-only view of the tables the client reads, as SQLAlchemy Core (the schema is owned by tagger's migrations)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("state", String(24)),
+    Column("source", Text),
+    Column("total", Integer),
+    Column("done", Integer),
+    Column("failed", Integer),
+    Column("skipped", Integer),
+    Column("listing_complete", Boolean),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+)
+images = Table("images", metadata, Column("id", Integer, primary_key=True), Column("key", String(1024)))
+tags = Table("tags", metadata, Column("id", Integer, primary_key=True), Column("name", String(200)))
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", String(64)),
+    Column("is_active", Boolean),
+)
+suggestions = Table(
+    "suggestions",
+    metadata,
+    Column("image_id", Integer),
+    Column("tag_id", Integer),
+    Column("model_version_id", Integer),
+    Column("probability", Float),
+)

@@ -1,0 +1,229 @@
+"""The web-backend path: the `tagger-client` distribution, one Celery message from any language,
+webhooks and task notifications, idempotency, interactive images overtaking a bulk job."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from api_client import TaggerClient, job_id_for
+from api_client.contract import QUEUE_INTERACTIVE, QUEUE_NOTIFICATIONS, TASK_SUBMIT_JOB
+from api_client.errors import InvalidSubmission, JobNotFound
+from jobs.notify import SIGNATURE_HEADER, verify
+from tagger.db import make_engine, make_sessionmaker, upgrade
+from tagger.db.schema import Job
+from tagger.local_workers import LocalWorkers
+from tests.conftest import make_model, make_settings, write_stills
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "s3cret-for-tests"
+
+
+def test_client_distribution_pulls_neither_torch_nor_the_worker(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    shutil.copytree(ROOT / "api_client", source, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            str(source),
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+    )
+    wheel = next(tmp_path.glob("tagger_client-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        metadata = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    requires = [
+        line.split(":", 1)[1].strip().lower() for line in metadata.splitlines() if line.startswith("Requires-Dist")
+    ]
+    assert requires and not [r for r in requires if r.startswith(("torch", "torchvision", "tagger ", "celery"))]
+    assert {n.split("/")[0] for n in names} == {
+        "api_client",
+        wheel.name.split("-py3")[0].replace("-", "-") + ".dist-info",
+    }
+    # Importing the client with torch and the server packages made unimportable still works.
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'torchvision', 'tagger', 'worker', 'jobs', 'training', 'celery'): sys.modules[m] = None\n"
+        "from api_client import TaggerClient, JobState\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+
+
+def test_a_bad_submission_is_refused_before_sending() -> None:
+    client = TaggerClient(broker_url="redis://127.0.0.1:1/0", database_url="sqlite://")
+    with pytest.raises(InvalidSubmission, match="exactly one"):
+        client.submit(keys=["a.jpg"], prefix="stills/")
+    with pytest.raises(InvalidSubmission, match="priority"):
+        client.submit(keys=["a.jpg"], priority="urgent")
+    with pytest.raises(InvalidSubmission, match="webhook"):
+        client.submit(keys=["a.jpg"], webhook="ftp://example.com/hook")
+    client.close()
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[dict[str, str], bytes, int]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        status = 500 if not Hook.received else 204  # the first delivery fails: the worker must retry
+        Hook.received.append((dict(self.headers), body, status))
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    Hook.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/tags"
+    server.shutdown()
+    server.server_close()
+
+
+def raw_message(task: str, kwargs: dict[str, object], queue: str = QUEUE_INTERACTIVE) -> bytes:
+    """The documented Celery protocol-2 envelope, built by hand as a backend in any language would."""
+    task_id = str(uuid.uuid4())
+    body = json.dumps([[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+    return json.dumps(
+        {
+            "body": base64.b64encode(body.encode()).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {"lang": "py", "task": task, "id": task_id, "root_id": task_id, "retries": 0},
+            "properties": {
+                "correlation_id": task_id,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    ).encode()
+
+
+def test_backend_path_end_to_end(postgres, redis_url: str, tmp_path: Path, webhook: str) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(
+        tmp_path,
+        postgres.create_database(f"cli_{uuid.uuid4().hex[:10]}"),
+        broker_url=redis_url,
+        webhook_secret=SECRET,
+    )
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    archive = tmp_path / "archive"
+    keys = write_stills(archive, 240, seed=8)
+    url = archive.as_uri()
+    broker = redis.Redis.from_url(redis_url)
+    broker.delete(QUEUE_NOTIFICATIONS)
+
+    with (
+        LocalWorkers(settings, count=1, log_file=tmp_path / "workers.log") as workers,
+        TaggerClient(broker_url=redis_url, database_url=settings.database_url) as client,
+    ):
+        # Idempotency key, webhook (first delivery fails, then succeeds, signed) and a task notification.
+        first = client.submit(
+            keys=keys[:10],
+            storage_url=url,
+            idempotency_key="upload-batch-1",
+            webhook=webhook,
+            notify_task="site.tags_ready",
+            priority="interactive",
+        )
+        again = client.submit(keys=keys[:10], storage_url=url, idempotency_key="upload-batch-1", webhook=webhook)
+        assert first == again == job_id_for("upload-batch-1")
+        status = client.wait(first, timeout=60)
+        assert (status.state.value, status.done, status.total, status.eta_seconds) == ("done", 10, 10, 0.0)
+        assert client.results(keys[0]) and all(s.model_version for s in client.results(keys[0]))
+        deadline = time.monotonic() + 30
+        while len(Hook.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+        # One message from "any language": the raw envelope pushed onto the Redis list.
+        raw_id = uuid.uuid4().hex
+        broker.lpush(
+            QUEUE_INTERACTIVE,
+            raw_message(
+                TASK_SUBMIT_JOB, {"job_id": raw_id, "keys": keys[10:15], "storage_url": url}, QUEUE_INTERACTIVE
+            ),
+        )
+        raw = client.wait(raw_id, timeout=60)
+        bad_id = uuid.uuid4().hex
+        broker.lpush(
+            QUEUE_INTERACTIVE,
+            raw_message(
+                TASK_SUBMIT_JOB, {"job_id": bad_id, "keys": ["../etc/passwd"], "storage_url": url}, QUEUE_INTERACTIVE
+            ),
+        )
+        refused = client.wait(bad_id, timeout=60)
+
+        # An interactive image overtakes a bulk job that keeps the only worker busy.
+        bulk = client.submit(keys=keys[20:], storage_url=url, batch_size=8)
+        while _done(client, bulk) < 40:
+            time.sleep(0.05)
+        bulk_before = client.status(bulk)
+        per_batch = (time.time() - bulk_before.started_at.timestamp()) / (bulk_before.done / 8)
+        sent = time.monotonic()
+        single = client.submit(keys=[keys[15]], storage_url=url, priority="interactive")
+        client.wait(single, timeout=60, poll=0.02)
+        latency = time.monotonic() - sent
+        bulk_after = client.status(bulk)
+        client.cancel(bulk)
+        cancelled = client.wait(bulk, timeout=60)
+        assert workers.alive()
+
+    assert (raw.state.value, raw.done) == ("done", 5)
+    assert refused.state.value == "failed" and "'..'" in (refused.error or "")
+    assert not bulk_after.finished and bulk_after.done < len(keys) - 20
+    assert latency < 3 * per_batch + 1.5, f"interactive image took {latency:.2f}s, a bulk batch {per_batch:.2f}s"
+    assert cancelled.state.value == "cancelled"
+
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Job).where(Job.idempotency_key == "upload-batch-1")) == 1
+    assert [status for _, _, status in Hook.received[:2]] == [500, 204]
+    headers, body, _ = Hook.received[1]
+    assert verify(body, SECRET, headers[SIGNATURE_HEADER]) and json.loads(body)["id"] == first
+    assert json.loads(body)["state"] == "done" and headers["X-Tagger-Delivery-Attempt"] == "2"
+    note = json.loads(broker.lindex(QUEUE_NOTIFICATIONS, 0))
+    assert note["headers"]["task"] == "site.tags_ready"
+    assert json.loads(base64.b64decode(note["body"]))[1]["job"]["id"] == first
+    broker.delete(QUEUE_NOTIFICATIONS)
+    broker.close()
+    engine.dispose()
+
+
+def _done(client: TaggerClient, job_id: str) -> int:
+    try:
+        return client.status(job_id).done
+    except JobNotFound:  # the worker has not taken the submission yet
+        return 0
