@@ -114,3 +114,33 @@ def expire_if_overdue(session: Session, job_id: str) -> bool:
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)
+
+
+def reconcile(sessions: sessionmaker[Session], send: Send, job_id: str | None = None) -> dict[str, int]:
+    """Queue again every pending image of unfinished jobs (all, or one): for a broker that lost its data.
+
+    Safe to run at any time: an image already queued is then processed twice, which writes the same rows.
+    """
+    with sessions() as session:
+        query = select(Job.id, Job.queue, Job.batch_size).where(Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+        if job_id:
+            query = query.where(Job.id == job_id)
+        jobs = session.execute(query).all()
+    requeued: dict[str, int] = {}
+    for jid, queue, batch_size in jobs:
+        last, n = 0, 0
+        while True:
+            with sessions() as session:
+                rows = session.execute(
+                    select(Image.id, Image.key)
+                    .join(JobItem, JobItem.image_id == Image.id)
+                    .where(JobItem.job_id == jid, JobItem.state == ItemState.PENDING, Image.id > last)
+                    .order_by(Image.id)
+                    .limit(batch_size)
+                ).all()
+            if not rows:
+                break
+            send(TASK_TAG_BATCH, [jid, [key for _, key in rows]], queue)
+            last, n = rows[-1][0], n + len(rows)
+        requeued[jid] = n
+    return requeued

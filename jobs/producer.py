@@ -19,7 +19,7 @@ from tagger.db.schema import Job, JobItem, utcnow
 from tagger.db.upsert import insert_ignore
 from tagger.storage import validate_key
 
-DEFAULT_MAX_ATTEMPTS = 3  # per image: a poison image fails with a reason instead of looping
+DEFAULT_MAX_ATTEMPTS = 5  # deliveries per image: a poison image fails with a reason instead of looping
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("retry", "queue the job's failed images again (needs TAGGER_BROKER_URL)"),
     ):
         jsub.add_parser(name, help=text).add_argument("job_id")
+    j = jsub.add_parser("reconcile", help="queue every pending image of unfinished jobs again (after broker data loss)")
+    j.add_argument("job_id", nargs="?", help="default: every queued or running job")
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("db", help="database schema management")
@@ -564,6 +566,19 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
             send = celery_sender(make_producer_app(settings, settings.broker_url))
         state = getattr(control, args.jobs_command)(sessions, args.job_id, send=send)
         print(f"job {args.job_id}: {state}")
+        return 0
+    if args.jobs_command == "reconcile":
+        from jobs.control import reconcile
+        from jobs.producer import celery_sender
+        from tagger.celeryconfig import make_producer_app
+
+        if not settings.broker_url:
+            raise ConfigError("tagger jobs reconcile needs TAGGER_BROKER_URL, where workers listen")
+        done = reconcile(sessions, celery_sender(make_producer_app(settings, settings.broker_url)), args.job_id)
+        for jid, n in done.items():
+            print(f"job {jid}: {n} pending image(s) queued again")
+        if not done:
+            print("no unfinished jobs")
         return 0
     if args.jobs_command == "retry":
         from jobs.control import retry_failed

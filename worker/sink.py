@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, tuple_, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from api_client.contract import ItemState
@@ -17,8 +17,6 @@ from jobs.lifecycle import finish_if_complete, mark_running
 from tagger.db.images import image_ids
 from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert
-
-_ATTEMPT = JobItem.attempts + 1  # a processed image counts an attempt; a skipped one does not
 
 
 @dataclass(frozen=True)
@@ -55,8 +53,7 @@ def record_batch(
         ids = image_ids(session, [t.key for t in tagged] + [r.key for r in refused] + list(skipped))
         done = _write_tagged(session, job_id, model_version_id, tagged, ids) if tagged else 0
         failed = sum(
-            _leave_pending(session, job_id, [ids[r.key]], ItemState.FAILED, error=r.reason[:2000], attempts=_ATTEMPT)
-            for r in refused
+            _leave_pending(session, job_id, [ids[r.key]], ItemState.FAILED, error=r.reason[:2000]) for r in refused
         )
         skip = _leave_pending(session, job_id, [ids[k] for k in skipped], ItemState.SKIPPED) if skipped else 0
         mark_running(session, job_id)
@@ -106,6 +103,54 @@ def _write_tagged(
         .values(model_version_id=version_id, tagged_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return _leave_pending(
-        session, job_id, image_list, ItemState.DONE, error=None, model_version_id=version_id, attempts=_ATTEMPT
-    )
+    return _leave_pending(session, job_id, image_list, ItemState.DONE, error=None, model_version_id=version_id)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This delivery's share of a batch: what to process, and what was already attempted before."""
+
+    attempts: dict[str, int]  # pending key -> attempts before this delivery
+    last_errors: dict[str, str]
+
+    @property
+    def pending(self) -> list[str]:
+        return list(self.attempts)
+
+
+def pending_items(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str]) -> Claim:
+    """The batch's keys still pending in this job, with their attempt counts (done ones are not redone)."""
+    with session_factory() as session:
+        rows = session.execute(
+            select(Image.key, JobItem.attempts, JobItem.error)
+            .join(JobItem, JobItem.image_id == Image.id)
+            .where(JobItem.job_id == job_id, Image.key.in_(list(keys)), JobItem.state == ItemState.PENDING)
+        ).all()
+    return Claim({k: n for k, n, _ in rows}, {k: e for k, _, e in rows if e})
+
+
+def count_attempt(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str], note: str = "") -> None:
+    """An attempt starts: counted before the work, so a delivery that dies mid-batch still counts."""
+    with session_factory() as session, session.begin():
+        ids = select(Image.id).where(Image.key.in_(list(keys))).scalar_subquery()
+        values: dict[str, object] = {"attempts": JobItem.attempts + 1, "updated_at": utcnow()}
+        if note:
+            values["error"] = note[:2000]
+        session.execute(
+            update(JobItem)
+            .where(JobItem.job_id == job_id, JobItem.image_id.in_(ids), JobItem.state == ItemState.PENDING)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def note_error(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str], error: str) -> None:
+    """Keep the latest error on still-pending items, so a final give-up can say what went wrong."""
+    with session_factory() as session, session.begin():
+        ids = select(Image.id).where(Image.key.in_(list(keys))).scalar_subquery()
+        session.execute(
+            update(JobItem)
+            .where(JobItem.job_id == job_id, JobItem.image_id.in_(ids), JobItem.state == ItemState.PENDING)
+            .values(error=error[:2000])
+            .execution_options(synchronize_session=False)
+        )

@@ -22,9 +22,9 @@ from worker.context import get_context
 
 log = logging.getLogger(__name__)
 
-MAX_STORAGE_RETRIES = 5
-MAX_BATCH_RETRIES = 3
 PAUSE_RECHECK_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 30.0
+MAX_INFRA_RETRIES = 100  # database or broker down: about 50 minutes of retries before giving up on a message
 
 
 @app.task(name=TASK_TAG_BATCH, bind=True, acks_late=True, max_retries=None)
@@ -39,21 +39,48 @@ def tag_batch(self: Task, job_id: str, keys: list[str]) -> dict[str, int]:
     except Retry:
         raise
     except Exception as exc:
-        # Nothing is lost: retry the whole batch with backoff (writes are idempotent), and after
-        # the last attempt record every key as failed with the reason, so the job still ends.
-        if self.request.retries < MAX_BATCH_RETRIES:
+        # Nothing is lost: the batch is retried with backoff (writes are idempotent). Each image's
+        # attempts are counted in the database before its work starts, so an image that keeps
+        # failing is given up with its reason by a later delivery; a database outage (nothing
+        # counted) is simply waited out.
+        countdown = min(MAX_BACKOFF_SECONDS, 2**self.request.retries) + random.random()
+        if _is_infrastructure(exc):
+            log.warning("job %s: batch of %d waits for the database/broker: %s", job_id, len(keys), exc)
+        else:
             log.exception("job %s: batch of %d failed; retrying", job_id, len(keys))
-            raise self.retry(countdown=min(60, 2**self.request.retries) + random.random()) from exc
-        log.exception("job %s: batch of %d failed for the last time", job_id, len(keys))
-        reason = f"worker error after {MAX_BATCH_RETRIES + 1} attempts: {type(exc).__name__}: {exc}"
-        return fail_items(get_context().sessions, job_id, keys, reason)
+            _note_error(job_id, keys, f"{type(exc).__name__}: {exc}")
+        if self.request.retries >= MAX_INFRA_RETRIES:
+            log.error(
+                "job %s: dropping a batch after %d retries; `tagger jobs reconcile` re-queues it",
+                job_id,
+                MAX_INFRA_RETRIES,
+            )
+            return {"dropped": len(keys)}
+        raise self.retry(countdown=countdown) from exc
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(exc, OperationalError | ConnectionError | TimeoutError) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    )
+
+
+def _note_error(job_id: str, keys: list[str], error: str) -> None:
+    from worker.sink import note_error
+
+    try:
+        note_error(get_context().sessions, job_id, keys, error)
+    except Exception:  # best effort: the retry matters more than the note
+        log.warning("could not record the error of job %s", job_id, exc_info=True)
 
 
 def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict[str, int]:
     """storage -> loader -> inference -> sink for one batch; callable without Celery in tests."""
     from worker.inference import above_threshold, predict
     from worker.loader import load_batch
-    from worker.sink import Refused, Tagged, record_batch
+    from worker.sink import Refused, Tagged, count_attempt, pending_items, record_batch
 
     ctx = get_context()
     with ctx.sessions() as session:
@@ -62,6 +89,7 @@ def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict
             log.error("job %s does not exist; dropping a batch of %d keys", job_id, len(keys))
             return {"dropped": len(keys)}
         state, storage_url, queue, has_deadline = JobState(job.state), job.storage_url, job.queue, job.deadline_at
+        max_attempts = job.max_attempts
     if has_deadline is not None:
         from jobs.control import expire_if_overdue
 
@@ -79,19 +107,37 @@ def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict
         tag_batch.apply_async(args=[job_id, keys], queue=queue, countdown=PAUSE_RECHECK_SECONDS)
         return {"deferred": len(keys)}
 
+    claim = pending_items(ctx.sessions, job_id, keys)
+    if not claim.attempts:
+        return {"already_done": len(keys)}  # a redelivery of a batch that was written
+    given_up = [k for k, n in claim.attempts.items() if n >= max_attempts]
+    todo = [k for k in keys if k in claim.attempts and claim.attempts[k] < max_attempts]
+    if given_up:
+        refused = [Refused(k, _gave_up(claim.attempts[k], claim.last_errors.get(k))) for k in given_up]
+        counts = record_batch(ctx.sessions, job_id=job_id, model_version_id=None, refused=refused)
+        if counts.closed:
+            notify(job_id)
+    if len(todo) > 1 and any(claim.attempts[k] > 0 for k in todo):
+        # An earlier delivery of this batch never finished (a crash, a kill, a timeout): isolate each
+        # image in a message of its own, so one poison image cannot take the others down with it.
+        for key in todo:
+            tag_batch.apply_async(args=[job_id, [key]], queue=queue)
+        return {"split": len(todo)}
+    if not todo:
+        return {"failed": len(given_up)}
+    count_attempt(ctx.sessions, job_id, todo)
+
     serving = ctx.runtime.current()
     loaded, failed = load_batch(
         ctx.storage(storage_url),
-        keys,
+        todo,
         preprocess=serving.preprocess,
         pool=ctx.pool,
         max_bytes=ctx.settings.max_image_bytes,
     )
-    retry_keys = [f.key for f in failed if f.retryable]
-    if retry_keys and task is not None and task.request.retries < MAX_STORAGE_RETRIES:
-        failed = [f for f in failed if not f.retryable]
-    else:
-        retry_keys = []
+    # A storage hiccup is retried while the image has attempts left; then it fails with the error.
+    retry_keys = [f.key for f in failed if f.retryable and claim.attempts[f.key] + 1 < max_attempts]
+    failed = [f for f in failed if f.key not in retry_keys]
 
     tagged: list[Tagged] = []
     if loaded:
@@ -112,22 +158,15 @@ def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict
     )
     if counts.closed:
         notify(job_id)
-    if retry_keys and task is not None:
-        countdown = min(60, 2**task.request.retries) + random.random()
-        raise task.retry(args=[job_id, retry_keys], countdown=countdown)
+    if retry_keys:
+        countdown = min(MAX_BACKOFF_SECONDS, 2 ** claim.attempts[retry_keys[0]]) + random.random()
+        tag_batch.apply_async(args=[job_id, retry_keys], queue=queue, countdown=countdown)
     return {"done": counts.done, "failed": counts.failed, "model_version": serving.version_id}
 
 
-def fail_items(sessions, job_id: str, keys: list[str], reason: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    from worker.sink import Refused, record_batch
-
-    with sessions() as session:
-        if session.get(Job, job_id) is None:
-            return {"dropped": len(keys)}
-    counts = record_batch(sessions, job_id=job_id, model_version_id=None, refused=[Refused(k, reason) for k in keys])
-    if counts.closed:
-        notify(job_id)
-    return {"done": 0, "failed": counts.failed}
+def _gave_up(attempts: int, last_error: str | None) -> str:
+    cause = last_error or "the worker processing it died, was killed or timed out each time"
+    return f"gave up after {attempts} attempts: {cause}"
 
 
 def notify(job_id: str) -> None:

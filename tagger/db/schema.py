@@ -126,7 +126,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # Submission options: notification targets, attempt limit; JSON so new options need no migration.
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -25,7 +25,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("error", sa.Text(), nullable=True))
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("options", sa.JSON(), nullable=False, server_default="{}"))
-        batch_op.add_column(sa.Column("max_attempts", sa.Integer(), nullable=False, server_default="3"))
+        batch_op.add_column(sa.Column("max_attempts", sa.Integer(), nullable=False, server_default="5"))
         batch_op.add_column(sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
