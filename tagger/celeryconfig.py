@@ -44,6 +44,13 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             "queue_order_strategy": "priority",
+            # A killed worker's batches come back within about a fifth of the visibility timeout after
+            # it expires (kombu's default sweep is every 100 s).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
+            "unacked_restore_throttle": 1,
+            # A broker that vanishes without closing the socket must not hang a publish forever.
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
         },
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,

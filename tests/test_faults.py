@@ -1,0 +1,317 @@
+"""Faults injected for real: killed processes, a poison image, a pickle message, restarts of Redis and
+PostgreSQL, SIGTERM, and concurrent batches. The promise: every image ends tagged exactly once or
+failed with a reason, and every job's counters match its items."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from api_client.contract import QUEUE_BULK, ItemState
+from jobs.control import reconcile
+from jobs.producer import celery_sender, create_job, enqueue_keys, submit
+from jobs.progress import summary, wait
+from tagger.celeryconfig import make_producer_app
+from tagger.db import make_engine, make_sessionmaker, upgrade
+from tagger.db.schema import Image, Job, JobItem, Suggestion
+from tagger.embedded_redis import EmbeddedRedis
+from tagger.local_workers import LocalWorkers
+from tagger.settings import Settings
+from tests.conftest import make_model, make_settings, write_stills
+from worker.sink import Refused, Tagged, record_batch
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Rig:
+    settings: Settings
+    sessions: Any
+    keys: list[str]
+    url: str
+    send: Any
+    log: Path
+
+    def submit(self, keys: list[str] | None = None, batch_size: int = 4) -> str:
+        job = submit(
+            self.sessions,
+            self.send,
+            source="faults",
+            storage_url=self.url,
+            keys=keys or self.keys,
+            batch_size=batch_size,
+        )
+        return job.job_id
+
+    def processed(self, job_id: str) -> int:
+        job = summary(self.sessions, job_id)
+        return job.done + job.failed
+
+    def until(self, predicate: Any, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "condition not reached; workers log:\n" + self.log.read_text()[-3000:]
+            time.sleep(0.05)
+
+    def assert_exact(self, job_id: str, *, done: int, failed: int = 0) -> None:
+        """Counters match item states, every done image is tagged by one version, and nothing is pending."""
+        job = summary(self.sessions, job_id)
+        assert (job.done, job.failed, job.total) == (done, failed, done + failed), job
+        with self.sessions() as session:
+            states = dict(
+                session.execute(
+                    select(JobItem.state, func.count()).where(JobItem.job_id == job_id).group_by(JobItem.state)
+                ).all()
+            )
+            assert states.get(ItemState.DONE.value, 0) == done and states.get(ItemState.FAILED.value, 0) == failed
+            assert states.get(ItemState.PENDING.value, 0) == 0
+            versions = session.execute(
+                select(func.count(func.distinct(Suggestion.model_version_id)))
+                .join(JobItem, JobItem.image_id == Suggestion.image_id)
+                .where(JobItem.job_id == job_id)
+            ).scalar_one()
+            assert versions == 1
+
+
+@pytest.fixture
+def rig(postgres, redis_url: str, tmp_path: Path) -> Rig:  # type: ignore[no-untyped-def]
+    settings = make_settings(
+        tmp_path,
+        postgres.create_database(f"flt_{uuid.uuid4().hex[:10]}"),
+        broker_url=redis_url,
+        visibility_timeout=10,
+    )
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    archive = tmp_path / "archive"
+    keys = write_stills(archive, 120, seed=21)
+    redis.Redis.from_url(redis_url).flushdb()  # no leftovers from other tests' queues
+    return Rig(
+        settings,
+        sessions,
+        keys,
+        archive.as_uri(),
+        celery_sender(make_producer_app(settings, redis_url)),
+        tmp_path / "workers.log",
+    )
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_kill_9_of_a_pool_process_mid_batch_loses_nothing(rig: Rig) -> None:
+    with LocalWorkers(rig.settings, count=1, log_file=rig.log) as workers:
+        job = rig.submit()
+        rig.until(lambda: rig.processed(job) >= 20)
+        for child in _children(workers.procs[0].pid):
+            os.kill(child, signal.SIGKILL)
+        result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=workers.alive)
+    assert result.state.value == "done"
+    rig.assert_exact(job, done=len(rig.keys))
+
+
+def test_a_killed_worker_s_batches_come_back_after_the_visibility_timeout(rig: Rig) -> None:
+    first = LocalWorkers(rig.settings, count=1, log_file=rig.log).start()
+    job = rig.submit()
+    rig.until(lambda: rig.processed(job) >= 8)
+    os.killpg(first.procs[0].pid, signal.SIGKILL)  # the whole worker: main process and pool at once
+    first.stop()
+    stuck = rig.processed(job)
+    with LocalWorkers(rig.settings, count=1, log_file=rig.log) as second:
+        result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=second.alive)
+    assert stuck < len(rig.keys) and result.state.value == "done"
+    rig.assert_exact(job, done=len(rig.keys))
+
+
+def test_a_poison_image_is_given_up_after_bounded_attempts_and_its_batch_is_tagged(rig: Rig, tmp_path: Path) -> None:
+    """A decoder crash that kills the process every time: the image fails with a reason, the rest are tagged."""
+    archive = Path(rig.url.removeprefix("file://"))
+    (archive / "stills" / "poison.jpg").write_bytes(b"POISON" + (archive / rig.keys[0]).read_bytes())
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "from tagger import preprocess\n"
+        "_real = preprocess.Preprocess.__call__\n"
+        "def _crash_on_poison(self, data, *a, **k):\n"
+        "    if data.startswith(b'POISON'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return _real(self, data, *a, **k)\n"
+        "preprocess.Preprocess.__call__ = _crash_on_poison\n"
+    )
+    keys = rig.keys[:11] + ["stills/poison.jpg"]
+    env = {"PYTHONPATH": f"{hooks}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    with LocalWorkers(rig.settings, count=1, log_file=rig.log, extra_env=env) as workers:
+        job = rig.submit(keys)
+        result = wait(rig.sessions, job, timeout=180, show_progress=False, alive=workers.alive)
+    assert (result.state.value, result.done, result.failed) == ("done_with_failures", 11, 1)
+    with rig.sessions() as session:
+        attempts, error = session.execute(
+            select(JobItem.attempts, JobItem.error)
+            .join(Image, Image.id == JobItem.image_id)
+            .where(JobItem.job_id == job, Image.key == "stills/poison.jpg")
+        ).one()
+    assert attempts == 5 and error.startswith("gave up after 5 attempts") and "died" in error
+    rig.assert_exact(job, done=11, failed=1)
+
+
+def test_a_pickle_message_is_rejected_and_nothing_runs(rig: Rig, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, (f"touch {marker}",))
+
+    body = pickle.dumps(((), {"job_id": "0" * 32, "keys": [Exploit()]}, {}))
+    task_id = str(uuid.uuid4())
+    envelope = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "binary",
+        "content-type": "application/x-python-serialize",
+        "headers": {"lang": "py", "task": "tagger.tag_batch", "id": task_id, "root_id": task_id, "retries": 0},
+        "properties": {
+            "correlation_id": task_id,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": QUEUE_BULK},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    broker = redis.Redis.from_url(rig.settings.broker_url)
+    broker.lpush(QUEUE_BULK, json.dumps(envelope))
+    with LocalWorkers(rig.settings, count=1, log_file=rig.log) as workers:
+        rig.until(lambda: broker.llen(QUEUE_BULK) == 0)
+        job = rig.submit(rig.keys[:8])  # the worker is unharmed and keeps serving JSON messages
+        result = wait(rig.sessions, job, timeout=60, show_progress=False, alive=workers.alive)
+    broker.close()
+    assert not marker.exists()
+    assert result.state.value == "done"
+    assert "application/x-python-serialize" in rig.log.read_text()  # refused as a content type it does not accept
+
+
+def test_redis_restart_loses_messages_and_reconcile_requeues_them(postgres, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    broker = EmbeddedRedis().start()
+    settings = make_settings(tmp_path, postgres.create_database(f"rds_{uuid.uuid4().hex[:10]}"), broker_url=broker.url)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    keys = write_stills(tmp_path / "archive", 120, seed=22)
+    send = celery_sender(make_producer_app(settings, broker.url))
+    log = tmp_path / "workers.log"
+    try:
+        with LocalWorkers(settings, count=1, log_file=log) as workers:
+            job = submit(
+                sessions, send, source="r", storage_url=(tmp_path / "archive").as_uri(), keys=keys, batch_size=4
+            ).job_id
+            deadline = time.monotonic() + 60
+            while summary(sessions, job).done < 12 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            broker.stop()  # not persistent: the queued batches are gone
+            time.sleep(2)
+            broker = EmbeddedRedis(port=broker.port).start()
+            time.sleep(3)  # the worker reconnects by itself
+            assert workers.alive() and not summary(sessions, job).state.finished
+            requeued = reconcile(sessions, celery_sender(make_producer_app(settings, broker.url)), job)
+            result = wait(sessions, job, timeout=120, show_progress=False, alive=workers.alive)
+    finally:
+        broker.stop()
+    assert requeued[job] > 0
+    assert (result.state.value, result.done, result.failed) == ("done", 120, 0)
+    engine.dispose()
+
+
+def test_postgres_down_for_30_seconds_mid_job(postgres, rig: Rig) -> None:  # type: ignore[no-untyped-def]
+    with LocalWorkers(rig.settings, count=1, log_file=rig.log) as workers:
+        job = rig.submit()
+        rig.until(lambda: rig.processed(job) >= 12)
+        os.killpg(postgres.proc.pid, signal.SIGINT)  # fast shutdown: connections are cut
+        postgres.proc.wait(30)
+        postgres.stop()
+        time.sleep(30)
+        assert workers.alive()
+        postgres.start()
+        result = wait(rig.sessions, job, timeout=180, show_progress=False, alive=workers.alive)
+    assert result.state.value == "done"
+    rig.assert_exact(job, done=len(rig.keys))
+
+
+def test_sigterm_finishes_the_batch_in_flight_and_a_second_one_stops_at_once(rig: Rig) -> None:
+    worker = LocalWorkers(rig.settings, count=1, log_file=rig.log).start()
+    job = rig.submit(batch_size=8)
+    rig.until(lambda: rig.processed(job) >= 8)
+    worker.procs[0].send_signal(signal.SIGTERM)  # warm: the batch in flight completes, then the worker exits
+    worker.procs[0].wait(60)
+    worker.stop()
+    warm = summary(rig.sessions, job)
+    assert warm.done % 8 == 0 and warm.done < len(rig.keys)  # whole batches only: none cut in half
+
+    cold = LocalWorkers(rig.settings, count=1, log_file=rig.log).start()
+    rig.until(lambda: rig.processed(job) > warm.done)
+    cold.procs[0].send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    cold.procs[0].send_signal(signal.SIGTERM)  # cold: stop now; the unacknowledged batch goes back
+    cold.procs[0].wait(60)
+    cold.stop()
+    with LocalWorkers(rig.settings, count=1, log_file=rig.log) as last:
+        result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=last.alive)
+    assert result.state.value == "done"
+    rig.assert_exact(job, done=len(rig.keys))
+
+
+def test_fifty_batches_finishing_at_once_keep_exact_counters(postgres, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, postgres.create_database(f"cnt_{uuid.uuid4().hex[:10]}"))
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    version = make_model(settings, sessions)
+    with sessions() as session:
+        from tagger import registry
+
+        version_id, tag_id = registry.get(session, version).id, registry.tag_ids(session, ["night"])["night"]
+    keys = [f"k/{i:04d}.jpg" for i in range(200)]
+    job = create_job(sessions, source="c", storage_url=tmp_path.as_uri(), batch_size=4).job_id
+    enqueue_keys(sessions, lambda *a: None, job_id=job, keys=keys, batch_size=4)
+    batches = [keys[i : i + 4] for i in range(0, 200, 4)]
+    barrier = threading.Barrier(len(batches))
+
+    def finish(batch: list[str]) -> None:
+        barrier.wait()
+        record_batch(
+            sessions,
+            job_id=job,
+            model_version_id=version_id,
+            tagged=[Tagged(k, [(tag_id, 0.9)]) for k in batch[:3]],
+            refused=[Refused(batch[3], "corrupt")],
+        )
+
+    threads = [threading.Thread(target=finish, args=(b,)) for b in batches + batches[:10]]  # 10 redeliveries too
+    barrier = threading.Barrier(len(threads))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = summary(sessions, job)
+    assert (final.done, final.failed, final.state.value) == (150, 50, "done_with_failures")
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Suggestion)) == 150
+        assert session.scalar(select(Job.finished_at).where(Job.id == job)) is not None
+    engine.dispose()
