@@ -48,7 +48,7 @@ def test_redelivered_batches_write_each_row_once(settings: Settings, sessions, t
         tagged=second,
         refused=[Refused(KEYS[5], "corrupt or truncated image")],
     )
-    second_again = [Tagged(k, [(tag_ids["a"], 0.8)]) for k in KEYS[3:5]]
+    second_again = [Tagged(k, [(tag_ids["a"], 0.8)]) for k in KEYS[3:5]]  # a late duplicate: fenced off
     record_batch(
         sessions,
         job_id=job_id,
@@ -67,7 +67,50 @@ def test_redelivered_batches_write_each_row_once(settings: Settings, sessions, t
                 select(Suggestion.image_id, Suggestion.tag_id, Suggestion.model_version_id).distinct().subquery()
             )
         ).scalar_one()
-    assert rows == distinct == 3 * 2 + 2 * 1  # stale tag b rows of the second batch are gone
+    assert rows == distinct == 3 * 2 + 2 * 2  # the first delivery to commit wins; duplicates write nothing
+
+    # A later job re-tagging the same images with the same model leaves no row that fell below threshold.
+    again = create_job(sessions, source="again", storage_url=tmp_path.as_uri(), batch_size=3).job_id
+    enqueue_keys(sessions, lambda *a: None, job_id=again, keys=KEYS[3:5], batch_size=3)
+    record_batch(sessions, job_id=again, model_version_id=version_id, tagged=second_again)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Suggestion)) == 3 * 2 + 2 * 1
+
+
+def test_a_duplicate_that_outlived_the_visibility_timeout_cannot_write_a_second_version(
+    settings: Settings, sessions, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Two deliveries of one batch, served by different model versions, race to write: one wins, whole."""
+    import threading
+
+    first_version = make_model(settings, sessions, tags=("a",))
+    second_version = make_model(settings, sessions, tags=("a",), seed=1)
+    with sessions() as session:
+        ids = {v: registry.get(session, v).id for v in (first_version, second_version)}
+        tag = registry.tag_ids(session, ["a"])["a"]
+    job_id = _job(sessions, tmp_path)
+    batch = KEYS[:3]
+    barrier = threading.Barrier(2)
+
+    def deliver(version_id: int) -> None:
+        barrier.wait()
+        record_batch(
+            sessions, job_id=job_id, model_version_id=version_id, tagged=[Tagged(k, [(tag, 0.9)]) for k in batch]
+        )
+
+    threads = [threading.Thread(target=deliver, args=(ids[v],)) for v in (first_version, second_version)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with sessions() as session:
+        versions = set(session.scalars(select(Suggestion.model_version_id).distinct()))
+        item_versions = set(
+            session.scalars(select(JobItem.model_version_id).where(JobItem.model_version_id.is_not(None)))
+        )
+        image_versions = set(session.scalars(select(Image.model_version_id).where(Image.model_version_id.is_not(None))))
+    assert len(versions) == 1 and versions == item_versions == image_versions
+    assert summary(sessions, job_id).done == 3
 
 
 def test_empty_job_finishes_immediately(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

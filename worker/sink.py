@@ -6,6 +6,7 @@ counters only move for items that leave the `pending` state in this very transac
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from jobs.lifecycle import finish_if_complete, mark_running
 from tagger.db.images import image_ids
 from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,16 +84,45 @@ def _leave_pending(session: Session, job_id: str, image_ids: list[int], state: I
 def _write_tagged(
     session: Session, job_id: str, version_id: int | None, tagged: Sequence[Tagged], ids: dict[str, int]
 ) -> int:
+    """Fence, then write: only images this transaction moves out of `pending` get suggestion rows.
+
+    The UPDATE ... WHERE state = 'pending' is the fence: a second delivery of the same batch (a
+    redelivery, or a duplicate that outlived the visibility timeout, perhaps on another model
+    version) waits for the first one's row locks, then finds nothing pending and writes nothing.
+    """
     assert version_id is not None, "tagged images need the model version that tagged them"
-    image_list = [ids[t.key] for t in tagged]
+    claimed = set(
+        session.scalars(
+            update(JobItem)
+            .where(
+                JobItem.job_id == job_id,
+                JobItem.image_id.in_([ids[t.key] for t in tagged]),
+                JobItem.state == ItemState.PENDING,
+            )
+            .values(state=ItemState.DONE, updated_at=utcnow(), error=None, model_version_id=version_id)
+            .returning(JobItem.image_id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if len(claimed) < len(tagged):
+        log.warning(
+            "job %s: %d of %d images were already written by another delivery of this batch; not rewritten",
+            job_id,
+            len(tagged) - len(claimed),
+            len(tagged),
+        )
+    if not claimed:
+        return 0
+    image_list = sorted(claimed)
     rows = [
         {"image_id": ids[t.key], "tag_id": tag_id, "model_version_id": version_id, "probability": p}
         for t in tagged
+        if ids[t.key] in claimed
         for tag_id, p in t.tags
     ]
     if rows:
         session.execute(upsert(session, Suggestion, rows, ["image_id", "tag_id", "model_version_id"], ["probability"]))
-    # A redelivered batch whose probabilities moved across a threshold leaves no stale row behind.
+    # Re-tagging an image with the same version (a later job) leaves no row that fell below threshold.
     stale = delete(Suggestion).where(Suggestion.model_version_id == version_id, Suggestion.image_id.in_(image_list))
     if rows:
         stale = stale.where(
@@ -103,7 +135,7 @@ def _write_tagged(
         .values(model_version_id=version_id, tagged_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return _leave_pending(session, job_id, image_list, ItemState.DONE, error=None, model_version_id=version_id)
+    return len(claimed)
 
 
 @dataclass(frozen=True)
