@@ -68,3 +68,24 @@ def test_wrong_vocabulary_width_is_refused(tmp_path: Path) -> None:
     meta_path.write_text(json.dumps(raw))
     with pytest.raises(ArtifactError, match="shape"):
         artifact.load(store, "v1", expected_sha256=meta.weights_sha256)
+
+
+def test_a_vocabulary_other_than_the_registered_one_is_refused_before_serving(tmp_path: Path) -> None:
+    from worker.runtime import load_serving
+
+    store, meta, _ = saved(tmp_path)
+
+    def serve(expected: list[str]) -> object:
+        return load_serving(
+            store,
+            version_id=1,
+            version="v1",
+            sha256=meta.weights_sha256,
+            expected_tags=expected,
+            tag_ids=lambda names: list(range(len(names))),
+            device=torch.device("cpu"),
+        )
+
+    assert serve(TAGS).version == "v1"  # type: ignore[attr-defined]
+    with pytest.raises(ArtifactError, match="vocabulary"):
+        serve(["night", "car", "man"])  # same tags, other output order: every probability would be mislabelled

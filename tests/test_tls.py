@@ -1,0 +1,145 @@
+"""A worker and a producer talking to Redis over TLS (rediss://), through a TLS terminator in front of
+the test Redis; plus credentials never printed by `tagger config`."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import socket
+import ssl
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs.producer import celery_sender, submit
+from jobs.progress import wait
+from tagger.celeryconfig import make_producer_app
+from tagger.db import make_engine, make_sessionmaker, upgrade
+from tagger.local_workers import LocalWorkers
+from tagger.model_events import announce
+from tests.conftest import make_model, make_settings, write_stills
+from tests.test_e2e import tagger
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_redis(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """rediss:// on a free port, terminated here and forwarded to the plain test Redis."""
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    upstream_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    opened: list[socket.socket] = []
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                client = context.wrap_socket(raw, server_side=True)
+            except (ssl.SSLError, OSError):
+                raw.close()
+                continue
+            opened.append(raw)
+            upstream = socket.create_connection(("127.0.0.1", upstream_port))
+            opened.extend((client, upstream))
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}", cert
+    stop.set()
+    thread.join(5)
+    listener.close()
+    for sock in opened:
+        sock.close()
+
+
+@pytest.mark.e2e
+def test_workers_and_producers_use_a_tls_broker(tls_redis: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = tls_redis
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'tagger.db'}", broker_url=url)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    keys = write_stills(tmp_path / "archive", 12, seed=31)
+    with LocalWorkers(settings, count=1, log_file=tmp_path / "workers.log") as workers:
+        job = submit(
+            sessions,
+            celery_sender(make_producer_app(settings, url)),
+            source="tls",
+            storage_url=(tmp_path / "archive").as_uri(),
+            keys=keys,
+            batch_size=4,
+        )
+        result = wait(sessions, job.job_id, timeout=120, show_progress=False, alive=workers.alive)
+        assert announce(url, "m-test") >= 0  # pub/sub over TLS too (no error)
+    assert (result.state.value, result.done) == ("done", 12)
+    engine.dispose()
+
+
+def test_config_never_prints_credentials(tmp_path: Path) -> None:
+    secret = uuid.uuid4().hex
+    settings = make_settings(
+        tmp_path,
+        f"postgresql+psycopg://tagger:{secret}@db.example/tagger?sslmode=verify-full",
+        broker_url=f"rediss://:{secret}@redis.example:6380/0?ssl_cert_reqs=required",
+        webhook_secret=secret,
+    )
+    shown = tagger(settings, "config")
+    assert shown.returncode == 0, shown.stderr
+    assert secret not in shown.stdout + shown.stderr and "sslmode=verify-full" in shown.stdout
+    assert shown.stdout.count("********") == 3
