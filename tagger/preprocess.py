@@ -28,6 +28,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 @dataclass(frozen=True)
 class DecodeLimits:
     max_pixels: int = 100_000_000
+    draft: bool = True  # JPEG DCT-domain downscaling; False decodes every pixel (the naive baseline)
 
 
 def decode(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
@@ -48,7 +49,7 @@ def decode(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> 
                 raise ImageError(
                     f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}"
                 )
-            if img.format == "JPEG":
+            if img.format == "JPEG" and limits.draft:
                 # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale while staying >= size.
                 img.draft("RGB", (size, size))
             img.load()

@@ -54,6 +54,10 @@ class Settings:
     max_image_bytes: int = field(
         default=50 * 1024 * 1024, metadata={"help": "Larger files fail with a reason instead of being read."}
     )
+    jpeg_draft: int = field(
+        default=1,
+        metadata={"help": "1: decode JPEGs at a reduced DCT scale when bigger than the model input (fast); 0: full."},
+    )
     max_image_pixels: int = field(
         default=100_000_000, metadata={"help": "Larger declared dimensions fail (decompression-bomb guard)."}
     )
@@ -102,6 +106,8 @@ class Settings:
             raise ConfigError(f"TAGGER_DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"TAGGER_THRESHOLD={self.threshold}: must be strictly between 0 and 1")
+        if self.jpeg_draft not in (0, 1):
+            raise ConfigError("TAGGER_JPEG_DRAFT must be 1 (draft decoding) or 0 (full decoding)")
         if self.fetch_threads < 1:
             raise ConfigError("TAGGER_FETCH_THREADS must be at least 1")
         if self.worker_concurrency < 0:

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ class Rig:
 
 
 @pytest.fixture
-def rig(postgres, redis_url: str, tmp_path: Path) -> Rig:  # type: ignore[no-untyped-def]
+def rig(postgres, redis_url: str, tmp_path: Path) -> Iterator[Rig]:  # type: ignore[no-untyped-def]
     settings = make_settings(
         tmp_path,
         postgres.create_database(f"flt_{uuid.uuid4().hex[:10]}"),
@@ -100,8 +101,10 @@ def rig(postgres, redis_url: str, tmp_path: Path) -> Rig:  # type: ignore[no-unt
     make_model(settings, sessions)
     archive = tmp_path / "archive"
     keys = write_stills(archive, 120, seed=21)
-    redis.Redis.from_url(redis_url).flushdb()  # no leftovers from other tests' queues
-    return Rig(
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # no leftovers from other tests' queues
+    client.close()
+    yield Rig(
         settings,
         sessions,
         keys,
@@ -109,6 +112,7 @@ def rig(postgres, redis_url: str, tmp_path: Path) -> Rig:  # type: ignore[no-unt
         celery_sender(make_producer_app(settings, redis_url)),
         tmp_path / "workers.log",
     )
+    engine.dispose()
 
 
 def _children(pid: int) -> list[int]:

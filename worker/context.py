@@ -57,7 +57,7 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
         model_store=settings.model_store,
         device=pick_device(settings.device),
         threshold_override=settings.threshold,
-        limits=DecodeLimits(max_pixels=settings.max_image_pixels),
+        limits=DecodeLimits(max_pixels=settings.max_image_pixels, draft=bool(settings.jpeg_draft)),
     )
     log.info("worker process %d ready (torch threads %d)", os.getpid(), torch.get_num_threads())
     return WorkerContext(

@@ -1,0 +1,274 @@
+"""The system benchmark: ceilings, the real pipeline, and the naive worker, measured in one run.
+
+    python bench/run.py                                     # small, CPU (2 cores: a few minutes)
+    python bench/run.py --device cuda --arch resnet50 --images 4000 --batch 256 --workers 1
+
+In one run on the machine it is given, it:
+  1. writes a synthetic archive of 1080p-class JPEG stills (4:3, 16:9 and 2.39:1);
+  2. measures the decode ceiling (the worker's Preprocess on `--threads` threads) and the
+     model-only ceiling (worker.inference.predict on ready uint8 batches);
+  3. tags the archive end to end through real `tagger worker` processes, Redis and the database;
+  4. runs the naive baseline through the same system: one image per task, batch 1, full decode;
+  5. measures the latency of single interactive images submitted during a bulk job (p50/p95);
+  6. measures the sink's suggestion rows/s;
+and prints a table of rates with their ratios to the ceilings and to the naive baseline
+(also written as JSON with --json-out). It is a measurement, not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SHAPES = ((1440, 1080), (1920, 1080), (1920, 804))  # 4:3, 16:9, 2.39:1
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=240, help="stills in the archive (default 240)")
+    p.add_argument("--naive-images", type=int, default=60, help="stills for the naive baseline (default 60)")
+    p.add_argument("--interactive", type=int, default=8, help="interactive images timed during a bulk job")
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--tags", type=int, default=180, help="vocabulary size of the (random) model")
+    p.add_argument("--batch", type=int, default=32, help="images per task and per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--workers", type=int, default=1, help="tagger worker processes for the end-to-end run")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="decode threads (default: cores)")
+    p.add_argument("--database", choices=["sqlite", "postgresql"], default="postgresql")
+    p.add_argument("--sink-rows", type=int, default=200_000, help="suggestion rows for the sink measurement")
+    p.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    p.add_argument("--json-out", type=Path, default=None)
+    return p.parse_args()
+
+
+def write_archive(root: Path, n: int) -> list[str]:
+    """Smooth, photo-like stills (shapes, gradients, mild noise), so JPEG sizes and decode costs are realistic."""
+    import numpy as np
+    from PIL import Image
+
+    from tagger.sample_archive import TAGS, render
+
+    rng = random.Random(7)
+    noise = np.random.default_rng(7)
+    (root / "stills").mkdir(parents=True, exist_ok=True)
+    keys = []
+    for i in range(n):
+        w, h = SHAPES[i % 3]
+        small = render({t for t in TAGS if rng.random() < 0.3}, (w // 4, h // 4), rng)
+        img = small.resize((w, h), Image.Resampling.BICUBIC)
+        arr = np.asarray(img, dtype=np.int16) + noise.integers(-6, 7, (h, w, 3), dtype=np.int16)
+        buf = io.BytesIO()
+        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+        key = f"stills/{i:06d}.jpg"
+        (root / key).write_bytes(buf.getvalue())
+        keys.append(key)
+    return keys
+
+
+def decode_rate(root: Path, keys: list[str], size: int, threads: int, *, draft: bool) -> float:
+    from tagger.preprocess import DecodeLimits, Preprocess
+
+    pre = Preprocess(size, limits=DecodeLimits(draft=draft))
+    blobs = [(root / k).read_bytes() for k in keys]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(pre, blobs[: min(8, len(blobs))]))  # warm-up
+        start = time.perf_counter()
+        list(pool.map(pre, blobs))
+    return len(blobs) / (time.perf_counter() - start)
+
+
+def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, images: int) -> float:
+    import torch
+
+    from tagger.architectures import build_model
+    from tagger.device import pick_device
+    from tagger.preprocess import Normalise
+    from worker.inference import predict, prepare
+
+    device = pick_device(device_name)
+    model, dtype = prepare(build_model(arch, tags), device)
+    x = torch.randint(0, 255, (batch, 3, size, size), dtype=torch.uint8)
+    norm = Normalise()
+    for _ in range(3):
+        predict(model, x, normalise=norm, device=device, dtype=dtype)
+    rounds = max(3, images // batch)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        predict(model, x, normalise=norm, device=device, dtype=dtype)
+    return rounds * batch / (time.perf_counter() - start)
+
+
+def sink_rate(sessions: Any, version_id: int, tag_ids: list[int], rows: int) -> float:
+    from jobs.producer import create_job, enqueue_keys
+    from worker.sink import Tagged, record_batch
+
+    per_image, batch = 10, 256
+    keys = [f"sink/{i:07d}.jpg" for i in range(rows // per_image)]
+    job = create_job(sessions, source="sink", storage_url="file:///nowhere", batch_size=batch).job_id
+    enqueue_keys(sessions, lambda *a: None, job_id=job, keys=keys, batch_size=batch)
+    rng = random.Random(3)
+    batches = [
+        [Tagged(k, [(t, rng.random()) for t in rng.sample(tag_ids, per_image)]) for k in keys[i : i + batch]]
+        for i in range(0, len(keys), batch)
+    ]
+    start = time.perf_counter()
+    for tagged in batches:
+        record_batch(sessions, job_id=job, model_version_id=version_id, tagged=tagged)
+    return len(keys) * per_image / (time.perf_counter() - start)
+
+
+def main() -> int:
+    args = parse_args()
+    import torch
+
+    from jobs.producer import celery_sender, submit
+    from jobs.progress import summary, wait
+    from tagger import artifact, registry
+    from tagger.architectures import build_model
+    from tagger.celeryconfig import make_producer_app
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.embedded_redis import EmbeddedRedis
+    from tagger.local_workers import LocalWorkers
+    from tagger.settings import Settings
+    from tagger.storage import open_storage
+
+    work = args.dir or Path(tempfile.mkdtemp(prefix="tagger-bench-"))
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__}",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+
+    say(f"[1/6] writing {args.images} 1080p-class stills to {work}")
+    keys = write_archive(work / "archive", args.images)
+    results["mean_file_kb"] = round(sum((work / "archive" / k).stat().st_size for k in keys) / len(keys) / 1024, 1)
+
+    say("[2/6] ceilings: decode (draft and full) and model only")
+    results["decode_draft"] = decode_rate(work / "archive", keys, args.size, args.threads, draft=True)
+    results["decode_full"] = decode_rate(
+        work / "archive", keys[: args.naive_images], args.size, args.threads, draft=False
+    )
+    results["model_only"] = model_rate(args.arch, args.tags, args.size, args.batch, args.device, max(args.images, 256))
+
+    with ExitStack() as stack:
+        redis = stack.enter_context(EmbeddedRedis())
+        if args.database == "postgresql":
+            from tests.servers import Postgres
+
+            pg = Postgres().start()
+            stack.callback(pg.destroy)
+            database_url = pg.create_database("bench")
+        else:
+            database_url = f"sqlite:///{work / 'tagger.db'}"
+        settings = Settings(
+            var_dir=work / "var",
+            database_url=database_url,
+            broker_url=redis.url,
+            model_store=(work / "models").as_uri(),
+            device=args.device,
+            batch_size=args.batch,
+            fetch_threads=args.threads,
+            log_level="WARNING",
+        )
+        engine = make_engine(database_url)
+        upgrade(engine)
+        sessions = make_sessionmaker(engine)
+        tags = [f"tag{i:03d}" for i in range(args.tags)]
+        meta = artifact.ArtifactMeta(
+            version=artifact.new_version("bench"), arch=args.arch, tags=tags, input_size=args.size
+        )
+        store = open_storage(settings.model_store)
+        meta = artifact.save(build_model(args.arch, len(tags)), meta, store)
+        with sessions() as session, session.begin():
+            row = registry.register(session, meta, uri=f"{store.url}/{meta.version}")
+            version_id, tag_ids = row.id, list(registry.tag_ids(session, tags).values())
+        send = celery_sender(make_producer_app(settings, redis.url))
+        url = (work / "archive").as_uri()
+
+        def run(job_keys: list[str], batch: int, queue: str = "tagger.bulk") -> float:
+            job = submit(sessions, send, source="bench", storage_url=url, keys=job_keys, batch_size=batch, queue=queue)
+            done = wait(sessions, job.job_id, timeout=3600, show_progress=False)
+            assert done.started_at and done.finished_at
+            return done.done / max(1e-6, (done.finished_at - done.started_at).total_seconds())
+
+        say(f"[3/6] end to end: {args.images} stills through {args.workers} worker(s), batch {args.batch}")
+        with LocalWorkers(settings, count=args.workers, log_file=work / "workers.log"):
+            run(keys[: args.batch * 2], args.batch)  # warm-up: model loads in every worker
+            results["end_to_end"] = run(keys, args.batch)
+
+            say(f"[5/6] interactive latency: {args.interactive} single images during a bulk job")
+            bulk = submit(sessions, send, source="bulk", storage_url=url, keys=keys, batch_size=args.batch)
+            latencies = []
+            for key in keys[: args.interactive]:
+                sent = time.perf_counter()
+                one = submit(
+                    sessions, send, source="one", storage_url=url, keys=[key], batch_size=1, queue="tagger.interactive"
+                )
+                while not summary(sessions, one.job_id).state.finished:
+                    time.sleep(0.01)
+                latencies.append(time.perf_counter() - sent)
+            wait(sessions, bulk.job_id, timeout=3600, show_progress=False)
+            results["interactive_p50_s"] = statistics.median(latencies)
+            results["interactive_p95_s"] = sorted(latencies)[max(0, int(round(0.95 * len(latencies))) - 1)]
+
+        say(f"[4/6] naive baseline: {args.naive_images} stills, one per task, batch 1, full decode")
+        naive = settings.replace(jpeg_draft=0)
+        with LocalWorkers(naive, count=args.workers, log_file=work / "workers.log"):
+            run(keys[:2], 1)
+            results["naive"] = run(keys[: args.naive_images], 1)
+
+        say(f"[6/6] sink: {args.sink_rows} suggestion rows on {args.database}")
+        results["sink_rows_per_s"] = sink_rate(sessions, version_id, tag_ids, args.sink_rows)
+        engine.dispose()
+
+    report(results)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def report(r: dict[str, Any]) -> None:
+    ceiling = min(r["decode_draft"], r["model_only"])
+    rows = [
+        ("decode ceiling (Pillow + draft, threads)", r["decode_draft"], ""),
+        ("decode, full (no draft)", r["decode_full"], ""),
+        ("model only", r["model_only"], ""),
+        (
+            "end to end (workers, Redis, database)",
+            r["end_to_end"],
+            f"{r['end_to_end'] / ceiling:.0%} of min(decode, model); "
+            f"{r['end_to_end'] / r['model_only']:.0%} of model; {r['end_to_end'] / r['naive']:.1f}x naive",
+        ),
+        ("naive: 1 image per task, batch 1, full decode", r["naive"], ""),
+    ]
+    print(f"\n{r['date']} | {r['machine']} | GPU: {r['gpu'] or 'none'} | mean still {r['mean_file_kb']} KB")
+    print("| what | images/s | ratio |\n|---|---:|---|")
+    for name, rate, ratio in rows:
+        print(f"| {name} | {rate:,.1f} | {ratio} |")
+    print(
+        f"| interactive image during a bulk job | p50 {r['interactive_p50_s']:.2f} s, "
+        f"p95 {r['interactive_p95_s']:.2f} s | |"
+    )
+    print(f"| sink | {r['sink_rows_per_s']:,.0f} rows/s | |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
