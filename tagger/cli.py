@@ -597,7 +597,7 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     _sessions(settings, migrate=True)
-    print(f"database schema is up to date: {settings.database_url}")
+    print(f"database schema is up to date: {redacted('database_url', settings.database_url)}")
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from tagger.db.schema import Image, ModelVersion, Suggestion, Tag
-from tagger.settings import Settings
+from tagger.settings import Settings, redacted
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -137,6 +137,6 @@ def _report(
     for key in list(truth)[:5]:
         tags = ", ".join(f"{t} {p:.2f}" for t, p in sorted(predicted.get(key, {}).items(), key=lambda x: -x[1]))
         print(f"  {key}: {tags or '(none)'}   [known: {' '.join(sorted(truth[key]))}]")
-    print(f"\nresults are in {settings.database_url}")
+    print(f"\nresults are in {redacted('database_url', settings.database_url)}")
     print("  try: tagger results stills/still_00000.jpg   |   tagger export --format csv | head")
     print(f"demo finished in {seconds:.0f}s")

@@ -42,7 +42,7 @@ def test_tag_without_a_model_says_how_to_get_one(tmp_path: Path, capsys, monkeyp
 def test_compose_uses_only_real_commands_and_settings() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"redis", "postgres", "s3", "worker"} <= set(services)
+    assert {"redis", "postgres", "s3", "worker", "beat", "trainer"} <= set(services)
     known_vars = {var for var, _, _ in describe()}
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     for name, service in services.items():
@@ -51,7 +51,7 @@ def test_compose_uses_only_real_commands_and_settings() -> None:
             if var.startswith("TAGGER_"):
                 assert var in known_vars, f"{name}: {var} is not a setting"
         command = service.get("command")
-        if name in ("worker", "tag", "migrate") and command:
+        if name in ("worker", "tag", "migrate", "beat", "trainer") and command:
             argv = command if isinstance(command, list) else command.split()
             assert argv[0] in commands, f"{name}: `tagger {argv[0]}` does not exist"
             try:

@@ -15,8 +15,14 @@ def image_ids(session: Session, keys: Sequence[str], *, storage_url: str | None 
     """Ids of `keys`, inserting new ones; a producer passes `storage_url` to record where they live."""
     if not keys:
         return {}
-    if storage_url is None:
-        session.execute(insert_ignore(session, Image, [{"key": k} for k in keys], ["key"]))
+    if storage_url is None:  # the worker's path: the producer created these rows, so read first
+        found = {
+            key: image_id for key, image_id in session.execute(select(Image.key, Image.id).where(Image.key.in_(keys)))
+        }
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if not missing:
+            return found
+        session.execute(insert_ignore(session, Image, [{"key": k} for k in missing], ["key"]))
     else:
         rows = [{"key": k, "storage_url": storage_url} for k in keys]
         session.execute(upsert(session, Image, rows, ["key"], ["storage_url"]))

@@ -28,3 +28,9 @@ def upsert(
 ) -> Any:
     stmt = _insert(session, model).values(list(rows))
     return stmt.on_conflict_do_update(index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in update_cols})
+
+
+def upsert_many(session: Session, model: Any, keys: list[str], update_cols: list[str]) -> Any:
+    """An upsert without values, for executemany: `session.execute(upsert_many(...), list_of_rows)`."""
+    stmt = _insert(session, model)
+    return stmt.on_conflict_do_update(index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in update_cols})
