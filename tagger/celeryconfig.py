@@ -48,6 +48,9 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
             # it expires (kombu's default sweep is every 100 s).
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
             "unacked_restore_throttle": 1,
+            # The restore sweep's lock: a worker killed while holding it must not block every other
+            # worker's restores for kombu's default of 5 minutes (a sweep takes milliseconds).
+            "unacked_mutex_expire": 15,
             # A broker that vanishes without closing the socket must not hang a publish forever.
             "socket_connect_timeout": 5,
             "socket_timeout": 30,

@@ -139,7 +139,19 @@ def test_a_killed_worker_s_batches_come_back_after_the_visibility_timeout(rig: R
     first.stop()
     stuck = rig.processed(job)
     with LocalWorkers(rig.settings, count=1, log_file=rig.log) as second:
-        result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=second.alive)
+        try:
+            result = wait(rig.sessions, job, timeout=60, show_progress=False, alive=second.alive)
+        except TimeoutError:
+            # kombu's Redis transport pops a message (BRPOP) a moment before it records it as unacknowledged;
+            # a process killed in that instant takes the message with it. Nothing may still be held in
+            # Redis then (else the restore failed), and `tagger jobs reconcile` re-queues the one lost batch.
+            broker = redis.Redis.from_url(rig.settings.broker_url)
+            held = broker.hlen("unacked") + broker.llen(QUEUE_BULK)
+            broker.close()
+            assert held == 0, "batches are still held in Redis: the visibility-timeout restore did not happen"
+            requeued = reconcile(rig.sessions, rig.send, job)[job]
+            assert 0 < requeued <= 4  # at most the one batch in that gap
+            result = wait(rig.sessions, job, timeout=60, show_progress=False, alive=second.alive)
     assert stuck < len(rig.keys) and result.state.value == "done"
     rig.assert_exact(job, done=len(rig.keys))
 
