@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import case, update
 from sqlalchemy.orm import Session
 
-from api_client.contract import JobState
+from api_client.contract import QUEUE_INTERACTIVE, TASK_NOTIFY_JOB, JobState
 from tagger.db.schema import Job, utcnow
+
+Send = Callable[[str, list[Any], str], None]
+"""How job code sends a task message: send(task name, positional args, queue)."""
+
+
+def announce_end(send: Send | None, job_id: str) -> None:
+    """A job just ended: its notifications are delivered by a task of their own (retried apart from the caller)."""
+    if send is not None:
+        send(TASK_NOTIFY_JOB, [job_id], QUEUE_INTERACTIVE)
 
 
 def mark_running(session: Session, job_id: str) -> None:

@@ -11,12 +11,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE, TASK_NOTIFY_JOB, TASK_TAG_BATCH, job_id_for
-from jobs.lifecycle import finish_if_complete
+from api_client.contract import QUEUE_BULK, TASK_TAG_BATCH, job_id_for
+from jobs.lifecycle import Send, announce_end, finish_if_complete
 from jobs.sources import chunked
 from tagger.db.images import image_ids
 from tagger.db.schema import Job, JobItem, utcnow
 from tagger.db.upsert import insert_ignore
+from tagger.errors import ConfigError
+from tagger.settings import Settings
 from tagger.storage import validate_key
 
 DEFAULT_MAX_ATTEMPTS = 5  # deliveries per image: a poison image fails with a reason instead of looping
@@ -73,7 +75,7 @@ def create_job(
 
 def enqueue_keys(
     sessions: sessionmaker[Session],
-    send: Callable[[str, list[Any], str], None],
+    send: Send,
     *,
     job_id: str,
     keys: Iterable[str],
@@ -108,13 +110,13 @@ def enqueue_keys(
         session.execute(update(Job).where(Job.id == job_id).values(listing_complete=True))
         closed = finish_if_complete(session, job_id)
     if closed:  # every item was already done (or there were none): the job ends here
-        send(TASK_NOTIFY_JOB, [job_id], QUEUE_INTERACTIVE)
+        announce_end(send, job_id)
     return total
 
 
 def submit(
     sessions: sessionmaker[Session],
-    send: Callable[[str, list[Any], str], None],
+    send: Send,
     *,
     source: str,
     storage_url: str,
@@ -153,8 +155,18 @@ def submit(
     return submitted
 
 
-def celery_sender(app: Any) -> Callable[[str, list[Any], str], None]:
+def celery_sender(app: Any) -> Send:
     def send(task: str, args: list[Any], queue: str) -> None:
         app.send_task(task, args=args, queue=queue)
 
     return send
+
+
+def broker_sender(settings: Settings, broker_url: str | None = None) -> Send:
+    """A sender to TAGGER_BROKER_URL (or `broker_url`) through a producer-only Celery app (no torch)."""
+    from tagger.celeryconfig import make_producer_app
+
+    url = broker_url or settings.broker_url
+    if not url:
+        raise ConfigError("this needs TAGGER_BROKER_URL, the Redis the workers listen on")
+    return celery_sender(make_producer_app(settings, url))

@@ -7,14 +7,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, select
+from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_client.contract import QUEUE_BULK
 from jobs.producer import Submitted, submit
+from jobs.sources import paged_keys
 from tagger import registry
 from tagger.db.schema import Image, Suggestion
 from tagger.errors import ConfigError
@@ -55,24 +56,6 @@ def _storage(session: Session, where: Any, storage_url: str | None, default: str
     raise ConfigError("cannot tell where these images are stored; pass --storage URL or set TAGGER_STORAGE_URL")
 
 
-def query_keys(sessions: sessionmaker[Session], where: Any, storage_url: str, *, page: int = 1000) -> Iterator[str]:
-    """Keys matching `where` in `storage_url` (or of unknown storage), by ascending id, a page per query."""
-    last = 0
-    while True:
-        stmt: Select[tuple[int, str]] = (
-            select(Image.id, Image.key)
-            .where(where, Image.id > last, (Image.storage_url == storage_url) | Image.storage_url.is_(None))
-            .order_by(Image.id)
-            .limit(page)
-        )
-        with sessions() as session:
-            rows = session.execute(stmt).all()
-        if not rows:
-            return
-        yield from (key for _, key in rows)
-        last = rows[-1][0]
-
-
 def submit_query(
     sessions: sessionmaker[Session],
     send: Callable[[str, list[Any], str], None],
@@ -97,7 +80,8 @@ def submit_query(
         send,
         source=source,
         storage_url=storage,
-        keys=query_keys(sessions, where, storage),
+        # Images of this storage, or of unknown storage (rows created before storage was recorded).
+        keys=paged_keys(sessions, where, (Image.storage_url == storage) | Image.storage_url.is_(None)),
         batch_size=batch_size,
         queue=queue,
         idempotency_key=idempotency_key,

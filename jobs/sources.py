@@ -1,11 +1,16 @@
-"""Where a job's keys come from: a storage listing (streamed) or a file of keys."""
+"""Where a job's keys come from: a storage listing, a file of keys, or the database (all streamed)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tagger.db.schema import Image, JobItem
 from tagger.errors import ConfigError
 from tagger.storage import Storage, is_image_key
 
@@ -26,6 +31,23 @@ def keys_from_file(path: Path) -> Iterator[str]:
             key = line.strip()
             if key and not key.startswith("#"):
                 yield key
+
+
+def paged_keys(
+    sessions: sessionmaker[Session], *where: Any, join_items: bool = False, page: int = 1000
+) -> Iterator[str]:
+    """Image keys matching `where`, by ascending id, one short query per page: flat memory, no long transaction."""
+    base = select(Image.id, Image.key)
+    if join_items:
+        base = base.join(JobItem, JobItem.image_id == Image.id)
+    last = 0
+    while True:
+        with sessions() as session:
+            rows = session.execute(base.where(*where, Image.id > last).order_by(Image.id).limit(page)).all()
+        if not rows:
+            return
+        yield from (key for _, key in rows)
+        last = rows[-1][0]
 
 
 def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:

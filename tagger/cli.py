@@ -246,10 +246,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
     from api_client.contract import QUEUE_BULK, QUEUE_INTERACTIVE
-    from jobs.producer import celery_sender
+    from jobs.producer import broker_sender
     from jobs.progress import failures, wait
     from tagger import registry
-    from tagger.celeryconfig import make_producer_app
     from tagger.local_workers import start_local_cluster
 
     query = "stale" if args.stale else args.query
@@ -272,7 +271,7 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
             )
             args.wait = True  # the local workers stop with this command, so it must wait
-        submitted = submit_to(celery_sender(make_producer_app(settings, broker_url)))
+        submitted = submit_to(broker_sender(settings, broker_url))
         print(f"job {submitted.job_id} {'queued' if submitted.created else 'already exists'}", file=sys.stderr)
         if not args.wait:
             if args.json:
@@ -449,7 +448,7 @@ def _model_row(r: Any) -> dict[str, Any]:
         "f2_calibrated": metrics.get("f2_calibrated"),
         "map": metrics.get("map"),
         "valid_images": training.get("valid_images"),
-        "tags": len((r.meta or {}).get("tags", [])),
+        "tags": len(r.tags),
         "created_at": r.created_at.isoformat(timespec="seconds"),
         "activated_at": r.activated_at.isoformat(timespec="seconds") if r.activated_at else None,
     }
@@ -557,24 +556,17 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.jobs_command in ("cancel", "pause", "resume"):
         from jobs import control
+        from jobs.producer import broker_sender
 
-        send = None
-        if settings.broker_url:  # so that a cancelled job's webhook fires
-            from jobs.producer import celery_sender
-            from tagger.celeryconfig import make_producer_app
-
-            send = celery_sender(make_producer_app(settings, settings.broker_url))
+        send = broker_sender(settings) if settings.broker_url else None  # so that a cancelled job's webhook fires
         state = getattr(control, args.jobs_command)(sessions, args.job_id, send=send)
         print(f"job {args.job_id}: {state}")
         return 0
     if args.jobs_command == "reconcile":
         from jobs.control import reconcile
-        from jobs.producer import celery_sender
-        from tagger.celeryconfig import make_producer_app
+        from jobs.producer import broker_sender
 
-        if not settings.broker_url:
-            raise ConfigError("tagger jobs reconcile needs TAGGER_BROKER_URL, where workers listen")
-        done = reconcile(sessions, celery_sender(make_producer_app(settings, settings.broker_url)), args.job_id)
+        done = reconcile(sessions, broker_sender(settings), args.job_id)
         for jid, n in done.items():
             print(f"job {jid}: {n} pending image(s) queued again")
         if not done:
@@ -582,12 +574,9 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.jobs_command == "retry":
         from jobs.control import retry_failed
-        from jobs.producer import celery_sender
-        from tagger.celeryconfig import make_producer_app
+        from jobs.producer import broker_sender
 
-        if not settings.broker_url:
-            raise ConfigError("tagger jobs retry needs TAGGER_BROKER_URL, where workers listen")
-        n = retry_failed(sessions, celery_sender(make_producer_app(settings, settings.broker_url)), args.job_id)
+        n = retry_failed(sessions, broker_sender(settings), args.job_id)
         print(f"job {args.job_id}: {n} failed image(s) queued again")
         return 0
     job = wait(sessions, args.job_id, timeout=args.timeout)

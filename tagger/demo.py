@@ -20,11 +20,10 @@ from tagger.settings import Settings, redacted
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.producer import celery_sender, submit
+    from jobs.producer import broker_sender, submit
     from jobs.progress import wait
     from jobs.sources import keys_from_storage
     from tagger import registry
-    from tagger.celeryconfig import make_producer_app
     from tagger.db import make_engine, make_sessionmaker
     from tagger.local_workers import start_local_cluster
     from tagger.sample_archive import generate, write_labels
@@ -69,7 +68,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         workers = start_local_cluster(stack, settings, args.workers)
         job = submit(
             sessions,
-            celery_sender(make_producer_app(settings, workers.settings.broker_url)),
+            broker_sender(settings, workers.settings.broker_url),
             source=str(archive),
             storage_url=storage_url,
             keys=keys_from_storage(open_storage(storage_url)),

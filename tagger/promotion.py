@@ -32,7 +32,7 @@ def verify(sessions: sessionmaker[Session], settings: Settings, version: str) ->
 
     with sessions() as session:
         row = registry.get(session, version)
-        version_id, sha, tags = row.id, row.sha256, list((row.meta or {}).get("tags") or []) or None
+        version_id, sha, tags = row.id, row.sha256, row.tags or None
     load_serving(
         open_storage(settings.model_store),
         version_id=version_id,

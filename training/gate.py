@@ -44,15 +44,16 @@ def compare(
     *,
     images: Storage,
     valid_set: LabelledSet,
+    valid: DecodedStills,
     vocabulary: list[str],
     candidate_probs: torch.Tensor,
-    targets: torch.Tensor,
     threshold: float,
     margin: float,
     device: torch.device,
 ) -> GateResult:
     from training.train import predict_all
 
+    targets = valid.targets
     cand_f2 = fbeta_samples(candidate_probs, targets, threshold)
     cand_map = mean_average_precision(candidate_probs, targets)
     with sessions() as session:
@@ -65,7 +66,9 @@ def compare(
     except ArtifactError as exc:
         log.warning("cannot load the active model %s to compare: %s", version, exc)
         return GateResult(True, f"active model {version} cannot be loaded: {exc}", cand_f2, version)
-    data = DecodedStills(images, valid_set, vocabulary, Preprocess(meta.input_size), desc=f"decode for {version}")
+    data = valid  # decoded once: read again only if the active model wants another input size
+    if meta.input_size != valid.pixels.shape[-1]:
+        data = DecodedStills(images, valid_set, vocabulary, Preprocess(meta.input_size), desc=f"decode for {version}")
     active_probs, active_targets = predict_all(model.to(device), data, device, Normalise(meta.mean, meta.std))
     # Score the active model over the candidate's vocabulary; a tag it does not know scores 0.
     columns = {t: i for i, t in enumerate(meta.tags)}

@@ -72,9 +72,12 @@ def say(message: str) -> None:
 def load_labels(args: argparse.Namespace, settings: Settings) -> tuple[LabelledSet, str]:
     """The dataset and the storage URL of its images, from a CSV or from labels confirmed in the database."""
     if args.labels == "db":
-        sessions = make_sessionmaker(_migrated_engine(settings))
-        with sessions() as session:
-            labelled, storages = labels_from_db(session)
+        engine = _migrated_engine(settings)
+        try:
+            with make_sessionmaker(engine)() as session:
+                labelled, storages = labels_from_db(session)
+        finally:
+            engine.dispose()
         images = storage_url_for(args.images) if args.images else settings.storage_url
         if not images and len(storages) == 1:
             images = next(iter(storages))
@@ -347,21 +350,20 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainRep
 
     report.plots["curves"] = str(plot_curves(history, plots_dir / f"{meta.version}-curves.png"))
     say(f"training curves: {report.plots['curves']}")
-    _register_and_promote(model, meta, store, storage, valid_set, vocabulary, probs, targets, args, settings, report)
+    _register_and_promote(meta, store, storage, valid_set, valid, probs, device, args, settings, report)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # a finished run leaves nothing to resume
     report.seconds = time.monotonic() - started
     return report
 
 
 def _register_and_promote(
-    model: nn.Module,
     meta: artifact.ArtifactMeta,
     store: Any,
     images: Any,
     valid_set: LabelledSet,
-    vocabulary: list[str],
+    valid: DecodedStills,
     probs: torch.Tensor,
-    targets: torch.Tensor,
+    device: torch.device,
     args: argparse.Namespace,
     settings: Settings,
     report: TrainReport,
@@ -369,47 +371,50 @@ def _register_and_promote(
     from tagger import promotion
     from training.gate import compare
 
-    sessions = make_sessionmaker(_migrated_engine(settings))
-    with sessions() as session, session.begin():
-        registry.register(session, meta, uri=f"{store.url}/{meta.version}", activate_if_none=False)
-    gate = compare(
-        sessions,
-        store,
-        images=images,
-        valid_set=valid_set,
-        vocabulary=vocabulary,
-        candidate_probs=probs,
-        targets=targets,
-        threshold=args.threshold,
-        margin=args.gate_margin,
-        device=pick_device(settings.device),
-    )
-    report.gate = gate.as_dict()
-    say(f"promotion gate: {gate.reason}")
-    if args.no_activate:
-        say(f"registered {meta.version} as a candidate (--no-activate)")
-        return
-    if not gate.promote and not args.force:
-        say(f"{meta.version} stays a candidate; `tagger models activate {meta.version}` (or --force) overrides")
-        return
-    promotion.activate(sessions, settings, meta.version, check=False)
-    report.activated = True
-    if args.retag_stale:
-        report.stale_job = retag_stale(sessions, settings)
+    engine = _migrated_engine(settings)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions() as session, session.begin():
+            registry.register(session, meta, uri=f"{store.url}/{meta.version}", activate_if_none=False)
+        gate = compare(
+            sessions,
+            store,
+            images=images,
+            valid_set=valid_set,
+            valid=valid,
+            vocabulary=meta.tags,
+            candidate_probs=probs,
+            threshold=args.threshold,
+            margin=args.gate_margin,
+            device=device,
+        )
+        report.gate = gate.as_dict()
+        say(f"promotion gate: {gate.reason}")
+        if args.no_activate:
+            say(f"registered {meta.version} as a candidate (--no-activate)")
+            return
+        if not gate.promote and not args.force:
+            say(f"{meta.version} stays a candidate; `tagger models activate {meta.version}` (or --force) overrides")
+            return
+        promotion.activate(sessions, settings, meta.version, check=False)
+        report.activated = True
+        if args.retag_stale:
+            report.stale_job = retag_stale(sessions, settings)
+    finally:
+        engine.dispose()
 
 
 def retag_stale(sessions: Any, settings: Settings) -> str | None:
     """Queue a low-priority job for every image tagged by an older version; None without a broker."""
-    from jobs.producer import celery_sender
+    from jobs.producer import broker_sender
     from jobs.queries import submit_query
-    from tagger.celeryconfig import make_producer_app
 
     if not settings.broker_url:
         say("no TAGGER_BROKER_URL: run `tagger tag --stale` to re-tag images from older models")
         return None
     job = submit_query(
         sessions,
-        celery_sender(make_producer_app(settings, settings.broker_url)),
+        broker_sender(settings),
         query="stale",
         batch_size=settings.batch_size,
         default_storage=settings.storage_url,

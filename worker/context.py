@@ -78,5 +78,6 @@ def init_process(settings: Settings, *, torch_threads: int | None = None) -> Wor
         _context.runtime.current()
     except Exception as exc:  # a worker may start before the first model exists
         log.warning("no model loaded at start: %s", exc)
-    listen(settings.broker_url, lambda version: _context.runtime.refresh(announced=version))  # type: ignore[union-attr]
+    # An announcement only says "look now"; the database says which version is active.
+    listen(settings.broker_url, lambda _version: _context.runtime.refresh())  # type: ignore[union-attr]
     return _context

@@ -13,7 +13,6 @@ from celery import Task
 
 from api_client.contract import (
     PRIORITIES,
-    QUEUE_INTERACTIVE,
     QUEUE_NOTIFICATIONS,
     TASK_CONTROL_JOB,
     TASK_NOTIFY_JOB,
@@ -23,6 +22,8 @@ from api_client.contract import (
     validate_control_kwargs,
     validate_submit_kwargs,
 )
+from jobs.lifecycle import announce_end
+from jobs.producer import celery_sender
 from worker.app import app
 from worker.context import get_context
 
@@ -31,8 +32,11 @@ log = logging.getLogger(__name__)
 MAX_NOTIFY_RETRIES = 8
 
 
-def _send(task: str, args: list[Any], queue: str) -> None:
-    app.send_task(task, args=args, queue=queue)
+_send = celery_sender(app)
+
+
+def _notify_options(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"notify": {k: spec[k] for k in ("webhook", "notify_task") if spec.get(k)}}
 
 
 @app.task(name=TASK_SUBMIT_JOB, acks_late=True)
@@ -41,7 +45,6 @@ def submit_job(**kwargs: Any) -> dict[str, Any]:
     from jobs.producer import submit
     from jobs.queries import submit_query
     from jobs.sources import keys_from_storage
-    from tagger.db.schema import Job
     from tagger.errors import PermanentError
     from tagger.storage import open_storage, validate_key
 
@@ -57,7 +60,7 @@ def submit_job(**kwargs: Any) -> dict[str, Any]:
         "queue": PRIORITIES[spec.get("priority") or "bulk"],
         "idempotency_key": spec.get("idempotency_key"),
         "time_limit": spec.get("time_limit"),
-        "options": {"notify": {k: spec[k] for k in ("webhook", "notify_task") if spec.get(k)}},
+        "options": _notify_options(spec),
         "job_id": spec["job_id"],
     }
     storage_url = spec.get("storage_url") or settings.storage_url
@@ -84,9 +87,7 @@ def submit_job(**kwargs: Any) -> dict[str, Any]:
         keys = keys_from_storage(open_storage(storage_url), spec["prefix"])  # type: ignore[assignment]
         source = f"{storage_url.rstrip('/')}/{spec['prefix']}"
     job = submit(ctx.sessions, _send, source=source, storage_url=storage_url, keys=keys, **common)
-    with ctx.sessions() as session:
-        total = session.get(Job, job.job_id).total  # type: ignore[union-attr]
-    log.info("job %s: %s, %d images", job.job_id, "queued" if job.created else "already queued", total)
+    log.info("job %s: %s", job.job_id, "queued" if job.created else "already queued")
     return {"job_id": job.job_id, "created": job.created}
 
 
@@ -105,7 +106,7 @@ def _refuse(spec: dict[str, Any], reason: str, *, storage_url: str = "") -> dict
         batch_size=1,
         job_id=spec["job_id"],
         idempotency_key=spec.get("idempotency_key"),
-        options={"notify": {k: spec[k] for k in ("webhook", "notify_task") if spec.get(k)}},
+        options=_notify_options(spec),
     )
     with ctx.sessions() as session, session.begin():
         session.execute(
@@ -114,7 +115,7 @@ def _refuse(spec: dict[str, Any], reason: str, *, storage_url: str = "") -> dict
             .values(state=JobState.FAILED, error=reason[:2000], listing_complete=True, finished_at=utcnow())
         )
     log.error("job %s refused: %s", spec["job_id"], reason)
-    _send(TASK_NOTIFY_JOB, [spec["job_id"]], QUEUE_INTERACTIVE)
+    announce_end(_send, spec["job_id"])
     return {"job_id": spec["job_id"], "refused": reason}
 
 

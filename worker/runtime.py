@@ -115,14 +115,14 @@ class ModelRuntime:
             raise ArtifactError("no usable model version is active")
         return self._serving
 
-    def refresh(self, announced: str | None = None) -> None:
+    def refresh(self) -> None:
         """Load the active version if it is not the one serving (called per batch or on an announcement)."""
         with self._lock:
             self._checked_at = time.monotonic()
             with self._sessions() as session:
                 row = registry.active(session)
                 version_id, version, sha, status = row.id, row.version, row.sha256, row.status
-                tags = list((row.meta or {}).get("tags") or []) or None
+                tags = row.tags or None
             if self._serving is not None and self._serving.version == version:
                 return
             if self._serving is not None and (version in self._refused or status == "refused"):

@@ -1,7 +1,7 @@
-"""Write one batch's outcome in one transaction: suggestion upserts, per-image outcomes, job counters.
+"""Write one batch's outcome in one transaction: per-image outcomes, suggestion rows, job counters.
 
-Idempotent under redelivery: suggestions are keyed (image, tag, model version) and upserted;
-counters only move for items that leave the `pending` state in this very transaction.
+Idempotent under redelivery: every write is gated by items leaving the `pending` state in this
+very transaction (the fence); suggestions and counters move only for those items.
 """
 
 from __future__ import annotations
@@ -72,13 +72,25 @@ def record_batch(
 
 def _leave_pending(session: Session, job_id: str, image_ids: list[int], state: ItemState, **values: object) -> int:
     """Move this job's still-pending items to `state`; returns how many moved (0 on a redelivery)."""
-    result = session.execute(
-        update(JobItem)
-        .where(JobItem.job_id == job_id, JobItem.image_id.in_(image_ids), JobItem.state == ItemState.PENDING)
-        .values(state=state, updated_at=utcnow(), **values)
-        .execution_options(synchronize_session=False)
+    return len(_leave_pending_ids(session, job_id, image_ids, state, **values))
+
+
+def _leave_pending_ids(
+    session: Session, job_id: str, image_ids: list[int], state: ItemState, **values: object
+) -> set[int]:
+    """The fence: UPDATE ... WHERE state = 'pending' RETURNING the items this transaction moved.
+
+    A concurrent second delivery waits on the row locks, then finds nothing pending.
+    """
+    return set(
+        session.scalars(
+            update(JobItem)
+            .where(JobItem.job_id == job_id, JobItem.image_id.in_(image_ids), JobItem.state == ItemState.PENDING)
+            .values(state=state, updated_at=utcnow(), **values)
+            .returning(JobItem.image_id)
+            .execution_options(synchronize_session=False)
+        )
     )
-    return int(result.rowcount)
 
 
 def _write_tagged(
@@ -86,23 +98,12 @@ def _write_tagged(
 ) -> int:
     """Fence, then write: only images this transaction moves out of `pending` get suggestion rows.
 
-    The UPDATE ... WHERE state = 'pending' is the fence: a second delivery of the same batch (a
-    redelivery, or a duplicate that outlived the visibility timeout, perhaps on another model
-    version) waits for the first one's row locks, then finds nothing pending and writes nothing.
+    So a second delivery of the same batch (a redelivery, or a duplicate that outlived the
+    visibility timeout, perhaps on another model version) writes nothing.
     """
     assert version_id is not None, "tagged images need the model version that tagged them"
-    claimed = set(
-        session.scalars(
-            update(JobItem)
-            .where(
-                JobItem.job_id == job_id,
-                JobItem.image_id.in_([ids[t.key] for t in tagged]),
-                JobItem.state == ItemState.PENDING,
-            )
-            .values(state=ItemState.DONE, updated_at=utcnow(), error=None, model_version_id=version_id)
-            .returning(JobItem.image_id)
-            .execution_options(synchronize_session=False)
-        )
+    claimed = _leave_pending_ids(
+        session, job_id, [ids[t.key] for t in tagged], ItemState.DONE, error=None, model_version_id=version_id
     )
     if len(claimed) < len(tagged):
         log.warning(
@@ -169,10 +170,6 @@ class Claim:
     attempts: dict[str, int]  # pending key -> attempts before this delivery
     last_errors: dict[str, str]
 
-    @property
-    def pending(self) -> list[str]:
-        return list(self.attempts)
-
 
 def pending_items(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str]) -> Claim:
     """The batch's keys still pending in this job, with their attempt counts (done ones are not redone)."""
@@ -185,28 +182,22 @@ def pending_items(session_factory: Callable[[], Session], job_id: str, keys: Seq
     return Claim({k: n for k, n, _ in rows}, {k: e for k, _, e in rows if e})
 
 
-def count_attempt(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str], note: str = "") -> None:
+def count_attempt(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str]) -> None:
     """An attempt starts: counted before the work, so a delivery that dies mid-batch still counts."""
-    with session_factory() as session, session.begin():
-        ids = select(Image.id).where(Image.key.in_(list(keys))).scalar_subquery()
-        values: dict[str, object] = {"attempts": JobItem.attempts + 1, "updated_at": utcnow()}
-        if note:
-            values["error"] = note[:2000]
-        session.execute(
-            update(JobItem)
-            .where(JobItem.job_id == job_id, JobItem.image_id.in_(ids), JobItem.state == ItemState.PENDING)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+    _update_pending(session_factory, job_id, keys, attempts=JobItem.attempts + 1, updated_at=utcnow())
 
 
 def note_error(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str], error: str) -> None:
     """Keep the latest error on still-pending items, so a final give-up can say what went wrong."""
+    _update_pending(session_factory, job_id, keys, error=error[:2000])
+
+
+def _update_pending(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str], **values: object) -> None:
     with session_factory() as session, session.begin():
         ids = select(Image.id).where(Image.key.in_(list(keys))).scalar_subquery()
         session.execute(
             update(JobItem)
             .where(JobItem.job_id == job_id, JobItem.image_id.in_(ids), JobItem.state == ItemState.PENDING)
-            .values(error=error[:2000])
+            .values(**values)
             .execution_options(synchronize_session=False)
         )

@@ -8,14 +8,7 @@ import random
 from celery import Task
 from celery.exceptions import Retry
 
-from api_client.contract import (
-    QUEUE_INTERACTIVE,
-    TASK_NOTIFY_JOB,
-    TASK_TAG_BATCH,
-    JobState,
-    MessageError,
-    validate_tag_batch_args,
-)
+from api_client.contract import TASK_TAG_BATCH, JobState, MessageError, validate_tag_batch_args
 from tagger.db.schema import Job
 from worker.app import app
 from worker.context import get_context
@@ -24,7 +17,7 @@ log = logging.getLogger(__name__)
 
 PAUSE_RECHECK_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 30.0
-MAX_INFRA_RETRIES = 100  # database or broker down: about 50 minutes of retries before giving up on a message
+MAX_RETRIES = 100  # ~50 minutes at the capped backoff: long enough to wait out a database or broker outage
 
 
 @app.task(name=TASK_TAG_BATCH, bind=True, acks_late=True, max_retries=None)
@@ -35,7 +28,7 @@ def tag_batch(self: Task, job_id: str, keys: list[str]) -> dict[str, int]:
         log.error("refused message %s: %s", self.request.id, exc)
         return {"refused": 1}
     try:
-        return run_batch(job_id, keys, task=self)
+        return run_batch(job_id, keys)
     except Retry:
         raise
     except Exception as exc:
@@ -49,11 +42,11 @@ def tag_batch(self: Task, job_id: str, keys: list[str]) -> dict[str, int]:
         else:
             log.exception("job %s: batch of %d failed; retrying", job_id, len(keys))
             _note_error(job_id, keys, f"{type(exc).__name__}: {exc}")
-        if self.request.retries >= MAX_INFRA_RETRIES:
+        if self.request.retries >= MAX_RETRIES:
             log.error(
                 "job %s: dropping a batch after %d retries; `tagger jobs reconcile` re-queues it",
                 job_id,
-                MAX_INFRA_RETRIES,
+                MAX_RETRIES,
             )
             return {"dropped": len(keys)}
         raise self.retry(countdown=countdown) from exc
@@ -76,7 +69,7 @@ def _note_error(job_id: str, keys: list[str], error: str) -> None:
         log.warning("could not record the error of job %s", job_id, exc_info=True)
 
 
-def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict[str, int]:
+def run_batch(job_id: str, keys: list[str]) -> dict[str, int]:
     """storage -> loader -> inference -> sink for one batch; callable without Celery in tests."""
     from worker.inference import above_threshold, predict
     from worker.loader import load_batch
@@ -88,9 +81,9 @@ def run_batch(job_id: str, keys: list[str], *, task: Task | None = None) -> dict
         if job is None:
             log.error("job %s does not exist; dropping a batch of %d keys", job_id, len(keys))
             return {"dropped": len(keys)}
-        state, storage_url, queue, has_deadline = JobState(job.state), job.storage_url, job.queue, job.deadline_at
+        state, storage_url, queue, deadline = JobState(job.state), job.storage_url, job.queue, job.deadline_at
         max_attempts = job.max_attempts
-    if has_deadline is not None:
+    if deadline is not None:
         from jobs.control import expire_if_overdue
 
         with ctx.sessions() as session, session.begin():
@@ -170,5 +163,7 @@ def _gave_up(attempts: int, last_error: str | None) -> str:
 
 
 def notify(job_id: str) -> None:
-    """The job just ended: deliver its notifications from a task of their own (retried apart from this batch)."""
-    app.send_task(TASK_NOTIFY_JOB, args=[job_id], queue=QUEUE_INTERACTIVE)
+    from jobs.lifecycle import announce_end
+    from jobs.producer import celery_sender
+
+    announce_end(celery_sender(app), job_id)

@@ -77,6 +77,11 @@ class ModelVersion(Base):
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
 
+    @property
+    def tags(self) -> list[str]:
+        """The registered tag vocabulary, in output order (an artifact must match it to be served)."""
+        return list((self.meta or {}).get("tags") or [])
+
 
 class Label(Base):
     """A tag a person confirmed for an image: an accepted suggestion or one entered by hand."""
