@@ -1,7 +1,8 @@
 """The system benchmark: ceilings, the real pipeline, and the naive worker, measured in one run.
 
     python bench/run.py                                     # small, CPU (2 cores: a few minutes)
-    python bench/run.py --device cuda --arch resnet50 --images 4000 --batch 256 --workers 1
+    python bench/run.py --device cuda --arch resnet50 --images 4000 --batch 256 --workers 1 \
+        --pool threads --decoder device --scale 1,2,4
 
 In one run on the machine it is given, it:
   1. writes a synthetic archive of 1080p-class JPEG stills (4:3, 16:9 and 2.39:1);
@@ -10,7 +11,9 @@ In one run on the machine it is given, it:
   3. tags the archive end to end through real `tagger worker` processes, Redis and the database;
   4. runs the naive baseline through the same system: one image per task, batch 1, full decode;
   5. measures the latency of single interactive images submitted during a bulk job (p50/p95);
-  6. measures the sink's suggestion rows/s;
+  6. measures the sink's suggestion rows/s, beside the database's own rate for the same rows
+     (COPY straight into the table) and the broker's rate for task messages (publish, consume+ack);
+  7. with --scale 1,2,4: the end-to-end rate of 1, 2 and 4 worker processes with a light model;
 and prints a table of rates with their ratios to the ceilings and to the naive baseline
 (also written as JSON with --json-out). It is a measurement, not a test: nothing is asserted.
 """
@@ -29,6 +32,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--workers", type=int, default=1, help="tagger worker processes for the end-to-end run")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="decode threads (default: cores)")
+    p.add_argument("--pool", choices=["auto", "prefork", "threads"], default="auto", help="TAGGER_WORKER_POOL")
+    p.add_argument("--concurrency", type=int, default=0, help="TAGGER_WORKER_CONCURRENCY (0: the worker's default)")
+    p.add_argument("--decoder", choices=["auto", "cpu", "device"], default="auto", help="TAGGER_DECODER")
+    p.add_argument("--cpu-jpeg-share", type=float, default=0.2, help="TAGGER_CPU_JPEG_SHARE")
+    p.add_argument("--compile", action="store_true", help="TAGGER_COMPILE=1 (torch.compile, warmed up)")
+    p.add_argument("--scale", default="", help="worker counts for the scale-out table, e.g. 1,2,4 (default: skip)")
+    p.add_argument("--scale-size", type=int, default=64, help="input size of the light scale-out model")
+    p.add_argument("--broker-messages", type=int, default=5000, help="task messages for the broker ceiling")
     p.add_argument("--database", choices=["sqlite", "postgresql"], default="postgresql")
     p.add_argument("--sink-rows", type=int, default=200_000, help="suggestion rows for the sink measurement")
     p.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
@@ -92,6 +104,29 @@ def decode_rate(root: Path, keys: list[str], size: int, threads: int, *, draft: 
     return len(blobs) / (time.perf_counter() - start)
 
 
+def device_decode_rate(root: Path, keys: list[str], size: int, device_name: str, batch: int) -> float:
+    """The worker's device decoder (nvJPEG on CUDA; torchvision's libjpeg on CPU), batched, resize included."""
+    import torch
+
+    from tagger.device import pick_device
+    from tagger.preprocess import DecodeLimits
+    from worker.device_decode import DeviceDecoder, read_header
+
+    device = pick_device(device_name)
+    decoder = DeviceDecoder(size, device)
+    blobs = [(root / k).read_bytes() for k in keys]
+    headers = [read_header(b, DecodeLimits()) for b in blobs]
+    decoder(blobs[:batch], headers[:batch])  # warm-up (nvJPEG handles, allocator)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(0, len(blobs), batch):
+        decoder(blobs[i : i + batch], headers[i : i + batch])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(blobs) / (time.perf_counter() - start)
+
+
 def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, images: int) -> float:
     import torch
 
@@ -132,6 +167,62 @@ def sink_rate(sessions: Any, version_id: int, tag_ids: list[int], rows: int) -> 
     return len(keys) * per_image / (time.perf_counter() - start)
 
 
+def database_rate(sessions: Any, version_id: int) -> float:
+    """The database's own rate for the sink's rows: emptied, then written back by the sink's statement
+    (`write_suggestions`, one transaction per 2,560 rows) with no fence and no job bookkeeping."""
+    from sqlalchemy import delete, select
+
+    from tagger.db.schema import Suggestion
+    from worker.sink import write_suggestions
+
+    with sessions() as session, session.begin():
+        rows = [
+            tuple(r)
+            for r in session.execute(
+                select(Suggestion.image_id, Suggestion.tag_id, Suggestion.model_version_id, Suggestion.probability)
+            )
+        ]
+        session.execute(delete(Suggestion))
+    chunk = 2560
+    start = time.perf_counter()
+    for i in range(0, len(rows), chunk):
+        with sessions() as session, session.begin():
+            write_suggestions(session, rows[i : i + chunk])  # type: ignore[arg-type]
+    return len(rows) / (time.perf_counter() - start)
+
+
+def broker_rate(app: Any, messages: int) -> tuple[float, float]:
+    """Task messages of a bulk batch's shape (32 keys, JSON) through Redis: published/s, then consumed+acked/s
+    by one consumer holding one unacked message at a time (a worker's prefetch)."""
+    from kombu import Consumer, Queue
+
+    queue = Queue("bench.broker")
+    keys = [f"stills/{i:06d}.jpg" for i in range(32)]
+    with app.connection_for_write() as conn:
+        queue(conn.default_channel).declare()
+        with app.producer_or_acquire() as producer:
+            start = time.perf_counter()
+            for _ in range(messages):
+                app.send_task("tagger.tag_batch", args=["bench", keys], queue="bench.broker", producer=producer)
+            published = messages / (time.perf_counter() - start)
+    got = 0
+
+    def on_message(_body: Any, message: Any) -> None:
+        nonlocal got
+        message.ack()
+        got += 1
+
+    with (
+        app.connection_for_read() as conn,
+        Consumer(conn, queues=[queue], callbacks=[on_message], accept=["json"], prefetch_count=1),
+    ):
+        start = time.perf_counter()
+        while got < messages:
+            conn.drain_events(timeout=10)
+        consumed = messages / (time.perf_counter() - start)
+    return published, consumed
+
+
 def main() -> int:
     args = parse_args()
     import torch
@@ -157,16 +248,17 @@ def main() -> int:
     }
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
-    say(f"[1/6] writing {args.images} 1080p-class stills to {work}")
+    say(f"[1/7] writing {args.images} 1080p-class stills to {work}")
     keys = write_archive(work / "archive", args.images)
     results["suggestions_per_image"] = 10
     results["mean_file_kb"] = round(sum((work / "archive" / k).stat().st_size for k in keys) / len(keys) / 1024, 1)
 
-    say("[2/6] ceilings: decode (draft and full) and model only")
+    say("[2/7] ceilings: decode (draft and full) and model only")
     results["decode_draft"] = decode_rate(work / "archive", keys, args.size, args.threads, draft=True)
     results["decode_full"] = decode_rate(
         work / "archive", keys[: args.naive_images], args.size, args.threads, draft=False
     )
+    results["decode_device"] = device_decode_rate(work / "archive", keys, args.size, args.device, args.batch)
     results["model_only"] = model_rate(args.arch, args.tags, args.size, args.batch, args.device, max(args.images, 256))
 
     with ExitStack() as stack:
@@ -187,7 +279,12 @@ def main() -> int:
             device=args.device,
             batch_size=args.batch,
             fetch_threads=args.threads,
-            log_level="WARNING",
+            worker_pool=args.pool,
+            worker_concurrency=args.concurrency,
+            decoder=args.decoder,
+            cpu_jpeg_share=args.cpu_jpeg_share,
+            compile=int(args.compile),
+            log_level="INFO",
         )
         engine = make_engine(database_url)
         upgrade(engine)
@@ -210,17 +307,20 @@ def main() -> int:
         url = (work / "archive").as_uri()
 
         def run(job_keys: list[str], batch: int, queue: str = "tagger.bulk") -> float:
+            """Images/s from the submission to the job's end, as its user sees it."""
+            submitted = datetime.now(UTC)
             job = submit(sessions, send, source="bench", storage_url=url, keys=job_keys, batch_size=batch, queue=queue)
             done = wait(sessions, job.job_id, timeout=3600, show_progress=False)
-            assert done.started_at and done.finished_at
-            return done.done / max(1e-6, (done.finished_at - done.started_at).total_seconds())
+            assert done.finished_at is not None
+            finished = done.finished_at if done.finished_at.tzinfo else done.finished_at.replace(tzinfo=UTC)
+            return done.done / max(1e-6, (finished - submitted).total_seconds())
 
-        say(f"[3/6] end to end: {args.images} stills through {args.workers} worker(s), batch {args.batch}")
+        say(f"[3/7] end to end: {args.images} stills through {args.workers} worker(s), batch {args.batch}")
         with LocalWorkers(settings, count=args.workers, log_file=work / "workers.log"):
             run(keys[: args.batch * 2], args.batch)  # warm-up: model loads in every worker
             results["end_to_end"] = run(keys, args.batch)
 
-            say(f"[5/6] interactive latency: {args.interactive} single images during a bulk job")
+            say(f"[5/7] interactive latency: {args.interactive} single images during a bulk job")
             bulk = submit(sessions, send, source="bulk", storage_url=url, keys=keys, batch_size=args.batch)
             latencies = []
             for key in keys[: args.interactive]:
@@ -235,14 +335,35 @@ def main() -> int:
             results["interactive_p50_s"] = statistics.median(latencies)
             results["interactive_p95_s"] = sorted(latencies)[max(0, int(round(0.95 * len(latencies))) - 1)]
 
-        say(f"[4/6] naive baseline: {args.naive_images} stills, one per task, batch 1, full decode")
+        say(f"[4/7] naive baseline: {args.naive_images} stills, one per task, batch 1, full decode")
         naive = settings.replace(jpeg_draft=0)
         with LocalWorkers(naive, count=args.workers, log_file=work / "workers.log"):
             run(keys[:2], 1)
             results["naive"] = run(keys[: args.naive_images], 1)
 
-        say(f"[6/6] sink: {args.sink_rows} suggestion rows on {args.database}")
+        say(f"[6/7] sink: {args.sink_rows} suggestion rows on {args.database}; database and broker ceilings")
         results["sink_rows_per_s"] = sink_rate(sessions, version_id, tag_ids, args.sink_rows)
+        results["database_rows_per_s"] = database_rate(sessions, version_id)
+        producer_app = make_producer_app(settings, redis.url)
+        results["broker_publish_per_s"], results["broker_consume_per_s"] = broker_rate(
+            producer_app, args.broker_messages
+        )
+
+        if args.scale:
+            counts = [int(n) for n in args.scale.split(",")]
+            say(f"[7/7] scale-out: {counts} worker processes, {args.arch} at {args.scale_size} px")
+            light = artifact.ArtifactMeta(
+                version=artifact.new_version("light"), arch=args.arch, tags=tags, input_size=args.scale_size
+            )
+            light = artifact.save(model, light, store)
+            with sessions() as session, session.begin():
+                registry.register(session, light, uri=f"{store.url}/{light.version}")
+                registry.activate(session, light.version)
+            results["scale_out"] = {}
+            for n in counts:
+                with LocalWorkers(settings, count=n, log_file=work / "workers.log"):
+                    run(keys[: args.batch * 2 * n], args.batch)
+                    results["scale_out"][n] = run(keys, args.batch)
         engine.dispose()
 
     report(results)
@@ -252,28 +373,63 @@ def main() -> int:
 
 
 def report(r: dict[str, Any]) -> None:
-    ceiling = min(r["decode_draft"], r["model_only"])
+    args = r["args"]
+    on_device = args["decoder"] == "device" or (args["decoder"] == "auto" and r["gpu"])
+    decode_ceiling = r["decode_draft"] + r["decode_device"] if on_device else r["decode_draft"]
+    ceiling = min(decode_ceiling, r["model_only"])
+    e2e = r["end_to_end"]
     rows = [
-        ("decode ceiling (Pillow + draft, threads)", r["decode_draft"], ""),
-        ("decode, full (no draft)", r["decode_full"], ""),
-        ("model only", r["model_only"], ""),
+        ("decode, CPU: Pillow + draft, threads", f"{r['decode_draft']:,.1f}", ""),
+        ("decode, CPU: full (no draft)", f"{r['decode_full']:,.1f}", ""),
         (
-            "end to end (workers, Redis, database)",
-            r["end_to_end"],
-            f"{r['end_to_end'] / ceiling:.0%} of min(decode, model); "
-            f"{r['end_to_end'] / r['model_only']:.0%} of model; {r['end_to_end'] / r['naive']:.1f}x naive",
+            f"decode, device ({'nvJPEG' if r['gpu'] else 'torchvision libjpeg'}, batched, resize on device)",
+            f"{r['decode_device']:,.1f}",
+            "in use" if on_device else "not in use (decoder=cpu)",
         ),
-        ("naive: 1 image per task, batch 1, full decode", r["naive"], ""),
+        (
+            "decode ceiling of this configuration",
+            f"{decode_ceiling:,.1f}",
+            "CPU + device decoders together" if on_device else "CPU decoder",
+        ),
+        ("model only", f"{r['model_only']:,.1f}", ""),
+        (
+            "**end to end** (workers, Redis, database)",
+            f"**{e2e:,.1f}**",
+            f"{e2e / ceiling:.0%} of min(decode, model) ceiling; {e2e / decode_ceiling:.0%} of decode; "
+            f"{e2e / r['model_only']:.0%} of model; {e2e / r['naive']:.1f}x naive",
+        ),
+        ("naive: 1 image per task, batch 1, full decode", f"{r['naive']:,.1f}", ""),
+        (
+            "interactive image during a bulk job",
+            f"p50 {r['interactive_p50_s']:.2f} s, p95 {r['interactive_p95_s']:.2f} s",
+            "",
+        ),
+        (
+            "sink (fence + job bookkeeping + suggestions)",
+            f"{r['sink_rows_per_s']:,.0f} rows/s",
+            f"{r['sink_rows_per_s'] / r['database_rows_per_s']:.0%} of the database's rate",
+        ),
+        ("database: the same rows, same statement, no fence", f"{r['database_rows_per_s']:,.0f} rows/s", ""),
+        ("broker: task messages published", f"{r['broker_publish_per_s']:,.0f} msgs/s", ""),
+        (
+            "broker: consumed + acked, one consumer, prefetch 1",
+            f"{r['broker_consume_per_s']:,.0f} msgs/s",
+            f"= {r['broker_consume_per_s'] * int(args['batch']):,.0f} images/s at batch {args['batch']}",
+        ),
     ]
+    for n, rate in (r.get("scale_out") or {}).items():
+        base = r["scale_out"][next(iter(r["scale_out"]))]
+        rows.append(
+            (
+                f"scale-out: {n} worker process(es), light model ({args['scale_size']} px)",
+                f"{rate:,.1f}",
+                f"{rate / base:.2f}x of {next(iter(r['scale_out']))}",
+            )
+        )
     print(f"\n{r['date']} | {r['machine']} | GPU: {r['gpu'] or 'none'} | mean still {r['mean_file_kb']} KB")
-    print("| what | images/s | ratio |\n|---|---:|---|")
+    print("| what | rate (images/s unless said) | ratio |\n|---|---:|---|")
     for name, rate, ratio in rows:
-        print(f"| {name} | {rate:,.1f} | {ratio} |")
-    print(
-        f"| interactive image during a bulk job | p50 {r['interactive_p50_s']:.2f} s, "
-        f"p95 {r['interactive_p95_s']:.2f} s | |"
-    )
-    print(f"| sink | {r['sink_rows_per_s']:,.0f} rows/s | |")
+        print(f"| {name} | {rate} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         default=0,
-        help="pool processes (default TAGGER_WORKER_CONCURRENCY, else 1 on GPU / cores/2 on CPU)",
+        help="batches at once: pool processes, or task threads with TAGGER_WORKER_POOL=threads "
+        "(default TAGGER_WORKER_CONCURRENCY, else 3 threads on a GPU / cores/2 processes on CPU)",
     )
     p.add_argument("--queues", default="tagger.interactive,tagger.bulk", help="comma-separated queues to consume")
     p.add_argument("--hostname", default=None, help="Celery node name (default: celery@HOST)")
@@ -215,15 +216,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     upgrade(make_engine(settings.database_url))
     gpu = pick_device(settings.device).type == "cuda"
     cores = os.cpu_count() or 1
-    concurrency = args.concurrency or settings.worker_concurrency or (1 if gpu else max(1, cores // 2))
-    # One process owns each GPU (solo pool: CUDA is never initialised before a fork);
-    # on CPU, prefork processes split the cores between them.
-    pool = "solo" if gpu else "prefork"
-    torch_threads = max(1, cores // concurrency)
-    if pool == "solo":
-        concurrency = 1
+    pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
+    default = 3 if pool == "threads" else max(1, cores // 2)
+    concurrency = args.concurrency or settings.worker_concurrency or default
+    if pool == "threads":
+        # One process, one model, `concurrency` batches in flight: while one batch holds the
+        # device, the others fetch, decode on the CPU or write to the database. CUDA is only
+        # ever initialised in this process, after Celery has started.
         worker_ready.connect(lambda **_: init_process(settings, torch_threads=None), weak=False)
     else:
+        # On CPU, prefork processes split the cores between them; a crash takes down one process.
+        torch_threads = max(1, cores // concurrency)
         worker_process_init.connect(lambda **_: init_process(settings, torch_threads=torch_threads), weak=False)
     app = configure(settings, settings.broker_url)
     argv = [

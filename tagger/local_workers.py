@@ -22,7 +22,7 @@ class LocalWorkers:
         settings: Settings,
         *,
         count: int = 1,
-        concurrency: int = 1,
+        concurrency: int | None = None,
         log_file: Path | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> None:
@@ -45,11 +45,11 @@ class LocalWorkers:
                 "-m",
                 "tagger",
                 "worker",
-                "--concurrency",
-                str(self.concurrency),
                 "--hostname",
                 f"local{i}-{os.getpid()}@%h",
             ]
+            if self.concurrency:  # else TAGGER_WORKER_CONCURRENCY, else the worker's own default
+                cmd += ["--concurrency", str(self.concurrency)]
             out = log if log is not None else subprocess.DEVNULL
             self.procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True))
         return self

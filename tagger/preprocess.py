@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,25 +38,44 @@ def decode(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> 
 
     Raises ImageError with a precise reason for anything that is not an acceptable image.
     """
+    with _image_errors():
+        img = _open_checked(data, limits)
+        if img.format == "JPEG" and limits.draft:
+            # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale while staying >= size.
+            img.draft("RGB", (size, size))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+
+
+def open_checked(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+    """Parse the header only, with every check `decode` makes before it decodes a pixel.
+
+    For decoders other than Pillow's (nvJPEG), which must never see a file Pillow would refuse.
+    """
+    with _image_errors():
+        return _open_checked(data, limits)
+
+
+def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
     if not data:
         raise ImageError("empty file (0 bytes)")
+    img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ImageError(f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}")
+    return img
+
+
+@contextmanager
+def _image_errors() -> Iterator[None]:
+    """Turn every way Pillow says "bad file" into an ImageError with a reason a person can act on."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            width, height = img.size
-            if width < 1 or height < 1:
-                raise ImageError(f"image has no pixels ({width}x{height})")
-            if width * height > limits.max_pixels:
-                raise ImageError(
-                    f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}"
-                )
-            if img.format == "JPEG" and limits.draft:
-                # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale while staying >= size.
-                img.draft("RGB", (size, size))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            yield
     except ImageError:
         raise
     except UnidentifiedImageError:

@@ -45,7 +45,32 @@ class Settings:
     )
     fetch_threads: int = field(default=8, metadata={"help": "Threads per worker process fetching and decoding images."})
     worker_concurrency: int = field(
-        default=0, metadata={"help": "Worker processes per `tagger worker`. 0: one per GPU, or half the CPU cores."}
+        default=0,
+        metadata={
+            "help": "Batches a `tagger worker` runs at once: pool processes (prefork) or task threads (threads). "
+            "0: 3 threads on a GPU, half the CPU cores as processes on CPU."
+        },
+    )
+    worker_pool: str = field(
+        default="auto",
+        metadata={
+            "help": "auto, prefork or threads. threads: one model, batches overlap (fetch/decode beside inference); "
+            "auto picks threads on a GPU, prefork on CPU."
+        },
+    )
+    decoder: str = field(
+        default="auto",
+        metadata={
+            "help": "auto, cpu or device. device: JPEGs decoded in batches by torchvision on the model's device "
+            "(nvJPEG on CUDA), the rest by Pillow; auto picks device on CUDA, cpu elsewhere."
+        },
+    )
+    cpu_jpeg_share: float = field(
+        default=0.2,
+        metadata={"help": "With decoder=device: the share of each batch's JPEGs decoded by Pillow beside the GPU."},
+    )
+    compile: int = field(
+        default=0, metadata={"help": "1: torch.compile the model (CUDA), warmed up before it serves; 0: eager."}
     )
     visibility_timeout: int = field(
         default=3600,
@@ -112,6 +137,14 @@ class Settings:
             raise ConfigError("TAGGER_FETCH_THREADS must be at least 1")
         if self.worker_concurrency < 0:
             raise ConfigError("TAGGER_WORKER_CONCURRENCY must be 0 (automatic) or more")
+        if self.worker_pool not in ("auto", "prefork", "threads"):
+            raise ConfigError(f"TAGGER_WORKER_POOL={self.worker_pool!r}: use auto, prefork or threads")
+        if self.decoder not in ("auto", "cpu", "device"):
+            raise ConfigError(f"TAGGER_DECODER={self.decoder!r}: use auto, cpu or device")
+        if not 0.0 <= self.cpu_jpeg_share <= 1.0:
+            raise ConfigError(f"TAGGER_CPU_JPEG_SHARE={self.cpu_jpeg_share}: must be between 0 and 1")
+        if self.compile not in (0, 1):
+            raise ConfigError("TAGGER_COMPILE must be 1 (torch.compile) or 0 (eager)")
         if self.visibility_timeout < 10:
             raise ConfigError("TAGGER_VISIBILITY_TIMEOUT must be at least 10 seconds")
         if not _valid_schedule(self.retrain_schedule):
@@ -192,6 +225,8 @@ def _parse(var: str, raw: str, type_name: Any) -> Any:
     try:
         if kind == "int":
             return int(raw)
+        if kind == "float":
+            return float(raw)
         if kind == "float | None":
             return float(raw) if raw.strip() else None
         if kind == "Path":

@@ -46,12 +46,22 @@ def test_exif_orientation_puts_the_bright_patch_where_a_viewer_sees_it() -> None
 
 
 @pytest.mark.e2e
-def test_a_real_worker_tags_or_fails_every_hostile_file_and_survives(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        {},
+        # The GPU worker's shape on CPU: one process, 3 batches in flight, JPEGs decoded by torchvision.
+        {"worker_pool": "threads", "worker_concurrency": 3, "decoder": "device", "batch_size": 4},
+    ],
+    ids=["prefork-pillow", "threads-device-decode"],
+)
+def test_a_real_worker_tags_or_fails_every_hostile_file_and_survives(tmp_path: Path, pipeline: dict) -> None:  # type: ignore[type-arg]
     settings = make_settings(
         tmp_path,
         f"sqlite:///{tmp_path / 'tagger.db'}",
         max_image_bytes=hostile_corpus.MAX_BYTES,
         max_image_pixels=hostile_corpus.MAX_PIXELS,
+        **pipeline,
     )
     engine = make_engine(settings.database_url)
     upgrade(engine)

@@ -159,3 +159,19 @@ def test_skipped_items_count_once_and_are_not_attempts(settings: Settings, sessi
             ).all()
         )
     assert rows == {KEYS[1]: 0, KEYS[2]: 0}
+
+
+def test_a_job_starts_its_clock_when_its_first_batch_starts(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Rates and ETAs must count the first batch's own work, not start once it is written."""
+    from worker.sink import count_attempt
+
+    make_model(settings, sessions, tags=("a",))
+    job_id = _job(sessions, tmp_path)
+    assert summary(sessions, job_id).started_at is None
+    count_attempt(sessions, job_id, KEYS[:3])
+    started = summary(sessions, job_id)
+    assert started.state.value == "running" and started.started_at is not None
+    with sessions() as session:
+        version_id = registry.active(session).id
+    record_batch(sessions, job_id=job_id, model_version_id=version_id, tagged=[Tagged(k, []) for k in KEYS[:3]])
+    assert summary(sessions, job_id).started_at == started.started_at

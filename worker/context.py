@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,19 +26,25 @@ class WorkerContext:
     pool: ThreadPoolExecutor
     storages: dict[str, Storage] = field(default_factory=dict)
 
+    storage_lock: threading.Lock = field(default_factory=threading.Lock)
+
     def storage(self, url: str) -> Storage:
-        if url not in self.storages:
-            self.storages[url] = open_storage(url)
-        return self.storages[url]
+        with self.storage_lock:  # task threads share one client per storage (and its connection pool)
+            if url not in self.storages:
+                self.storages[url] = open_storage(url)
+            return self.storages[url]
 
 
 _context: WorkerContext | None = None
+_context_lock = threading.Lock()
 
 
 def get_context() -> WorkerContext:
     global _context
     if _context is None:
-        _context = build_context(Settings.from_env())
+        with _context_lock:
+            if _context is None:
+                _context = build_context(Settings.from_env())
     return _context
 
 
@@ -46,19 +53,20 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
 
     from tagger.device import pick_device
     from tagger.preprocess import DecodeLimits
-    from worker.runtime import ModelRuntime
+    from worker.runtime import ModelRuntime, ServingOptions
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
-    runtime = ModelRuntime(
-        session_factory=sessions,
-        model_store=settings.model_store,
-        device=pick_device(settings.device),
+    device = pick_device(settings.device)
+    options = ServingOptions(
         threshold_override=settings.threshold,
         limits=DecodeLimits(max_pixels=settings.max_image_pixels, draft=bool(settings.jpeg_draft)),
+        device_decode=settings.decoder == "device" or (settings.decoder == "auto" and device.type == "cuda"),
+        compile_batch=settings.batch_size if settings.compile else None,
     )
+    runtime = ModelRuntime(session_factory=sessions, model_store=settings.model_store, device=device, options=options)
     log.info("worker process %d ready (torch threads %d)", os.getpid(), torch.get_num_threads())
     return WorkerContext(
         settings=settings,
@@ -73,7 +81,9 @@ def init_process(settings: Settings, *, torch_threads: int | None = None) -> Wor
     from tagger.model_events import listen
 
     global _context
-    _context = build_context(settings, torch_threads=torch_threads)
+    with _context_lock:
+        if _context is None:  # a task thread may have built it already (threads pool)
+            _context = build_context(settings, torch_threads=torch_threads)
     try:
         _context.runtime.current()
     except Exception as exc:  # a worker may start before the first model exists

@@ -24,7 +24,8 @@ from tagger.artifact import ArtifactMeta, load
 from tagger.errors import ArtifactError
 from tagger.preprocess import DecodeLimits, Normalise, Preprocess
 from tagger.storage import Storage, open_storage
-from worker.inference import predict, prepare
+from worker.device_decode import DeviceDecoder
+from worker.inference import compile_for_serving, predict, prepare
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,18 @@ class ServingModel:
     normalise: Normalise
     thresholds: torch.Tensor
     tag_ids: list[int]
+    device_decoder: DeviceDecoder | None = None  # JPEGs decoded on the device (nvJPEG on CUDA)
+    fixed_batch: int | None = None  # a compiled model's one batch shape
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How a worker serves any version: decoding, compilation and thresholds."""
+
+    threshold_override: float | None = None
+    limits: DecodeLimits = DecodeLimits()
+    device_decode: bool = False
+    compile_batch: int | None = None  # torch.compile for this batch size; None: eager
 
 
 def load_serving(
@@ -54,31 +67,46 @@ def load_serving(
     expected_tags: list[str] | None,
     tag_ids: Callable[[list[str]], list[int]],
     device: torch.device,
-    threshold_override: float | None = None,
-    limits: DecodeLimits | None = None,
+    options: ServingOptions = ServingOptions(),
 ) -> ServingModel:
     """Load one version and prove it works, or raise ArtifactError; the caller's current model is untouched."""
     model, meta = load(store, version, expected_sha256=sha256)
     if expected_tags is not None and list(expected_tags) != list(meta.tags):
         raise ArtifactError(f"{version}: artifact tag vocabulary differs from the registered one")
     model, dtype = prepare(model, device)
-    serving = ServingModel(
+    normalise = Normalise(meta.mean, meta.std)
+    smoke = torch.zeros((1, 3, meta.input_size, meta.input_size), dtype=torch.uint8)
+    out = predict(model, smoke, normalise=normalise, device=device, dtype=dtype)
+    if out.shape != (1, len(meta.tags)) or not torch.isfinite(out).all():
+        raise ArtifactError(f"{version}: smoke forward pass gave {tuple(out.shape)} or non-finite output")
+    fixed_batch = None
+    if options.compile_batch:
+        try:
+            model = compile_for_serving(
+                model,
+                batch_size=options.compile_batch,
+                input_size=meta.input_size,
+                normalise=normalise,
+                device=device,
+                dtype=dtype,
+            )
+            fixed_batch = options.compile_batch
+        except Exception:  # the artifact is fine; this machine's compiler is not: serve it eager
+            log.exception("%s: torch.compile failed; serving the eager model", version)
+    return ServingModel(
         version_id=version_id,
         version=version,
         meta=meta,
         model=model,
         device=device,
         dtype=dtype,
-        preprocess=Preprocess(meta.input_size, limits=limits or DecodeLimits()),
-        normalise=Normalise(meta.mean, meta.std),
-        thresholds=meta.thresholds(threshold_override),
+        preprocess=Preprocess(meta.input_size, limits=options.limits),
+        normalise=normalise,
+        thresholds=meta.thresholds(options.threshold_override),
         tag_ids=tag_ids(meta.tags),
+        device_decoder=DeviceDecoder(meta.input_size, device) if options.device_decode else None,
+        fixed_batch=fixed_batch,
     )
-    smoke = torch.zeros((1, 3, meta.input_size, meta.input_size), dtype=torch.uint8)
-    out = predict(model, smoke, normalise=serving.normalise, device=device, dtype=dtype)
-    if out.shape != (1, len(meta.tags)) or not torch.isfinite(out).all():
-        raise ArtifactError(f"{version}: smoke forward pass gave {tuple(out.shape)} or non-finite output")
-    return serving
 
 
 class ModelRuntime:
@@ -88,15 +116,13 @@ class ModelRuntime:
         session_factory: Callable[[], Session],
         model_store: str,
         device: torch.device,
-        threshold_override: float | None,
-        limits: DecodeLimits,
+        options: ServingOptions = ServingOptions(),
         check_interval: float = 5.0,
     ) -> None:
         self._sessions = session_factory
         self._store = open_storage(model_store)
         self._device = device
-        self._threshold = threshold_override
-        self._limits = limits
+        self._options = options
         self._check_interval = check_interval
         self._serving: ServingModel | None = None
         self._checked_at = 0.0
@@ -108,9 +134,17 @@ class ModelRuntime:
         return self._serving.version if self._serving else None
 
     def current(self) -> ServingModel:
-        """The model for the next batch; checks the database when the periodic check is due."""
-        if self._serving is None or time.monotonic() - self._checked_at >= self._check_interval:
+        """The model for the next batch; checks the database when the periodic check is due.
+
+        While another thread loads a new version, batches go on with the one serving.
+        """
+        if self._serving is None:
             self.refresh()
+        elif time.monotonic() - self._checked_at >= self._check_interval and self._lock.acquire(blocking=False):
+            try:
+                self._refresh()
+            finally:
+                self._lock.release()
         if self._serving is None:
             raise ArtifactError("no usable model version is active")
         return self._serving
@@ -118,42 +152,46 @@ class ModelRuntime:
     def refresh(self) -> None:
         """Load the active version if it is not the one serving (called per batch or on an announcement)."""
         with self._lock:
-            self._checked_at = time.monotonic()
-            with self._sessions() as session:
-                row = registry.active(session)
-                version_id, version, sha, status = row.id, row.version, row.sha256, row.status
-                tags = row.tags or None
-            if self._serving is not None and self._serving.version == version:
-                return
-            if self._serving is not None and (version in self._refused or status == "refused"):
-                return
-            started = time.monotonic()
-            try:
-                serving = load_serving(
-                    self._store,
-                    version_id=version_id,
-                    version=version,
-                    sha256=sha,
-                    expected_tags=tags,
-                    tag_ids=self._tag_ids,
-                    device=self._device,
-                    threshold_override=self._threshold,
-                    limits=self._limits,
-                )
-            except ArtifactError as exc:
-                self._refuse(version, str(exc))
-                return
-            previous = self.serving_version
-            self._serving = serving
-            log.info(
-                "serving model %s (%s, %d tags) on %s, loaded in %.1fs%s",
-                version,
-                serving.meta.arch,
-                len(serving.meta.tags),
-                self._device,
-                time.monotonic() - started,
-                f"; replaced {previous}" if previous else "",
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._checked_at = time.monotonic()
+        with self._sessions() as session:
+            row = registry.active(session)
+            version_id, version, sha, status = row.id, row.version, row.sha256, row.status
+            tags = row.tags or None
+        if self._serving is not None and self._serving.version == version:
+            return
+        if self._serving is not None and (version in self._refused or status == "refused"):
+            return
+        started = time.monotonic()
+        try:
+            serving = load_serving(
+                self._store,
+                version_id=version_id,
+                version=version,
+                sha256=sha,
+                expected_tags=tags,
+                tag_ids=self._tag_ids,
+                device=self._device,
+                options=self._options,
             )
+        except ArtifactError as exc:
+            self._refuse(version, str(exc))
+            return
+        previous = self.serving_version
+        self._serving = serving
+        log.info(
+            "serving model %s (%s, %d tags) on %s%s%s, loaded in %.1fs%s",
+            version,
+            serving.meta.arch,
+            len(serving.meta.tags),
+            self._device,
+            ", JPEGs decoded on the device" if serving.device_decoder else "",
+            f", compiled for batches of {serving.fixed_batch}" if serving.fixed_batch else "",
+            time.monotonic() - started,
+            f"; replaced {previous}" if previous else "",
+        )
 
     def _refuse(self, version: str, reason: str) -> None:
         self._refused.add(version)

@@ -183,8 +183,11 @@ def pending_items(session_factory: Callable[[], Session], job_id: str, keys: Seq
 
 
 def count_attempt(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str]) -> None:
-    """An attempt starts: counted before the work, so a delivery that dies mid-batch still counts."""
-    _update_pending(session_factory, job_id, keys, attempts=JobItem.attempts + 1, updated_at=utcnow())
+    """An attempt starts: counted before the work, so a delivery that dies mid-batch still counts.
+
+    The job's first attempt also starts its clock (`started_at`), so rates and ETAs include the first batch.
+    """
+    _update_pending(session_factory, job_id, keys, start_job=True, attempts=JobItem.attempts + 1, updated_at=utcnow())
 
 
 def note_error(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str], error: str) -> None:
@@ -192,8 +195,17 @@ def note_error(session_factory: Callable[[], Session], job_id: str, keys: Sequen
     _update_pending(session_factory, job_id, keys, error=error[:2000])
 
 
-def _update_pending(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str], **values: object) -> None:
+def _update_pending(
+    session_factory: Callable[[], Session],
+    job_id: str,
+    keys: Sequence[str],
+    *,
+    start_job: bool = False,
+    **values: object,
+) -> None:
     with session_factory() as session, session.begin():
+        if start_job:
+            mark_running(session, job_id)
         ids = select(Image.id).where(Image.key.in_(list(keys))).scalar_subquery()
         session.execute(
             update(JobItem)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 
 from celery import Task
 from celery.exceptions import Retry
@@ -71,10 +72,11 @@ def _note_error(job_id: str, keys: list[str], error: str) -> None:
 
 def run_batch(job_id: str, keys: list[str]) -> dict[str, int]:
     """storage -> loader -> inference -> sink for one batch; callable without Celery in tests."""
-    from worker.inference import above_threshold, predict
-    from worker.loader import load_batch
+    from worker.inference import above_threshold, device_lock, predict
+    from worker.loader import OnDevice, load_batch
     from worker.sink import Refused, Tagged, count_attempt, pending_items, record_batch
 
+    t_start = time.perf_counter()
     ctx = get_context()
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
@@ -119,15 +121,23 @@ def run_batch(job_id: str, keys: list[str]) -> dict[str, int]:
     if not todo:
         return {"failed": len(given_up)}
     count_attempt(ctx.sessions, job_id, todo)
+    t_claimed = time.perf_counter()
 
     serving = ctx.runtime.current()
+    on_device = None
+    if serving.device_decoder is not None:
+        on_device = OnDevice(
+            serving.device_decoder, serving.preprocess.limits, ctx.settings.cpu_jpeg_share, device_lock
+        )
     loaded, failed = load_batch(
         ctx.storage(storage_url),
         todo,
         preprocess=serving.preprocess,
         pool=ctx.pool,
         max_bytes=ctx.settings.max_image_bytes,
+        on_device=on_device,
     )
+    t_loaded = time.perf_counter()
     # A storage hiccup is retried while the image has attempts left; then it fails with the error.
     retry_keys = [f.key for f in failed if f.retryable and claim.attempts[f.key] + 1 < max_attempts]
     failed = [f for f in failed if f.key not in retry_keys]
@@ -137,17 +147,36 @@ def run_batch(job_id: str, keys: list[str]) -> dict[str, int]:
         import torch
 
         batch = torch.stack([item.pixels for item in loaded])
-        probs = predict(serving.model, batch, normalise=serving.normalise, device=serving.device, dtype=serving.dtype)
+        with device_lock:
+            probs = predict(
+                serving.model,
+                batch,
+                normalise=serving.normalise,
+                device=serving.device,
+                dtype=serving.dtype,
+                pad_to=serving.fixed_batch,
+            )
         for item, hits in zip(loaded, above_threshold(probs, serving.thresholds), strict=True):
             tagged.append(Tagged(item.key, [(serving.tag_ids[i], p) for i, p in hits]))
     for f in failed:
         log.info("job %s: %s failed: %s", job_id, f.key, f.reason)
+    t_inferred = time.perf_counter()
     counts = record_batch(
         ctx.sessions,
         job_id=job_id,
         model_version_id=serving.version_id,
         tagged=tagged,
         refused=[Refused(f.key, f.reason) for f in failed],
+    )
+    log.info(
+        "job %s: batch of %d in %.2fs: claim %.2fs, fetch+decode %.2fs, inference %.2fs, write %.2fs",
+        job_id,
+        len(todo),
+        time.perf_counter() - t_start,
+        t_claimed - t_start,
+        t_loaded - t_claimed,
+        t_inferred - t_loaded,
+        time.perf_counter() - t_inferred,
     )
     if counts.closed:
         notify(job_id)
