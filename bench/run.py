@@ -167,7 +167,7 @@ def sink_rate(sessions: Any, version_id: int, tag_ids: list[int], rows: int) -> 
     return len(keys) * per_image / (time.perf_counter() - start)
 
 
-def database_rate(sessions: Any, version_id: int) -> float:
+def database_rate(sessions: Any) -> float:
     """The database's own rate for the sink's rows: emptied, then written back by the sink's statement
     (`write_suggestions`, one transaction per 2,560 rows) with no fence and no job bookkeeping."""
     from sqlalchemy import delete, select
@@ -343,7 +343,7 @@ def main() -> int:
 
         say(f"[6/7] sink: {args.sink_rows} suggestion rows on {args.database}; database and broker ceilings")
         results["sink_rows_per_s"] = sink_rate(sessions, version_id, tag_ids, args.sink_rows)
-        results["database_rows_per_s"] = database_rate(sessions, version_id)
+        results["database_rows_per_s"] = database_rate(sessions)
         producer_app = make_producer_app(settings, redis.url)
         results["broker_publish_per_s"], results["broker_consume_per_s"] = broker_rate(
             producer_app, args.broker_messages

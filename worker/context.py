@@ -64,6 +64,7 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
         threshold_override=settings.threshold,
         limits=DecodeLimits(max_pixels=settings.max_image_pixels, draft=bool(settings.jpeg_draft)),
         device_decode=settings.decoder == "device" or (settings.decoder == "auto" and device.type == "cuda"),
+        cpu_jpeg_share=settings.cpu_jpeg_share,
         compile_batch=settings.batch_size if settings.compile else None,
     )
     runtime = ModelRuntime(session_factory=sessions, model_store=settings.model_store, device=device, options=options)

@@ -11,6 +11,7 @@ On a CPU device the same code runs torchvision's libjpeg decoder, which is how C
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from tagger.preprocess import DecodeLimits, open_checked
+from worker.inference import device_lock
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; decode_jpeg still works.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
@@ -116,3 +118,13 @@ class DeviceDecoder:
             return decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device)  # type: ignore[return-value]
         except RuntimeError:
             return None
+
+
+@dataclass(frozen=True)
+class OnDevice:
+    """A served version's device path: its decoder, Pillow's share of the JPEGs, the lock on device work."""
+
+    decoder: DeviceDecoder
+    limits: DecodeLimits
+    cpu_share: float = 0.0
+    lock: threading.Lock = device_lock

@@ -8,19 +8,16 @@ decodes the rest of the JPEGs in one batched call, so both decoders work at once
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 
 from tagger.errors import PermanentError, RetryableError
-from tagger.preprocess import DecodeLimits
 from tagger.storage import Storage
-from worker.device_decode import DeviceDecoder, Header, read_header
+from worker.device_decode import Header, OnDevice, read_header
 
 T = TypeVar("T")
 
@@ -36,16 +33,6 @@ class Failed:
     key: str
     reason: str
     retryable: bool = False
-
-
-@dataclass(frozen=True)
-class OnDevice:
-    """How the device decodes: the decoder, Pillow's share of the JPEGs, and the lock serialising device work."""
-
-    decoder: DeviceDecoder
-    limits: DecodeLimits
-    cpu_share: float = 0.0
-    lock: threading.Lock | None = None
 
 
 def load_batch(
@@ -106,7 +93,7 @@ def _load_with_device(
         on_cpu[key] = pool.submit(pillow, key, data)
     gpu_jpegs = jpegs[cpu_jpegs:]
     if gpu_jpegs:
-        with on_device.lock or nullcontext():
+        with on_device.lock:
             pixels = on_device.decoder([d for _, d, _ in gpu_jpegs], [h for _, _, h in gpu_jpegs])
         for (key, data, _), px in zip(gpu_jpegs, pixels, strict=True):
             if px is None:  # the device refused it: Pillow decodes it or says precisely why not

@@ -24,7 +24,7 @@ from tagger.artifact import ArtifactMeta, load
 from tagger.errors import ArtifactError
 from tagger.preprocess import DecodeLimits, Normalise, Preprocess
 from tagger.storage import Storage, open_storage
-from worker.device_decode import DeviceDecoder
+from worker.device_decode import DeviceDecoder, OnDevice
 from worker.inference import compile_for_serving, predict, prepare
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class ServingModel:
     normalise: Normalise
     thresholds: torch.Tensor
     tag_ids: list[int]
-    device_decoder: DeviceDecoder | None = None  # JPEGs decoded on the device (nvJPEG on CUDA)
+    on_device: OnDevice | None = None  # JPEGs decoded on the device (nvJPEG on CUDA)
     fixed_batch: int | None = None  # a compiled model's one batch shape
 
 
@@ -55,6 +55,7 @@ class ServingOptions:
     threshold_override: float | None = None
     limits: DecodeLimits = DecodeLimits()
     device_decode: bool = False
+    cpu_jpeg_share: float = 0.0  # with device_decode: the JPEGs Pillow decodes beside the device
     compile_batch: int | None = None  # torch.compile for this batch size; None: eager
 
 
@@ -101,10 +102,14 @@ def load_serving(
         device=device,
         dtype=dtype,
         preprocess=Preprocess(meta.input_size, limits=options.limits),
+        on_device=(
+            OnDevice(DeviceDecoder(meta.input_size, device), options.limits, options.cpu_jpeg_share)
+            if options.device_decode
+            else None
+        ),
         normalise=normalise,
         thresholds=meta.thresholds(options.threshold_override),
         tag_ids=tag_ids(meta.tags),
-        device_decoder=DeviceDecoder(meta.input_size, device) if options.device_decode else None,
         fixed_batch=fixed_batch,
     )
 
@@ -187,7 +192,7 @@ class ModelRuntime:
             serving.meta.arch,
             len(serving.meta.tags),
             self._device,
-            ", JPEGs decoded on the device" if serving.device_decoder else "",
+            ", JPEGs decoded on the device" if serving.on_device else "",
             f", compiled for batches of {serving.fixed_batch}" if serving.fixed_batch else "",
             time.monotonic() - started,
             f"; replaced {previous}" if previous else "",

@@ -187,29 +187,22 @@ def count_attempt(session_factory: Callable[[], Session], job_id: str, keys: Seq
 
     The job's first attempt also starts its clock (`started_at`), so rates and ETAs include the first batch.
     """
-    _update_pending(session_factory, job_id, keys, start_job=True, attempts=JobItem.attempts + 1, updated_at=utcnow())
+    with session_factory() as session, session.begin():
+        mark_running(session, job_id)
+        _update_pending(session, job_id, keys, attempts=JobItem.attempts + 1, updated_at=utcnow())
 
 
 def note_error(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str], error: str) -> None:
     """Keep the latest error on still-pending items, so a final give-up can say what went wrong."""
-    _update_pending(session_factory, job_id, keys, error=error[:2000])
-
-
-def _update_pending(
-    session_factory: Callable[[], Session],
-    job_id: str,
-    keys: Sequence[str],
-    *,
-    start_job: bool = False,
-    **values: object,
-) -> None:
     with session_factory() as session, session.begin():
-        if start_job:
-            mark_running(session, job_id)
-        ids = select(Image.id).where(Image.key.in_(list(keys))).scalar_subquery()
-        session.execute(
-            update(JobItem)
-            .where(JobItem.job_id == job_id, JobItem.image_id.in_(ids), JobItem.state == ItemState.PENDING)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+        _update_pending(session, job_id, keys, error=error[:2000])
+
+
+def _update_pending(session: Session, job_id: str, keys: Sequence[str], **values: object) -> None:
+    ids = select(Image.id).where(Image.key.in_(list(keys))).scalar_subquery()
+    session.execute(
+        update(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.image_id.in_(ids), JobItem.state == ItemState.PENDING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )

@@ -73,7 +73,7 @@ def _note_error(job_id: str, keys: list[str], error: str) -> None:
 def run_batch(job_id: str, keys: list[str]) -> dict[str, int]:
     """storage -> loader -> inference -> sink for one batch; callable without Celery in tests."""
     from worker.inference import above_threshold, device_lock, predict
-    from worker.loader import OnDevice, load_batch
+    from worker.loader import load_batch
     from worker.sink import Refused, Tagged, count_attempt, pending_items, record_batch
 
     t_start = time.perf_counter()
@@ -124,18 +124,13 @@ def run_batch(job_id: str, keys: list[str]) -> dict[str, int]:
     t_claimed = time.perf_counter()
 
     serving = ctx.runtime.current()
-    on_device = None
-    if serving.device_decoder is not None:
-        on_device = OnDevice(
-            serving.device_decoder, serving.preprocess.limits, ctx.settings.cpu_jpeg_share, device_lock
-        )
     loaded, failed = load_batch(
         ctx.storage(storage_url),
         todo,
         preprocess=serving.preprocess,
         pool=ctx.pool,
         max_bytes=ctx.settings.max_image_bytes,
-        on_device=on_device,
+        on_device=serving.on_device,
     )
     t_loaded = time.perf_counter()
     # A storage hiccup is retried while the image has attempts left; then it fails with the error.
