@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed-stamp
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The client distribution (./api_client, imported as tagger_client) and the server, both editable.
+$(STAMP): pyproject.toml api_client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ./api_client -e ".[dev]"
 	touch $(STAMP)
 
 ## Generate a sample archive, train on it, bulk-tag it through real Redis + worker processes.
@@ -26,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

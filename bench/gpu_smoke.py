@@ -1,7 +1,7 @@
 """A first measurement on a GPU machine: the worker's own inference path and decode path.
 
 Not the full benchmark (issue 6): it times `worker.inference.predict` (bf16 + channels_last)
-for the model-only ceiling and `tagger.preprocess.Preprocess` (Pillow + JPEG draft) on threads
+for the model-only ceiling and `tagger.model.preprocess.Preprocess` (Pillow + JPEG draft) on threads
 for the CPU decode ceiling, on synthetic 1920x1080 JPEG stills.
 
     python bench/gpu_smoke.py --arch resnet50 --batch 256 --images 512 --threads 16
@@ -22,10 +22,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tagger.architectures import build_model  # noqa: E402
-from tagger.device import pick_device  # noqa: E402
-from tagger.preprocess import Normalise, Preprocess  # noqa: E402
-from worker.inference import predict, prepare  # noqa: E402
+from tagger.model.architectures import build_model  # noqa: E402
+from tagger.model.device import pick_device  # noqa: E402
+from tagger.model.predict import predict, prepare  # noqa: E402
+from tagger.model.preprocess import Normalise, Preprocess  # noqa: E402
 
 
 def stills(n: int, seed: int = 0) -> list[bytes]:

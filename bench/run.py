@@ -93,7 +93,7 @@ def write_archive(root: Path, n: int) -> list[str]:
 
 
 def decode_rate(root: Path, keys: list[str], size: int, threads: int, *, draft: bool) -> float:
-    from tagger.preprocess import DecodeLimits, Preprocess
+    from tagger.model.preprocess import DecodeLimits, Preprocess
 
     pre = Preprocess(size, limits=DecodeLimits(draft=draft))
     blobs = [(root / k).read_bytes() for k in keys]
@@ -108,9 +108,9 @@ def device_decode_rate(root: Path, keys: list[str], size: int, device_name: str,
     """The worker's device decoder (nvJPEG on CUDA; torchvision's libjpeg on CPU), batched, resize included."""
     import torch
 
-    from tagger.device import pick_device
-    from tagger.preprocess import DecodeLimits
-    from worker.device_decode import DeviceDecoder, read_header
+    from tagger.model.device import pick_device
+    from tagger.model.preprocess import DecodeLimits
+    from tagger.worker.device_decode import DeviceDecoder, read_header
 
     device = pick_device(device_name)
     decoder = DeviceDecoder(size, device)
@@ -130,10 +130,10 @@ def device_decode_rate(root: Path, keys: list[str], size: int, device_name: str,
 def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, images: int) -> float:
     import torch
 
-    from tagger.architectures import build_model
-    from tagger.device import pick_device
-    from tagger.preprocess import Normalise
-    from worker.inference import predict, prepare
+    from tagger.model.architectures import build_model
+    from tagger.model.device import pick_device
+    from tagger.model.predict import predict, prepare
+    from tagger.model.preprocess import Normalise
 
     device = pick_device(device_name)
     model, dtype = prepare(build_model(arch, tags), device)
@@ -149,8 +149,8 @@ def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, im
 
 
 def sink_rate(sessions: Any, version_id: int, tag_ids: list[int], rows: int) -> float:
-    from jobs.producer import create_job, enqueue_keys
-    from worker.sink import Tagged, record_batch
+    from tagger.jobs.producer import create_job, enqueue_keys
+    from tagger.worker.sink import Tagged, record_batch
 
     per_image, batch = 10, 256
     keys = [f"sink/{i:07d}.jpg" for i in range(rows // per_image)]
@@ -173,7 +173,7 @@ def database_rate(sessions: Any) -> float:
     from sqlalchemy import delete, select
 
     from tagger.db.schema import Suggestion
-    from worker.sink import write_suggestions
+    from tagger.worker.sink import write_suggestions
 
     with sessions() as session, session.begin():
         rows = [
@@ -227,14 +227,16 @@ def main() -> int:
     args = parse_args()
     import torch
 
-    from jobs.producer import celery_sender, submit
-    from jobs.progress import summary, wait
-    from tagger import artifact, registry
-    from tagger.architectures import build_model
+    from tagger import registry
     from tagger.celeryconfig import make_producer_app
+    from tagger.cli.local_workers import LocalWorkers
     from tagger.db import make_engine, make_sessionmaker, upgrade
     from tagger.embedded_redis import EmbeddedRedis
-    from tagger.local_workers import LocalWorkers
+    from tagger.jobs.producer import celery_sender, submit
+    from tagger.jobs.progress import summary, wait
+    from tagger.model import artifact
+    from tagger.model.architectures import build_model
+    from tagger.model.meta import ArtifactMeta, new_version
     from tagger.settings import Settings
     from tagger.storage import open_storage
 
@@ -290,9 +292,7 @@ def main() -> int:
         upgrade(engine)
         sessions = make_sessionmaker(engine)
         tags = [f"tag{i:03d}" for i in range(args.tags)]
-        meta = artifact.ArtifactMeta(
-            version=artifact.new_version("bench"), arch=args.arch, tags=tags, input_size=args.size
-        )
+        meta = ArtifactMeta(version=new_version("bench"), arch=args.arch, tags=tags, input_size=args.size)
         store = open_storage(settings.model_store)
         model = build_model(args.arch, len(tags))
         head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -352,9 +352,7 @@ def main() -> int:
         if args.scale:
             counts = [int(n) for n in args.scale.split(",")]
             say(f"[7/7] scale-out: {counts} worker processes, {args.arch} at {args.scale_size} px")
-            light = artifact.ArtifactMeta(
-                version=artifact.new_version("light"), arch=args.arch, tags=tags, input_size=args.scale_size
-            )
+            light = ArtifactMeta(version=new_version("light"), arch=args.arch, tags=tags, input_size=args.scale_size)
             light = artifact.save(model, light, store)
             with sessions() as session, session.begin():
                 registry.register(session, light, uri=f"{store.url}/{light.version}")

@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_client.contract import TASK_TAG_BATCH, ItemState, JobState
-from jobs.lifecycle import Send, announce_end, finish_if_complete
-from jobs.sources import chunked, paged_keys
 from tagger.db.schema import Job, JobItem, utcnow
+from tagger.db.upsert import affected
 from tagger.errors import ConfigError, NotFoundError
+from tagger.jobs.lifecycle import Send, announce_end, finish_if_complete
+from tagger.jobs.sources import chunked, paged_keys
+from tagger_client.contract import TASK_TAG_BATCH, ItemState, JobState
 
 _ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)
 
@@ -71,12 +72,14 @@ def retry_failed(sessions: sessionmaker[Session], send: Send, job_id: str) -> in
         job = _job(session, job_id)
         if JobState(job.state) in (JobState.CANCELLED, JobState.PAUSED):
             raise ConfigError(f"job {job_id} is {job.state}; resume it (or submit a new job) before retrying")
-        moved = session.execute(
-            update(JobItem)
-            .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED)
-            .values(state=ItemState.PENDING, error=None, attempts=0, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        moved = affected(
+            session.execute(
+                update(JobItem)
+                .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED)
+                .values(state=ItemState.PENDING, error=None, attempts=0, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+        )
         if not moved:
             return 0
         session.execute(
@@ -96,7 +99,7 @@ def expire_if_overdue(session: Session, job_id: str) -> bool:
         .values(state=JobState.FAILED, error="job time limit exceeded", finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)
+    return bool(affected(result))
 
 
 def reconcile(sessions: sessionmaker[Session], send: Send, job_id: str | None = None) -> dict[str, int]:

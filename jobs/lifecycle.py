@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import case, update
 from sqlalchemy.orm import Session
 
-from api_client.contract import QUEUE_INTERACTIVE, TASK_NOTIFY_JOB, JobState
 from tagger.db.schema import Job, utcnow
+from tagger.db.upsert import affected
+from tagger_client.contract import QUEUE_INTERACTIVE, TASK_NOTIFY_JOB, JobState
 
 Send = Callable[[str, list[Any], str], None]
 """How job code sends a task message: send(task name, positional args, queue)."""
@@ -47,4 +48,4 @@ def finish_if_complete(session: Session, job_id: str) -> bool:
         )
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)
+    return bool(affected(result))

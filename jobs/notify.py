@@ -2,29 +2,19 @@
 
 The payload is the job summary as JSON. With TAGGER_WEBHOOK_SECRET set, the request carries
 `X-Tagger-Signature: sha256=<hex HMAC-SHA256 of the exact body>`; receivers recompute it with
-the shared secret and compare in constant time. Delivery is at least once: a receiver may see
-the same job twice (the `X-Tagger-Job` header and the body's `id` make that easy to spot).
+the shared secret and compare in constant time (`tagger_client.webhooks.verify`). Delivery is at
+least once: a receiver may see the same job twice (the `X-Tagger-Job` header and the body's `id`
+make that easy to spot).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import urllib.error
 import urllib.request
 from typing import Any
 
-SIGNATURE_HEADER = "X-Tagger-Signature"
-
-
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify(body: bytes, secret: str, header: str) -> bool:
-    """For receivers written in Python: is `header` the signature of `body` under `secret`?"""
-    return hmac.compare_digest(sign(body, secret), header)
+from tagger_client.webhooks import SIGNATURE_HEADER, sign
 
 
 class DeliveryError(Exception):

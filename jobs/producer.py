@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,15 +10,15 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_client.contract import QUEUE_BULK, TASK_TAG_BATCH, job_id_for
-from jobs.lifecycle import Send, announce_end, finish_if_complete
-from jobs.sources import chunked
 from tagger.db.images import image_ids
 from tagger.db.schema import Job, JobItem, utcnow
 from tagger.db.upsert import insert_ignore
 from tagger.errors import ConfigError
+from tagger.jobs.lifecycle import Send, announce_end, finish_if_complete
+from tagger.jobs.sources import chunked
 from tagger.settings import Settings
 from tagger.storage import validate_key
+from tagger_client.contract import QUEUE_BULK, TASK_TAG_BATCH, JobSpec
 
 DEFAULT_MAX_ATTEMPTS = 5  # deliveries per image: a poison image fails with a reason instead of looping
 
@@ -32,45 +31,42 @@ class Submitted:
 
 def create_job(
     sessions: sessionmaker[Session],
+    spec: JobSpec,
     *,
     source: str,
     storage_url: str,
     batch_size: int,
-    queue: str = QUEUE_BULK,
-    idempotency_key: str | None = None,
-    options: dict[str, Any] | None = None,
-    max_attempts: int | None = None,
-    time_limit: float | None = None,
-    job_id: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> Submitted:
     """Insert the job row; the same idempotency key (or job id) always returns the same job.
 
     `created` is also true for an existing job whose listing never completed (a producer that
     crashed mid-listing), so that submitting again finishes the listing.
     """
-    job_id = job_id or (job_id_for(idempotency_key) if idempotency_key else uuid.uuid4().hex)
+    key = spec.idempotency_key
+    notify = {name: value for name, value in (("webhook", spec.webhook), ("notify_task", spec.notify_task)) if value}
     with sessions() as session, session.begin():
         found = session.execute(
             select(Job.id, Job.listing_complete).where(
-                (Job.id == job_id) | (Job.idempotency_key == idempotency_key) if idempotency_key else Job.id == job_id
+                (Job.id == spec.job_id) | (Job.idempotency_key == key) if key else Job.id == spec.job_id
             )
         ).first()
         if found:
             return Submitted(found[0], created=not found[1])
         session.add(
             Job(
-                id=job_id,
+                id=spec.job_id,
                 source=source,
                 storage_url=storage_url,
-                queue=queue,
+                queue=spec.queue,
                 batch_size=batch_size,
-                idempotency_key=idempotency_key,
-                options=options or {},
-                max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS,
-                deadline_at=utcnow() + timedelta(seconds=time_limit) if time_limit else None,
+                idempotency_key=key,
+                options={"notify": notify},
+                max_attempts=max_attempts,
+                deadline_at=utcnow() + timedelta(seconds=spec.time_limit) if spec.time_limit else None,
             )
         )
-    return Submitted(job_id, created=True)
+    return Submitted(spec.job_id, created=True)
 
 
 def enqueue_keys(
@@ -114,33 +110,24 @@ def enqueue_keys(
     return total
 
 
-def submit(
-    sessions: sessionmaker[Session],
-    send: Send,
-    *,
-    source: str,
-    storage_url: str,
-    keys: Iterable[str],
-    batch_size: int,
-    queue: str = QUEUE_BULK,
-    idempotency_key: str | None = None,
-    options: dict[str, Any] | None = None,
-    max_attempts: int | None = None,
-    time_limit: float | None = None,
-    job_id: str | None = None,
-) -> Submitted:
-    """Create the job and, unless the idempotency key names an existing one, fill it with batches."""
+def submit(sessions: sessionmaker[Session], send: Send, spec: JobSpec, settings: Settings) -> Submitted:
+    """Create the job `spec` describes and, unless its listing already completed, fill it with batches.
+
+    Defaults come from `settings` once, here: the batch size and, for keys and prefixes, the storage.
+    """
+    from tagger.jobs.queries import query_source
+    from tagger.jobs.sources import keys_for
+
+    batch_size = spec.batch_size or settings.batch_size
+    if spec.query is not None:
+        storage_url, keys = query_source(sessions, spec, default_storage=settings.storage_url)
+    else:
+        storage_url = spec.storage_url or settings.storage_url
+        if not storage_url:
+            raise ConfigError("no storage: pass a storage URL or set TAGGER_STORAGE_URL (file:///dir or s3://bucket)")
+        keys = keys_for(spec, storage_url)
     submitted = create_job(
-        sessions,
-        source=source,
-        storage_url=storage_url,
-        batch_size=batch_size,
-        queue=queue,
-        idempotency_key=idempotency_key,
-        options=options,
-        max_attempts=max_attempts,
-        time_limit=time_limit,
-        job_id=job_id,
+        sessions, spec, source=spec.describe(storage_url), storage_url=storage_url, batch_size=batch_size
     )
     if submitted.created:
         enqueue_keys(
@@ -149,7 +136,7 @@ def submit(
             job_id=submitted.job_id,
             keys=keys,
             batch_size=batch_size,
-            queue=queue,
+            queue=spec.queue,
             storage_url=storage_url,
         )
     return submitted

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_client.contract import ItemState, JobState
-from api_client.status import JobStatus
 from tagger.db.schema import Image, Job, JobItem
+from tagger_client.contract import ItemState, JobState
+from tagger_client.status import JobStatus
 
 JobSummary = JobStatus  # one shape for the CLI, the workers and the client
 

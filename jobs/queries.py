@@ -7,20 +7,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_client.contract import QUEUE_BULK
-from jobs.producer import Submitted, submit
-from jobs.sources import paged_keys
 from tagger import registry
 from tagger.db.schema import Image, Suggestion
 from tagger.errors import ConfigError
-
-QUERIES = ("untagged", "stale", "missing")
+from tagger.jobs.sources import paged_keys
+from tagger_client.contract import QUERIES, JobSpec
 
 
 def _where(session: Session, query: str, tags: Sequence[str]) -> Any:
@@ -56,35 +53,13 @@ def _storage(session: Session, where: Any, storage_url: str | None, default: str
     raise ConfigError("cannot tell where these images are stored; pass --storage URL or set TAGGER_STORAGE_URL")
 
 
-def submit_query(
-    sessions: sessionmaker[Session],
-    send: Callable[[str, list[Any], str], None],
-    *,
-    query: str,
-    batch_size: int,
-    tags: Sequence[str] = (),
-    storage_url: str | None = None,
-    default_storage: str | None = None,
-    queue: str = QUEUE_BULK,
-    idempotency_key: str | None = None,
-    options: dict[str, Any] | None = None,
-    time_limit: float | None = None,
-) -> Submitted:
-    """A job over the images a query selects; the where-clause is fixed before the first key is read."""
+def query_source(
+    sessions: sessionmaker[Session], spec: JobSpec, *, default_storage: str | None
+) -> tuple[str, Iterator[str]]:
+    """The storage and the streamed keys of the images a query selects; the where-clause is fixed first."""
+    assert spec.query is not None
     with sessions() as session:
-        where = _where(session, query, tags)
-        storage = _storage(session, where, storage_url, default_storage)
-    source = f"query:{query}" + (f" tags={','.join(tags)}" if tags else "")
-    return submit(
-        sessions,
-        send,
-        source=source,
-        storage_url=storage,
-        # Images of this storage, or of unknown storage (rows created before storage was recorded).
-        keys=paged_keys(sessions, where, (Image.storage_url == storage) | Image.storage_url.is_(None)),
-        batch_size=batch_size,
-        queue=queue,
-        idempotency_key=idempotency_key,
-        options=options,
-        time_limit=time_limit,
-    )
+        where = _where(session, spec.query, spec.tags)
+        storage = _storage(session, where, spec.storage_url, default_storage)
+    # Images of this storage, or of unknown storage (rows created before storage was recorded).
+    return storage, paged_keys(sessions, where, (Image.storage_url == storage) | Image.storage_url.is_(None))

@@ -12,7 +12,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db.schema import Image, JobItem
 from tagger.errors import ConfigError
-from tagger.storage import Storage, is_image_key
+from tagger.storage import Storage, is_image_key, open_storage
+from tagger_client.contract import JobSpec
+
+
+def keys_for(spec: JobSpec, storage_url: str) -> Iterator[str]:
+    """The keys of a job whose source is keys, a storage prefix or a key file, streamed."""
+    if spec.keys is not None:
+        return iter(spec.keys)
+    if spec.key_file is not None:
+        return keys_from_file(Path(spec.key_file))
+    if spec.prefix is not None:
+        return keys_from_storage(open_storage(storage_url), spec.prefix, images_only="*" not in spec.include)
+    raise ConfigError("a query job reads its images from the database, not from storage")
 
 
 def keys_from_storage(storage: Storage, prefix: str = "", *, images_only: bool = True) -> Iterator[str]:

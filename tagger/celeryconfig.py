@@ -6,7 +6,8 @@ from typing import Any
 
 from kombu import Queue
 
-from api_client.contract import (
+from tagger.settings import Settings
+from tagger_client.contract import (
     QUEUE_BULK,
     QUEUE_INTERACTIVE,
     QUEUE_TRAINING,
@@ -16,7 +17,6 @@ from api_client.contract import (
     TASK_SUBMIT_JOB,
     TASK_TAG_BATCH,
 )
-from tagger.settings import Settings
 
 
 def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:

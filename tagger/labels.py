@@ -1,8 +1,12 @@
-"""Tags people confirmed: accepted suggestions and tags entered by hand (the training data in the database)."""
+"""Labelled stills: the `image_id,tags` CSV, and the tags people confirmed in the database (the training data)."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -12,8 +16,80 @@ from tagger import registry
 from tagger.db.images import image_ids
 from tagger.db.schema import Image, Label, ModelVersion, Suggestion, Tag
 from tagger.db.upsert import insert_ignore
-from tagger.errors import NotFoundError
+from tagger.errors import ConfigError, NotFoundError, PermanentError
 from tagger.storage import validate_key
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    keys: list[str]
+    tags: list[list[str]]
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return sorted({t for row in self.tags for t in row})
+
+    def tag_counts(self) -> Counter[str]:
+        return Counter(t for row in self.tags for t in row)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for key, tags in zip(self.keys, self.tags, strict=True):
+            digest.update(f"{key}\t{' '.join(sorted(tags))}\n".encode())
+        return digest.hexdigest()
+
+    def split(self, valid_fraction: float) -> tuple[LabelledSet, LabelledSet]:
+        """A deterministic split by key hash: the same image is held out on every run."""
+        train, valid = LabelledSet([], []), LabelledSet([], [])
+        for key, tags in zip(self.keys, self.tags, strict=True):
+            bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+            target = valid if bucket < valid_fraction else train
+            target.keys.append(key)
+            target.tags.append(tags)
+        if not train.keys or not valid.keys:
+            raise ConfigError(f"split of {len(self.keys)} rows left an empty train or validation set")
+        return train, valid
+
+
+def labels_from_db(session: Session) -> tuple[LabelledSet, set[str]]:
+    """Tags people confirmed (accepted suggestions and manual tags): the dataset and the storages it lives in."""
+    rows = session.execute(
+        select(Image.key, Image.storage_url, Tag.name)
+        .join(Label, Label.image_id == Image.id)
+        .join(Tag, Tag.id == Label.tag_id)
+        .order_by(Image.key, Tag.name)
+    ).all()
+    by_key: dict[str, list[str]] = {}
+    storages: set[str] = set()
+    for key, storage_url, tag in rows:
+        by_key.setdefault(key, []).append(tag)
+        if storage_url:
+            storages.add(storage_url)
+    if not by_key:
+        raise ConfigError("the database has no confirmed labels yet; see `tagger labels --help`")
+    return LabelledSet(list(by_key), list(by_key.values())), storages
+
+
+def read_labels_csv(path: Path) -> LabelledSet:
+    """Read `image_id,tags` rows (a header line is optional); image_id is the storage key."""
+    if not path.is_file():
+        raise ConfigError(f"labels file not found: {path}")
+    keys: list[str] = []
+    tags: list[list[str]] = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            if not row or (lineno == 1 and row[0].strip().lower() in ("image_id", "image", "id")):
+                continue
+            if len(row) != 2:
+                raise ConfigError(f"{path}:{lineno}: expected `image_id,tags`, got {len(row)} fields")
+            try:
+                keys.append(validate_key(row[0].strip()))
+            except PermanentError as exc:
+                raise ConfigError(f"{path}:{lineno}: {exc}") from None
+            tags.append(row[1].split())
+    if not keys:
+        raise ConfigError(f"{path} has no labelled rows")
+    return LabelledSet(keys, tags)
 
 
 def add(
@@ -53,8 +129,6 @@ def accept(sessions: sessionmaker[Session], key: str, tags: Sequence[str] | None
 
 def import_csv(sessions: sessionmaker[Session], path: Path, *, storage_url: str | None) -> tuple[int, int]:
     """Load `image_id,tags` rows as manual labels; returns (images, new labels)."""
-    from training.data import read_labels_csv
-
     data = read_labels_csv(path)
     new = 0
     for start in range(0, len(data.keys), 500):

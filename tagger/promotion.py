@@ -27,8 +27,8 @@ def verify(sessions: sessionmaker[Session], settings: Settings, version: str) ->
     """Raise ArtifactError unless `version` loads and passes the worker's checks (on CPU)."""
     import torch
 
+    from tagger.model.serving import load_serving
     from tagger.storage import open_storage
-    from worker.runtime import load_serving
 
     with sessions() as session:
         row = registry.get(session, version)

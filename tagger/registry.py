@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tagger.artifact import ArtifactMeta
 from tagger.db.schema import ModelVersion, Tag, utcnow
 from tagger.db.upsert import insert_ignore
 from tagger.errors import NoActiveModelError, NotFoundError
+from tagger.model.meta import ArtifactMeta
 
 
 def register(session: Session, meta: ArtifactMeta, *, uri: str, activate_if_none: bool = True) -> ModelVersion:

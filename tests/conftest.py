@@ -96,15 +96,17 @@ def make_model(
     """A randomly initialised model saved as a real artifact and registered; returns its version."""
     import torch
 
-    from tagger import artifact, registry
-    from tagger.architectures import build_model
+    from tagger import registry
+    from tagger.model import artifact
+    from tagger.model.architectures import build_model
+    from tagger.model.meta import ArtifactMeta, new_version
     from tagger.sample_archive import TAGS
     from tagger.storage import open_storage
 
     tags = tags or TAGS
     torch.manual_seed(seed)
     model = build_model(arch, len(tags))
-    meta = artifact.ArtifactMeta(version=artifact.new_version("t"), arch=arch, tags=list(tags), input_size=size)
+    meta = ArtifactMeta(version=new_version("t"), arch=arch, tags=list(tags), input_size=size)
     store = open_storage(settings.model_store)
     meta = artifact.save(model, meta, store)
     with sessions() as session, session.begin():  # type: ignore[operator]
@@ -133,3 +135,27 @@ def write_bad_files(root: Path) -> dict[str, str]:
         "stills/empty.jpg": "empty file",
         "stills/notes.jpg": "not a recognised image",
     }
+
+
+def submit_keys(
+    sessions: object, send: object, keys: list[str], *, storage_url: str, batch_size: int = 4, **spec: object
+):  # type: ignore[no-untyped-def]
+    """A job over explicit keys, through the real producer (JobSpec -> database -> broker)."""
+    from tagger.jobs.producer import submit
+    from tagger_client.contract import JobSpec
+
+    return submit(
+        sessions,  # type: ignore[arg-type]
+        send,  # type: ignore[arg-type]
+        JobSpec.new(keys=list(keys), storage_url=storage_url, batch_size=batch_size, **spec),
+        Settings(),
+    )
+
+
+def new_job(sessions: object, storage_url: str, *, batch_size: int = 4, idempotency_key: str | None = None):  # type: ignore[no-untyped-def]
+    """A job row with no items yet (enqueue_keys fills it)."""
+    from tagger.jobs.producer import create_job
+    from tagger_client.contract import JobSpec
+
+    spec = JobSpec.new(keys=[], storage_url=storage_url, batch_size=batch_size, idempotency_key=idempotency_key)
+    return create_job(sessions, spec, source="test", storage_url=storage_url, batch_size=batch_size)  # type: ignore[arg-type]

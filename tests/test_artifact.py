@@ -7,19 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from tagger import artifact
-from tagger.architectures import build_model
 from tagger.errors import ArtifactError
+from tagger.model import artifact
+from tagger.model.architectures import build_model
+from tagger.model.meta import ArtifactMeta
 from tagger.storage import LocalStorage
 
 TAGS = ["night", "man", "car"]
 
 
-def saved(tmp_path: Path) -> tuple[LocalStorage, artifact.ArtifactMeta, torch.nn.Module]:
+def saved(tmp_path: Path) -> tuple[LocalStorage, ArtifactMeta, torch.nn.Module]:
     torch.manual_seed(0)
     model = build_model("resnet18", len(TAGS)).eval()
     store = LocalStorage(tmp_path)
-    meta = artifact.save(model, artifact.ArtifactMeta(version="v1", arch="resnet18", tags=TAGS, input_size=32), store)
+    meta = artifact.save(model, ArtifactMeta(version="v1", arch="resnet18", tags=TAGS, input_size=32), store)
     return store, meta, model
 
 
@@ -71,7 +72,7 @@ def test_wrong_vocabulary_width_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_vocabulary_other_than_the_registered_one_is_refused_before_serving(tmp_path: Path) -> None:
-    from worker.runtime import load_serving
+    from tagger.model.serving import load_serving
 
     store, meta, _ = saved(tmp_path)
 

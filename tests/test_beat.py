@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from api_client.contract import QUEUE_TRAINING, TASK_RETRAIN
 from tagger.errors import ConfigError
 from tagger.settings import Settings
-from worker.retrain import beat_schedule, retrain_args
+from tagger.worker.retrain import beat_schedule, retrain_args
+from tagger_client.contract import QUEUE_TRAINING, TASK_RETRAIN
 
 
 def test_default_schedule_is_monthly_and_runs_the_gate_and_stale_retag() -> None:

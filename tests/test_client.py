@@ -6,13 +6,9 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,56 +16,17 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from api_client import TaggerClient, job_id_for
-from api_client.contract import QUEUE_INTERACTIVE, QUEUE_NOTIFICATIONS, TASK_SUBMIT_JOB
-from api_client.errors import InvalidSubmission, JobNotFound
-from jobs.notify import SIGNATURE_HEADER, verify
+from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Job
-from tagger.local_workers import LocalWorkers
+from tagger_client import TaggerClient, job_id_for
+from tagger_client.contract import QUEUE_INTERACTIVE, QUEUE_NOTIFICATIONS, TASK_SUBMIT_JOB
+from tagger_client.errors import InvalidSubmission, JobNotFound
+from tagger_client.webhooks import SIGNATURE_HEADER, verify
 from tests.conftest import make_model, make_settings, write_stills
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cret-for-tests"
-
-
-def test_client_distribution_pulls_neither_torch_nor_the_worker(tmp_path: Path) -> None:
-    source = tmp_path / "src"
-    shutil.copytree(ROOT / "api_client", source, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            str(source),
-            "-w",
-            str(tmp_path),
-        ],
-        check=True,
-    )
-    wheel = next(tmp_path.glob("tagger_client-*.whl"))
-    with zipfile.ZipFile(wheel) as zf:
-        names = zf.namelist()
-        metadata = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
-    requires = [
-        line.split(":", 1)[1].strip().lower() for line in metadata.splitlines() if line.startswith("Requires-Dist")
-    ]
-    assert requires and not [r for r in requires if r.startswith(("torch", "torchvision", "tagger ", "celery"))]
-    assert {n.split("/")[0] for n in names} == {
-        "api_client",
-        wheel.name.split("-py3")[0].replace("-", "-") + ".dist-info",
-    }
-    # Importing the client with torch and the server packages made unimportable still works.
-    code = (
-        "import sys\n"
-        "for m in ('torch', 'torchvision', 'tagger', 'worker', 'jobs', 'training', 'celery'): sys.modules[m] = None\n"
-        "from api_client import TaggerClient, JobState\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
 
 
 def test_a_bad_submission_is_refused_before_sending() -> None:
@@ -227,3 +184,44 @@ def _done(client: TaggerClient, job_id: str) -> int:
         return client.status(job_id).done
     except JobNotFound:  # the worker has not taken the submission yet
         return 0
+
+
+def test_every_documented_source_form_sent_as_raw_json_ends_in_a_finished_job(  # type: ignore[no-untyped-def]
+    postgres, redis_url: str, tmp_path: Path
+) -> None:
+    """keys, prefix and each query, pushed as the documented envelope with a plain Redis client."""
+    settings = make_settings(tmp_path, postgres.create_database(f"src_{uuid.uuid4().hex[:10]}"), broker_url=redis_url)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    archive = tmp_path / "archive"
+    keys = write_stills(archive, 12, seed=13)
+    url = archive.as_uri()
+    broker = redis.Redis.from_url(redis_url)
+    forms: list[dict[str, object]] = [
+        {"keys": keys[:4], "storage_url": url},
+        {"prefix": "stills/", "storage_url": url},
+        {"query": "untagged"},
+        {"query": "stale"},
+        {"query": "missing", "tags": ["night"]},
+    ]
+    finished = {}
+    with (
+        LocalWorkers(settings, count=1, log_file=tmp_path / "workers.log"),
+        TaggerClient(broker_url=redis_url, database_url=settings.database_url) as client,
+    ):
+        for form in forms:
+            job_id = uuid.uuid4().hex
+            broker.lpush(QUEUE_INTERACTIVE, raw_message(TASK_SUBMIT_JOB, {"job_id": job_id, **form}))
+            finished[str(form)] = client.wait(job_id, timeout=60)
+    broker.close()
+    engine.dispose()
+    states = {form: (s.state.value, s.total, s.done) for form, s in finished.items()}
+    assert states == {
+        str(forms[0]): ("done", 4, 4),
+        str(forms[1]): ("done", 12, 12),
+        str(forms[2]): ("done", 0, 0),  # the prefix job tagged every image already
+        str(forms[3]): ("done", 0, 0),  # one model: nothing is stale
+        str(forms[4]): ("done", finished[str(forms[4])].total, finished[str(forms[4])].total),
+    }, states

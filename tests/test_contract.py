@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from api_client.contract import MessageError, validate_tag_batch_args
+from tagger_client.contract import MessageError, validate_tag_batch_args
 
 JOB = "0123456789abcdef0123456789abcdef"
 
@@ -23,6 +23,6 @@ def test_malformed_messages_are_refused(args: list[object]) -> None:
         validate_tag_batch_args(args)
 
 
-def test_api_client_never_imports_torch() -> None:
-    code = "import sys, api_client; assert 'torch' not in sys.modules and 'torchvision' not in sys.modules"
+def test_the_client_never_imports_torch() -> None:
+    code = "import sys, tagger_client; assert 'torch' not in sys.modules and 'torchvision' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tagger.preprocess import DecodeLimits, Preprocess, decode
+from tagger.model.predict import compile_for_serving, predict
+from tagger.model.preprocess import DecodeLimits, Preprocess, decode
 from tagger.storage import LocalStorage
+from tagger.worker.device_decode import DeviceDecoder, Header, OnDevice, orient, read_header
+from tagger.worker.loader import Failed, Loaded, load_batch
 from tests import hostile_corpus
-from worker.device_decode import DeviceDecoder, Header, OnDevice, orient, read_header
-from worker.inference import compile_for_serving, predict
-from worker.loader import Failed, Loaded, load_batch
 
 SIZE = 32
 LIMITS = DecodeLimits(max_pixels=hostile_corpus.MAX_PIXELS)
@@ -114,7 +114,7 @@ def test_a_film_still_decoded_on_the_device_is_close_to_pillows() -> None:
 
 def test_a_compiled_model_serves_short_and_long_batches_as_the_eager_one() -> None:
     """Needs a C compiler (inductor on CPU); CI's machine has one, and a missing one must fail here."""
-    from tagger.preprocess import Normalise
+    from tagger.model.preprocess import Normalise
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

@@ -21,18 +21,18 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from api_client.contract import QUEUE_BULK, ItemState
-from jobs.control import reconcile
-from jobs.producer import celery_sender, create_job, enqueue_keys, submit
-from jobs.progress import summary, wait
 from tagger.celeryconfig import make_producer_app
+from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, Job, JobItem, Suggestion
 from tagger.embedded_redis import EmbeddedRedis
-from tagger.local_workers import LocalWorkers
+from tagger.jobs.control import reconcile
+from tagger.jobs.producer import celery_sender, enqueue_keys
+from tagger.jobs.progress import summary, wait
 from tagger.settings import Settings
-from tests.conftest import make_model, make_settings, write_stills
-from worker.sink import Refused, Tagged, record_batch
+from tagger.worker.sink import Refused, Tagged, record_batch
+from tagger_client.contract import QUEUE_BULK, ItemState
+from tests.conftest import make_model, make_settings, new_job, submit_keys, write_stills
 
 pytestmark = pytest.mark.e2e
 
@@ -47,14 +47,7 @@ class Rig:
     log: Path
 
     def submit(self, keys: list[str] | None = None, batch_size: int = 4) -> str:
-        job = submit(
-            self.sessions,
-            self.send,
-            source="faults",
-            storage_url=self.url,
-            keys=keys or self.keys,
-            batch_size=batch_size,
-        )
+        job = submit_keys(self.sessions, self.send, keys or self.keys, storage_url=self.url, batch_size=batch_size)
         return job.job_id
 
     def processed(self, job_id: str) -> int:
@@ -164,7 +157,7 @@ def test_a_poison_image_is_given_up_after_bounded_attempts_and_its_batch_is_tagg
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(
         "import os, signal\n"
-        "from tagger import preprocess\n"
+        "from tagger.model import preprocess\n"
         "_real = preprocess.Preprocess.__call__\n"
         "def _crash_on_poison(self, data, *a, **k):\n"
         "    if data.startswith(b'POISON'):\n"
@@ -235,9 +228,7 @@ def test_redis_restart_loses_messages_and_reconcile_requeues_them(postgres, tmp_
     log = tmp_path / "workers.log"
     try:
         with LocalWorkers(settings, count=1, log_file=log) as workers:
-            job = submit(
-                sessions, send, source="r", storage_url=(tmp_path / "archive").as_uri(), keys=keys, batch_size=4
-            ).job_id
+            job = submit_keys(sessions, send, keys, storage_url=(tmp_path / "archive").as_uri()).job_id
             deadline = time.monotonic() + 60
             while summary(sessions, job).done < 12 and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -304,7 +295,7 @@ def test_fifty_batches_finishing_at_once_keep_exact_counters(postgres, tmp_path:
 
         version_id, tag_id = registry.get(session, version).id, registry.tag_ids(session, ["night"])["night"]
     keys = [f"k/{i:04d}.jpg" for i in range(200)]
-    job = create_job(sessions, source="c", storage_url=tmp_path.as_uri(), batch_size=4).job_id
+    job = new_job(sessions, tmp_path.as_uri()).job_id
     enqueue_keys(sessions, lambda *a: None, job_id=job, keys=keys, batch_size=4)
     batches = [keys[i : i + 4] for i in range(0, 200, 4)]
     barrier = threading.Barrier(len(batches))

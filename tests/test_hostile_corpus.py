@@ -10,7 +10,7 @@ import pytest
 
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.errors import ImageError
-from tagger.preprocess import DecodeLimits, Preprocess, decode
+from tagger.model.preprocess import DecodeLimits, Preprocess, decode
 from tagger.storage import LocalStorage
 from tests import hostile_corpus
 from tests.conftest import make_model, make_settings

@@ -13,18 +13,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from api_client.contract import ItemState
-from jobs.producer import celery_sender, submit
-from jobs.progress import summary, wait
-from jobs.queries import submit_query
 from tagger import promotion, registry
 from tagger.celeryconfig import make_producer_app
+from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, JobItem, ModelVersion, Suggestion
 from tagger.errors import ArtifactError
-from tagger.local_workers import LocalWorkers
+from tagger.jobs.producer import celery_sender, submit
+from tagger.jobs.progress import summary, wait
 from tagger.settings import Settings
-from tests.conftest import make_model, make_settings, write_stills
+from tagger_client.contract import ItemState, JobSpec
+from tests.conftest import make_model, make_settings, submit_keys, write_stills
 
 pytestmark = pytest.mark.e2e
 
@@ -78,7 +77,7 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
     log = tmp_path / "workers.log"
     with LocalWorkers(settings, count=2, log_file=log) as workers:
         pids = [p.pid for p in workers.procs]
-        job = submit(sessions, send, source="swap", storage_url=archive.as_uri(), keys=keys, batch_size=2)
+        job = submit_keys(sessions, send, keys, storage_url=archive.as_uri(), batch_size=2)
         _wait_for(sessions, job.job_id, 100)
         switched = promotion.activate(sessions, settings, b)
         assert switched.previous == a and switched.listeners >= 1  # workers heard the broadcast
@@ -92,7 +91,7 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
             promotion.activate(sessions, settings, c)
         # ...and by the workers when it is activated behind the door's back: the old model keeps serving.
         promotion.activate(sessions, settings, c, check=False)
-        second = submit(sessions, send, source="after-c", storage_url=archive.as_uri(), keys=keys[:30], batch_size=2)
+        second = submit_keys(sessions, send, keys[:30], storage_url=archive.as_uri(), batch_size=2)
         after = wait(sessions, second.job_id, timeout=120, show_progress=False, alive=workers.alive)
 
         items = _items(sessions, job.job_id)
@@ -107,7 +106,7 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
         # After the rollback, images B tagged are stale: `tagger tag --stale` re-queues exactly those.
         with sessions() as session:
             stale_before = session.scalar(select(func.count()).where(Image.model_version_id == ids[b]))
-        stale = submit_query(sessions, send, query="stale", batch_size=8)
+        stale = submit(sessions, send, JobSpec.new(query="stale", batch_size=8), settings)
         restaled = wait(sessions, stale.job_id, timeout=120, show_progress=False, alive=workers.alive)
         with sessions() as session:
             versions_now = set(session.scalars(select(Image.model_version_id).distinct()))

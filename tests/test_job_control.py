@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select
 
-from api_client.contract import ItemState
-from jobs import control
-from jobs.producer import celery_sender, submit
-from jobs.progress import summary, wait
-from jobs.queries import submit_query
 from tagger.celeryconfig import make_producer_app
+from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, JobItem, Suggestion, Tag
 from tagger.errors import ConfigError
-from tagger.local_workers import LocalWorkers
-from tests.conftest import make_model, make_settings, write_bad_files, write_stills
+from tagger.jobs import control
+from tagger.jobs.producer import celery_sender, submit
+from tagger.jobs.progress import summary, wait
+from tagger_client.contract import ItemState, JobSpec
+from tests.conftest import make_model, make_settings, submit_keys, write_bad_files, write_stills
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +49,7 @@ def test_pause_resume_cancel_retry_time_limit_and_queries(postgres, redis_url: s
     url = archive.as_uri()
 
     with LocalWorkers(settings, count=1, log_file=tmp_path / "workers.log") as workers:
-        job = submit(sessions, send, source="ctl", storage_url=url, keys=keys, batch_size=2).job_id
+        job = submit_keys(sessions, send, keys, storage_url=url, batch_size=2).job_id
         _until(lambda: _processed(sessions, job) >= 20)
         assert control.pause(sessions, job) == "paused"
         time.sleep(1.0)  # the batch in flight finishes
@@ -69,7 +68,7 @@ def test_pause_resume_cancel_retry_time_limit_and_queries(postgres, redis_url: s
             control.resume(sessions, job)
 
         # Retry the failed: three bad files fail, get mended, and a retry tags them.
-        broken = submit(sessions, send, source="bad", storage_url=url, keys=list(bad), batch_size=8).job_id
+        broken = submit_keys(sessions, send, list(bad), storage_url=url, batch_size=8).job_id
         first = wait(sessions, broken, timeout=60, show_progress=False, alive=workers.alive)
         assert (first.state.value, first.failed) == ("done_with_failures", 3)
         for key in bad:
@@ -79,16 +78,14 @@ def test_pause_resume_cancel_retry_time_limit_and_queries(postgres, redis_url: s
         assert (again.state.value, again.done, again.failed) == ("done", 3, 0)
 
         # A time limit: once past it, the job fails and its remaining batches are skipped.
-        late = submit(
-            sessions, send, source="late", storage_url=url, keys=keys[:40], batch_size=2, time_limit=0.001
-        ).job_id
+        late = submit_keys(sessions, send, keys[:40], storage_url=url, batch_size=2, time_limit=0.001).job_id
         expired = wait(sessions, late, timeout=60, show_progress=False, alive=workers.alive)
         assert expired.state.value == "failed" and expired.skipped > 0
 
         # Database queries. Images never tagged: the cancelled job's skipped ones.
         with sessions() as session:
             never_tagged = session.scalar(select(func.count()).where(Image.model_version_id.is_(None)))
-        untagged = submit_query(sessions, send, query="untagged", batch_size=16)
+        untagged = submit(sessions, send, JobSpec.new(query="untagged", batch_size=16), settings)
         result = wait(sessions, untagged.job_id, timeout=120, show_progress=False, alive=workers.alive)
         assert (result.state.value, result.total, result.done) == ("done", never_tagged, never_tagged)
         # Images lacking a `night` suggestion from the active model: take it away from five of them.
@@ -96,7 +93,7 @@ def test_pause_resume_cancel_retry_time_limit_and_queries(postgres, redis_url: s
             night = session.scalar(select(Tag.id).where(Tag.name == "night"))
             five = list(session.scalars(select(Image.id).order_by(Image.id).limit(5)))
             session.execute(delete(Suggestion).where(Suggestion.tag_id == night, Suggestion.image_id.in_(five)))
-        missing = submit_query(sessions, send, query="missing", tags=["night"], batch_size=16)
+        missing = submit(sessions, send, JobSpec.new(query="missing", tags=["night"], batch_size=16), settings)
         result = wait(sessions, missing.job_id, timeout=120, show_progress=False, alive=workers.alive)
         assert (result.state.value, result.total) == ("done", 5)
         assert control.retry_failed(sessions, send, missing.job_id) == 0

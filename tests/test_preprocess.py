@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tagger.errors import ImageError
-from tagger.preprocess import DecodeLimits, Normalise, Preprocess, decode
+from tagger.model.preprocess import DecodeLimits, Normalise, Preprocess, decode
 
 
 def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:

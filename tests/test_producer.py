@@ -2,47 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jobs.producer import submit
-from jobs.sources import keys_from_storage
+import pytest
+
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Job
+from tagger.jobs import sources
+from tagger.jobs.producer import submit
+from tagger.settings import Settings
 from tagger.storage import open_storage
+from tagger_client.contract import JobSpec
 
 
-def test_streaming_listing_enqueues_batches_before_the_listing_ends(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_streaming_listing_enqueues_batches_before_the_listing_ends(
+    s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     s3.client().create_bucket(Bucket="streaming")
     storage = open_storage("s3://streaming/archive")
     keys = [f"k/{i:05d}.jpg" for i in range(1100)]  # ListObjectsV2 returns 1,000 per page
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: storage.write(k, b"x"), keys))
 
-    listed = 0
+    pages = 0  # ListObjectsV2 responses the S3 server has answered so far
 
-    def counted() -> Iterator[str]:
-        nonlocal listed
-        for key in keys_from_storage(storage):
-            listed += 1
-            yield key
+    def count_page(**_: Any) -> None:
+        nonlocal pages
+        pages += 1
 
-    sent: list[tuple[int, int]] = []  # (keys listed so far, keys in this message)
+    storage.client.meta.events.register("after-call.s3.ListObjectsV2", count_page)  # type: ignore[attr-defined]
+    monkeypatch.setattr(sources, "open_storage", lambda url: storage)
+    sent: list[tuple[int, int]] = []  # (pages fetched so far, keys in this message)
 
     def send(task: str, args: list[Any], queue: str) -> None:
         if task == "tagger.tag_batch":
-            sent.append((listed, len(args[1])))
+            sent.append((pages, len(args[1])))
 
     engine = make_engine(f"sqlite:///{tmp_path / 'tagger.db'}")
     upgrade(engine)
     sessions = make_sessionmaker(engine)
-    job = submit(sessions, send, source="s3", storage_url=storage.url, keys=counted(), batch_size=100)
+    spec = JobSpec.new(prefix="", storage_url=storage.url, batch_size=100)
+    job = submit(sessions, send, spec, Settings(var_dir=tmp_path))
 
-    assert sum(n for _, n in sent) == 1100 and len(sent) == 11
-    assert sent[0][0] == 100  # the first batch left when 100 keys had been listed, not 1,100
-    assert all(seen <= 100 * (i + 1) for i, (seen, _) in enumerate(sent))  # never more than one batch ahead
+    assert sum(n for _, n in sent) == 1100 and len(sent) == 11 and pages == 2
+    # The first ten batches left while only the first page had been fetched; the last needed the second.
+    assert [p for p, _ in sent] == [1] * 10 + [2]
     with sessions() as session:
         row = session.get(Job, job.job_id)
         assert row is not None and (row.total, row.batches, row.listing_complete) == (1100, 11, True)

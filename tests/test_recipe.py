@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tagger.architectures import build_model, head_parameters
-from training import checkpoint
-from training.augment import Augment
-from training.calibrate import calibrate
-from training.lr_find import lr_find
-from training.metrics import average_precision, fbeta_samples
-from training.recipe import discriminative, layer_groups, one_cycle, set_frozen
+from tagger.model.architectures import build_model, head_parameters
+from tagger.training import checkpoint
+from tagger.training.augment import Augment
+from tagger.training.calibrate import calibrate
+from tagger.training.lr_find import lr_find
+from tagger.training.metrics import average_precision, fbeta_samples
+from tagger.training.recipe import discriminative, layer_groups, one_cycle, set_frozen
 
 
 def test_one_cycle_warms_up_then_anneals() -> None:

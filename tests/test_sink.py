@@ -6,21 +6,21 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from api_client.contract import job_id_for
-from jobs.producer import create_job, enqueue_keys
-from jobs.progress import failures, summary
 from tagger import registry
 from tagger.db.schema import Image, JobItem, Suggestion
+from tagger.jobs.producer import enqueue_keys
+from tagger.jobs.progress import failures, summary
 from tagger.settings import Settings
-from tests.conftest import make_model
-from worker.sink import Refused, Tagged, record_batch
+from tagger.worker.sink import Refused, Tagged, record_batch
+from tagger_client.contract import job_id_for
+from tests.conftest import make_model, new_job
 
 KEYS = [f"s/{i}.jpg" for i in range(6)]
 
 
 def _job(sessions, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
     sent: list[tuple[str, list[object], str]] = []
-    job = create_job(sessions, source="test", storage_url=tmp_path.as_uri(), batch_size=3)
+    job = new_job(sessions, tmp_path.as_uri(), batch_size=3)
     added = enqueue_keys(
         sessions, lambda t, a, q: sent.append((t, a, q)), job_id=job.job_id, keys=KEYS + KEYS[:2], batch_size=3
     )
@@ -70,7 +70,7 @@ def test_redelivered_batches_write_each_row_once(settings: Settings, sessions, t
     assert rows == distinct == 3 * 2 + 2 * 2  # the first delivery to commit wins; duplicates write nothing
 
     # A later job re-tagging the same images with the same model leaves no row that fell below threshold.
-    again = create_job(sessions, source="again", storage_url=tmp_path.as_uri(), batch_size=3).job_id
+    again = new_job(sessions, tmp_path.as_uri(), batch_size=3).job_id
     enqueue_keys(sessions, lambda *a: None, job_id=again, keys=KEYS[3:5], batch_size=3)
     record_batch(sessions, job_id=again, model_version_id=version_id, tagged=second_again)
     with sessions() as session:
@@ -114,18 +114,18 @@ def test_a_duplicate_that_outlived_the_visibility_timeout_cannot_write_a_second_
 
 
 def test_empty_job_finishes_immediately(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    job = create_job(sessions, source="nothing", storage_url=tmp_path.as_uri(), batch_size=4)
+    job = new_job(sessions, tmp_path.as_uri())
     enqueue_keys(sessions, lambda *a: None, job_id=job.job_id, keys=[], batch_size=4)
     assert summary(sessions, job.job_id).state.value == "done"
 
 
 def test_idempotency_key_returns_the_same_job(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    a = create_job(sessions, source="x", storage_url=tmp_path.as_uri(), batch_size=4, idempotency_key="upload-1")
-    b = create_job(sessions, source="x", storage_url=tmp_path.as_uri(), batch_size=4, idempotency_key="upload-1")
+    a = new_job(sessions, tmp_path.as_uri(), idempotency_key="upload-1")
+    b = new_job(sessions, tmp_path.as_uri(), idempotency_key="upload-1")
     # Until its listing completes, submitting again resumes the listing (a producer may have crashed).
     assert a.job_id == b.job_id == job_id_for("upload-1") and a.created and b.created
     enqueue_keys(sessions, lambda *a: None, job_id=a.job_id, keys=["k.jpg"], batch_size=4)
-    c = create_job(sessions, source="x", storage_url=tmp_path.as_uri(), batch_size=4, idempotency_key="upload-1")
+    c = new_job(sessions, tmp_path.as_uri(), idempotency_key="upload-1")
     assert c.job_id == a.job_id and not c.created
     assert summary(sessions, a.job_id).total == 1
 
@@ -163,7 +163,7 @@ def test_skipped_items_count_once_and_are_not_attempts(settings: Settings, sessi
 
 def test_a_job_starts_its_clock_when_its_first_batch_starts(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Rates and ETAs must count the first batch's own work, not start once it is written."""
-    from worker.sink import count_attempt
+    from tagger.worker.sink import count_attempt
 
     make_model(settings, sessions, tags=("a",))
     job_id = _job(sessions, tmp_path)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from jobs.producer import celery_sender, submit
-from jobs.progress import wait
 from tagger.celeryconfig import make_producer_app
+from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
-from tagger.local_workers import LocalWorkers
+from tagger.jobs.producer import celery_sender
+from tagger.jobs.progress import wait
 from tagger.model_events import announce
-from tests.conftest import make_model, make_settings, write_stills
+from tests.conftest import make_model, make_settings, submit_keys, write_stills
 from tests.test_e2e import tagger
 
 
@@ -117,13 +117,8 @@ def test_workers_and_producers_use_a_tls_broker(tls_redis: tuple[str, Path], tmp
     make_model(settings, sessions)
     keys = write_stills(tmp_path / "archive", 12, seed=31)
     with LocalWorkers(settings, count=1, log_file=tmp_path / "workers.log") as workers:
-        job = submit(
-            sessions,
-            celery_sender(make_producer_app(settings, url)),
-            source="tls",
-            storage_url=(tmp_path / "archive").as_uri(),
-            keys=keys,
-            batch_size=4,
+        job = submit_keys(
+            sessions, celery_sender(make_producer_app(settings, url)), keys, storage_url=(tmp_path / "archive").as_uri()
         )
         result = wait(sessions, job.job_id, timeout=120, show_progress=False, alive=workers.alive)
         assert announce(url, "m-test") >= 1  # the worker also listens for model announcements over TLS

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tagger import artifact, registry
+from tagger import registry
 from tagger.db.schema import ModelVersion
+from tagger.labels import read_labels_csv
+from tagger.model import artifact
 from tagger.settings import Settings
 from tagger.storage import open_storage
 from tests.conftest import make_settings, write_stills
 from tests.test_e2e import tagger
-from training.data import read_labels_csv
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["--size", "32", "--batch-size", "16", "--random-init", "--lr-spread", "1"]

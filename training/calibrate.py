@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from training.metrics import fbeta_samples
+from tagger.training.metrics import fbeta_samples
 
 GRID = tuple(round(0.05 * i, 2) for i in range(1, 13))  # 0.05 .. 0.60
 

@@ -1,8 +1,9 @@
 """The promotion gate: a candidate replaces the active model only if it is at least as good.
 
-Both models are measured on the candidate's held-out split (the same images), with the
-metric fastai reports: samples-averaged F2 at the global threshold. Calibrated thresholds
-are left out of the comparison because the candidate's were fitted on that very split.
+Both models are measured on the candidate's held-out split (the same images), each scored as a
+worker serves it (`tagger.model.predict`), with the metric fastai reports: samples-averaged F2 at
+the global threshold. Calibrated thresholds are left out of the comparison because the
+candidate's were fitted on that very split.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from dataclasses import asdict, dataclass
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger import artifact, registry
+from tagger import registry
 from tagger.errors import ArtifactError
-from tagger.preprocess import Normalise, Preprocess
+from tagger.model.serving import load_serving
 from tagger.storage import Storage
-from training.data import DecodedStills, LabelledSet
-from training.metrics import fbeta_samples, mean_average_precision
+from tagger.training.data import DecodedStills
+from tagger.training.evaluate import CHUNK
+from tagger.training.metrics import fbeta_samples, mean_average_precision
+from tagger.training.train import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -41,39 +44,46 @@ class GateResult:
 def compare(
     sessions: sessionmaker[Session],
     model_store: Storage,
+    candidate: Candidate,
     *,
-    images: Storage,
-    valid_set: LabelledSet,
-    valid: DecodedStills,
-    vocabulary: list[str],
-    candidate_probs: torch.Tensor,
     threshold: float,
     margin: float,
     device: torch.device,
 ) -> GateResult:
-    from training.train import predict_all
-
-    targets = valid.targets
-    cand_f2 = fbeta_samples(candidate_probs, targets, threshold)
-    cand_map = mean_average_precision(candidate_probs, targets)
+    """Score the active model on the candidate's held-out stills, as a worker serves it, and compare F2."""
+    targets = candidate.valid.targets
+    cand_f2 = fbeta_samples(candidate.probs, targets, threshold)
+    cand_map = mean_average_precision(candidate.probs, targets)
     with sessions() as session:
         row = registry.active_or_none(session)
         if row is None:
             return GateResult(True, "no model is active yet", cand_f2, candidate_map=cand_map)
-        version, sha = row.version, row.sha256
+        version_id, version, sha, tags = row.id, row.version, row.sha256, row.tags or None
     try:
-        model, meta = artifact.load(model_store, version, expected_sha256=sha)
+        active = load_serving(
+            model_store,
+            version_id=version_id,
+            version=version,
+            sha256=sha,
+            expected_tags=tags,
+            tag_ids=lambda names: list(range(len(names))),
+            device=device,
+        )
     except ArtifactError as exc:
         log.warning("cannot load the active model %s to compare: %s", version, exc)
         return GateResult(True, f"active model {version} cannot be loaded: {exc}", cand_f2, version)
-    data = valid  # decoded once: read again only if the active model wants another input size
-    if meta.input_size != valid.pixels.shape[-1]:
-        data = DecodedStills(images, valid_set, vocabulary, Preprocess(meta.input_size), desc=f"decode for {version}")
-    active_probs, active_targets = predict_all(model.to(device), data, device, Normalise(meta.mean, meta.std))
+    meta = active.meta
+    data = candidate.valid  # decoded once: read again only if the active model wants another input size
+    if meta.input_size != data.pixels.shape[-1]:
+        data = DecodedStills(
+            candidate.images, candidate.valid_set, candidate.meta.tags, active.preprocess, desc=f"decode for {version}"
+        )
+    active_probs = torch.cat([active.predict(data.pixels[i : i + CHUNK]) for i in range(0, len(data), CHUNK)])
+    active_targets = data.targets
     # Score the active model over the candidate's vocabulary; a tag it does not know scores 0.
     columns = {t: i for i, t in enumerate(meta.tags)}
     mapped = torch.zeros_like(active_targets)
-    for j, tag in enumerate(vocabulary):
+    for j, tag in enumerate(candidate.meta.tags):
         if tag in columns:
             mapped[:, j] = active_probs[:, columns[tag]]
     active_f2 = fbeta_samples(mapped, active_targets, threshold)

@@ -10,7 +10,7 @@ import math
 
 from torch import nn
 
-from tagger.architectures import head_parameters
+from tagger.model.architectures import head_parameters
 
 
 def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:

@@ -1,9 +1,10 @@
-"""`tagger train`: fine-tune a torchvision classifier into a multi-label tagger, measure it, export and promote it.
+"""The training recipe: fine-tune a torchvision classifier into a multi-label tagger, measure it, export it.
 
 Stages, one function each: labels -> split -> decode (the inference preprocessing) -> model
 (ImageNet, local or random weights) -> [find-lr] -> fit (head first, then every layer with
 discriminative rates; one-cycle; early stopping; checkpoints) -> evaluate (F2, mAP, per-tag AP,
-calibrated thresholds) -> export safetensors + JSON -> register -> promotion gate -> activate.
+calibrated thresholds, scored as served) -> export safetensors + JSON. Registering, the promotion
+gate, activation and re-tagging are the caller's (`tagger.cli.train`).
 """
 
 from __future__ import annotations
@@ -23,27 +24,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from tagger import artifact, registry
-from tagger.architectures import build_model, load_imagenet_weights, load_pretrained_backbone
 from tagger.db import make_engine, make_sessionmaker, upgrade
-from tagger.device import pick_device
 from tagger.errors import ConfigError
-from tagger.preprocess import Normalise, Preprocess
+from tagger.labels import LabelledSet, labels_from_db, read_labels_csv
+from tagger.model import artifact
+from tagger.model.architectures import build_model, load_imagenet_weights, load_pretrained_backbone
+from tagger.model.device import pick_device
+from tagger.model.meta import ArtifactMeta, new_version
+from tagger.model.preprocess import Normalise, Preprocess
 from tagger.settings import Settings
-from tagger.storage import open_storage, storage_url_for
-from training import checkpoint
-from training.augment import Augment
-from training.calibrate import calibrate
-from training.data import DecodedStills, LabelledSet, drop_rare, labels_from_db, read_labels_csv
-from training.metrics import (
-    accuracy_multi,
-    average_precision,
-    fbeta_samples,
-    mean_average_precision,
-    per_tag_precision_recall,
-)
-from training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
-from training.recipe import discriminative, layer_groups, one_cycle, set_frozen
+from tagger.storage import Storage, open_storage, storage_url_for
+from tagger.training import checkpoint
+from tagger.training.augment import Augment
+from tagger.training.data import DecodedStills, drop_rare
+from tagger.training.evaluate import bce, evaluate, predict_all, predict_served
+from tagger.training.metrics import accuracy_multi, fbeta_samples, mean_average_precision
+from tagger.training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
+from tagger.training.recipe import discriminative, layer_groups, one_cycle, set_frozen
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +189,7 @@ def fit(
             optimiser.step()
             running += float(loss.detach()) * len(pixels)
             seen += len(pixels)
-        probs, targets = predict_all(model, valid, device, normalise)
+        probs, targets = predict_all(model, valid, device, normalise, dtype=torch.float32)
         row = {
             "epoch": epoch + 1,
             "frozen": frozen,
@@ -224,55 +221,24 @@ def fit(
     return list(state["history"])
 
 
-def bce(probs: torch.Tensor, targets: torch.Tensor) -> float:
-    return float(nn.functional.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets))
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model saved as an artifact, with the held-out stills the promotion gate judges it on."""
+
+    meta: ArtifactMeta
+    uri: str  # where the artifact was saved: <model store>/<version>
+    images: Storage
+    valid_set: LabelledSet
+    valid: DecodedStills
+    probs: torch.Tensor  # the served model's probabilities on `valid`, N x tags
 
 
-@torch.inference_mode()
-def predict_all(
-    model: nn.Module, data: DecodedStills, device: torch.device, normalise: Normalise
-) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    outs = []
-    for start in range(0, len(data), 128):
-        x = normalise(data.pixels[start : start + 128].to(device))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outs.append(torch.sigmoid(model(x).float()).cpu())
-    return torch.cat(outs), data.targets
+def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Candidate | None]:
+    """The recipe: labels -> split -> decode -> model -> fit -> evaluate -> artifact in the model store.
 
-
-def evaluate(
-    probs: torch.Tensor, targets: torch.Tensor, vocabulary: list[str], args: argparse.Namespace
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Final metrics with the global threshold and with per-tag calibrated ones."""
-    tag_thresholds = {} if args.no_calibrate else calibrate(probs, targets, vocabulary, default=args.threshold)
-    per_tag_t = torch.tensor([tag_thresholds.get(t, args.threshold) for t in vocabulary])
-    precision, recall, support = per_tag_precision_recall(probs, targets, per_tag_t)
-    ap = average_precision(probs, targets)
-    final = {
-        "f2": fbeta_samples(probs, targets, args.threshold),
-        "f2_calibrated": fbeta_samples(probs, targets, per_tag_t),
-        "accuracy": accuracy_multi(probs, targets, args.threshold),
-        "map": mean_average_precision(probs, targets),
-        "valid_loss": bce(probs, targets),
-        "per_tag": {
-            tag: {
-                "precision": round(float(p), 4),
-                "recall": round(float(r), 4),
-                "ap": None if torch.isnan(a) else round(float(a), 4),
-                "support": int(s),
-                "threshold": tag_thresholds.get(tag, args.threshold),
-            }
-            for tag, p, r, a, s in zip(vocabulary, precision, recall, ap, support, strict=True)
-        },
-    }
-    return final, tag_thresholds
-
-
-def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainReport:
-    settings = settings or Settings.from_env()
+    Returns the report and the saved candidate (None after `--find-lr`, which only plots). Registering,
+    the promotion gate, activation and re-tagging belong to the caller (`tagger train`).
+    """
     started = time.monotonic()
     torch.manual_seed(args.seed)
     device = pick_device(settings.device)
@@ -297,7 +263,7 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainRep
     plots_dir = args.plots or settings.var_dir / "train"
     report = TrainReport(version=None, arch=arch, train_images=len(train), valid_images=len(valid))
     if args.find_lr:
-        return _find_lr(model, train, device, normalise, args, plots_dir, report, started)
+        return _find_lr(model, train, device, normalise, args, plots_dir, report, started), None
 
     say(
         f"training {arch} on {len(train)} images, validating on {len(valid)}, {len(vocabulary)} tags, "
@@ -306,14 +272,14 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainRep
     ckpt_dir = args.checkpoint or settings.var_dir / "train" / "checkpoint"
     run_id = {"arch": arch, "size": args.size, "tags": vocabulary, "data": labelled.fingerprint()}
     history = fit(model, train, valid, args, device, normalise, ckpt_dir=ckpt_dir, run_id=run_id)
-    probs, targets = predict_all(model, valid, device, normalise)
+    probs, targets = predict_served(model, valid, device, normalise)
     final, tag_thresholds = evaluate(probs, targets, vocabulary, args)
     say(
         f"held-out F2 {final['f2']:.4f} at threshold {args.threshold}, {final['f2_calibrated']:.4f} with "
         f"{len(tag_thresholds)} calibrated per-tag thresholds; mAP {final['map']:.4f}"
     )
-    meta = artifact.ArtifactMeta(
-        version=artifact.new_version(),
+    meta = ArtifactMeta(
+        version=new_version(),
         arch=arch,
         tags=vocabulary,
         input_size=args.size,
@@ -346,81 +312,14 @@ def main(args: argparse.Namespace, settings: Settings | None = None) -> TrainRep
     meta = artifact.save(copy.deepcopy(model).to("cpu").float(), meta, store)
     report.version, report.epochs, report.final = meta.version, history, final
 
-    from training.plots import plot_curves
+    from tagger.training.plots import plot_curves
 
     report.plots["curves"] = str(plot_curves(history, plots_dir / f"{meta.version}-curves.png"))
     say(f"training curves: {report.plots['curves']}")
-    _register_and_promote(meta, store, storage, valid_set, valid, probs, device, args, settings, report)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # a finished run leaves nothing to resume
     report.seconds = time.monotonic() - started
-    return report
-
-
-def _register_and_promote(
-    meta: artifact.ArtifactMeta,
-    store: Any,
-    images: Any,
-    valid_set: LabelledSet,
-    valid: DecodedStills,
-    probs: torch.Tensor,
-    device: torch.device,
-    args: argparse.Namespace,
-    settings: Settings,
-    report: TrainReport,
-) -> None:
-    from tagger import promotion
-    from training.gate import compare
-
-    engine = _migrated_engine(settings)
-    sessions = make_sessionmaker(engine)
-    try:
-        with sessions() as session, session.begin():
-            registry.register(session, meta, uri=f"{store.url}/{meta.version}", activate_if_none=False)
-        gate = compare(
-            sessions,
-            store,
-            images=images,
-            valid_set=valid_set,
-            valid=valid,
-            vocabulary=meta.tags,
-            candidate_probs=probs,
-            threshold=args.threshold,
-            margin=args.gate_margin,
-            device=device,
-        )
-        report.gate = gate.as_dict()
-        say(f"promotion gate: {gate.reason}")
-        if args.no_activate:
-            say(f"registered {meta.version} as a candidate (--no-activate)")
-            return
-        if not gate.promote and not args.force:
-            say(f"{meta.version} stays a candidate; `tagger models activate {meta.version}` (or --force) overrides")
-            return
-        promotion.activate(sessions, settings, meta.version, check=False)
-        report.activated = True
-        if args.retag_stale:
-            report.stale_job = retag_stale(sessions, settings)
-    finally:
-        engine.dispose()
-
-
-def retag_stale(sessions: Any, settings: Settings) -> str | None:
-    """Queue a low-priority job for every image tagged by an older version; None without a broker."""
-    from jobs.producer import broker_sender
-    from jobs.queries import submit_query
-
-    if not settings.broker_url:
-        say("no TAGGER_BROKER_URL: run `tagger tag --stale` to re-tag images from older models")
-        return None
-    job = submit_query(
-        sessions,
-        broker_sender(settings),
-        query="stale",
-        batch_size=settings.batch_size,
-        default_storage=settings.storage_url,
-    )
-    say(f"queued job {job.job_id} re-tagging images from older models (bulk queue)")
-    return job.job_id
+    candidate = Candidate(meta, f"{store.url}/{meta.version}", storage, valid_set, valid, probs)
+    return report, candidate
 
 
 def _find_lr(
@@ -433,8 +332,8 @@ def _find_lr(
     report: TrainReport,
     started: float,
 ) -> TrainReport:
-    from training.lr_find import lr_find
-    from training.plots import plot_lr_find
+    from tagger.training.lr_find import lr_find
+    from tagger.training.plots import plot_lr_find
 
     groups = layer_groups(model)
     set_frozen(model, groups, args.freeze_epochs > 0)

@@ -7,7 +7,7 @@ from celery import Celery
 from tagger.celeryconfig import celery_config
 from tagger.settings import Settings
 
-app = Celery("tagger", include=["worker.tasks", "worker.job_tasks", "worker.retrain"])
+app = Celery("tagger", include=["tagger.worker.tasks", "tagger.worker.job_tasks", "tagger.worker.retrain"])
 
 
 def configure(settings: Settings, broker_url: str) -> Celery:

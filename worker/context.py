@@ -37,23 +37,34 @@ class WorkerContext:
 
 _context: WorkerContext | None = None
 _context_lock = threading.Lock()
+_settings: Settings | None = None  # the settings `tagger worker` read once; pool processes inherit them
+
+
+def configure(settings: Settings) -> None:
+    """Hand this process (and the pool processes it forks) the settings the command line read."""
+    global _settings
+    _settings = settings
 
 
 def get_context() -> WorkerContext:
+    """This process's context, built on first use from the configured settings (never re-read from the env)."""
     global _context
     if _context is None:
         with _context_lock:
             if _context is None:
-                _context = build_context(Settings.from_env())
+                if _settings is None:
+                    raise RuntimeError("the worker context is not configured: start workers with `tagger worker`")
+                _context = build_context(_settings)
     return _context
 
 
 def build_context(settings: Settings, *, torch_threads: int | None = None) -> WorkerContext:
     import torch
 
-    from tagger.device import pick_device
-    from tagger.preprocess import DecodeLimits
-    from worker.runtime import ModelRuntime, ServingOptions
+    from tagger.model.device import pick_device
+    from tagger.model.preprocess import DecodeLimits
+    from tagger.model.serving import ServingOptions
+    from tagger.worker.runtime import ModelRuntime
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -63,11 +74,16 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
     options = ServingOptions(
         threshold_override=settings.threshold,
         limits=DecodeLimits(max_pixels=settings.max_image_pixels, draft=bool(settings.jpeg_draft)),
-        device_decode=settings.decoder == "device" or (settings.decoder == "auto" and device.type == "cuda"),
-        cpu_jpeg_share=settings.cpu_jpeg_share,
         compile_batch=settings.batch_size if settings.compile else None,
     )
-    runtime = ModelRuntime(session_factory=sessions, model_store=settings.model_store, device=device, options=options)
+    runtime = ModelRuntime(
+        session_factory=sessions,
+        model_store=settings.model_store,
+        device=device,
+        options=options,
+        device_decode=settings.decoder == "device" or (settings.decoder == "auto" and device.type == "cuda"),
+        cpu_jpeg_share=settings.cpu_jpeg_share,
+    )
     log.info("worker process %d ready (torch threads %d)", os.getpid(), torch.get_num_threads())
     return WorkerContext(
         settings=settings,
@@ -82,6 +98,7 @@ def init_process(settings: Settings, *, torch_threads: int | None = None) -> Wor
     from tagger.model_events import listen
 
     global _context
+    configure(settings)
     with _context_lock:
         if _context is None:  # a task thread may have built it already (threads pool)
             _context = build_context(settings, torch_threads=torch_threads)

@@ -1,6 +1,6 @@
 """Batched JPEG decoding on the model's device, so a GPU worker's GPU is a decoder too (nvJPEG).
 
-Pillow reads every header first (`tagger.preprocess.open_checked`: allowed formats, bomb limits,
+Pillow reads every header first (`tagger.model.preprocess.open_checked`: allowed formats, bomb limits,
 EXIF orientation), so the device never sees a file the CPU path would refuse. Only baseline-
 colour JPEGs (RGB or greyscale) go to the device; CMYK/YCCK and every other format stay with
 Pillow, and so does any JPEG the device refuses, which Pillow then decodes or fails with its
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from tagger.preprocess import DecodeLimits, open_checked
-from worker.inference import device_lock
+from tagger.model.preprocess import DecodeLimits, open_checked
+from tagger.worker.inference import device_lock
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; decode_jpeg still works.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)

@@ -11,21 +11,20 @@ from typing import Any
 
 from celery import Task
 
-from api_client.contract import (
-    PRIORITIES,
+from tagger.jobs.lifecycle import announce_end
+from tagger.jobs.producer import celery_sender
+from tagger.worker.app import app
+from tagger.worker.context import get_context
+from tagger_client.contract import (
     QUEUE_NOTIFICATIONS,
     TASK_CONTROL_JOB,
     TASK_NOTIFY_JOB,
     TASK_SUBMIT_JOB,
+    JobSpec,
     JobState,
     MessageError,
     validate_control_kwargs,
-    validate_submit_kwargs,
 )
-from jobs.lifecycle import announce_end
-from jobs.producer import celery_sender
-from worker.app import app
-from worker.context import get_context
 
 log = logging.getLogger(__name__)
 
@@ -35,93 +34,49 @@ MAX_NOTIFY_RETRIES = 8
 _send = celery_sender(app)
 
 
-def _notify_options(spec: dict[str, Any]) -> dict[str, Any]:
-    return {"notify": {k: spec[k] for k in ("webhook", "notify_task") if spec.get(k)}}
-
-
 @app.task(name=TASK_SUBMIT_JOB, acks_late=True)
 def submit_job(**kwargs: Any) -> dict[str, Any]:
     """Create the job (idempotent on job_id) and enqueue its batches; a redelivery finishes the listing."""
-    from jobs.producer import submit
-    from jobs.queries import submit_query
-    from jobs.sources import keys_from_storage
-    from tagger.errors import PermanentError
-    from tagger.storage import open_storage, validate_key
+    from tagger.errors import TaggerError
+    from tagger.jobs.producer import submit
 
     try:
-        spec = validate_submit_kwargs(kwargs)
+        spec = JobSpec.from_message(kwargs)
     except MessageError as exc:
         log.error("refused a submit_job message: %s", exc)
         return {"refused": str(exc)}
     ctx = get_context()
-    settings = ctx.settings
-    common: dict[str, Any] = {
-        "batch_size": spec.get("batch_size") or settings.batch_size,
-        "queue": PRIORITIES[spec.get("priority") or "bulk"],
-        "idempotency_key": spec.get("idempotency_key"),
-        "time_limit": spec.get("time_limit"),
-        "options": _notify_options(spec),
-        "job_id": spec["job_id"],
-    }
-    storage_url = spec.get("storage_url") or settings.storage_url
-    if spec.get("query"):
-        job = submit_query(
-            ctx.sessions,
-            _send,
-            query=spec["query"],
-            tags=spec.get("tags") or [],
-            storage_url=spec.get("storage_url"),
-            default_storage=settings.storage_url,
-            **common,
-        )
-        return {"job_id": job.job_id, "created": job.created}
-    if not storage_url:
-        return _refuse(spec, "no storage_url in the message and no TAGGER_STORAGE_URL on the worker")
-    if spec.get("keys") is not None:
-        try:
-            keys = [validate_key(k) for k in spec["keys"]]  # refused before any I/O, with the reason on the job
-        except PermanentError as exc:
-            return _refuse(spec, str(exc), storage_url=storage_url)
-        source = f"keys ({len(keys)})"
-    else:
-        keys = keys_from_storage(open_storage(storage_url), spec["prefix"])  # type: ignore[assignment]
-        source = f"{storage_url.rstrip('/')}/{spec['prefix']}"
-    job = submit(ctx.sessions, _send, source=source, storage_url=storage_url, keys=keys, **common)
+    try:
+        job = submit(ctx.sessions, _send, spec, ctx.settings)
+    except TaggerError as exc:  # a bad key, no storage, a missing bucket: the reason goes on a failed job
+        return _refuse(spec, str(exc))
     log.info("job %s: %s", job.job_id, "queued" if job.created else "already queued")
     return {"job_id": job.job_id, "created": job.created}
 
 
-def _refuse(spec: dict[str, Any], reason: str, *, storage_url: str = "") -> dict[str, Any]:
+def _refuse(spec: JobSpec, reason: str) -> dict[str, Any]:
     """Record the refusal on a failed job row, so the submitter can read why."""
     from sqlalchemy import update
 
-    from jobs.producer import create_job
     from tagger.db.schema import Job, utcnow
+    from tagger.jobs.producer import create_job
 
     ctx = get_context()
-    create_job(
-        ctx.sessions,
-        source="refused",
-        storage_url=storage_url,
-        batch_size=1,
-        job_id=spec["job_id"],
-        idempotency_key=spec.get("idempotency_key"),
-        options=_notify_options(spec),
-    )
+    create_job(ctx.sessions, spec, source="refused", storage_url=spec.storage_url or "", batch_size=1)
     with ctx.sessions() as session, session.begin():
         session.execute(
             update(Job)
-            .where(Job.id == spec["job_id"], Job.state == JobState.QUEUED)
+            .where(Job.id == spec.job_id, Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
             .values(state=JobState.FAILED, error=reason[:2000], listing_complete=True, finished_at=utcnow())
         )
-    log.error("job %s refused: %s", spec["job_id"], reason)
-    announce_end(_send, spec["job_id"])
-    return {"job_id": spec["job_id"], "refused": reason}
+    log.error("job %s refused: %s", spec.job_id, reason)
+    announce_end(_send, spec.job_id)
+    return {"job_id": spec.job_id, "refused": reason}
 
 
 @app.task(name=TASK_CONTROL_JOB, acks_late=True)
 def control_job(**kwargs: Any) -> dict[str, Any]:
-    from jobs import control
+    from tagger.jobs import control
 
     try:
         job_id, action = validate_control_kwargs(kwargs)
@@ -140,9 +95,9 @@ def notify_job(self: Task, job_id: str) -> dict[str, Any]:
     """POST the summary to the job's webhook (retried with backoff) and/or send it to the named task."""
     from sqlalchemy import update
 
-    from jobs.notify import DeliveryError, post_webhook
-    from jobs.progress import failures, summary
     from tagger.db.schema import Job, utcnow
+    from tagger.jobs.notify import DeliveryError, post_webhook
+    from tagger.jobs.progress import failures, summary
 
     ctx = get_context()
     with ctx.sessions() as session:

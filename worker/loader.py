@@ -17,7 +17,7 @@ import torch
 
 from tagger.errors import PermanentError, RetryableError
 from tagger.storage import Storage
-from worker.device_decode import Header, OnDevice, read_header
+from tagger.worker.device_decode import Header, OnDevice, read_header
 
 T = TypeVar("T")
 

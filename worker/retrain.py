@@ -7,15 +7,20 @@ is longer than any visibility timeout, and a lost run simply waits for the next 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shlex
+import subprocess
+import sys
 from typing import Any
 
 from celery.schedules import crontab, schedule
 
-from api_client.contract import QUEUE_TRAINING, TASK_RETRAIN
 from tagger.settings import Settings
-from worker.app import app
+from tagger.worker.app import app
+from tagger.worker.context import get_context
+from tagger_client.contract import QUEUE_TRAINING, TASK_RETRAIN
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +48,16 @@ def retrain_args(settings: Settings) -> list[str]:
 
 @app.task(name=TASK_RETRAIN, acks_late=False, ignore_result=True)
 def retrain() -> dict[str, Any]:
-    from training.options import get_args_parser
-    from training.train import main
-
-    settings = Settings.from_env()
-    args = get_args_parser().parse_args(retrain_args(settings))
-    report = main(args, settings)
-    log.info("scheduled retraining: %s, gate: %s", report.version, report.gate.get("reason"))
-    return {"version": report.version, "activated": report.activated, "stale_job": report.stale_job}
+    """Run `tagger train` in a child process: training's memory (and GPU) is returned when it ends, and
+    the command that people run by hand is the one that runs on schedule."""
+    settings = get_context().settings
+    argv = [sys.executable, "-m", "tagger", "train", *retrain_args(settings), "--json"]
+    log.info("scheduled retraining: %s", shlex.join(argv[3:]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        log.error("scheduled retraining failed (exit %d): %s", done.returncode, done.stderr[-4000:])
+        return {"exit_code": done.returncode}
+    report = json.loads(done.stdout)
+    log.info("scheduled retraining: %s, gate: %s", report["version"], (report.get("gate") or {}).get("reason"))
+    return {"version": report["version"], "activated": report["activated"], "stale_job": report["stale_job"]}

@@ -20,139 +20,71 @@ import torch
 from sqlalchemy.orm import Session
 
 from tagger import registry
-from tagger.artifact import ArtifactMeta, load
 from tagger.errors import ArtifactError
-from tagger.preprocess import DecodeLimits, Normalise, Preprocess
-from tagger.storage import Storage, open_storage
-from worker.device_decode import DeviceDecoder, OnDevice
-from worker.inference import compile_for_serving, predict, prepare
+from tagger.model.serving import DEFAULT_OPTIONS, ServingModel, ServingOptions, load_serving
+from tagger.storage import open_storage
+from tagger.worker.device_decode import DeviceDecoder, OnDevice
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ServingModel:
-    """Everything one batch needs, captured together so a batch never mixes versions."""
+class Served:
+    """The version a worker process serves, with its device decode path (nvJPEG on CUDA) when enabled."""
 
-    version_id: int
-    version: str
-    meta: ArtifactMeta
-    model: torch.nn.Module
-    device: torch.device
-    dtype: torch.dtype
-    preprocess: Preprocess
-    normalise: Normalise
-    thresholds: torch.Tensor
-    tag_ids: list[int]
-    on_device: OnDevice | None = None  # JPEGs decoded on the device (nvJPEG on CUDA)
-    fixed_batch: int | None = None  # a compiled model's one batch shape
+    model: ServingModel
+    on_device: OnDevice | None = None
 
-
-@dataclass(frozen=True)
-class ServingOptions:
-    """How a worker serves any version: decoding, compilation and thresholds."""
-
-    threshold_override: float | None = None
-    limits: DecodeLimits = DecodeLimits()
-    device_decode: bool = False
-    cpu_jpeg_share: float = 0.0  # with device_decode: the JPEGs Pillow decodes beside the device
-    compile_batch: int | None = None  # torch.compile for this batch size; None: eager
-
-
-def load_serving(
-    store: Storage,
-    *,
-    version_id: int,
-    version: str,
-    sha256: str,
-    expected_tags: list[str] | None,
-    tag_ids: Callable[[list[str]], list[int]],
-    device: torch.device,
-    options: ServingOptions = ServingOptions(),
-) -> ServingModel:
-    """Load one version and prove it works, or raise ArtifactError; the caller's current model is untouched."""
-    model, meta = load(store, version, expected_sha256=sha256)
-    if expected_tags is not None and list(expected_tags) != list(meta.tags):
-        raise ArtifactError(f"{version}: artifact tag vocabulary differs from the registered one")
-    model, dtype = prepare(model, device)
-    normalise = Normalise(meta.mean, meta.std)
-    smoke = torch.zeros((1, 3, meta.input_size, meta.input_size), dtype=torch.uint8)
-    out = predict(model, smoke, normalise=normalise, device=device, dtype=dtype)
-    if out.shape != (1, len(meta.tags)) or not torch.isfinite(out).all():
-        raise ArtifactError(f"{version}: smoke forward pass gave {tuple(out.shape)} or non-finite output")
-    fixed_batch = None
-    if options.compile_batch:
-        try:
-            model = compile_for_serving(
-                model,
-                batch_size=options.compile_batch,
-                input_size=meta.input_size,
-                normalise=normalise,
-                device=device,
-                dtype=dtype,
-            )
-            fixed_batch = options.compile_batch
-        except Exception:  # the artifact is fine; this machine's compiler is not: serve it eager
-            log.exception("%s: torch.compile failed; serving the eager model", version)
-    return ServingModel(
-        version_id=version_id,
-        version=version,
-        meta=meta,
-        model=model,
-        device=device,
-        dtype=dtype,
-        preprocess=Preprocess(meta.input_size, limits=options.limits),
-        on_device=(
-            OnDevice(DeviceDecoder(meta.input_size, device), options.limits, options.cpu_jpeg_share)
-            if options.device_decode
-            else None
-        ),
-        normalise=normalise,
-        thresholds=meta.thresholds(options.threshold_override),
-        tag_ids=tag_ids(meta.tags),
-        fixed_batch=fixed_batch,
-    )
+    @property
+    def version(self) -> str:
+        return self.model.version
 
 
 class ModelRuntime:
+    """Holds the one served version of a worker process and swaps it between batches."""
+
     def __init__(
         self,
         *,
         session_factory: Callable[[], Session],
         model_store: str,
         device: torch.device,
-        options: ServingOptions = ServingOptions(),
+        options: ServingOptions = DEFAULT_OPTIONS,
+        device_decode: bool = False,
+        cpu_jpeg_share: float = 0.0,
         check_interval: float = 5.0,
     ) -> None:
         self._sessions = session_factory
         self._store = open_storage(model_store)
         self._device = device
         self._options = options
+        self._device_decode = device_decode
+        self._cpu_jpeg_share = cpu_jpeg_share
         self._check_interval = check_interval
-        self._serving: ServingModel | None = None
+        self._served: Served | None = None
         self._checked_at = 0.0
         self._refused: set[str] = set()
         self._lock = threading.Lock()
 
     @property
     def serving_version(self) -> str | None:
-        return self._serving.version if self._serving else None
+        return self._served.version if self._served else None
 
-    def current(self) -> ServingModel:
+    def current(self) -> Served:
         """The model for the next batch; checks the database when the periodic check is due.
 
         While another thread loads a new version, batches go on with the one serving.
         """
-        if self._serving is None:
+        if self._served is None:
             self.refresh()
         elif time.monotonic() - self._checked_at >= self._check_interval and self._lock.acquire(blocking=False):
             try:
                 self._refresh()
             finally:
                 self._lock.release()
-        if self._serving is None:
+        if self._served is None:
             raise ArtifactError("no usable model version is active")
-        return self._serving
+        return self._served
 
     def refresh(self) -> None:
         """Load the active version if it is not the one serving (called per batch or on an announcement)."""
@@ -165,13 +97,13 @@ class ModelRuntime:
             row = registry.active(session)
             version_id, version, sha, status = row.id, row.version, row.sha256, row.status
             tags = row.tags or None
-        if self._serving is not None and self._serving.version == version:
+        if self._served is not None and self._served.version == version:
             return
-        if self._serving is not None and (version in self._refused or status == "refused"):
+        if self._served is not None and (version in self._refused or status == "refused"):
             return
         started = time.monotonic()
         try:
-            serving = load_serving(
+            model = load_serving(
                 self._store,
                 version_id=version_id,
                 version=version,
@@ -184,16 +116,21 @@ class ModelRuntime:
         except ArtifactError as exc:
             self._refuse(version, str(exc))
             return
+        on_device = (
+            OnDevice(DeviceDecoder(model.meta.input_size, self._device), self._options.limits, self._cpu_jpeg_share)
+            if self._device_decode
+            else None
+        )
         previous = self.serving_version
-        self._serving = serving
+        self._served = Served(model, on_device)
         log.info(
             "serving model %s (%s, %d tags) on %s%s%s, loaded in %.1fs%s",
             version,
-            serving.meta.arch,
-            len(serving.meta.tags),
+            model.meta.arch,
+            len(model.meta.tags),
             self._device,
-            ", JPEGs decoded on the device" if serving.on_device else "",
-            f", compiled for batches of {serving.fixed_batch}" if serving.fixed_batch else "",
+            ", JPEGs decoded on the device" if on_device else "",
+            f", compiled for batches of {model.fixed_batch}" if model.fixed_batch else "",
             time.monotonic() - started,
             f"; replaced {previous}" if previous else "",
         )

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from api_client.contract import ItemState
-from jobs.lifecycle import finish_if_complete, mark_running
 from tagger.db.images import image_ids
 from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert_many
+from tagger.jobs.lifecycle import finish_if_complete, mark_running
+from tagger_client.contract import ItemState
 
 log = logging.getLogger(__name__)
 

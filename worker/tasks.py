@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass, replace
+from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
 
-from api_client.contract import TASK_TAG_BATCH, JobState, MessageError, validate_tag_batch_args
 from tagger.db.schema import Job
-from worker.app import app
-from worker.context import get_context
+from tagger.worker.app import app
+from tagger.worker.context import WorkerContext, get_context
+from tagger_client.contract import TASK_TAG_BATCH, JobState, MessageError, validate_tag_batch_args
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ MAX_RETRIES = 100  # ~50 minutes at the capped backoff: long enough to wait out 
 
 
 @app.task(name=TASK_TAG_BATCH, bind=True, acks_late=True, max_retries=None)
-def tag_batch(self: Task, job_id: str, keys: list[str]) -> dict[str, int]:
+def tag_batch(self: Task, job_id: str, keys: list[str]) -> dict[str, Any]:
     try:
         job_id, keys = validate_tag_batch_args([job_id, keys])
     except MessageError as exc:
@@ -62,7 +64,7 @@ def _is_infrastructure(exc: BaseException) -> bool:
 
 
 def _note_error(job_id: str, keys: list[str], error: str) -> None:
-    from worker.sink import note_error
+    from tagger.worker.sink import note_error
 
     try:
         note_error(get_context().sessions, job_id, keys, error)
@@ -70,115 +72,156 @@ def _note_error(job_id: str, keys: list[str], error: str) -> None:
         log.warning("could not record the error of job %s", job_id, exc_info=True)
 
 
-def run_batch(job_id: str, keys: list[str]) -> dict[str, int]:
-    """storage -> loader -> inference -> sink for one batch; callable without Celery in tests."""
-    from worker.inference import above_threshold, device_lock, predict
-    from worker.loader import load_batch
-    from worker.sink import Refused, Tagged, count_attempt, pending_items, record_batch
+@dataclass(frozen=True)
+class JobView:
+    """What a batch needs to know about its job, read once per delivery."""
 
-    t_start = time.perf_counter()
+    id: str
+    state: JobState
+    storage_url: str
+    queue: str
+    max_attempts: int
+
+
+Outcome = dict[str, Any]
+
+
+def run_batch(job_id: str, keys: list[str]) -> Outcome:
+    """One delivery of a batch, as named steps: gate the job -> claim -> tag -> record -> schedule retries.
+
+    Callable without Celery (tests); each step is a function of its own.
+    """
     ctx = get_context()
+    job = _read_job(ctx, job_id)
+    if job is None:
+        log.error("job %s does not exist; dropping a batch of %d keys", job_id, len(keys))
+        return {"dropped": len(keys)}
+    gated = _gate(ctx, job, keys)
+    if gated is not None:
+        return gated
+    claimed = _claim(ctx, job, keys)
+    if isinstance(claimed, dict):
+        return claimed
+    todo, attempts = claimed
+    return _tag_and_record(ctx, job, todo, attempts)
+
+
+def _read_job(ctx: WorkerContext, job_id: str) -> JobView | None:
+    """The job's state as this delivery sees it; a job past its time limit fails here, once."""
     with ctx.sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            log.error("job %s does not exist; dropping a batch of %d keys", job_id, len(keys))
-            return {"dropped": len(keys)}
-        state, storage_url, queue, deadline = JobState(job.state), job.storage_url, job.queue, job.deadline_at
-        max_attempts = job.max_attempts
+        row = session.get(Job, job_id)
+        if row is None:
+            return None
+        job = JobView(row.id, JobState(row.state), row.storage_url, row.queue, row.max_attempts)
+        deadline = row.deadline_at
     if deadline is not None:
-        from jobs.control import expire_if_overdue
+        from tagger.jobs.control import expire_if_overdue
 
         with ctx.sessions() as session, session.begin():
             expired = expire_if_overdue(session, job_id)
         if expired:
             log.warning("job %s passed its time limit; its remaining batches are skipped", job_id)
-            state = JobState.FAILED
             notify(job_id)
-    if state in (JobState.CANCELLED, JobState.FAILED):  # remaining batches are skipped without any I/O
-        counts = record_batch(ctx.sessions, job_id=job_id, model_version_id=None, skipped=keys)
-        return {"skipped": counts.skipped}
-    if state == JobState.PAUSED:
-        # Back to the broker with a delay; this delivery is acknowledged, so no worker holds it meanwhile.
-        tag_batch.apply_async(args=[job_id, keys], queue=queue, countdown=PAUSE_RECHECK_SECONDS)
-        return {"deferred": len(keys)}
+            job = replace(job, state=JobState.FAILED)
+    return job
 
-    claim = pending_items(ctx.sessions, job_id, keys)
+
+def _gate(ctx: WorkerContext, job: JobView, keys: list[str]) -> Outcome | None:
+    """Before any I/O: a cancelled or failed job's batches are skipped, a paused job's wait in the broker."""
+    from tagger.worker.sink import record_batch
+
+    if job.state in (JobState.CANCELLED, JobState.FAILED):
+        counts = record_batch(ctx.sessions, job_id=job.id, model_version_id=None, skipped=keys)
+        return {"skipped": counts.skipped}
+    if job.state == JobState.PAUSED:
+        # Back to the broker with a delay; this delivery is acknowledged, so no worker holds it meanwhile.
+        tag_batch.apply_async(args=[job.id, keys], queue=job.queue, countdown=PAUSE_RECHECK_SECONDS)
+        return {"deferred": len(keys)}
+    return None
+
+
+def _claim(ctx: WorkerContext, job: JobView, keys: list[str]) -> tuple[list[str], dict[str, int]] | Outcome:
+    """The keys this delivery works on, with their attempts so far; an attempt is counted before the work.
+
+    Images out of attempts fail with their last reason. A batch an earlier delivery never finished
+    (a crash, a kill, a timeout) is split one image per message, so a poison image fails alone.
+    """
+    from tagger.worker.sink import Refused, count_attempt, pending_items, record_batch
+
+    claim = pending_items(ctx.sessions, job.id, keys)
     if not claim.attempts:
         return {"already_done": len(keys)}  # a redelivery of a batch that was written
-    given_up = [k for k, n in claim.attempts.items() if n >= max_attempts]
-    todo = [k for k in keys if k in claim.attempts and claim.attempts[k] < max_attempts]
+    given_up = [k for k, n in claim.attempts.items() if n >= job.max_attempts]
+    todo = [k for k in keys if k in claim.attempts and claim.attempts[k] < job.max_attempts]
     if given_up:
         refused = [Refused(k, _gave_up(claim.attempts[k], claim.last_errors.get(k))) for k in given_up]
-        counts = record_batch(ctx.sessions, job_id=job_id, model_version_id=None, refused=refused)
-        if counts.closed:
-            notify(job_id)
+        if record_batch(ctx.sessions, job_id=job.id, model_version_id=None, refused=refused).closed:
+            notify(job.id)
     if len(todo) > 1 and any(claim.attempts[k] > 0 for k in todo):
-        # An earlier delivery of this batch never finished (a crash, a kill, a timeout): isolate each
-        # image in a message of its own, so one poison image cannot take the others down with it.
         for key in todo:
-            tag_batch.apply_async(args=[job_id, [key]], queue=queue)
+            tag_batch.apply_async(args=[job.id, [key]], queue=job.queue)
         return {"split": len(todo)}
     if not todo:
         return {"failed": len(given_up)}
-    count_attempt(ctx.sessions, job_id, todo)
-    t_claimed = time.perf_counter()
+    count_attempt(ctx.sessions, job.id, todo)
+    return todo, claim.attempts
 
-    serving = ctx.runtime.current()
+
+def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[str], attempts: dict[str, int]) -> Outcome:
+    """storage -> loader -> inference -> sink, timed per stage; retryable storage errors are queued again."""
+    from tagger.worker.inference import above_threshold, device_lock
+    from tagger.worker.loader import load_batch
+    from tagger.worker.sink import Refused, Tagged, record_batch
+
+    t_start = time.perf_counter()
+    served = ctx.runtime.current()
+    model = served.model
     loaded, failed = load_batch(
-        ctx.storage(storage_url),
+        ctx.storage(job.storage_url),
         todo,
-        preprocess=serving.preprocess,
+        preprocess=model.preprocess,
         pool=ctx.pool,
         max_bytes=ctx.settings.max_image_bytes,
-        on_device=serving.on_device,
+        on_device=served.on_device,
     )
     t_loaded = time.perf_counter()
     # A storage hiccup is retried while the image has attempts left; then it fails with the error.
-    retry_keys = [f.key for f in failed if f.retryable and claim.attempts[f.key] + 1 < max_attempts]
+    retry_keys = [f.key for f in failed if f.retryable and attempts[f.key] + 1 < job.max_attempts]
     failed = [f for f in failed if f.key not in retry_keys]
-
     tagged: list[Tagged] = []
     if loaded:
         import torch
 
         batch = torch.stack([item.pixels for item in loaded])
         with device_lock:
-            probs = predict(
-                serving.model,
-                batch,
-                normalise=serving.normalise,
-                device=serving.device,
-                dtype=serving.dtype,
-                pad_to=serving.fixed_batch,
-            )
-        for item, hits in zip(loaded, above_threshold(probs, serving.thresholds), strict=True):
-            tagged.append(Tagged(item.key, [(serving.tag_ids[i], p) for i, p in hits]))
+            probs = model.predict(batch)
+        for item, hits in zip(loaded, above_threshold(probs, model.thresholds), strict=True):
+            tagged.append(Tagged(item.key, [(model.tag_ids[i], p) for i, p in hits]))
     for f in failed:
-        log.info("job %s: %s failed: %s", job_id, f.key, f.reason)
+        log.info("job %s: %s failed: %s", job.id, f.key, f.reason)
     t_inferred = time.perf_counter()
     counts = record_batch(
         ctx.sessions,
-        job_id=job_id,
-        model_version_id=serving.version_id,
+        job_id=job.id,
+        model_version_id=model.version_id,
         tagged=tagged,
         refused=[Refused(f.key, f.reason) for f in failed],
     )
     log.info(
-        "job %s: batch of %d in %.2fs: claim %.2fs, fetch+decode %.2fs, inference %.2fs, write %.2fs",
-        job_id,
+        "job %s: batch of %d in %.2fs: fetch+decode %.2fs, inference %.2fs, write %.2fs",
+        job.id,
         len(todo),
         time.perf_counter() - t_start,
-        t_claimed - t_start,
-        t_loaded - t_claimed,
+        t_loaded - t_start,
         t_inferred - t_loaded,
         time.perf_counter() - t_inferred,
     )
     if counts.closed:
-        notify(job_id)
+        notify(job.id)
     if retry_keys:
-        countdown = min(MAX_BACKOFF_SECONDS, 2 ** claim.attempts[retry_keys[0]]) + random.random()
-        tag_batch.apply_async(args=[job_id, retry_keys], queue=queue, countdown=countdown)
-    return {"done": counts.done, "failed": counts.failed, "model_version": serving.version_id}
+        countdown = min(MAX_BACKOFF_SECONDS, 2 ** attempts[retry_keys[0]]) + random.random()
+        tag_batch.apply_async(args=[job.id, retry_keys], queue=job.queue, countdown=countdown)
+    return {"done": counts.done, "failed": counts.failed, "model_version": model.version_id}
 
 
 def _gave_up(attempts: int, last_error: str | None) -> str:
@@ -187,7 +230,7 @@ def _gave_up(attempts: int, last_error: str | None) -> str:
 
 
 def notify(job_id: str) -> None:
-    from jobs.lifecycle import announce_end
-    from jobs.producer import celery_sender
+    from tagger.jobs.lifecycle import announce_end
+    from tagger.jobs.producer import celery_sender
 
     announce_end(celery_sender(app), job_id)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import CursorResult, Result
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 
 def _insert(session: Session, model: Any) -> Any:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"upserts are implemented for PostgreSQL and SQLite, not {dialect}")
-    return insert(model)
+        return postgresql.insert(model)
+    if dialect == "sqlite":
+        return sqlite.insert(model)
+    raise NotImplementedError(f"upserts are implemented for PostgreSQL and SQLite, not {dialect}")
+
+
+def affected(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (typed: `Session.execute` returns a plain Result)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def insert_ignore(session: Session, model: Any, rows: Sequence[dict[str, Any]], keys: list[str]) -> Any:

@@ -17,9 +17,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from tagger.errors import ImageError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from tagger.model.meta import IMAGENET_MEAN, IMAGENET_STD
 
 # Only these decoders are ever opened; Pillow's exotic plugins are never consulted.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")

@@ -20,16 +20,15 @@ from tagger.settings import Settings, redacted
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs.producer import broker_sender, submit
-    from jobs.progress import wait
-    from jobs.sources import keys_from_storage
     from tagger import registry
+    from tagger.cli.local_workers import start_local_cluster
+    from tagger.cli.train import train_and_promote
     from tagger.db import make_engine, make_sessionmaker
-    from tagger.local_workers import start_local_cluster
+    from tagger.jobs.producer import broker_sender, submit
+    from tagger.jobs.progress import wait
     from tagger.sample_archive import generate, write_labels
-    from tagger.storage import open_storage
-    from training.options import get_args_parser
-    from training.train import main as train_main
+    from tagger.training.options import get_args_parser
+    from tagger_client.contract import JobSpec
 
     started = time.monotonic()
     root = Path(args.dir) if args.dir else settings.var_dir / "demo"
@@ -51,12 +50,13 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         + ["--random-init", "--lr-spread", "1", "--max-rotate", "0", "--max-zoom", "1", "--max-lighting", "0.1"]
         + ["--plots", str(root), "--checkpoint", str(root / "checkpoint")]
     )
-    report = train_main(train_args, settings)
+    report = train_and_promote(train_args, settings)
+    version: str = report.version
     engine = make_engine(settings.database_url)  # training migrated it when registering the model
     sessions = make_sessionmaker(engine)
     if not report.activated:  # an earlier demo's model is active and the gate kept it; this demo measures its own
         with sessions() as session, session.begin():
-            registry.activate(session, report.version)
+            registry.activate(session, version)
     print(
         f"      model {report.version}: validation F2 {report.final['f2']:.3f} at 0.2, "
         f"{report.final['f2_calibrated']:.3f} with calibrated thresholds; curves: {report.plots['curves']}"
@@ -66,18 +66,12 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     storage_url = archive.resolve().as_uri()
     with ExitStack() as stack:
         workers = start_local_cluster(stack, settings, args.workers)
-        job = submit(
-            sessions,
-            broker_sender(settings, workers.settings.broker_url),
-            source=str(archive),
-            storage_url=storage_url,
-            keys=keys_from_storage(open_storage(storage_url)),
-            batch_size=settings.batch_size,
-        )
+        spec = JobSpec.new(prefix="", storage_url=storage_url)
+        job = submit(sessions, broker_sender(settings, workers.settings.broker_url), spec, settings)
         result = wait(sessions, job.job_id, timeout=600, alive=workers.alive)
 
     print("[4/4] measuring suggestions against the known tags of the held-out stills")
-    predicted = _suggestions(sessions, report.version)
+    predicted = _suggestions(sessions, version)
     truth = {s.key: set(s.tags) for s in held_out}
     _report(truth, predicted, result, settings, time.monotonic() - started)
     engine.dispose()

@@ -3,17 +3,19 @@
 Importable without torch or the worker code; the client needs only kombu, redis and SQLAlchemy.
 """
 
-from api_client.contract import (
+from tagger_client.contract import (
     QUEUE_BULK,
     QUEUE_INTERACTIVE,
     TASK_CONTROL_JOB,
     TASK_SUBMIT_JOB,
     TASK_TAG_BATCH,
     ItemState,
+    JobSpec,
     JobState,
+    MessageError,
     job_id_for,
 )
-from api_client.errors import (
+from tagger_client.errors import (
     BrokerUnavailable,
     ClientError,
     DatabaseUnavailable,
@@ -26,7 +28,7 @@ from api_client.errors import (
 def __getattr__(name: str) -> object:
     # The client pulls kombu and SQLAlchemy; the contract alone (used by the worker) does not.
     if name in ("TaggerClient", "JobStatus", "Suggestion"):
-        from api_client import client
+        from tagger_client import client
 
         return getattr(client, name)
     raise AttributeError(name)
@@ -44,7 +46,9 @@ __all__ = [
     "InvalidSubmission",
     "ItemState",
     "JobNotFound",
+    "JobSpec",
     "JobState",
+    "MessageError",
     "JobStatus",
     "Suggestion",
     "TaggerClient",

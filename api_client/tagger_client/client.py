@@ -6,7 +6,7 @@ Installing it pulls neither torch nor the worker code:
 
     pip install ./api_client        # distribution "tagger-client"
 
-    from api_client import TaggerClient
+    from tagger_client import TaggerClient
     client = TaggerClient(broker_url="redis://redis:6379/0", database_url="postgresql+psycopg://...")
     job_id = client.submit(keys=["uploads/123.jpg"], priority="interactive", webhook="https://site/hooks/tags")
     client.wait(job_id, timeout=30)
@@ -20,20 +20,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from api_client import tables
-from api_client.contract import (
-    PRIORITIES,
+from tagger_client import tables
+from tagger_client.contract import (
     QUEUE_INTERACTIVE,
     TASK_CONTROL_JOB,
     TASK_SUBMIT_JOB,
+    JobSpec,
     JobState,
     MessageError,
-    job_id_for,
     validate_control_kwargs,
-    validate_submit_kwargs,
 )
-from api_client.errors import BrokerUnavailable, DatabaseUnavailable, InvalidSubmission, JobNotFound, WaitTimeout
-from api_client.status import JobStatus
+from tagger_client.errors import BrokerUnavailable, DatabaseUnavailable, InvalidSubmission, JobNotFound, WaitTimeout
+from tagger_client.status import JobStatus
 
 
 @dataclass(frozen=True)
@@ -82,27 +80,24 @@ class TaggerClient:
 
         The same idempotency key always yields the same job id, and a second submission is a no-op.
         """
-        kwargs: dict[str, Any] = {
-            "job_id": job_id_for(idempotency_key) if idempotency_key else uuid.uuid4().hex,
-            "keys": keys,
-            "prefix": prefix,
-            "query": query,
-            "tags": tags,
-            "storage_url": storage_url,
-            "priority": priority,
-            "idempotency_key": idempotency_key,
-            "webhook": webhook,
-            "notify_task": notify_task,
-            "time_limit": time_limit,
-            "batch_size": batch_size,
-        }
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
         try:
-            validate_submit_kwargs(kwargs)
+            spec = JobSpec.new(
+                keys=keys,
+                prefix=prefix,
+                query=query,
+                tags=tags,
+                storage_url=storage_url,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                webhook=webhook,
+                notify_task=notify_task,
+                time_limit=time_limit,
+                batch_size=batch_size,
+            )
         except MessageError as exc:
             raise InvalidSubmission(str(exc)) from None
-        self._send(TASK_SUBMIT_JOB, kwargs, QUEUE_INTERACTIVE)
-        return str(kwargs["job_id"])
+        self._send(TASK_SUBMIT_JOB, spec.to_message(), QUEUE_INTERACTIVE)
+        return spec.job_id
 
     def cancel(self, job_id: str) -> None:
         self._control(job_id, "cancel")
@@ -239,4 +234,4 @@ class TaggerClient:
             return [Suggestion(name, float(p), v) for name, p, v in conn.execute(query)]
 
 
-__all__ = ["JobStatus", "Suggestion", "TaggerClient", "PRIORITIES"]
+__all__ = ["JobStatus", "Suggestion", "TaggerClient"]

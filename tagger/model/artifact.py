@@ -7,77 +7,13 @@ The database row holds the sha256 of the weights: a tampered store is refused on
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import asdict
 
-import torch
 from torch import nn
 
 from tagger.errors import ArtifactError
-from tagger.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from tagger.model.meta import METADATA, WEIGHTS, ArtifactMeta
 from tagger.storage import Storage
-
-FORMAT_VERSION = 1
-WEIGHTS = "model.safetensors"
-METADATA = "model.json"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ArtifactMeta:
-    version: str
-    arch: str
-    tags: list[str]
-    input_size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    resize: str = "squish"
-    threshold: float = 0.2
-    tag_thresholds: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    format_version: int = FORMAT_VERSION
-    weights_sha256: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ArtifactMeta:
-        try:
-            raw = json.loads(text)
-            raw["mean"] = tuple(raw["mean"])
-            raw["std"] = tuple(raw["std"])
-            meta = cls(**raw)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"model metadata is malformed: {exc}") from exc
-        meta.check()
-        return meta
-
-    def check(self) -> None:
-        if self.format_version != FORMAT_VERSION:
-            raise ArtifactError(f"artifact format {self.format_version} is not {FORMAT_VERSION}")
-        if self.resize != "squish":
-            raise ArtifactError(f"resize mode {self.resize!r} is not supported (squish)")
-        if not self.tags or len(set(self.tags)) != len(self.tags):
-            raise ArtifactError("tag vocabulary is empty or has duplicates")
-        if not 8 <= self.input_size <= 1024:
-            raise ArtifactError(f"input size {self.input_size} is out of range")
-        bad = {t: v for t, v in self.tag_thresholds.items() if t not in self.tags or not 0 < v < 1}
-        if bad or not 0 < self.threshold < 1:
-            raise ArtifactError(f"thresholds out of range or for unknown tags: {bad or self.threshold}")
-
-    def thresholds(self, override: float | None = None) -> torch.Tensor:
-        """Per-tag thresholds in output order; a global override replaces them all."""
-        if override is not None:
-            return torch.full((len(self.tags),), override)
-        return torch.tensor([self.tag_thresholds.get(t, self.threshold) for t in self.tags])
-
-
-def new_version(prefix: str = "m") -> str:
-    return f"{prefix}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')[:-3]}"
 
 
 def save(model: nn.Module, meta: ArtifactMeta, store: Storage) -> ArtifactMeta:
@@ -101,7 +37,7 @@ def load(store: Storage, version: str, *, expected_sha256: str) -> tuple[nn.Modu
     """Load and validate: checksum, safetensors format, tensor names and shapes, vocabulary."""
     from safetensors.torch import load as load_bytes
 
-    from tagger.architectures import build_model
+    from tagger.model.architectures import build_model
 
     meta = read_meta(store, version)
     if meta.version != version:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from api_client.contract import JobState
+from tagger_client.contract import JobState
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""`tagger worker` and `tagger beat`: the long-running processes of a deployment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from tagger.errors import ConfigError
+from tagger.settings import Settings
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("worker", help="run a Celery worker serving TAGGER_BROKER_URL")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="batches at once: pool processes, or task threads with TAGGER_WORKER_POOL=threads "
+        "(default TAGGER_WORKER_CONCURRENCY, else 3 threads on a GPU / cores/2 processes on CPU)",
+    )
+    p.add_argument("--queues", default="tagger.interactive,tagger.bulk", help="comma-separated queues to consume")
+    p.add_argument("--hostname", default=None, help="Celery node name (default: celery@HOST)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("beat", help="run Celery beat: queues scheduled retraining (TAGGER_RETRAIN_SCHEDULE)")
+    p.set_defaults(func=cmd_beat)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.broker_url:
+        raise ConfigError(
+            "tagger worker needs TAGGER_BROKER_URL (e.g. redis://localhost:6379/0); "
+            "`tagger tag FOLDER --wait` without a broker starts its own workers"
+        )
+    from celery.signals import worker_process_init, worker_ready
+
+    from tagger.db import make_engine, upgrade
+    from tagger.model.device import pick_device
+    from tagger.worker import context
+    from tagger.worker.app import configure
+
+    context.configure(settings)
+    upgrade(make_engine(settings.database_url))
+    gpu = pick_device(settings.device).type == "cuda"
+    cores = os.cpu_count() or 1
+    pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
+    default = 3 if pool == "threads" else max(1, cores // 2)
+    concurrency = args.concurrency or settings.worker_concurrency or default
+    if pool == "threads":
+        # One process, one model, `concurrency` batches in flight: while one batch holds the
+        # device, the others fetch, decode on the CPU or write to the database. CUDA is only
+        # ever initialised in this process, after Celery has started.
+        worker_ready.connect(lambda **_: context.init_process(settings, torch_threads=None), weak=False)
+    else:
+        # On CPU, prefork processes split the cores between them; a crash takes down one process.
+        torch_threads = max(1, cores // concurrency)
+        worker_process_init.connect(lambda **_: context.init_process(settings, torch_threads=torch_threads), weak=False)
+    app = configure(settings, settings.broker_url)
+    argv = [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        f"--queues={args.queues}",
+        f"--loglevel={settings.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    app.worker_main(argv=argv)
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.broker_url:
+        raise ConfigError("tagger beat needs TAGGER_BROKER_URL: it queues retraining for a worker on tagger.training")
+    from tagger.worker.app import configure
+    from tagger.worker.retrain import beat_schedule
+
+    app = configure(settings, settings.broker_url)
+    app.conf.beat_schedule = beat_schedule(settings)
+    print(
+        f"beat: retraining on {settings.retrain_schedule!r} into queue tagger.training; "
+        "run `tagger worker --queues tagger.training` to execute it",
+        file=sys.stderr,
+    )
+    # The in-memory scheduler: celery's default PersistentScheduler keeps its state in a pickle-based shelve.
+    app.start(["beat", "--scheduler", "celery.beat:Scheduler", f"--loglevel={settings.log_level}"])
+    return 0

@@ -1,0 +1,101 @@
+"""`tagger train` and `tagger demo`: run the training recipe, then register, gate, promote and re-tag."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+from tagger.cli.shared import print_json
+from tagger.settings import Settings
+
+
+def register(sub: Any) -> None:
+    from tagger.training.options import get_args_parser
+
+    p = sub.add_parser("train", help="train a model from `image_id,tags` CSV and register it")
+    get_args_parser(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="generate a sample archive, train on it, bulk-tag it, report")
+    p.add_argument("--images", type=int, default=2000, help="stills to generate (default 2000)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    p.add_argument(
+        "--size", type=int, default=64, help="model input size; small keeps the demo fast on CPU (default 64)"
+    )
+    p.add_argument("--workers", type=int, default=2, help="worker processes to start (default 2)")
+    p.add_argument("--dir", default=None, help="where to write the sample archive (default: VAR/demo)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    report = train_and_promote(args, settings)
+    if args.json:
+        print_json(asdict(report))
+    elif report.version:
+        print(
+            f"model {report.version}: F2 {report.final['f2']:.4f}, accuracy {report.final['accuracy']:.4f} "
+            f"on {report.valid_images} held-out images ({report.seconds:.0f}s)"
+            + (" - now active" if report.activated else " - registered as candidate")
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from tagger.cli.demo import run_demo
+
+    return run_demo(args, settings)
+
+
+def train_and_promote(args: argparse.Namespace, settings: Settings) -> Any:
+    """The recipe, then: register the candidate, judge it at the gate, activate it, queue the stale re-tag."""
+    from tagger import promotion, registry
+    from tagger.cli.shared import open_sessions
+    from tagger.model.device import pick_device
+    from tagger.storage import open_storage
+    from tagger.training.gate import compare
+    from tagger.training.train import main as recipe
+    from tagger.training.train import say
+
+    report, candidate = recipe(args, settings)
+    if candidate is None:  # --find-lr: a plot, no model
+        return report
+    sessions = open_sessions(settings)
+    with sessions() as session, session.begin():
+        registry.register(session, candidate.meta, uri=candidate.uri, activate_if_none=False)
+    gate = compare(
+        sessions,
+        open_storage(settings.model_store),
+        candidate,
+        threshold=args.threshold,
+        margin=args.gate_margin,
+        device=pick_device(settings.device),
+    )
+    report.gate = gate.as_dict()
+    say(f"promotion gate: {gate.reason}")
+    version = candidate.meta.version
+    if args.no_activate:
+        say(f"registered {version} as a candidate (--no-activate)")
+        return report
+    if not gate.promote and not args.force:
+        say(f"{version} stays a candidate; `tagger models activate {version}` (or --force) overrides")
+        return report
+    promotion.activate(sessions, settings, version, check=False)
+    report.activated = True
+    if args.retag_stale:
+        report.stale_job = retag_stale(sessions, settings)
+    return report
+
+
+def retag_stale(sessions: Any, settings: Settings) -> str | None:
+    """Queue a low-priority job for every image tagged by an older version; None without a broker."""
+    from tagger.jobs.producer import broker_sender, submit
+    from tagger.training.train import say
+    from tagger_client.contract import JobSpec
+
+    if not settings.broker_url:
+        say("no TAGGER_BROKER_URL: run `tagger tag --stale` to re-tag images from older models")
+        return None
+    job = submit(sessions, broker_sender(settings), JobSpec.new(query="stale"), settings)
+    say(f"queued job {job.job_id} re-tagging images from older models (bulk queue)")
+    return job.job_id

@@ -1,0 +1,68 @@
+"""Inference defined once: a uint8 batch in, per-tag probabilities out.
+
+Workers, the evaluation at the end of training and the promotion gate all score through
+`predict` on a model made ready by `prepare`, so what is measured is what serves.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tagger.model.preprocess import Normalise
+
+
+def prepare(model: nn.Module, device: torch.device) -> tuple[nn.Module, torch.dtype]:
+    """Move a model for inference: bf16 + channels_last on CUDA, float32 on CPU."""
+    model.eval()
+    if device.type == "cuda":
+        model = model.to(device=device, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+        return model, torch.bfloat16
+    return model.to(device), torch.float32
+
+
+def compile_for_serving(
+    model: nn.Module,
+    *,
+    batch_size: int,
+    input_size: int,
+    normalise: Normalise,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> nn.Module:
+    """torch.compile for one fixed batch shape (`predict(pad_to=batch_size)` keeps it fixed), warmed
+    up here, beside the model still serving, so no real batch waits for the compiler."""
+    compiled: nn.Module = torch.compile(model, dynamic=False)  # type: ignore[assignment]
+    warm = torch.zeros((batch_size, 3, input_size, input_size), dtype=torch.uint8)
+    for _ in range(2):
+        predict(compiled, warm, normalise=normalise, device=device, dtype=dtype)
+    return compiled
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    batch: torch.Tensor,
+    *,
+    normalise: Normalise,
+    device: torch.device,
+    dtype: torch.dtype,
+    pad_to: int | None = None,
+) -> torch.Tensor:
+    """NCHW uint8 (on the host or the device) -> N x tags float32 probabilities on the host.
+
+    pad_to: a compiled model sees one batch shape only; a short batch is padded and cut back.
+    """
+    n = batch.shape[0]
+    if pad_to is not None and n > pad_to:
+        parts = batch.split(pad_to)
+        return torch.cat(
+            [predict(model, p, normalise=normalise, device=device, dtype=dtype, pad_to=pad_to) for p in parts]
+        )
+    if pad_to is not None and n < pad_to:
+        batch = torch.cat([batch, batch.new_zeros((pad_to - n, *batch.shape[1:]))])
+    x = batch.to(device, non_blocking=device.type == "cuda")
+    x = normalise(x, dtype=dtype)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return torch.sigmoid(model(x)[:n].float()).cpu()

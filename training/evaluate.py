@@ -1,0 +1,76 @@
+"""Score a model on held-out stills through the same `predict` the workers serve with, and measure it."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from tagger.model.predict import predict, prepare
+from tagger.model.preprocess import Normalise
+from tagger.training.calibrate import calibrate
+from tagger.training.data import DecodedStills
+from tagger.training.metrics import (
+    accuracy_multi,
+    average_precision,
+    fbeta_samples,
+    mean_average_precision,
+    per_tag_precision_recall,
+)
+
+CHUNK = 128  # images per forward pass while scoring
+
+
+def bce(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    return float(nn.functional.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets))
+
+
+def predict_all(
+    model: nn.Module, data: DecodedStills, device: torch.device, normalise: Normalise, *, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N x tags probabilities, N x tags targets) of `data`, scored by `tagger.model.predict.predict`."""
+    model.eval()
+    outs = [
+        predict(model, data.pixels[start : start + CHUNK], normalise=normalise, device=device, dtype=dtype)
+        for start in range(0, len(data), CHUNK)
+    ]
+    return torch.cat(outs), data.targets
+
+
+def predict_served(
+    model: nn.Module, data: DecodedStills, device: torch.device, normalise: Normalise
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score a copy of a training model prepared exactly as a worker serves it (bf16 + channels_last on CUDA)."""
+    served, dtype = prepare(copy.deepcopy(model), device)
+    return predict_all(served, data, device, normalise, dtype=dtype)
+
+
+def evaluate(
+    probs: torch.Tensor, targets: torch.Tensor, vocabulary: list[str], args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Final metrics with the global threshold and with per-tag calibrated ones."""
+    tag_thresholds = {} if args.no_calibrate else calibrate(probs, targets, vocabulary, default=args.threshold)
+    per_tag_t = torch.tensor([tag_thresholds.get(t, args.threshold) for t in vocabulary])
+    precision, recall, support = per_tag_precision_recall(probs, targets, per_tag_t)
+    ap = average_precision(probs, targets)
+    final = {
+        "f2": fbeta_samples(probs, targets, args.threshold),
+        "f2_calibrated": fbeta_samples(probs, targets, per_tag_t),
+        "accuracy": accuracy_multi(probs, targets, args.threshold),
+        "map": mean_average_precision(probs, targets),
+        "valid_loss": bce(probs, targets),
+        "per_tag": {
+            tag: {
+                "precision": round(float(p), 4),
+                "recall": round(float(r), 4),
+                "ap": None if torch.isnan(a) else round(float(a), 4),
+                "support": int(s),
+                "threshold": tag_thresholds.get(tag, args.threshold),
+            }
+            for tag, p, r, a, s in zip(vocabulary, precision, recall, ap, support, strict=True)
+        },
+    }
+    return final, tag_thresholds
