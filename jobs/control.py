@@ -16,7 +16,7 @@ from tagger.db.schema import Job, JobItem, utcnow
 from tagger.db.upsert import affected
 from tagger.errors import ConfigError, NotFoundError
 from tagger.jobs.lifecycle import Send, announce_end, finish_if_complete
-from tagger.jobs.sources import chunked, paged_keys
+from tagger.jobs.sources import chunked, paged_ids
 from tagger_client.contract import TASK_TAG_BATCH, ItemState, JobState
 
 _ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)
@@ -114,7 +114,7 @@ def reconcile(sessions: sessionmaker[Session], send: Send, job_id: str | None = 
         jobs = session.execute(query).all()
     requeued: dict[str, int] = {}
     for jid, queue, batch_size in jobs:
-        pending = paged_keys(sessions, JobItem.job_id == jid, JobItem.state == ItemState.PENDING, join_items=True)
+        pending = paged_ids(sessions, JobItem.job_id == jid, JobItem.state == ItemState.PENDING, join_items=True)
         requeued[jid] = 0
         for chunk in chunked(pending, batch_size):
             send(TASK_TAG_BATCH, [jid, chunk], queue)

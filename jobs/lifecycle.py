@@ -49,3 +49,17 @@ def finish_if_complete(session: Session, job_id: str) -> bool:
         .execution_options(synchronize_session=False)
     )
     return bool(affected(result))
+
+
+def fail(session: Session, job_id: str, reason: str) -> bool:
+    """End an unfinished job as failed, with the reason people will read; true if it failed now.
+
+    Its batches still in the queue are then skipped by the workers without any I/O.
+    """
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.PAUSED]))
+        .values(state=JobState.FAILED, error=reason[:2000], listing_complete=True, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(affected(result))

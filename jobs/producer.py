@@ -1,8 +1,14 @@
-"""Create a job and fill it with batches: each batch is committed to the database, then enqueued."""
+"""Create a job and fill it with batches: each batch is committed to the database, then enqueued.
+
+An entry that cannot be tagged (a file name that is not UTF-8, a control character, a `..`) becomes
+one failed item with a readable reason, and the job goes on. A source that cannot be read at all
+(a folder that does not exist, a missing bucket) is refused before the job is created; one that
+fails midway fails the job with the reason, never leaving it half-enqueued and queued for ever.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -10,15 +16,15 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.db.images import image_ids
+from tagger.db.images import image_ids, storage_id
 from tagger.db.schema import Job, JobItem, utcnow
 from tagger.db.upsert import insert_ignore
-from tagger.errors import ConfigError
-from tagger.jobs.lifecycle import Send, announce_end, finish_if_complete
-from tagger.jobs.sources import chunked
+from tagger.errors import ConfigError, InvalidKeyError
+from tagger.jobs.lifecycle import Send, announce_end, fail, finish_if_complete
+from tagger.jobs.sources import PassedOver, chunked
 from tagger.settings import Settings
-from tagger.storage import validate_key
-from tagger_client.contract import QUEUE_BULK, TASK_TAG_BATCH, JobSpec
+from tagger.storage import canonical_url, readable, validate_key
+from tagger_client.contract import TASK_TAG_BATCH, ItemState, JobSpec
 
 DEFAULT_MAX_ATTEMPTS = 5  # deliveries per image: a poison image fails with a reason instead of looping
 
@@ -75,71 +81,135 @@ def enqueue_keys(
     *,
     job_id: str,
     keys: Iterable[str],
+    storage_url: str,
     batch_size: int,
-    queue: str = QUEUE_BULK,
-    storage_url: str | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    queue: str,
 ) -> int:
-    """Stream keys into batches; returns how many new items the job received.
+    """Stream keys into batches under one storage root; returns how many new items the job received.
 
-    Keys are validated before any I/O; an invalid one aborts the submission with its reason.
-    Memory stays flat: one batch of keys is held at a time.
+    Each key is validated before any I/O; one that cannot be tagged is a failed item, named readably.
     """
+    with sessions() as session, session.begin():
+        storage = storage_id(session, storage_url)
     total = 0
     for chunk in chunked(keys, batch_size):
-        chunk = list(dict.fromkeys(validate_key(k) for k in chunk))
+        good: list[str] = []
+        bad: dict[str, str] = {}  # readable name -> reason
+        for key in dict.fromkeys(chunk):
+            try:
+                good.append(validate_key(key))
+            except InvalidKeyError as exc:
+                bad[readable(key)] = str(exc)
         with sessions() as session, session.begin():
-            ids = image_ids(session, chunk, storage_url=storage_url)
-            rows = [{"job_id": job_id, "image_id": ids[k]} for k in chunk]
-            inserted = session.execute(
-                insert_ignore(session, JobItem, rows, ["job_id", "image_id"]).returning(JobItem.image_id)
-            )
-            added = len(inserted.all())
-            session.execute(
-                update(Job).where(Job.id == job_id).values(total=Job.total + added, batches=Job.batches + 1)
-            )
-        send(TASK_TAG_BATCH, [job_id, chunk], queue)
-        total += added
-        if on_batch:
-            on_batch(len(chunk))
-    with sessions() as session, session.begin():
-        session.execute(update(Job).where(Job.id == job_id).values(listing_complete=True))
-        closed = finish_if_complete(session, job_id)
-    if closed:  # every item was already done (or there were none): the job ends here
-        announce_end(send, job_id)
+            ids = image_ids(session, storage, good + list(bad))
+            pending = [ids[k] for k in good]
+            total += _add_items(session, job_id, pending, {ids[name]: reason for name, reason in bad.items()})
+        if pending:
+            send(TASK_TAG_BATCH, [job_id, sorted(pending)], queue)
     return total
+
+
+def enqueue_ids(
+    sessions: sessionmaker[Session], send: Send, *, job_id: str, ids: Iterable[int], batch_size: int, queue: str
+) -> int:
+    """Stream existing images (a database query) into batches; returns how many new items the job received."""
+    total = 0
+    for chunk in chunked(ids, batch_size):
+        with sessions() as session, session.begin():
+            total += _add_items(session, job_id, chunk, {})
+        send(TASK_TAG_BATCH, [job_id, sorted(chunk)], queue)
+    return total
+
+
+def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[int, str]) -> int:
+    """Insert the batch's items (pending, or failed with their reason) and move the job's counters."""
+    # Every row names the same columns: a multi-row INSERT takes its column list from the first row.
+    rows = [{"job_id": job_id, "image_id": i, "state": ItemState.PENDING.value, "error": None} for i in pending]
+    rows += [
+        {"job_id": job_id, "image_id": i, "state": ItemState.FAILED.value, "error": reason[:2000]}
+        for i, reason in failed.items()
+        if i not in set(pending)
+    ]
+    if not rows:
+        return 0
+    added = session.execute(
+        insert_ignore(session, JobItem, rows, ["job_id", "image_id"]).returning(JobItem.image_id, JobItem.state)
+    ).all()
+    new_failed = sum(1 for _, state in added if state == ItemState.FAILED.value)
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(total=Job.total + len(added), failed=Job.failed + new_failed, batches=Job.batches + 1)
+    )
+    return len(added)
 
 
 def submit(sessions: sessionmaker[Session], send: Send, spec: JobSpec, settings: Settings) -> Submitted:
     """Create the job `spec` describes and, unless its listing already completed, fill it with batches.
 
     Defaults come from `settings` once, here: the batch size and, for keys and prefixes, the storage.
+    A source that does not exist raises before the job is created; any failure while listing fails
+    the job with the reason (and is raised); an interrupted listing is finished by submitting again.
     """
-    from tagger.jobs.queries import query_source
+    from tagger.jobs.queries import query_ids
     from tagger.jobs.sources import keys_for
 
     batch_size = spec.batch_size or settings.batch_size
+    passed_over = PassedOver()
     if spec.query is not None:
-        storage_url, keys = query_source(sessions, spec, default_storage=settings.storage_url)
+        storage_url = canonical_url(spec.storage_url) if spec.storage_url else ""
+        ids = query_ids(sessions, spec, storage_url=storage_url)
+        submitted = create_job(sessions, spec, source=spec.describe(), storage_url=storage_url, batch_size=batch_size)
     else:
-        storage_url = spec.storage_url or settings.storage_url
-        if not storage_url:
+        if not (spec.storage_url or settings.storage_url):
             raise ConfigError("no storage: pass a storage URL or set TAGGER_STORAGE_URL (file:///dir or s3://bucket)")
-        keys = keys_for(spec, storage_url)
-    submitted = create_job(
-        sessions, spec, source=spec.describe(storage_url), storage_url=storage_url, batch_size=batch_size
-    )
-    if submitted.created:
-        enqueue_keys(
-            sessions,
-            send,
-            job_id=submitted.job_id,
-            keys=keys,
-            batch_size=batch_size,
-            queue=spec.queue,
-            storage_url=storage_url,
+        storage_url = canonical_url(spec.storage_url or settings.storage_url)
+        check_source(spec, storage_url)
+        keys = keys_for(spec, storage_url, passed_over)
+        submitted = create_job(
+            sessions, spec, source=spec.describe(storage_url), storage_url=storage_url, batch_size=batch_size
         )
+    if not submitted.created:
+        return submitted
+    job_id, queue = submitted.job_id, spec.queue
+    try:
+        if spec.query is not None:
+            enqueue_ids(sessions, send, job_id=job_id, ids=ids, batch_size=batch_size, queue=queue)
+        else:
+            enqueue_keys(
+                sessions, send, job_id=job_id, keys=keys, storage_url=storage_url, batch_size=batch_size, queue=queue
+            )
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, ConfigError | InvalidKeyError) else f"{type(exc).__name__}: {exc}"
+        with sessions() as session, session.begin():
+            failed_now = fail(session, submitted.job_id, f"listing failed: {reason}")
+        if failed_now:
+            announce_end(send, submitted.job_id)
+        raise
+    complete_listing(sessions, send, submitted.job_id, passed_over)
     return submitted
+
+
+def check_source(spec: JobSpec, storage_url: str) -> None:
+    """Refuse, before a job exists, a source that cannot be there: a missing folder, bucket or prefix."""
+    from pathlib import Path
+
+    from tagger.storage import open_storage
+
+    if spec.key_file is not None and not Path(spec.key_file).is_file():
+        raise ConfigError(f"key file not found: {spec.key_file}")
+    open_storage(storage_url).check(spec.prefix or "")
+
+
+def complete_listing(sessions: sessionmaker[Session], send: Send, job_id: str, passed_over: PassedOver) -> None:
+    """Every item is in: record what the listing passed over, and close the job if nothing is left to tag."""
+    with sessions() as session, session.begin():
+        session.execute(
+            update(Job).where(Job.id == job_id).values(listing_complete=True, passed_over=dict(passed_over))
+        )
+        closed = finish_if_complete(session, job_id)
+    if closed:  # every item was already done or failed (or there were none): the job ends here
+        announce_end(send, job_id)
 
 
 def celery_sender(app: Any) -> Send:

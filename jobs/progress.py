@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.db.schema import Image, Job, JobItem
+from tagger.db.schema import Image, Job, JobItem, Storage
 from tagger_client.contract import ItemState, JobState
 from tagger_client.status import JobStatus
 
@@ -45,20 +45,39 @@ def _summarise(job: Job) -> JobSummary:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        passed_over=dict(job.passed_over or {}),
     )
 
 
 def failures(sessions: sessionmaker[Session], job_id: str, limit: int = 1000) -> list[tuple[str, str]]:
-    """(key, reason) for each failed image of the job."""
+    """(key, reason) for each failed image of the job; a job over several storages names each by URL."""
     with sessions() as session:
+        several = not session.scalar(select(Job.storage_url).where(Job.id == job_id))
         rows = session.execute(
-            select(Image.key, JobItem.error)
+            select(Storage.url, Image.key, JobItem.error)
             .join(Image, Image.id == JobItem.image_id)
+            .join(Storage, Storage.id == Image.storage_id)
             .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED)
-            .order_by(Image.key)
+            .order_by(Storage.url, Image.key)
             .limit(limit)
         ).all()
-    return [(key, error or "") for key, error in rows]
+    return [(f"{url}/{key}" if several else key, error or "") for url, key, error in rows]
+
+
+def resolve(sessions: sessionmaker[Session], job_id: str) -> str:
+    """A full job id from an id or a unique prefix of at least 4 characters (as `git` takes commits)."""
+    from tagger.errors import ConfigError, NotFoundError
+
+    ref = job_id.strip().lower()
+    if len(ref) < 4:
+        raise ConfigError(f"job id {job_id!r} is too short: give at least 4 characters")
+    with sessions() as session:
+        found = list(session.scalars(select(Job.id).where(Job.id.startswith(ref, autoescape=True)).limit(3)))
+    if not found:
+        raise NotFoundError(f"no job {job_id!r}; see `tagger jobs list`")
+    if len(found) > 1:
+        raise ConfigError(f"job id {job_id!r} is ambiguous ({', '.join(found[:2])}, ...): give more characters")
+    return found[0]
 
 
 def wait(
@@ -69,26 +88,57 @@ def wait(
     poll: float = 0.5,
     show_progress: bool = True,
     alive: Callable[[], bool] | None = None,
+    progress_every: float = 15.0,
+    idle_warning: float = 30.0,
+    say: Callable[[str], None] | None = None,
 ) -> JobSummary:
-    """Block until the job reaches a finished state (or timeout), drawing a progress bar."""
+    """Block until the job reaches a finished state (or timeout), following it for people.
+
+    On a terminal: a progress bar whose rate is the job's own (the same figure as the final summary).
+    Elsewhere (logs, CI): one progress line every `progress_every` seconds. Either way, a job that
+    stays queued for `idle_warning` seconds gets one line saying that no worker seems to take it.
+    """
     from tqdm import tqdm
 
     deadline = None if timeout is None else time.monotonic() + timeout
+    started = last_line = time.monotonic()
+    warned = False
     bar = tqdm(
-        total=0, unit="img", desc=f"job {job_id[:8]}", disable=None if show_progress else True, dynamic_ncols=True
-    )  # None: no bar when not a terminal
+        total=0,
+        unit="img",
+        desc=f"job {job_id[:8]}",
+        disable=None if show_progress else True,  # None: no bar when not a terminal
+        dynamic_ncols=True,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+    )
+    lines = show_progress and bar.disable and say is not None
     try:
         while True:
             current = summary(sessions, job_id)
             bar.total = current.total
             bar.n = current.done + current.failed + current.skipped
-            bar.set_postfix(failed=current.failed, state=current.state.value, refresh=False)
+            rate = f"{current.rate:.1f} img/s" if current.rate else "-"
+            bar.set_postfix_str(f"{rate}, {current.failed} failed, {current.state.value}", refresh=False)
             bar.refresh()
             if current.state.finished:
                 return current
+            now = time.monotonic()
+            if lines and now - last_line >= progress_every and say is not None:
+                eta = f", about {current.eta_seconds:.0f}s left" if current.eta_seconds else ""
+                say(
+                    f"job {job_id[:8]}: {current.state.value}, {bar.n}/{current.total} ({current.done} tagged, "
+                    f"{current.failed} failed), {rate}{eta}"
+                )
+                last_line = now
+            if not warned and current.state == JobState.QUEUED and now - started >= idle_warning and say is not None:
+                say(
+                    f"job {job_id[:8]} has been queued for {idle_warning:.0f}s and no worker has taken a batch: "
+                    "is a `tagger worker` running against this broker and consuming the job's queue?"
+                )
+                warned = True
             if alive is not None and not alive():
                 raise RuntimeError(f"worker processes exited while job {job_id} was {current.state.value}")
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and now > deadline:
                 raise TimeoutError(f"job {job_id} still {current.state.value} after {timeout}s")
             time.sleep(poll)
     finally:
@@ -101,14 +151,15 @@ def outcomes(sessions: sessionmaker[Session], job_id: str, limit: int = 1000) ->
 
     with sessions() as session:
         rows = session.execute(
-            select(Image.key, JobItem.state, JobItem.attempts, JobItem.error, ModelVersion.version)
+            select(Storage.url, Image.key, JobItem.state, JobItem.attempts, JobItem.error, ModelVersion.version)
             .join(Image, Image.id == JobItem.image_id)
+            .join(Storage, Storage.id == Image.storage_id)
             .outerjoin(ModelVersion, ModelVersion.id == JobItem.model_version_id)
             .where(JobItem.job_id == job_id)
-            .order_by(Image.key)
+            .order_by(Storage.url, Image.key)
             .limit(limit)
         ).all()
     return [
-        {"key": key, "state": state, "attempts": attempts, "error": error, "model_version": version}
-        for key, state, attempts, error, version in rows
+        {"storage": url, "key": key, "state": state, "attempts": attempts, "error": error, "model_version": version}
+        for url, key, state, attempts, error, version in rows
     ]

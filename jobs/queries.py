@@ -1,5 +1,7 @@
 """Database-query producers: which images need (re-)tagging, streamed by id so memory stays flat.
 
+Each image is read from the storage it was submitted from, so a query job can span several storages.
+
 - `untagged`: images no model has tagged yet.
 - `stale`: images last tagged by a version other than the active one (after a promotion).
 - `missing`: images without a suggestion from the active model for any of the given tags.
@@ -14,9 +16,9 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger import registry
-from tagger.db.schema import Image, Suggestion
-from tagger.errors import ConfigError
-from tagger.jobs.sources import paged_keys
+from tagger.db.schema import Image, Storage, Suggestion, Tag
+from tagger.errors import ConfigError, NotFoundError
+from tagger.jobs.sources import paged_ids
 from tagger_client.contract import QUERIES, JobSpec
 
 
@@ -29,7 +31,11 @@ def _where(session: Session, query: str, tags: Sequence[str]) -> Any:
     if query == "missing":
         if not tags:
             raise ConfigError("the `missing` query needs --tags (a tag set to look for)")
-        tag_ids = list(registry.tag_ids(session, tags).values())
+        known = {name: tag_id for name, tag_id in session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(tags)))}
+        unknown = sorted(set(tags) - set(known))
+        if unknown:
+            raise NotFoundError(f"no tag {', '.join(map(repr, unknown))} in the vocabulary; see `tagger models show`")
+        tag_ids = list(known.values())
         return ~exists().where(
             Suggestion.image_id == Image.id,
             Suggestion.model_version_id == active_id,
@@ -38,28 +44,19 @@ def _where(session: Session, query: str, tags: Sequence[str]) -> Any:
     raise ConfigError(f"unknown query {query!r}; one of {', '.join(QUERIES)}")
 
 
-def _storage(session: Session, where: Any, storage_url: str | None, default: str | None) -> str:
-    if storage_url:
-        return storage_url
-    urls = [u for u in session.scalars(select(Image.storage_url).distinct().where(where).limit(3)) if u]
-    if len(urls) > 1:
-        raise ConfigError(f"the matching images live in several storages ({', '.join(urls)}); pass --storage URL")
-    if urls:
-        return urls[0]
-    if default:
-        return default
-    if session.scalar(select(Image.id).where(where).limit(1)) is None:
-        return ""  # nothing matches: the job is empty and finishes at once
-    raise ConfigError("cannot tell where these images are stored; pass --storage URL or set TAGGER_STORAGE_URL")
+def query_ids(sessions: sessionmaker[Session], spec: JobSpec, *, storage_url: str = "") -> Iterator[int]:
+    """The ids of the images a query selects, streamed by id; the where-clause is fixed before the first page.
 
-
-def query_source(
-    sessions: sessionmaker[Session], spec: JobSpec, *, default_storage: str | None
-) -> tuple[str, Iterator[str]]:
-    """The storage and the streamed keys of the images a query selects; the where-clause is fixed first."""
+    Images live wherever they were submitted from, so one query job can span several storages; with
+    `storage_url`, only the images under that root are selected.
+    """
     assert spec.query is not None
     with sessions() as session:
-        where = _where(session, spec.query, spec.tags)
-        storage = _storage(session, where, spec.storage_url, default_storage)
-    # Images of this storage, or of unknown storage (rows created before storage was recorded).
-    return storage, paged_keys(sessions, where, (Image.storage_url == storage) | Image.storage_url.is_(None))
+        where = [_where(session, spec.query, spec.tags)]
+        if storage_url:
+            found = session.scalar(select(Storage.id).where(Storage.url == storage_url))
+            if found is None:
+                known = ", ".join(session.scalars(select(Storage.url).order_by(Storage.url).limit(10))) or "none yet"
+                raise NotFoundError(f"no images were ever submitted from {storage_url}; storages: {known}")
+            where.append(Image.storage_id == found)
+    return paged_ids(sessions, *where)

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tagger.errors import ConfigError
-from tagger.processes import free_port, stop_process
+from tagger.processes import die_with_parent, free_port, stop_process
 
 
 def redis_server_binary() -> str:
@@ -65,7 +65,9 @@ class EmbeddedRedis:
             "--loglevel",
             "warning",
         ]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -16,7 +16,15 @@ class ConfigError(TaggerError):
 
 
 class NotFoundError(TaggerError):
+    """Nothing by that name: an image, a job, a model version, a tag, a database."""
+
     exit_code = 3
+
+
+class UnavailableError(TaggerError):
+    """A server (database, broker, storage) cannot be reached; the message names it, without secrets."""
+
+    exit_code = 5
 
 
 class PermanentError(TaggerError):

@@ -1,29 +1,45 @@
-"""Labelled stills: the `image_id,tags` CSV, and the tags people confirmed in the database (the training data)."""
+"""Labelled stills: the `image_id,tags` CSV, and the decisions people made in the database (the training data).
+
+Label files are read as spreadsheets and scripts write them: a byte-order mark, Windows line ends and
+quoted fields are fine, a header row is recognised (`image_id,tags`, `image_name,tags`, ...), tags are
+split on spaces or commas and lower-cased, and one image listed on several rows gets the union of its
+tags. What was normalised is reported, never silent.
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger import registry
-from tagger.db.images import image_ids
-from tagger.db.schema import Image, Label, ModelVersion, Suggestion, Tag
-from tagger.db.upsert import insert_ignore
-from tagger.errors import ConfigError, NotFoundError, PermanentError
-from tagger.storage import validate_key
+from tagger.db.images import image_ids, storage_id
+from tagger.db.schema import Image, Label, Storage, Suggestion, Tag, utcnow
+from tagger.db.upsert import upsert
+from tagger.errors import ConfigError, PermanentError
+from tagger.storage import canonical_url, validate_key
+
+TAG_NAME = re.compile(r"^[^\W_][\w.&'+:/-]*$")
+MAX_TAG_LENGTH = 100
+_KEY_HEADERS = {"image_id", "image", "id", "image_name", "imagename", "filename", "file", "key", "path", "name"}
+_TAG_HEADERS = {"tags", "tag", "labels", "label"}
 
 
 @dataclass(frozen=True)
 class LabelledSet:
+    """Images (keys, each under its storage root) with the tags that apply to them."""
+
     keys: list[str]
     tags: list[list[str]]
+    storage_urls: list[str] = field(default_factory=list)  # parallel to keys; empty: the caller's --images
+    notes: list[str] = field(default_factory=list)  # what reading normalised, for people
 
     @property
     def vocabulary(self) -> list[str]:
@@ -31,6 +47,10 @@ class LabelledSet:
 
     def tag_counts(self) -> Counter[str]:
         return Counter(t for row in self.tags for t in row)
+
+    def under(self, storage_url: str) -> LabelledSet:
+        """The same set with every image under `storage_url` (a CSV's keys are relative to --images)."""
+        return LabelledSet(self.keys, self.tags, [storage_url] * len(self.keys), self.notes)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -40,120 +60,211 @@ class LabelledSet:
 
     def split(self, valid_fraction: float) -> tuple[LabelledSet, LabelledSet]:
         """A deterministic split by key hash: the same image is held out on every run."""
-        train, valid = LabelledSet([], []), LabelledSet([], [])
-        for key, tags in zip(self.keys, self.tags, strict=True):
+        train, valid = LabelledSet([], [], []), LabelledSet([], [], [])
+        urls = self.storage_urls or [""] * len(self.keys)
+        for key, tags, url in zip(self.keys, self.tags, urls, strict=True):
             bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
             target = valid if bucket < valid_fraction else train
             target.keys.append(key)
             target.tags.append(tags)
+            target.storage_urls.append(url)
         if not train.keys or not valid.keys:
-            raise ConfigError(f"split of {len(self.keys)} rows left an empty train or validation set")
+            raise ConfigError(
+                f"splitting {len(self.keys)} labelled images left no training or no held-out image; "
+                "label more images (at least 10 are needed) or change --valid-fraction"
+            )
         return train, valid
 
 
-def labels_from_db(session: Session) -> tuple[LabelledSet, set[str]]:
-    """Tags people confirmed (accepted suggestions and manual tags): the dataset and the storages it lives in."""
-    rows = session.execute(
-        select(Image.key, Image.storage_url, Tag.name)
-        .join(Label, Label.image_id == Image.id)
-        .join(Tag, Tag.id == Label.tag_id)
-        .order_by(Image.key, Tag.name)
-    ).all()
-    by_key: dict[str, list[str]] = {}
-    storages: set[str] = set()
-    for key, storage_url, tag in rows:
-        by_key.setdefault(key, []).append(tag)
-        if storage_url:
-            storages.add(storage_url)
-    if not by_key:
-        raise ConfigError("the database has no confirmed labels yet; see `tagger labels --help`")
-    return LabelledSet(list(by_key), list(by_key.values())), storages
+def normalise_tag(name: str) -> str:
+    """A tag name as stored: lower case, one word (no spaces: label files separate tags with them)."""
+    tag = name.strip().lower()
+    if not tag:
+        raise ConfigError("an empty tag name")
+    if any(ch.isspace() for ch in tag):
+        raise ConfigError(f"tag {name!r} has spaces; tags are single words (join words with -, e.g. black-and-white)")
+    if len(tag) > MAX_TAG_LENGTH or not TAG_NAME.match(tag):
+        raise ConfigError(
+            f"tag {name!r} is not a tag name: letters, digits and . & ' + : / - _ only, starting with a letter "
+            f"or digit, at most {MAX_TAG_LENGTH} characters"
+        )
+    return tag
 
 
 def read_labels_csv(path: Path) -> LabelledSet:
-    """Read `image_id,tags` rows (a header line is optional); image_id is the storage key."""
+    """Read `image_id,tags` rows as people save them (see the module's docstring); image_id is the storage key."""
     if not path.is_file():
         raise ConfigError(f"labels file not found: {path}")
-    keys: list[str] = []
-    tags: list[list[str]] = []
-    with open(path, newline="", encoding="utf-8") as fh:
+    by_key: dict[str, list[str]] = {}
+    merged: list[str] = []
+    lowered: Counter[str] = Counter()
+    header = False
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row or (lineno == 1 and row[0].strip().lower() in ("image_id", "image", "id")):
+            cells = [c.strip() for c in row]
+            if not any(cells):
                 continue
-            if len(row) != 2:
-                raise ConfigError(f"{path}:{lineno}: expected `image_id,tags`, got {len(row)} fields")
+            if (
+                not by_key
+                and not header
+                and cells[0].lower() in _KEY_HEADERS
+                and (len(cells) < 2 or cells[1].lower() in _TAG_HEADERS)
+            ):
+                header = True
+                continue
+            if len(cells) < 2:
+                raise ConfigError(f"{path}:{lineno}: expected `image_id,tags`, got one field: {row[0]!r}")
             try:
-                keys.append(validate_key(row[0].strip()))
+                key = validate_key(cells[0])
             except PermanentError as exc:
                 raise ConfigError(f"{path}:{lineno}: {exc}") from None
-            tags.append(row[1].split())
-    if not keys:
+            tags: list[str] = []
+            for raw in re.split(r"[\s,]+", " ".join(cells[1:])):
+                if not raw:
+                    continue
+                try:
+                    tag = normalise_tag(raw)
+                except ConfigError as exc:
+                    raise ConfigError(f"{path}:{lineno}: {exc}") from None
+                if tag != raw:
+                    lowered[f"{raw} -> {tag}"] += 1
+                tags.append(tag)
+            if key in by_key:
+                merged.append(key)
+            by_key.setdefault(key, [])
+            by_key[key] = sorted(set(by_key[key]) | set(tags))
+    if not by_key:
         raise ConfigError(f"{path} has no labelled rows")
-    return LabelledSet(keys, tags)
+    notes = []
+    if header:
+        notes.append("the first row is a header")
+    if lowered:
+        notes.append("tags lower-cased: " + ", ".join(f"{m} ({n} rows)" for m, n in lowered.most_common(10)))
+    if merged:
+        notes.append(f"{len(merged)} image(s) listed on several rows, their tags merged (e.g. {merged[0]})")
+    return LabelledSet(list(by_key), list(by_key.values()), notes=notes)
+
+
+def labels_from_db(session: Session) -> LabelledSet:
+    """The decisions people made: every image with one, its accepted or hand-entered tags (an image whose
+    suggestions were all rejected is labelled with none: a negative for every tag)."""
+    rows = session.execute(
+        select(Storage.url, Image.key, Tag.name, Label.positive)
+        .join(Image, Image.id == Label.image_id)
+        .join(Storage, Storage.id == Image.storage_id)
+        .join(Tag, Tag.id == Label.tag_id)
+        .order_by(Storage.url, Image.key, Tag.name)
+    ).all()
+    by_image: dict[tuple[str, str], list[str]] = {}
+    for url, key, tag, positive in rows:
+        tags = by_image.setdefault((url, key), [])
+        if positive:
+            tags.append(tag)
+    if not by_image:
+        raise ConfigError(
+            "the database has no labels yet; review suggestions (`tagger serve`) or see `tagger labels --help`"
+        )
+    places = list(by_image)
+    return LabelledSet([k for _, k in places], list(by_image.values()), [u for u, _ in places])
+
+
+def decide(
+    sessions: sessionmaker[Session],
+    image_id: int,
+    *,
+    accepted: Sequence[str] = (),
+    rejected: Sequence[str] = (),
+    source: str = "manual",
+    by: str | None = None,
+) -> int:
+    """Record a person's decisions on one image's tags (the latest decision per tag wins); returns how many."""
+    with sessions() as session, session.begin():
+        return _decide(session, {image_id: (list(accepted), list(rejected))}, source=source, by=by)
 
 
 def add(
-    sessions: sessionmaker[Session],
-    key: str,
-    tags: Sequence[str],
-    *,
-    source: str = "manual",
-    storage_url: str | None = None,
+    sessions: sessionmaker[Session], key: str, tags: Sequence[str], *, storage_url: str, by: str | None = None
 ) -> int:
-    """Confirm `tags` for the image `key`; returns how many labels are new."""
+    """Confirm `tags` for the image `key` under `storage_url` (registered if new); returns how many labels."""
     key = validate_key(key)
+    names = [normalise_tag(t) for t in tags]
     with sessions() as session, session.begin():
-        image_id = image_ids(session, [key], storage_url=storage_url)[key]
-        return _insert(session, {key: image_id}, {key: list(tags)}, source)
+        image_id = image_ids(session, storage_id(session, canonical_url(storage_url)), [key])[key]
+        return _decide(session, {image_id: (names, [])}, source="manual", by=by)
 
 
-def accept(sessions: sessionmaker[Session], key: str, tags: Sequence[str] | None = None) -> list[str]:
-    """Accept the active model's suggestions for one image (all of them, or only `tags`)."""
-    key = validate_key(key)
+def accept(
+    sessions: sessionmaker[Session], image_id: int, tags: Sequence[str] | None = None, *, by: str | None = None
+) -> list[str]:
+    """Accept the suggestions of the version that last tagged the image (all of them, or only `tags`)."""
     with sessions() as session, session.begin():
-        image_id = session.scalars(select(Image.id).where(Image.key == key)).first()
-        if image_id is None:
-            raise NotFoundError(f"no image {key!r} in the database")
+        version = session.scalar(select(Image.model_version_id).where(Image.id == image_id))
         query = (
             select(Tag.name)
             .join(Suggestion, Suggestion.tag_id == Tag.id)
-            .join(ModelVersion, ModelVersion.id == Suggestion.model_version_id)
-            .where(Suggestion.image_id == image_id, ModelVersion.is_active.is_(True))
+            .where(Suggestion.image_id == image_id, Suggestion.model_version_id == version)
         )
         if tags:
-            query = query.where(Tag.name.in_(list(tags)))
+            query = query.where(Tag.name.in_([normalise_tag(t) for t in tags]))
         names = sorted(session.scalars(query))
-        _insert(session, {key: image_id}, {key: names}, "accepted")
+        _decide(session, {image_id: (names, [])}, source="accepted", by=by)
         return names
 
 
-def import_csv(sessions: sessionmaker[Session], path: Path, *, storage_url: str | None) -> tuple[int, int]:
-    """Load `image_id,tags` rows as manual labels; returns (images, new labels)."""
+def import_csv(sessions: sessionmaker[Session], path: Path, *, storage_url: str) -> tuple[LabelledSet, int]:
+    """Load `image_id,tags` rows as hand-entered labels under `storage_url`; returns (what was read, labels)."""
     data = read_labels_csv(path)
-    new = 0
+    root = canonical_url(storage_url)
+    written = 0
     for start in range(0, len(data.keys), 500):
         keys, tags = data.keys[start : start + 500], data.tags[start : start + 500]
         with sessions() as session, session.begin():
-            ids = image_ids(session, keys, storage_url=storage_url)
-            new += _insert(session, ids, dict(zip(keys, tags, strict=True)), "manual")
-    return len(data.keys), new
+            ids = image_ids(session, storage_id(session, root), keys)
+            written += _decide(session, {ids[k]: (t, []) for k, t in zip(keys, tags, strict=True)}, source="manual")
+    return data, written
 
 
-def stats(sessions: sessionmaker[Session]) -> tuple[int, list[tuple[str, int]]]:
+def stats(sessions: sessionmaker[Session]) -> tuple[int, list[tuple[str, int, int]]]:
+    """(labelled images, [(tag, positives, negatives)])."""
     with sessions() as session:
         images = session.scalar(select(func.count(func.distinct(Label.image_id)))) or 0
         per_tag = session.execute(
-            select(Tag.name, func.count()).join(Label, Label.tag_id == Tag.id).group_by(Tag.name).order_by(Tag.name)
+            select(Tag.name, func.sum(Label.positive.cast(Integer)), func.count())
+            .join(Label, Label.tag_id == Tag.id)
+            .group_by(Tag.name)
+            .order_by(Tag.name)
         ).all()
-    return int(images), [(name, int(n)) for name, n in per_tag]
+    return int(images), [(name, int(pos or 0), int(n) - int(pos or 0)) for name, pos, n in per_tag]
 
 
-def _insert(session: Session, ids: dict[str, int], tags: dict[str, list[str]], source: str) -> int:
-    names = sorted({t for row in tags.values() for t in row})
+def _decide(
+    session: Session, decisions: dict[int, tuple[list[str], list[str]]], *, source: str, by: str | None = None
+) -> int:
+    names = sorted({t for acc, rej in decisions.values() for t in (*acc, *rej)})
     if not names:
         return 0
     tag_ids = registry.ensure_tags(session, names)
-    rows = [{"image_id": ids[k], "tag_id": tag_ids[t], "source": source} for k, row in tags.items() for t in row]
-    return len(
-        session.execute(insert_ignore(session, Label, rows, ["image_id", "tag_id"]).returning(Label.tag_id)).all()
+    now = utcnow()
+    rows = {
+        (image_id, tag_ids[t]): {
+            "image_id": image_id,
+            "tag_id": tag_ids[t],
+            "positive": positive,
+            "source": source if positive else "rejected",
+            "decided_by": by,
+            "created_at": now,
+        }
+        for image_id, (acc, rej) in decisions.items()
+        for positive, tags in ((True, acc), (False, rej))
+        for t in tags
+    }
+    session.execute(
+        upsert(
+            session,
+            Label,
+            list(rows.values()),
+            ["image_id", "tag_id"],
+            ["positive", "source", "decided_by", "created_at"],
+        )
     )
+    return len(rows)

@@ -24,3 +24,14 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def die_with_parent() -> None:
+    """For `preexec_fn`: the child gets SIGTERM when the process that started it dies, even by SIGKILL
+    (Linux's PR_SET_PDEATHSIG), so no server or worker outlives the command that started it."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent's own cleanup still stops it
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)

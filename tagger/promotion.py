@@ -32,9 +32,9 @@ def verify(sessions: sessionmaker[Session], settings: Settings, version: str) ->
 
     with sessions() as session:
         row = registry.get(session, version)
-        version_id, sha, tags = row.id, row.sha256, row.tags or None
+        version_id, sha, tags, store = row.id, row.sha256, row.tags or None, registry.store_url(row.version, row.uri)
     load_serving(
-        open_storage(settings.model_store),
+        open_storage(store),
         version_id=version_id,
         version=version,
         sha256=sha,
@@ -57,6 +57,8 @@ def activate(
     with sessions() as session, session.begin():
         previous = registry.active_or_none(session)
         previous_version = previous.version if previous else None
+        if previous_version == version:
+            return Switch(version, version, 0)
         registry.activate(session, version)
     return Switch(previous_version, version, announce(broker_url or settings.broker_url, version))
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from tagger.db.schema import ModelVersion, Tag, utcnow
 from tagger.db.upsert import insert_ignore
-from tagger.errors import NoActiveModelError, NotFoundError
+from tagger.errors import ArtifactError, NoActiveModelError, NotFoundError
 from tagger.model.meta import ArtifactMeta
 
 
@@ -30,6 +30,15 @@ def register(session: Session, meta: ArtifactMeta, *, uri: str, activate_if_none
     if activate_if_none and active_or_none(session) is None:
         activate(session, meta.version)
     return row
+
+
+def store_url(version: str, uri: str) -> str:
+    """The model store a version was saved to (its recorded `uri` is <store>/<version>): every reader loads
+    it from there, whatever its own TAGGER_MODEL_STORE says."""
+    suffix = "/" + version
+    if not uri.endswith(suffix):
+        raise ArtifactError(f"{version}: recorded location {uri!r} does not end with /{version}")
+    return uri[: -len(suffix)]
 
 
 def ensure_tags(session: Session, names: Iterable[str]) -> dict[str, int]:

@@ -1,60 +1,145 @@
-"""Read side: suggestions for an image, and exports of all suggestions."""
+"""Read side: find an image as a person names it, its suggestions, and exports of all suggestions.
+
+An image is a key under a storage root, so the same file name in two folders is two images. People
+name one by a path to the file, a full `file://` or `s3://` URL, a key with `--storage`, or a bare key
+(which may match images in several storages: all of them are shown, each with where it lives).
+Suggestions shown are those of the version that last tagged each image, the one a worker served, so
+nothing a worker wrote is ever hidden; `all_versions` adds the older ones.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.db.schema import Image, ModelVersion, Suggestion, Tag
+from tagger.db.schema import Image, ModelVersion, Storage, Suggestion, Tag
+from tagger.errors import NotFoundError
+from tagger.storage import canonical_url
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): such cells are
+# exported with a leading apostrophe, which spreadsheets show as text and hide.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def suggestions_for(sessions: sessionmaker[Session], key: str, *, all_versions: bool = False) -> list[dict[str, Any]]:
-    """Suggested tags of one image, best first; by default only from the active model."""
+@dataclass(frozen=True)
+class ImageRef:
+    id: int
+    storage_url: str
+    key: str
+    version: str | None  # the version that last tagged it; None: never tagged
+    tagged_at: datetime | None
+
+    @property
+    def location(self) -> str:
+        return f"{self.storage_url}/{self.key}"
+
+
+def find_images(sessions: sessionmaker[Session], ref: str, *, storage_url: str | None = None) -> list[ImageRef]:
+    """The images `ref` names: a key under `storage_url`, a file:// or s3:// URL, a path to a local file,
+    or a bare key under any storage. Raises NotFoundError when none is known."""
     query = (
-        select(Tag.name, Suggestion.probability, ModelVersion.version)
-        .join(Image, Image.id == Suggestion.image_id)
+        select(Image.id, Storage.url, Image.key, ModelVersion.version, Image.tagged_at)
+        .join(Storage, Storage.id == Image.storage_id)
+        .outerjoin(ModelVersion, ModelVersion.id == Image.model_version_id)
+    )
+    with sessions() as session:
+        candidates = [(canonical_url(storage_url), ref)] if storage_url else _locations(session, ref)
+        found: list[ImageRef] = []
+        for root, key in candidates:
+            if root is None:
+                found += [
+                    ImageRef(*row) for row in session.execute(query.where(Image.key == key).order_by(Storage.url))
+                ]
+            else:
+                found += [ImageRef(*row) for row in session.execute(query.where(Storage.url == root, Image.key == key))]
+    if not found:
+        where = f" under {storage_url}" if storage_url else ""
+        raise NotFoundError(f"no image {ref!r}{where} in the database (it was never submitted for tagging)")
+    return found
+
+
+def _locations(session: Session, ref: str) -> list[tuple[str | None, str]]:
+    """(storage root, key) pairs `ref` could mean; a None root means "a bare key, under any storage"."""
+    url = ref
+    if not ref.startswith(("file://", "s3://")) and os.path.exists(ref):
+        url = Path(ref).resolve().as_uri()
+    if not url.startswith(("file://", "s3://")):
+        return [(None, ref)]
+    roots = [r for r in session.scalars(select(Storage.url)) if url.startswith(r.rstrip("/") + "/")]
+    return [(root, url[len(root.rstrip("/")) + 1 :]) for root in sorted(roots, key=len, reverse=True)]
+
+
+def suggestions_for(
+    sessions: sessionmaker[Session], image: ImageRef, *, all_versions: bool = False
+) -> list[dict[str, Any]]:
+    """Suggested tags of one image, best first: from the version that last tagged it (or every version)."""
+    query = (
+        select(Tag.name, Suggestion.probability, ModelVersion.version, ModelVersion.is_active)
         .join(Tag, Tag.id == Suggestion.tag_id)
         .join(ModelVersion, ModelVersion.id == Suggestion.model_version_id)
-        .where(Image.key == key)
-        .order_by(Suggestion.probability.desc())
+        .where(Suggestion.image_id == image.id)
+        .order_by(ModelVersion.id.desc(), Suggestion.probability.desc())
     )
     if not all_versions:
-        query = query.where(ModelVersion.is_active.is_(True))
+        query = query.where(ModelVersion.version == image.version)
     with sessions() as session:
         return [
-            {"tag": tag, "probability": round(p, 4), "model_version": v} for tag, p, v in session.execute(query).all()
+            {"tag": tag, "probability": round(p, 4), "model_version": v, "active": bool(active)}
+            for tag, p, v, active in session.execute(query).all()
         ]
+
+
+def tag_exists(sessions: sessionmaker[Session], name: str) -> bool:
+    with sessions() as session:
+        return session.scalar(select(Tag.id).where(Tag.name == name)) is not None
 
 
 def export(
     sessions: sessionmaker[Session], out: TextIO, *, fmt: str, tag: str | None = None, min_probability: float = 0.0
 ) -> int:
-    """Stream every suggestion of the active model (uses the (tag, probability) index when filtered)."""
+    """Stream every image's suggestions from the version that last tagged it (indexed by tag when filtered).
+
+    CSV cells that a spreadsheet would run as a formula are written with a leading apostrophe.
+    """
     query = (
-        select(Image.key, Tag.name, Suggestion.probability, ModelVersion.version)
+        select(Storage.url, Image.key, Tag.name, Suggestion.probability, ModelVersion.version)
         .join(Image, Image.id == Suggestion.image_id)
+        .join(Storage, Storage.id == Image.storage_id)
         .join(Tag, Tag.id == Suggestion.tag_id)
         .join(ModelVersion, ModelVersion.id == Suggestion.model_version_id)
-        .where(ModelVersion.is_active.is_(True), Suggestion.probability >= min_probability)
-        .order_by(Image.key, Suggestion.probability.desc())
+        .where(Suggestion.model_version_id == Image.model_version_id, Suggestion.probability >= min_probability)
+        .order_by(Storage.url, Image.key, Suggestion.probability.desc())
     )
     if tag:
         query = query.where(Tag.name == tag)
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
-        writer.writerow(["key", "tag", "probability", "model_version"])
+        writer.writerow(["storage", "key", "tag", "probability", "model_version"])
     n = 0
     with sessions() as session:
-        for key, name, p, version in session.execute(query.execution_options(yield_per=1000)):
+        for storage, key, name, p, version in session.execute(query.execution_options(yield_per=1000)):
             if writer:
-                writer.writerow([key, name, f"{p:.4f}", version])
+                writer.writerow([_cell(storage), _cell(key), _cell(name), f"{p:.4f}", version])
             else:
-                out.write(
-                    json.dumps({"key": key, "tag": name, "probability": round(p, 4), "model_version": version}) + "\n"
-                )
+                row = {
+                    "storage": storage,
+                    "key": key,
+                    "tag": name,
+                    "probability": round(p, 4),
+                    "model_version": version,
+                }
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text

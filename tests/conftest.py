@@ -83,6 +83,12 @@ def sessions(settings: Settings) -> Iterator[object]:
     engine.dispose()
 
 
+@pytest.fixture
+def engine(sessions: object) -> object:
+    """The engine the `sessions` fixture is bound to (the sink writes through an engine)."""
+    return sessions.kw["bind"]  # type: ignore[attr-defined]
+
+
 def make_model(
     settings: Settings,
     sessions: object,
@@ -153,9 +159,38 @@ def submit_keys(
 
 
 def new_job(sessions: object, storage_url: str, *, batch_size: int = 4, idempotency_key: str | None = None):  # type: ignore[no-untyped-def]
-    """A job row with no items yet (enqueue_keys fills it)."""
+    """A job row with no items yet (fill_job fills it)."""
     from tagger.jobs.producer import create_job
+    from tagger.storage import canonical_url
     from tagger_client.contract import JobSpec
 
-    spec = JobSpec.new(keys=[], storage_url=storage_url, batch_size=batch_size, idempotency_key=idempotency_key)
-    return create_job(sessions, spec, source="test", storage_url=storage_url, batch_size=batch_size)  # type: ignore[arg-type]
+    url = canonical_url(storage_url)
+    spec = JobSpec.new(keys=[], storage_url=url, batch_size=batch_size, idempotency_key=idempotency_key)
+    return create_job(sessions, spec, source="test", storage_url=url, batch_size=batch_size)  # type: ignore[arg-type]
+
+
+def fill_job(  # type: ignore[no-untyped-def]
+    sessions, job_id: str, keys: list[str], storage_url: str, *, batch_size: int = 4, send=None
+) -> dict[str, int]:
+    """Enqueue `keys` into the job through the real producer and complete its listing; key -> image id."""
+    from sqlalchemy import select
+
+    from tagger.db.schema import Image, JobItem, Storage
+    from tagger.jobs.producer import complete_listing, enqueue_keys
+    from tagger.jobs.sources import PassedOver
+    from tagger.storage import canonical_url
+
+    url = canonical_url(storage_url)
+    sender = send or (lambda *a: None)
+    enqueue_keys(
+        sessions, sender, job_id=job_id, keys=keys, storage_url=url, batch_size=batch_size, queue="tagger.bulk"
+    )
+    complete_listing(sessions, sender, job_id, PassedOver())
+    with sessions() as session:
+        rows = session.execute(
+            select(Image.key, Image.id)
+            .join(Storage, Storage.id == Image.storage_id)
+            .join(JobItem, JobItem.image_id == Image.id)
+            .where(Storage.url == url, JobItem.job_id == job_id)
+        ).all()
+    return {key: image_id for key, image_id in rows}

@@ -73,6 +73,7 @@ def build() -> dict[str, tuple[bytes, tuple[str, object]]]:
     cmyk = _save(_scene().convert("CMYK"), "JPEG")
     sixteen = Image.fromarray((np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16))
     palette = _scene().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    floats = Image.fromarray(np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64), mode="F")
     corpus: dict[str, tuple[bytes, tuple[str, object]]] = {
         "truncated.jpg": (good[: len(good) // 2], ("fail", "corrupt or truncated")),
         "corrupt.jpg": (good[:300] + bytes(range(256)) * 8, ("fail", "corrupt or truncated")),
@@ -90,6 +91,7 @@ def build() -> dict[str, tuple[bytes, tuple[str, object]]]:
         "progressive.jpg": (_save(_scene(), "JPEG", progressive=True), ("ok", (160, 90))),
         "sixteen-bit.png": (_save(sixteen, "PNG"), ("ok", (64, 48))),
         "sixteen-bit.tif": (_save(sixteen, "TIFF"), ("ok", (64, 48))),
+        "float32.tif": (_save(floats, "TIFF"), ("fail", "floating-point pixels")),
         "grey-alpha.png": (_save(_scene().convert("LA"), "PNG"), ("ok", (160, 90))),
         "palette-transparent.png": (_save(palette, "PNG", transparency=0), ("ok", (160, 90))),
         "animated.gif": (_frames("GIF", duration=100, loop=0), ("ok", (64, 48))),

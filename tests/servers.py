@@ -206,9 +206,25 @@ class SeaweedS3:
             # each bucket is a collection with volumes of its own: leave room for many buckets
             "-master.volumeSizeLimitMB=16",
             "-volume.max=256",
+            # Own every port and socket, or leave the service off: nothing on a fixed default port (the
+            # Iceberg catalog's 8181, Lance's 9101) or a shared /tmp socket collides with another SeaweedFS.
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-filer.localSocket={self.base / 'filer.sock'}",
+            f"-s3.localSocket={self.base / 's3.sock'}",
+            "-master.telemetry=false",
         ]
         self._log = log = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
         wait_port(self.s3_port, timeout, self.proc, self.log)
         deadline = time.monotonic() + timeout
         client = self.client()
@@ -216,7 +232,7 @@ class SeaweedS3:
             try:
                 client.list_buckets()
                 client.create_bucket(Bucket="tagger-probe")
-                return self
+                return
             except Exception:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError(f"S3 gateway not ready: {_tail(self.log)}") from None
@@ -236,6 +252,10 @@ class SeaweedS3:
         )
 
     def stop(self) -> None:
-        stop_process(self.proc, 10)
-        self._log.close()
-        shutil.rmtree(self.base, ignore_errors=True)
+        try:
+            stop_process(self.proc, 10)
+        finally:
+            if getattr(self, "_log", None) is not None:
+                self._log.close()
+                self._log = None
+            shutil.rmtree(self.base, ignore_errors=True)

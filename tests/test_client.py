@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
-from tagger.db.schema import Job
+from tagger.db.schema import Job, JobItem
 from tagger_client import TaggerClient, job_id_for
 from tagger_client.contract import QUEUE_INTERACTIVE, QUEUE_NOTIFICATIONS, TASK_SUBMIT_JOB
 from tagger_client.errors import InvalidSubmission, JobNotFound
@@ -160,7 +160,11 @@ def test_backend_path_end_to_end(postgres, redis_url: str, tmp_path: Path, webho
         assert workers.alive()
 
     assert (raw.state.value, raw.done) == ("done", 5)
-    assert refused.state.value == "failed" and "'..'" in (refused.error or "")
+    # A key that could leave the storage root fails alone, refused before any I/O, with its reason.
+    assert (refused.state.value, refused.total, refused.failed) == ("done_with_failures", 1, 1)
+    with sessions() as session:
+        reason = session.scalar(select(JobItem.error).where(JobItem.job_id == bad_id))
+    assert "'..'" in reason and "../etc/passwd" in reason
     assert not bulk_after.finished and bulk_after.done < len(keys) - 20
     assert latency < 3 * per_batch + 1.5, f"interactive image took {latency:.2f}s, a bulk batch {per_batch:.2f}s"
     assert cancelled.state.value == "cancelled"
@@ -205,6 +209,7 @@ def test_every_documented_source_form_sent_as_raw_json_ends_in_a_finished_job(  
         {"query": "untagged"},
         {"query": "stale"},
         {"query": "missing", "tags": ["night"]},
+        {"keys": keys[:1], "storage_url": url, "colour": "red"},  # refused, but its job says why
     ]
     finished = {}
     with (
@@ -224,4 +229,6 @@ def test_every_documented_source_form_sent_as_raw_json_ends_in_a_finished_job(  
         str(forms[2]): ("done", 0, 0),  # the prefix job tagged every image already
         str(forms[3]): ("done", 0, 0),  # one model: nothing is stale
         str(forms[4]): ("done", finished[str(forms[4])].total, finished[str(forms[4])].total),
+        str(forms[5]): ("failed", 0, 0),
     }, states
+    assert "unknown submit_job fields ['colour']" in (finished[str(forms[5])].error or "")

@@ -19,7 +19,7 @@ from tagger.model.predict import compile_for_serving, predict
 from tagger.model.preprocess import DecodeLimits, Preprocess, decode
 from tagger.storage import LocalStorage
 from tagger.worker.device_decode import DeviceDecoder, Header, OnDevice, orient, read_header
-from tagger.worker.loader import Failed, Loaded, load_batch
+from tagger.worker.loader import Failed, Item, Loaded, load_batch
 from tests import hostile_corpus
 
 SIZE = 32
@@ -40,16 +40,16 @@ class RecordingDecoder(DeviceDecoder):
 
 
 def load(root: Path, keys: list[str], on_device: OnDevice | None) -> dict[str, Loaded | Failed]:
+    storage = LocalStorage(root)
     with ThreadPoolExecutor(4) as pool:
         loaded, failed = load_batch(
-            LocalStorage(root),
-            keys,
+            [Item(i, storage, key) for i, key in enumerate(keys, start=1)],
             preprocess=Preprocess(SIZE, limits=LIMITS),
             pool=pool,
             max_bytes=hostile_corpus.MAX_BYTES,
             on_device=on_device,
         )
-    return {o.key: o for o in [*loaded, *failed]}
+    return {keys[o.image_id - 1]: o for o in [*loaded, *failed]}
 
 
 def test_the_device_path_agrees_with_pillow_on_every_hostile_file(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def test_one_command_tags_a_folder_and_reports_bad_files(tmp_path: Path) -> None
 
     shown = tagger(settings, "results", keys[0], "--json")
     assert shown.returncode == 0
-    assert all(r["model_version"] == version for r in json.loads(shown.stdout)["suggestions"])
+    (image,) = json.loads(shown.stdout)
+    assert image["model_version"] == version and all(r["model_version"] == version for r in image["suggestions"])
     exported = tagger(settings, "export", "--format", "csv")
     assert exported.stdout.count("\n") == total + 1
 

@@ -27,12 +27,12 @@ from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, Job, JobItem, Suggestion
 from tagger.embedded_redis import EmbeddedRedis
 from tagger.jobs.control import reconcile
-from tagger.jobs.producer import celery_sender, enqueue_keys
+from tagger.jobs.producer import celery_sender
 from tagger.jobs.progress import summary, wait
 from tagger.settings import Settings
 from tagger.worker.sink import Refused, Tagged, record_batch
 from tagger_client.contract import QUEUE_BULK, ItemState
-from tests.conftest import make_model, make_settings, new_job, submit_keys, write_stills
+from tests.conftest import fill_job, make_model, make_settings, new_job, submit_keys, write_stills
 
 pytestmark = pytest.mark.e2e
 
@@ -296,19 +296,20 @@ def test_fifty_batches_finishing_at_once_keep_exact_counters(postgres, tmp_path:
         version_id, tag_id = registry.get(session, version).id, registry.tag_ids(session, ["night"])["night"]
     keys = [f"k/{i:04d}.jpg" for i in range(200)]
     job = new_job(sessions, tmp_path.as_uri()).job_id
-    enqueue_keys(sessions, lambda *a: None, job_id=job, keys=keys, batch_size=4)
-    batches = [keys[i : i + 4] for i in range(0, 200, 4)]
-    barrier = threading.Barrier(len(batches))
+    ids = fill_job(sessions, job, keys, tmp_path.as_uri())
+    batches = [[ids[k] for k in keys[i : i + 4]] for i in range(0, 200, 4)]
+    closed: list[bool] = []
 
-    def finish(batch: list[str]) -> None:
+    def finish(batch: list[int]) -> None:
         barrier.wait()
-        record_batch(
-            sessions,
+        counts = record_batch(
+            engine,
             job_id=job,
             model_version_id=version_id,
-            tagged=[Tagged(k, [(tag_id, 0.9)]) for k in batch[:3]],
+            tagged=[Tagged(i, [(tag_id, 0.9)]) for i in batch[:3]],
             refused=[Refused(batch[3], "corrupt")],
         )
+        closed.append(counts.closed)
 
     threads = [threading.Thread(target=finish, args=(b,)) for b in batches + batches[:10]]  # 10 redeliveries too
     barrier = threading.Barrier(len(threads))
@@ -318,6 +319,7 @@ def test_fifty_batches_finishing_at_once_keep_exact_counters(postgres, tmp_path:
         t.join()
     final = summary(sessions, job)
     assert (final.done, final.failed, final.state.value) == (150, 50, "done_with_failures")
+    assert closed.count(True) == 1  # exactly one batch ended the job (and would notify)
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Suggestion)) == 150
         assert session.scalar(select(Job.finished_at).where(Job.id == job)) is not None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,12 +37,55 @@ def test_good_keys_pass() -> None:
         assert validate_key(key) == key
 
 
-def test_local_listing_is_sorted_recursive_and_skips_hidden(tmp_path: Path) -> None:
+def test_local_listing_is_sorted_and_recursive(tmp_path: Path) -> None:
     for name in ["b/2.jpg", "b/1.jpg", "a.jpg", ".hidden/x.jpg", "c/d/e.png"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    assert list(LocalStorage(tmp_path).list_keys()) == ["a.jpg", "b/1.jpg", "b/2.jpg", "c/d/e.png"]
+    assert list(LocalStorage(tmp_path).list_keys()) == [".hidden/x.jpg", "a.jpg", "b/1.jpg", "b/2.jpg", "c/d/e.png"]
     assert list(LocalStorage(tmp_path).list_keys("b")) == ["b/1.jpg", "b/2.jpg"]
+
+
+def test_a_listing_passes_over_clutter_and_non_images_and_counts_them(tmp_path: Path) -> None:
+    """Hidden files, NAS thumbnails and bins, macOS leftovers and non-image names are left out, by reason."""
+    from tagger.jobs.sources import PassedOver, keys_from_storage
+
+    names = [
+        "ok.jpg",
+        "LOUD.JPEG",
+        "deep/er/still.webp",
+        ".DS_Store",
+        "._ok.jpg",
+        ".thumbnails/t.jpg",
+        "@eaDir/ok.jpg/SYNOFILE_THUMB_M.jpg",
+        "deep/@eaDir/still.webp/SYNOPHOTO_THUMB_S.jpg",
+        "#recycle/old.jpg",
+        "__MACOSX/deep/._still.webp",
+        "notes.txt",
+        "raw.CR2",
+        "phone.heic",
+        "phone2.HEIC",
+        "README",
+        "skip/this.jpg",
+    ]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    passed = PassedOver()
+    keys = list(keys_from_storage(LocalStorage(tmp_path), exclude=["skip"], passed_over=passed))
+    assert keys == ["LOUD.JPEG", "deep/er/still.webp", "ok.jpg"]
+    assert dict(passed) == {
+        "excluded by pattern '.*'": 4,  # .DS_Store, ._ok.jpg, .thumbnails/t.jpg, __MACOSX's ._still.webp
+        "excluded by pattern '@eaDir'": 2,
+        "excluded by pattern '#recycle'": 1,
+        "excluded by pattern 'skip'": 1,
+        "not an image file name (.txt)": 1,
+        "not an image file name (.cr2)": 1,
+        "not an image file name (.heic)": 2,
+        "not an image file name (no suffix)": 1,
+    }
+    everything = PassedOver()
+    listed = list(keys_from_storage(LocalStorage(tmp_path), include=["*"], passed_over=everything))
+    assert "notes.txt" in listed and "README" in listed and ".DS_Store" not in listed
 
 
 def test_symlink_out_of_root_is_refused_and_not_listed(tmp_path: Path) -> None:
@@ -57,7 +101,9 @@ def test_symlink_out_of_root_is_refused_and_not_listed(tmp_path: Path) -> None:
         storage.read("link.jpg")
     with pytest.raises(InvalidKeyError):
         storage.read("linkdir/secret.jpg")
-    assert list(storage.list_keys()) == ["ok.jpg"]
+    skipped: Counter[str] = Counter()
+    assert list(storage.list_keys(passed_over=skipped)) == ["ok.jpg"]
+    assert skipped == {"a link out of the storage root": 2}
 
 
 def test_missing_and_oversized_files(tmp_path: Path) -> None:
@@ -101,3 +147,30 @@ def test_s3_round_trip_and_paginated_listing(s3: object) -> None:
     assert storage.read("k/00042.jpg") == b"k/00042.jpg"
     with pytest.raises(ObjectMissingError):
         storage.read("k/missing.jpg")
+
+
+def test_the_s3_fixture_owns_its_ports_beside_another_seaweedfs(tmp_path: Path) -> None:
+    """SeaweedFS's fixed defaults (Iceberg catalog 8181, Lance 9101) may be taken by another server on the
+    machine: the fixture's server must neither need them nor leave a file open when it stops."""
+    import socket
+
+    from tests.servers import SeaweedS3
+
+    held = []
+    for port in (8181, 9101):
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            held.append(sock)
+        except OSError:  # already taken by something else: all the better for this test
+            sock.close()
+    server = SeaweedS3()
+    try:
+        server.start()
+        server.client().create_bucket(Bucket="ports")
+    finally:
+        server.stop()
+        for sock in held:
+            sock.close()
+    assert getattr(server, "_log", None) is None

@@ -145,7 +145,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(
 def test_training_from_labels_people_confirmed_in_the_database(archive: Path, sessions, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     imported = tagger(settings, "labels", "import", str(archive / "labels.csv"), "--storage", str(archive))
     assert imported.returncode == 0, imported.stderr
-    assert tagger(settings, "labels", "add", "stills/still_00000.jpg", "hand-made").returncode == 0
+    added = tagger(settings, "labels", "add", "stills/still_00000.jpg", "hand-made", "--storage", str(archive))
+    assert added.returncode == 0, added.stderr
     result = tagger(
         settings, "train", "--labels", "db", *TINY, "--epochs", "1", "--freeze-epochs", "0", "--drop-rare", "--json"
     )
@@ -184,3 +185,19 @@ def test_offline_imagenet_weights_fail_with_advice(archive: Path, sqlite_setting
     )
     assert result.returncode == 2
     assert "--weights FILE" in result.stderr and "--random-init" in result.stderr
+
+
+def test_too_few_images_is_a_clear_error_and_random_init_trains_every_layer_at_once(
+    sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    tiny = tmp_path / "tiny"
+    keys = write_stills(tiny, 3, seed=9)
+    result = train(sqlite_settings, tiny, "--epochs", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "too few" in result.stderr or "no training or no held-out image" in result.stderr, result.stderr[-2000:]
+    assert len(keys) == 3
+    small = tmp_path / "small"
+    write_stills(small, 40, seed=10)
+    ran = train(sqlite_settings, small, "--epochs", "1", "--json")  # TINY has --random-init, no --freeze-epochs
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert [e["frozen"] for e in json.loads(ran.stdout)["epochs"]] == [False]

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from tagger.errors import ConfigError, PermanentError
 from tagger.labels import LabelledSet
 from tagger.model.preprocess import Preprocess
-from tagger.storage import Storage
+from tagger.storage import open_storage
 
 
 def drop_rare(data: LabelledSet, min_count: int) -> tuple[LabelledSet, dict[str, int]]:
@@ -19,7 +19,7 @@ def drop_rare(data: LabelledSet, min_count: int) -> tuple[LabelledSet, dict[str,
     counts = data.tag_counts()
     rare = {t: n for t, n in counts.items() if n < min_count}
     kept = [[t for t in tags if t not in rare] for tags in data.tags]
-    return LabelledSet(list(data.keys), kept), rare
+    return LabelledSet(list(data.keys), kept, list(data.storage_urls), data.notes), rare
 
 
 def encode(tags: list[list[str]], vocabulary: list[str]) -> torch.Tensor:
@@ -37,7 +37,6 @@ class DecodedStills(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __init__(
         self,
-        storage: Storage,
         data: LabelledSet,
         vocabulary: list[str],
         preprocess: Preprocess,
@@ -45,20 +44,30 @@ class DecodedStills(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         threads: int = 8,
         desc: str = "decode",
     ) -> None:
-        def one(key: str) -> torch.Tensor | None:
+        """`data` names each image's storage (LabelledSet.storage_urls); each storage is opened once."""
+        storages = {url: open_storage(url) for url in dict.fromkeys(data.storage_urls)}
+
+        def one(index: int) -> torch.Tensor | None:
             try:
-                return preprocess(storage.read(key))
+                return preprocess(storages[data.storage_urls[index]].read(data.keys[index]))
             except PermanentError:
                 return None
 
         with ThreadPoolExecutor(threads) as pool:
             decoded = list(
-                tqdm(pool.map(one, data.keys), total=len(data.keys), desc=desc, unit="img", leave=False, disable=None)
+                tqdm(
+                    pool.map(one, range(len(data.keys))),
+                    total=len(data.keys),
+                    desc=desc,
+                    unit="img",
+                    leave=False,
+                    disable=None,
+                )
             )
         keep = [i for i, t in enumerate(decoded) if t is not None]
         self.skipped = [data.keys[i] for i, t in enumerate(decoded) if t is None]
         if not keep:
-            raise ConfigError("none of the labelled images could be read")
+            raise ConfigError(f"none of the {len(data.keys)} labelled images could be read, e.g. {data.keys[:3]}")
         self.keys = [data.keys[i] for i in keep]
         self.pixels = torch.stack([decoded[i] for i in keep])  # type: ignore[misc]
         self.targets = encode([data.tags[i] for i in keep], vocabulary)

@@ -15,9 +15,9 @@ import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger import registry
-from tagger.errors import ArtifactError
+from tagger.errors import TaggerError
 from tagger.model.serving import load_serving
-from tagger.storage import Storage
+from tagger.storage import open_storage
 from tagger.training.data import DecodedStills
 from tagger.training.evaluate import CHUNK
 from tagger.training.metrics import fbeta_samples, mean_average_precision
@@ -43,7 +43,6 @@ class GateResult:
 
 def compare(
     sessions: sessionmaker[Session],
-    model_store: Storage,
     candidate: Candidate,
     *,
     threshold: float,
@@ -59,9 +58,10 @@ def compare(
         if row is None:
             return GateResult(True, "no model is active yet", cand_f2, candidate_map=cand_map)
         version_id, version, sha, tags = row.id, row.version, row.sha256, row.tags or None
+        uri = row.uri
     try:
         active = load_serving(
-            model_store,
+            open_storage(registry.store_url(version, uri)),
             version_id=version_id,
             version=version,
             sha256=sha,
@@ -69,15 +69,13 @@ def compare(
             tag_ids=lambda names: list(range(len(names))),
             device=device,
         )
-    except ArtifactError as exc:
+    except TaggerError as exc:  # a broken or missing artifact, wherever it was stored
         log.warning("cannot load the active model %s to compare: %s", version, exc)
         return GateResult(True, f"active model {version} cannot be loaded: {exc}", cand_f2, version)
     meta = active.meta
     data = candidate.valid  # decoded once: read again only if the active model wants another input size
     if meta.input_size != data.pixels.shape[-1]:
-        data = DecodedStills(
-            candidate.images, candidate.valid_set, candidate.meta.tags, active.preprocess, desc=f"decode for {version}"
-        )
+        data = DecodedStills(candidate.valid_set, candidate.meta.tags, active.preprocess, desc=f"decode for {version}")
     active_probs = torch.cat([active.predict(data.pixels[i : i + CHUNK]) for i in range(0, len(data), CHUNK)])
     active_targets = data.targets
     # Score the active model over the candidate's vocabulary; a tag it does not know scores 0.

@@ -37,16 +37,22 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
     fit = p.add_argument_group("fit")
     fit.add_argument("--epochs", type=int, default=5, help="epochs with every layer trainable (default 5)")
-    fit.add_argument("--freeze-epochs", type=int, default=1, help="epochs training only the new head (default 1)")
-    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument(
+        "--freeze-epochs",
+        type=int,
+        default=None,
+        help="epochs training only the new head first (default 1 with pretrained weights; 0 with --random-init, "
+        "whose body has nothing to keep)",
+    )
+    fit.add_argument("--batch-size", type=int, default=32, help="images per optimisation step (default 32)")
     fit.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the head (fastai default 2e-3)")
     fit.add_argument("--lr-spread", type=float, default=100.0, help="the first layers train at lr/spread")
-    fit.add_argument("--weight-decay", type=float, default=1e-2)
+    fit.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default 0.01)")
     fit.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a lower valid loss")
     fit.add_argument("--max-rotate", type=float, default=10.0, help="augmentation: rotation in degrees (0 = off)")
     fit.add_argument("--max-zoom", type=float, default=1.1, help="augmentation: zoom factor (1 = off)")
     fit.add_argument("--max-lighting", type=float, default=0.2, help="augmentation: brightness/contrast change")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0, help="seeds the weights, the shuffling and the augmentation")
     fit.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default VAR/train/checkpoint)")
     fit.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run")
     fit.add_argument("--find-lr", action="store_true", help="run the learning-rate range test, save its plot, stop")

@@ -33,7 +33,7 @@ from tagger.model.device import pick_device
 from tagger.model.meta import ArtifactMeta, new_version
 from tagger.model.preprocess import Normalise, Preprocess
 from tagger.settings import Settings
-from tagger.storage import Storage, open_storage, storage_url_for
+from tagger.storage import canonical_url, open_storage, storage_url_for
 from tagger.training import checkpoint
 from tagger.training.augment import Augment
 from tagger.training.data import DecodedStills, drop_rare
@@ -43,6 +43,8 @@ from tagger.training.options import get_args_parser  # noqa: F401  (re-exported 
 from tagger.training.recipe import discriminative, layer_groups, one_cycle, set_frozen
 
 log = logging.getLogger(__name__)
+
+MIN_TRAIN_IMAGES = 8  # below this a batch-norm network cannot train meaningfully (and a batch of one cannot)
 
 
 @dataclass
@@ -66,23 +68,25 @@ def say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def load_labels(args: argparse.Namespace, settings: Settings) -> tuple[LabelledSet, str]:
-    """The dataset and the storage URL of its images, from a CSV or from labels confirmed in the database."""
+def load_labels(args: argparse.Namespace, settings: Settings) -> LabelledSet:
+    """The dataset, each image with its storage: from a CSV (under --images) or the decisions in the database."""
     if args.labels == "db":
         engine = _migrated_engine(settings)
         try:
             with make_sessionmaker(engine)() as session:
-                labelled, storages = labels_from_db(session)
+                labelled = labels_from_db(session)
         finally:
             engine.dispose()
-        images = storage_url_for(args.images) if args.images else settings.storage_url
-        if not images and len(storages) == 1:
-            images = next(iter(storages))
+        if args.images:
+            labelled = labelled.under(canonical_url(storage_url_for(args.images)))
     else:
         labelled = read_labels_csv(Path(args.labels))
         images = storage_url_for(args.images) if args.images else settings.storage_url
-    if not images:
-        raise ConfigError("where are the images? pass --images FOLDER|s3://bucket/prefix or set TAGGER_STORAGE_URL")
+        if not images:
+            raise ConfigError("where are the images? pass --images FOLDER|s3://bucket/prefix or set TAGGER_STORAGE_URL")
+        labelled = labelled.under(canonical_url(images))
+    for note in labelled.notes:
+        say(f"labels: {note}")
     counts = labelled.tag_counts()
     rare = sorted((t for t, n in counts.items() if n < args.rare), key=counts.__getitem__)
     if rare:
@@ -91,7 +95,7 @@ def load_labels(args: argparse.Namespace, settings: Settings) -> tuple[LabelledS
         say(f"{len(rare)} tag(s) seen fewer than {args.rare} times, {action}: {shown}")
         if args.drop_rare:
             labelled, _ = drop_rare(labelled, args.rare)
-    return labelled, images
+    return labelled
 
 
 def init_weights(model: nn.Module, args: argparse.Namespace, arch: str) -> str:
@@ -134,6 +138,7 @@ def _loader(data: DecodedStills, batch_size: int, seed: int) -> DataLoader[tuple
         data,
         batch_size=batch_size,
         shuffle=True,
+        # Batch norm cannot train on a batch of one: drop a last short batch (keep a single short one).
         drop_last=len(data) > batch_size,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -227,7 +232,6 @@ class Candidate:
 
     meta: ArtifactMeta
     uri: str  # where the artifact was saved: <model store>/<version>
-    images: Storage
     valid_set: LabelledSet
     valid: DecodedStills
     probs: torch.Tensor  # the served model's probabilities on `valid`, N x tags
@@ -240,19 +244,26 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
     the promotion gate, activation and re-tagging belong to the caller (`tagger train`).
     """
     started = time.monotonic()
+    if args.freeze_epochs is None:
+        args.freeze_epochs = 0 if args.random_init else 1
     torch.manual_seed(args.seed)
     device = pick_device(settings.device)
     arch = args.arch or ("resnet50" if device.type == "cuda" else "resnet18")
-    labelled, images_url = load_labels(args, settings)
+    labelled = load_labels(args, settings)
     vocabulary = labelled.vocabulary
     train_set, valid_set = labelled.split(args.valid_fraction)
-    storage = open_storage(images_url)
+    images_url = " ".join(sorted(set(labelled.storage_urls)))
     preprocess = Preprocess(args.size)
-    train = DecodedStills(storage, train_set, vocabulary, preprocess, desc="decode train")
-    valid = DecodedStills(storage, valid_set, vocabulary, preprocess, desc="decode valid")
+    train = DecodedStills(train_set, vocabulary, preprocess, desc="decode train")
+    valid = DecodedStills(valid_set, vocabulary, preprocess, desc="decode valid")
     for skipped in (train.skipped, valid.skipped):
         if skipped:
             log.warning("skipped %d unreadable images, e.g. %s", len(skipped), skipped[:3])
+    if len(train) < MIN_TRAIN_IMAGES:
+        raise ConfigError(
+            f"too few readable labelled images to train: {len(train)} for training and {len(valid)} held out "
+            f"(of {len(labelled.keys)} labelled); label at least {MIN_TRAIN_IMAGES + 2} readable images"
+        )
 
     model = build_model(arch, len(vocabulary))
     init = init_weights(model, args, arch)
@@ -318,7 +329,7 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
     say(f"training curves: {report.plots['curves']}")
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # a finished run leaves nothing to resume
     report.seconds = time.monotonic() - started
-    candidate = Candidate(meta, f"{store.url}/{meta.version}", storage, valid_set, valid, probs)
+    candidate = Candidate(meta, f"{store.url}/{meta.version}", valid_set, valid, probs)
     return report, candidate
 
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db import make_engine, make_sessionmaker
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class WorkerContext:
     settings: Settings
+    engine: Engine  # the sink writes through it; sessions are bound to it
     sessions: sessionmaker[Session]
     runtime: Any  # worker.runtime.ModelRuntime, imported lazily to keep torch out of the parent
     pool: ThreadPoolExecutor
@@ -78,7 +80,6 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
     )
     runtime = ModelRuntime(
         session_factory=sessions,
-        model_store=settings.model_store,
         device=device,
         options=options,
         device_decode=settings.decoder == "device" or (settings.decoder == "auto" and device.type == "cuda"),
@@ -87,6 +88,7 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
     log.info("worker process %d ready (torch threads %d)", os.getpid(), torch.get_num_threads())
     return WorkerContext(
         settings=settings,
+        engine=engine,
         sessions=sessions,
         runtime=runtime,
         pool=ThreadPoolExecutor(settings.fetch_threads, thread_name_prefix="fetch"),

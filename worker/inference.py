@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from tagger.worker.sink import TaggedRows
 
 # One per process: batches running in task threads take turns on the device (decode, then
 # inference), while their fetching, CPU decoding and database writes overlap outside it.
 device_lock = threading.Lock()
 
 
-def above_threshold(probs: torch.Tensor, thresholds: torch.Tensor) -> list[list[tuple[int, float]]]:
-    """For each image (row of `probs`, N x tags), (tag index, probability) of every tag at or above its threshold."""
+def suggestion_rows(
+    probs: torch.Tensor, thresholds: torch.Tensor, image_ids: list[int], tag_ids: list[int]
+) -> TaggedRows:
+    """The sink's rows for one batch, straight from the tensors: every (image, tag, probability) at or
+    above the tag's threshold. `probs` is N x tags (N = len(image_ids)); `thresholds` has one per tag."""
+    from tagger.worker.sink import TaggedRows
+
     rows, cols = (probs >= thresholds.unsqueeze(0)).nonzero(as_tuple=True)
-    out: list[list[tuple[int, float]]] = [[] for _ in range(probs.shape[0])]
-    for row, col, p in zip(rows.tolist(), cols.tolist(), probs[rows, cols].tolist(), strict=True):
-        out[row].append((col, p))
-    return out
+    images = torch.tensor(image_ids, dtype=torch.int64)[rows]
+    tags = torch.tensor(tag_ids, dtype=torch.int64)[cols]
+    return TaggedRows(list(image_ids), images.tolist(), tags.tolist(), probs[rows, cols].double().tolist())

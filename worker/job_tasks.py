@@ -23,6 +23,7 @@ from tagger_client.contract import (
     JobSpec,
     JobState,
     MessageError,
+    is_job_id,
     validate_control_kwargs,
 )
 
@@ -36,39 +37,40 @@ _send = celery_sender(app)
 
 @app.task(name=TASK_SUBMIT_JOB, acks_late=True)
 def submit_job(**kwargs: Any) -> dict[str, Any]:
-    """Create the job (idempotent on job_id) and enqueue its batches; a redelivery finishes the listing."""
+    """Create the job (idempotent on job_id) and enqueue its batches; a redelivery finishes the listing.
+
+    A message the contract refuses, or a source that cannot be read, still leaves a trace the submitter
+    can read: a `failed` job with the reason, whenever the message names a valid job id.
+    """
     from tagger.errors import TaggerError
     from tagger.jobs.producer import submit
 
     try:
         spec = JobSpec.from_message(kwargs)
     except MessageError as exc:
-        log.error("refused a submit_job message: %s", exc)
+        job_id = kwargs.get("job_id")
+        if isinstance(job_id, str) and is_job_id(job_id):
+            return _refuse(JobSpec.new(job_id=job_id, keys=[]), f"refused message: {exc}")
+        log.error("refused a submit_job message without a usable job_id: %s", exc)
         return {"refused": str(exc)}
     ctx = get_context()
     try:
         job = submit(ctx.sessions, _send, spec, ctx.settings)
-    except TaggerError as exc:  # a bad key, no storage, a missing bucket: the reason goes on a failed job
+    except TaggerError as exc:  # no storage, a missing folder or bucket: the reason goes on a failed job
         return _refuse(spec, str(exc))
     log.info("job %s: %s", job.job_id, "queued" if job.created else "already queued")
     return {"job_id": job.job_id, "created": job.created}
 
 
 def _refuse(spec: JobSpec, reason: str) -> dict[str, Any]:
-    """Record the refusal on a failed job row, so the submitter can read why."""
-    from sqlalchemy import update
-
-    from tagger.db.schema import Job, utcnow
+    """Record the refusal on a failed job row, so the submitter can read why (and its webhook hears)."""
+    from tagger.jobs.lifecycle import fail
     from tagger.jobs.producer import create_job
 
     ctx = get_context()
     create_job(ctx.sessions, spec, source="refused", storage_url=spec.storage_url or "", batch_size=1)
     with ctx.sessions() as session, session.begin():
-        session.execute(
-            update(Job)
-            .where(Job.id == spec.job_id, Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
-            .values(state=JobState.FAILED, error=reason[:2000], listing_complete=True, finished_at=utcnow())
-        )
+        fail(session, spec.job_id, reason)
     log.error("job %s refused: %s", spec.job_id, reason)
     announce_end(_send, spec.job_id)
     return {"job_id": spec.job_id, "refused": reason}

@@ -23,21 +23,29 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Loaded:
+class Item:
+    """One image to load: its id, the storage it lives in and its key there."""
+
+    image_id: int
+    storage: Storage
     key: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    image_id: int
     pixels: torch.Tensor  # CHW uint8 at the model's input size (on the device when it decoded it)
 
 
 @dataclass(frozen=True)
 class Failed:
-    key: str
+    image_id: int
     reason: str
     retryable: bool = False
 
 
 def load_batch(
-    storage: Storage,
-    keys: Sequence[str],
+    items: Sequence[Item],
     *,
     preprocess: Callable[[bytes], torch.Tensor],
     pool: ThreadPoolExecutor,
@@ -46,21 +54,23 @@ def load_batch(
 ) -> tuple[list[Loaded], list[Failed]]:
     """Storage reads and decodes overlap in the pool; a bad key fails in storage before any I/O."""
 
-    def one(key: str) -> Loaded | Failed:
-        return _guarded(key, lambda: Loaded(key, preprocess(storage.read(key, max_bytes=max_bytes))))
+    def one(item: Item) -> Loaded | Failed:
+        return _guarded(
+            item.image_id,
+            lambda: Loaded(item.image_id, preprocess(item.storage.read(item.key, max_bytes=max_bytes))),
+        )
 
     if on_device is None:
-        outcomes = list(pool.map(one, keys))
+        outcomes = list(pool.map(one, items))
     else:
-        outcomes = _load_with_device(storage, keys, preprocess, pool, max_bytes, on_device)
+        outcomes = _load_with_device(items, preprocess, pool, max_bytes, on_device)
     loaded = [o for o in outcomes if isinstance(o, Loaded)]
     failed = [o for o in outcomes if isinstance(o, Failed)]
     return loaded, failed
 
 
 def _load_with_device(
-    storage: Storage,
-    keys: Sequence[str],
+    items: Sequence[Item],
     preprocess: Callable[[bytes], torch.Tensor],
     pool: ThreadPoolExecutor,
     max_bytes: int,
@@ -68,50 +78,50 @@ def _load_with_device(
 ) -> list[Loaded | Failed]:
     device = on_device.decoder.device
 
-    def fetch(key: str) -> tuple[bytes, Header] | Failed:
+    def fetch(item: Item) -> tuple[bytes, Header] | Failed:
         def read() -> tuple[bytes, Header]:
-            data = storage.read(key, max_bytes=max_bytes)
+            data = item.storage.read(item.key, max_bytes=max_bytes)
             return data, read_header(data, on_device.limits)
 
-        return _guarded(key, read)
+        return _guarded(item.image_id, read)
 
-    def pillow(key: str, data: bytes) -> Loaded | Failed:
-        return _guarded(key, lambda: Loaded(key, preprocess(data).to(device, non_blocking=True)))
+    def pillow(image_id: int, data: bytes) -> Loaded | Failed:
+        return _guarded(image_id, lambda: Loaded(image_id, preprocess(data).to(device, non_blocking=True)))
 
-    outcomes: dict[str, Loaded | Failed] = {}
-    jpegs: list[tuple[str, bytes, Header]] = []
-    on_cpu: dict[str, Future[Loaded | Failed]] = {}
-    for key, fetched in zip(keys, pool.map(fetch, keys), strict=True):
+    outcomes: dict[int, Loaded | Failed] = {}
+    jpegs: list[tuple[int, bytes, Header]] = []
+    on_cpu: dict[int, Future[Loaded | Failed]] = {}
+    for item, fetched in zip(items, pool.map(fetch, items), strict=True):
         if isinstance(fetched, Failed):
-            outcomes[key] = fetched
+            outcomes[item.image_id] = fetched
         elif fetched[1].device_decodable:
-            jpegs.append((key, *fetched))
+            jpegs.append((item.image_id, *fetched))
         else:
-            on_cpu[key] = pool.submit(pillow, key, fetched[0])
+            on_cpu[item.image_id] = pool.submit(pillow, item.image_id, fetched[0])
     cpu_jpegs = round(len(jpegs) * on_device.cpu_share)
-    for key, data, _ in jpegs[:cpu_jpegs]:
-        on_cpu[key] = pool.submit(pillow, key, data)
+    for image_id, data, _ in jpegs[:cpu_jpegs]:
+        on_cpu[image_id] = pool.submit(pillow, image_id, data)
     gpu_jpegs = jpegs[cpu_jpegs:]
     if gpu_jpegs:
         with on_device.lock:
             pixels = on_device.decoder([d for _, d, _ in gpu_jpegs], [h for _, _, h in gpu_jpegs])
-        for (key, data, _), px in zip(gpu_jpegs, pixels, strict=True):
+        for (image_id, data, _), px in zip(gpu_jpegs, pixels, strict=True):
             if px is None:  # the device refused it: Pillow decodes it or says precisely why not
-                on_cpu[key] = pool.submit(pillow, key, data)
+                on_cpu[image_id] = pool.submit(pillow, image_id, data)
             else:
-                outcomes[key] = Loaded(key, px)
-    for key, future in on_cpu.items():
-        outcomes[key] = future.result()
-    return [outcomes[key] for key in keys]
+                outcomes[image_id] = Loaded(image_id, px)
+    for image_id, future in on_cpu.items():
+        outcomes[image_id] = future.result()
+    return [outcomes[item.image_id] for item in items]
 
 
-def _guarded(key: str, work: Callable[[], T]) -> T | Failed:
+def _guarded(image_id: int, work: Callable[[], T]) -> T | Failed:
     """Run one image's work; any way it can fail becomes that image's Failed with a reason."""
     try:
         return work()
     except PermanentError as exc:
-        return Failed(key, str(exc))
+        return Failed(image_id, str(exc))
     except RetryableError as exc:
-        return Failed(key, str(exc), retryable=True)
+        return Failed(image_id, str(exc), retryable=True)
     except MemoryError:
-        return Failed(key, "out of memory while decoding")
+        return Failed(image_id, "out of memory while decoding")

@@ -20,9 +20,9 @@ import torch
 from sqlalchemy.orm import Session
 
 from tagger import registry
-from tagger.errors import ArtifactError
+from tagger.errors import ArtifactError, PermanentError, RetryableError
 from tagger.model.serving import DEFAULT_OPTIONS, ServingModel, ServingOptions, load_serving
-from tagger.storage import open_storage
+from tagger.storage import Storage, open_storage
 from tagger.worker.device_decode import DeviceDecoder, OnDevice
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ class ModelRuntime:
         self,
         *,
         session_factory: Callable[[], Session],
-        model_store: str,
         device: torch.device,
         options: ServingOptions = DEFAULT_OPTIONS,
         device_decode: bool = False,
@@ -55,7 +54,7 @@ class ModelRuntime:
         check_interval: float = 5.0,
     ) -> None:
         self._sessions = session_factory
-        self._store = open_storage(model_store)
+        self._stores: dict[str, Storage] = {}
         self._device = device
         self._options = options
         self._device_decode = device_decode
@@ -96,15 +95,23 @@ class ModelRuntime:
         with self._sessions() as session:
             row = registry.active(session)
             version_id, version, sha, status = row.id, row.version, row.sha256, row.status
-            tags = row.tags or None
+            tags, uri = row.tags or None, row.uri
+            try:
+                store_url = registry.store_url(version, uri)
+            except ArtifactError as exc:
+                store_url, bad_uri = "", str(exc)
         if self._served is not None and self._served.version == version:
             return
         if self._served is not None and (version in self._refused or status == "refused"):
             return
+        if not store_url:
+            self._refuse(version, bad_uri)
+            return
         started = time.monotonic()
         try:
+            store = self._stores.get(store_url) or self._stores.setdefault(store_url, open_storage(store_url))
             model = load_serving(
-                self._store,
+                store,
                 version_id=version_id,
                 version=version,
                 sha256=sha,
@@ -113,8 +120,13 @@ class ModelRuntime:
                 device=self._device,
                 options=self._options,
             )
-        except ArtifactError as exc:
-            self._refuse(version, str(exc))
+        except (ArtifactError, PermanentError) as exc:  # a bad or missing artifact can never load: refuse it
+            self._refuse(version, f"cannot load {uri}: {exc}")
+            return
+        except RetryableError as exc:  # the store is unreachable for now: keep serving, look again later
+            log.warning(
+                "cannot load model %s from %s yet (%s); still serving %s", version, uri, exc, self.serving_version
+            )
             return
         on_device = (
             OnDevice(DeviceDecoder(model.meta.input_size, self._device), self._options.limits, self._cpu_jpeg_share)

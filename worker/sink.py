@@ -1,19 +1,24 @@
 """Write one batch's outcome in one transaction: per-image outcomes, suggestion rows, job counters.
 
-Idempotent under redelivery: every write is gated by items leaving the `pending` state in this
-very transaction (the fence); suggestions and counters move only for those items.
+Idempotent under redelivery: every write is gated by items leaving the `pending` state in this very
+transaction (the fence); suggestions and counters move only for those items. A second delivery of
+the same batch (a redelivery, or a duplicate that outlived the visibility timeout, perhaps served by
+another model version) waits on the first one's row locks, finds nothing pending and writes nothing.
+
+On PostgreSQL the whole outcome is one statement in one round trip (`_WRITE`): the fence, the
+suggestions of exactly the fenced images, the images' versions, the job's counters and, when this
+batch is the last, the job's end. Elsewhere (SQLite, embedded) the same steps run in one transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Engine, delete, tuple_, update
 from sqlalchemy.orm import Session
 
-from tagger.db.images import image_ids
 from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert_many
 from tagger.jobs.lifecycle import finish_if_complete, mark_running
@@ -24,14 +29,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Tagged:
-    key: str
-    tags: list[tuple[int, float]]  # (tag id, probability)
+    """One image's suggestions: (tag id, probability) pairs, possibly none above threshold."""
+
+    image_id: int
+    tags: list[tuple[int, float]]
 
 
 @dataclass(frozen=True)
 class Refused:
-    key: str
+    image_id: int
     reason: str
+
+
+@dataclass(frozen=True)
+class TaggedRows:
+    """Tagged images and their suggestion rows as parallel lists, built straight from the model's tensors."""
+
+    image_ids: list[int] = field(default_factory=list)  # every tagged image, with or without a tag above threshold
+    row_images: list[int] = field(default_factory=list)
+    row_tags: list[int] = field(default_factory=list)
+    row_probs: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, tagged: Sequence[Tagged]) -> TaggedRows:
+        rows = [(t.image_id, tag, float(p)) for t in tagged for tag, p in t.tags]
+        return cls([t.image_id for t in tagged], [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
 
 @dataclass(frozen=True)
@@ -43,45 +65,160 @@ class BatchCounts:
 
 
 def record_batch(
-    session_factory: Callable[[], Session],
+    engine: Engine,
     *,
     job_id: str,
     model_version_id: int | None,
-    tagged: Sequence[Tagged] = (),
+    tagged: TaggedRows | Sequence[Tagged] = (),
     refused: Sequence[Refused] = (),
-    skipped: Sequence[str] = (),
+    skipped: Sequence[int] = (),
 ) -> BatchCounts:
-    """One transaction: suggestions of the tagged images, then every item's outcome and the job counters."""
-    with session_factory() as session, session.begin():
-        ids = image_ids(session, [t.key for t in tagged] + [r.key for r in refused] + list(skipped))
-        done = _write_tagged(session, job_id, model_version_id, tagged, ids) if tagged else 0
-        failed = sum(
-            _leave_pending(session, job_id, [ids[r.key]], ItemState.FAILED, error=r.reason[:2000]) for r in refused
+    """One transaction: the fence, suggestions of the images it moved, every item's outcome, the counters."""
+    rows = tagged if isinstance(tagged, TaggedRows) else TaggedRows.of(tagged)
+    if rows.image_ids and model_version_id is None:
+        raise ValueError("tagged images need the model version that tagged them")
+    if engine.dialect.name == "postgresql":
+        counts = _write_postgres(engine, job_id, model_version_id, rows, refused, skipped)
+    else:
+        counts = _write_generic(engine, job_id, model_version_id, rows, refused, skipped)
+    if counts.done < len(rows.image_ids):
+        log.warning(
+            "job %s: %d of %d images were already written by another delivery of this batch; not rewritten",
+            job_id,
+            len(rows.image_ids) - counts.done,
+            len(rows.image_ids),
         )
-        skip = _leave_pending(session, job_id, [ids[k] for k in skipped], ItemState.SKIPPED) if skipped else 0
-        mark_running(session, job_id)
-        if done or failed or skip:
+    return counts
+
+
+# The fence is the three UPDATEs of job_items WHERE state = 'pending'; everything after joins `claimed`.
+# Ids arrive sorted, and `= ANY(array)` walks the primary key in order, so two deliveries of one batch
+# lock their rows in the same order (no deadlock). Rows this version wrote before for a fenced image
+# and no longer above threshold are deleted (a re-tag by the same version).
+_WRITE = """
+WITH
+claimed AS (
+    UPDATE job_items SET state = 'done', error = NULL, model_version_id = %(version)s, updated_at = now()
+    WHERE job_id = %(job)s AND image_id = ANY(%(tagged)s::bigint[]) AND state = 'pending'
+    RETURNING image_id
+),
+failed AS (
+    UPDATE job_items SET state = 'failed', updated_at = now(),
+        error = (%(reasons)s::text[])[array_position(%(failed)s::bigint[], image_id)]
+    WHERE job_id = %(job)s AND image_id = ANY(%(failed)s::bigint[]) AND state = 'pending'
+    RETURNING image_id
+),
+skipped AS (
+    UPDATE job_items SET state = 'skipped', updated_at = now()
+    WHERE job_id = %(job)s AND image_id = ANY(%(skipped)s::bigint[]) AND state = 'pending'
+    RETURNING image_id
+),
+new_rows AS (
+    SELECT r.image_id, r.tag_id, r.probability
+    FROM unnest(%(row_images)s::bigint[], %(row_tags)s::int[], %(row_probs)s::float8[])
+        AS r(image_id, tag_id, probability)
+    JOIN claimed c ON c.image_id = r.image_id
+),
+cleared AS (
+    DELETE FROM suggestions s USING claimed c
+    WHERE s.image_id = c.image_id AND s.model_version_id = %(version)s
+      AND NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.image_id = s.image_id AND n.tag_id = s.tag_id)
+),
+written AS (
+    INSERT INTO suggestions (image_id, tag_id, model_version_id, probability, created_at)
+    SELECT image_id, tag_id, %(version)s, probability, now() FROM new_rows
+    ON CONFLICT (image_id, tag_id, model_version_id) DO UPDATE SET probability = EXCLUDED.probability
+),
+images_tagged AS (
+    UPDATE images SET model_version_id = %(version)s, tagged_at = now()
+    WHERE id = ANY(%(tagged)s::bigint[]) AND id IN (SELECT image_id FROM claimed)
+),
+moved AS (
+    SELECT (SELECT count(*) FROM claimed) AS done, (SELECT count(*) FROM failed) AS failed,
+           (SELECT count(*) FROM skipped) AS skipped
+),
+job AS (
+    UPDATE jobs SET
+        done = jobs.done + m.done,
+        failed = jobs.failed + m.failed,
+        skipped = jobs.skipped + m.skipped,
+        state = CASE
+            WHEN jobs.state IN ('queued', 'running') AND jobs.listing_complete
+                 AND jobs.done + jobs.failed + jobs.skipped + m.done + m.failed + m.skipped >= jobs.total
+            THEN CASE WHEN jobs.failed + m.failed > 0 THEN 'done_with_failures' ELSE 'done' END
+            WHEN jobs.state = 'queued' THEN 'running'
+            ELSE jobs.state END,
+        started_at = COALESCE(jobs.started_at, now()),
+        finished_at = CASE
+            WHEN jobs.state IN ('queued', 'running') AND jobs.listing_complete
+                 AND jobs.done + jobs.failed + jobs.skipped + m.done + m.failed + m.skipped >= jobs.total
+            THEN now() ELSE jobs.finished_at END
+    FROM moved m
+    WHERE jobs.id = %(job)s AND m.done + m.failed + m.skipped > 0
+    RETURNING jobs.finished_at = now() AS closed
+)
+SELECT m.done, m.failed, m.skipped, COALESCE((SELECT closed FROM job), false) FROM moved m
+"""
+
+
+def _write_postgres(
+    engine: Engine,
+    job_id: str,
+    version_id: int | None,
+    rows: TaggedRows,
+    refused: Sequence[Refused],
+    skipped: Sequence[int],
+) -> BatchCounts:
+    params = {
+        "job": job_id,
+        "version": version_id,
+        "tagged": sorted(rows.image_ids),
+        "row_images": rows.row_images,
+        "row_tags": rows.row_tags,
+        "row_probs": rows.row_probs,
+        "failed": [r.image_id for r in refused],
+        "reasons": [r.reason[:2000] for r in refused],
+        "skipped": sorted(skipped),
+    }
+    with engine.connect() as conn:
+        raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
+        done, failed, skip, closed = raw.execute(_WRITE, params).fetchone()  # type: ignore[union-attr]
+    return BatchCounts(done=int(done), failed=int(failed), skipped=int(skip), closed=bool(closed))
+
+
+def _write_generic(
+    engine: Engine,
+    job_id: str,
+    version_id: int | None,
+    rows: TaggedRows,
+    refused: Sequence[Refused],
+    skipped: Sequence[int],
+) -> BatchCounts:
+    with Session(engine) as session, session.begin():
+        claimed = _leave_pending(
+            session, job_id, rows.image_ids, ItemState.DONE, error=None, model_version_id=version_id
+        )
+        if claimed:
+            _write_suggestions(session, version_id, rows, claimed)
+        failed = sum(
+            len(_leave_pending(session, job_id, [r.image_id], ItemState.FAILED, error=r.reason[:2000])) for r in refused
+        )
+        skip = len(_leave_pending(session, job_id, list(skipped), ItemState.SKIPPED)) if skipped else 0
+        if claimed or failed or skip:
+            mark_running(session, job_id)
             session.execute(
                 update(Job)
                 .where(Job.id == job_id)
-                .values(done=Job.done + done, failed=Job.failed + failed, skipped=Job.skipped + skip)
+                .values(done=Job.done + len(claimed), failed=Job.failed + failed, skipped=Job.skipped + skip)
             )
         closed = finish_if_complete(session, job_id)
-    return BatchCounts(done=done, failed=failed, skipped=skip, closed=closed)
+    return BatchCounts(done=len(claimed), failed=failed, skipped=skip, closed=closed)
 
 
-def _leave_pending(session: Session, job_id: str, image_ids: list[int], state: ItemState, **values: object) -> int:
-    """Move this job's still-pending items to `state`; returns how many moved (0 on a redelivery)."""
-    return len(_leave_pending_ids(session, job_id, image_ids, state, **values))
-
-
-def _leave_pending_ids(
-    session: Session, job_id: str, image_ids: list[int], state: ItemState, **values: object
-) -> set[int]:
-    """The fence: UPDATE ... WHERE state = 'pending' RETURNING the items this transaction moved.
-
-    A concurrent second delivery waits on the row locks, then finds nothing pending.
-    """
+def _leave_pending(session: Session, job_id: str, image_ids: list[int], state: ItemState, **values: object) -> set[int]:
+    """The fence: UPDATE ... WHERE state = 'pending' RETURNING the items this transaction moved."""
+    if not image_ids:
+        return set()
     return set(
         session.scalars(
             update(JobItem)
@@ -93,116 +230,25 @@ def _leave_pending_ids(
     )
 
 
-def _write_tagged(
-    session: Session, job_id: str, version_id: int | None, tagged: Sequence[Tagged], ids: dict[str, int]
-) -> int:
-    """Fence, then write: only images this transaction moves out of `pending` get suggestion rows.
-
-    So a second delivery of the same batch (a redelivery, or a duplicate that outlived the
-    visibility timeout, perhaps on another model version) writes nothing.
-    """
-    assert version_id is not None, "tagged images need the model version that tagged them"
-    claimed = _leave_pending_ids(
-        session, job_id, [ids[t.key] for t in tagged], ItemState.DONE, error=None, model_version_id=version_id
-    )
-    if len(claimed) < len(tagged):
-        log.warning(
-            "job %s: %d of %d images were already written by another delivery of this batch; not rewritten",
-            job_id,
-            len(tagged) - len(claimed),
-            len(tagged),
+def _write_suggestions(session: Session, version_id: int | None, rows: TaggedRows, claimed: set[int]) -> None:
+    """Suggestions of the fenced images: this version's old rows for them go, the new ones are upserted."""
+    keep = [(i, t, p) for i, t, p in zip(rows.row_images, rows.row_tags, rows.row_probs, strict=True) if i in claimed]
+    stale = delete(Suggestion).where(Suggestion.model_version_id == version_id, Suggestion.image_id.in_(claimed))
+    if keep:
+        stale = stale.where(tuple_(Suggestion.image_id, Suggestion.tag_id).not_in([(i, t) for i, t, _ in keep]))
+    session.execute(stale.execution_options(synchronize_session=False))
+    if keep:
+        now = utcnow()
+        params = [
+            {"image_id": i, "tag_id": t, "model_version_id": version_id, "probability": p, "created_at": now}
+            for i, t, p in keep
+        ]
+        session.execute(
+            upsert_many(session, Suggestion, ["image_id", "tag_id", "model_version_id"], ["probability"]), params
         )
-    if not claimed:
-        return 0
-    image_list = sorted(claimed)
-    rows = [(ids[t.key], tag_id, version_id, float(p)) for t in tagged if ids[t.key] in claimed for tag_id, p in t.tags]
-    # Re-tagging an image with the same version (a later job) first clears what that version said before,
-    # so no row that fell below threshold survives; the fence above makes this safe.
-    session.execute(
-        delete(Suggestion)
-        .where(Suggestion.model_version_id == version_id, Suggestion.image_id.in_(image_list))
-        .execution_options(synchronize_session=False)
-    )
-    if rows:
-        write_suggestions(session, rows)
     session.execute(
         update(Image)
-        .where(Image.id.in_(image_list))
+        .where(Image.id.in_(claimed))
         .values(model_version_id=version_id, tagged_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return len(claimed)
-
-
-def write_suggestions(session: Session, rows: list[tuple[int, int, int, float]]) -> None:
-    """(image, tag, version, probability) rows, upserted. PostgreSQL: COPY into a per-connection staging table,
-    then one INSERT ... SELECT ... ON CONFLICT (the fast path, hundreds of thousands of rows/s); elsewhere
-    a batched executemany."""
-    if session.get_bind().dialect.name == "postgresql":
-        raw = session.connection().connection.driver_connection  # psycopg, inside this very transaction
-        with raw.cursor() as cur:  # type: ignore[union-attr]
-            cur.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS suggestion_staging (image_id bigint, tag_id integer, "
-                "model_version_id integer, probability double precision) ON COMMIT DELETE ROWS"
-            )
-            with cur.copy("COPY suggestion_staging (image_id, tag_id, model_version_id, probability) FROM STDIN") as cp:
-                cp.write("".join(f"{i}\t{t}\t{v}\t{p!r}\n" for i, t, v, p in rows).encode())
-            cur.execute(
-                "INSERT INTO suggestions (image_id, tag_id, model_version_id, probability, created_at) "
-                "SELECT image_id, tag_id, model_version_id, probability, now() FROM suggestion_staging "
-                "ON CONFLICT (image_id, tag_id, model_version_id) DO UPDATE SET probability = EXCLUDED.probability"
-            )
-            cur.execute("DELETE FROM suggestion_staging")  # cheaper than TRUNCATE on a small temp table
-        return
-    now = utcnow()
-    params = [
-        {"image_id": i, "tag_id": t, "model_version_id": v, "probability": p, "created_at": now} for i, t, v, p in rows
-    ]
-    session.execute(
-        upsert_many(session, Suggestion, ["image_id", "tag_id", "model_version_id"], ["probability"]), params
-    )
-
-
-@dataclass(frozen=True)
-class Claim:
-    """This delivery's share of a batch: what to process, and what was already attempted before."""
-
-    attempts: dict[str, int]  # pending key -> attempts before this delivery
-    last_errors: dict[str, str]
-
-
-def pending_items(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str]) -> Claim:
-    """The batch's keys still pending in this job, with their attempt counts (done ones are not redone)."""
-    with session_factory() as session:
-        rows = session.execute(
-            select(Image.key, JobItem.attempts, JobItem.error)
-            .join(JobItem, JobItem.image_id == Image.id)
-            .where(JobItem.job_id == job_id, Image.key.in_(list(keys)), JobItem.state == ItemState.PENDING)
-        ).all()
-    return Claim({k: n for k, n, _ in rows}, {k: e for k, _, e in rows if e})
-
-
-def count_attempt(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str]) -> None:
-    """An attempt starts: counted before the work, so a delivery that dies mid-batch still counts.
-
-    The job's first attempt also starts its clock (`started_at`), so rates and ETAs include the first batch.
-    """
-    with session_factory() as session, session.begin():
-        mark_running(session, job_id)
-        _update_pending(session, job_id, keys, attempts=JobItem.attempts + 1, updated_at=utcnow())
-
-
-def note_error(session_factory: Callable[[], Session], job_id: str, keys: Sequence[str], error: str) -> None:
-    """Keep the latest error on still-pending items, so a final give-up can say what went wrong."""
-    with session_factory() as session, session.begin():
-        _update_pending(session, job_id, keys, error=error[:2000])
-
-
-def _update_pending(session: Session, job_id: str, keys: Sequence[str], **values: object) -> None:
-    ids = select(Image.id).where(Image.key.in_(list(keys))).scalar_subquery()
-    session.execute(
-        update(JobItem)
-        .where(JobItem.job_id == job_id, JobItem.image_id.in_(ids), JobItem.state == ItemState.PENDING)
-        .values(**values)
         .execution_options(synchronize_session=False)
     )

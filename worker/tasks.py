@@ -1,4 +1,4 @@
-"""The batch task: a job ID and a list of keys in, suggestions and outcomes in the database out."""
+"""The batch task: a job id and the ids of a batch's images in, suggestions and outcomes in the database out."""
 
 from __future__ import annotations
 
@@ -22,16 +22,18 @@ PAUSE_RECHECK_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 30.0
 MAX_RETRIES = 100  # ~50 minutes at the capped backoff: long enough to wait out a database or broker outage
 
+Outcome = dict[str, Any]
+
 
 @app.task(name=TASK_TAG_BATCH, bind=True, acks_late=True, max_retries=None)
-def tag_batch(self: Task, job_id: str, keys: list[str]) -> dict[str, Any]:
+def tag_batch(self: Task, job_id: str, image_ids: list[int]) -> Outcome:
     try:
-        job_id, keys = validate_tag_batch_args([job_id, keys])
+        job_id, image_ids = validate_tag_batch_args([job_id, image_ids])
     except MessageError as exc:
         log.error("refused message %s: %s", self.request.id, exc)
         return {"refused": 1}
     try:
-        return run_batch(job_id, keys)
+        return run_batch(job_id, image_ids)
     except Retry:
         raise
     except Exception as exc:
@@ -41,33 +43,35 @@ def tag_batch(self: Task, job_id: str, keys: list[str]) -> dict[str, Any]:
         # counted) is simply waited out.
         countdown = min(MAX_BACKOFF_SECONDS, 2**self.request.retries) + random.random()
         if _is_infrastructure(exc):
-            log.warning("job %s: batch of %d waits for the database/broker: %s", job_id, len(keys), exc)
+            log.warning("job %s: batch of %d waits for the database/broker: %s", job_id, len(image_ids), exc)
         else:
-            log.exception("job %s: batch of %d failed; retrying", job_id, len(keys))
-            _note_error(job_id, keys, f"{type(exc).__name__}: {exc}")
+            log.exception("job %s: batch of %d failed; retrying", job_id, len(image_ids))
+            _note_error(job_id, image_ids, f"{type(exc).__name__}: {exc}")
         if self.request.retries >= MAX_RETRIES:
             log.error(
                 "job %s: dropping a batch after %d retries; `tagger jobs reconcile` re-queues it",
                 job_id,
                 MAX_RETRIES,
             )
-            return {"dropped": len(keys)}
+            return {"dropped": len(image_ids)}
         raise self.retry(countdown=countdown) from exc
 
 
 def _is_infrastructure(exc: BaseException) -> bool:
+    """A database or broker that is down or cut off: waited out without using the images' attempts."""
+    import psycopg
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    return isinstance(exc, OperationalError | ConnectionError | TimeoutError) or (
+    return isinstance(exc, OperationalError | psycopg.OperationalError | ConnectionError | TimeoutError) or (
         isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
     )
 
 
-def _note_error(job_id: str, keys: list[str], error: str) -> None:
-    from tagger.worker.sink import note_error
+def _note_error(job_id: str, image_ids: list[int], error: str) -> None:
+    from tagger.worker.claims import note_error
 
     try:
-        note_error(get_context().sessions, job_id, keys, error)
+        note_error(get_context().sessions, job_id, image_ids, error)
     except Exception:  # best effort: the retry matters more than the note
         log.warning("could not record the error of job %s", job_id, exc_info=True)
 
@@ -78,15 +82,11 @@ class JobView:
 
     id: str
     state: JobState
-    storage_url: str
     queue: str
     max_attempts: int
 
 
-Outcome = dict[str, Any]
-
-
-def run_batch(job_id: str, keys: list[str]) -> Outcome:
+def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
     """One delivery of a batch, as named steps: gate the job -> claim -> tag -> record -> schedule retries.
 
     Callable without Celery (tests); each step is a function of its own.
@@ -94,16 +94,15 @@ def run_batch(job_id: str, keys: list[str]) -> Outcome:
     ctx = get_context()
     job = _read_job(ctx, job_id)
     if job is None:
-        log.error("job %s does not exist; dropping a batch of %d keys", job_id, len(keys))
-        return {"dropped": len(keys)}
-    gated = _gate(ctx, job, keys)
+        log.error("job %s does not exist; dropping a batch of %d images", job_id, len(image_ids))
+        return {"dropped": len(image_ids)}
+    gated = _gate(ctx, job, image_ids)
     if gated is not None:
         return gated
-    claimed = _claim(ctx, job, keys)
+    claimed = _claim(ctx, job, image_ids)
     if isinstance(claimed, dict):
         return claimed
-    todo, attempts = claimed
-    return _tag_and_record(ctx, job, todo, attempts)
+    return _tag_and_record(ctx, job, claimed)
 
 
 def _read_job(ctx: WorkerContext, job_id: str) -> JobView | None:
@@ -112,7 +111,7 @@ def _read_job(ctx: WorkerContext, job_id: str) -> JobView | None:
         row = session.get(Job, job_id)
         if row is None:
             return None
-        job = JobView(row.id, JobState(row.state), row.storage_url, row.queue, row.max_attempts)
+        job = JobView(row.id, JobState(row.state), row.queue, row.max_attempts)
         deadline = row.deadline_at
     if deadline is not None:
         from tagger.jobs.control import expire_if_overdue
@@ -126,59 +125,59 @@ def _read_job(ctx: WorkerContext, job_id: str) -> JobView | None:
     return job
 
 
-def _gate(ctx: WorkerContext, job: JobView, keys: list[str]) -> Outcome | None:
+def _gate(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> Outcome | None:
     """Before any I/O: a cancelled or failed job's batches are skipped, a paused job's wait in the broker."""
     from tagger.worker.sink import record_batch
 
     if job.state in (JobState.CANCELLED, JobState.FAILED):
-        counts = record_batch(ctx.sessions, job_id=job.id, model_version_id=None, skipped=keys)
+        counts = record_batch(ctx.engine, job_id=job.id, model_version_id=None, skipped=image_ids)
         return {"skipped": counts.skipped}
     if job.state == JobState.PAUSED:
         # Back to the broker with a delay; this delivery is acknowledged, so no worker holds it meanwhile.
-        tag_batch.apply_async(args=[job.id, keys], queue=job.queue, countdown=PAUSE_RECHECK_SECONDS)
-        return {"deferred": len(keys)}
+        tag_batch.apply_async(args=[job.id, image_ids], queue=job.queue, countdown=PAUSE_RECHECK_SECONDS)
+        return {"deferred": len(image_ids)}
     return None
 
 
-def _claim(ctx: WorkerContext, job: JobView, keys: list[str]) -> tuple[list[str], dict[str, int]] | Outcome:
-    """The keys this delivery works on, with their attempts so far; an attempt is counted before the work.
+def _claim(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> list[Any] | Outcome:
+    """The images this delivery works on, with their attempts so far; an attempt is counted before the work.
 
     Images out of attempts fail with their last reason. A batch an earlier delivery never finished
     (a crash, a kill, a timeout) is split one image per message, so a poison image fails alone.
     """
-    from tagger.worker.sink import Refused, count_attempt, pending_items, record_batch
+    from tagger.worker.claims import count_attempt, pending_items
+    from tagger.worker.sink import Refused, record_batch
 
-    claim = pending_items(ctx.sessions, job.id, keys)
-    if not claim.attempts:
-        return {"already_done": len(keys)}  # a redelivery of a batch that was written
-    given_up = [k for k, n in claim.attempts.items() if n >= job.max_attempts]
-    todo = [k for k in keys if k in claim.attempts and claim.attempts[k] < job.max_attempts]
+    pending = pending_items(ctx.sessions, job.id, image_ids)
+    if not pending:
+        return {"already_done": len(image_ids)}  # a redelivery of a batch that was written
+    given_up = [p for p in pending if p.attempts >= job.max_attempts]
+    todo = [p for p in pending if p.attempts < job.max_attempts]
     if given_up:
-        refused = [Refused(k, _gave_up(claim.attempts[k], claim.last_errors.get(k))) for k in given_up]
-        if record_batch(ctx.sessions, job_id=job.id, model_version_id=None, refused=refused).closed:
+        refused = [Refused(p.image_id, _gave_up(p.attempts, p.last_error)) for p in given_up]
+        if record_batch(ctx.engine, job_id=job.id, model_version_id=None, refused=refused).closed:
             notify(job.id)
-    if len(todo) > 1 and any(claim.attempts[k] > 0 for k in todo):
-        for key in todo:
-            tag_batch.apply_async(args=[job.id, [key]], queue=job.queue)
+    if len(todo) > 1 and any(p.attempts > 0 for p in todo):
+        for p in todo:
+            tag_batch.apply_async(args=[job.id, [p.image_id]], queue=job.queue)
         return {"split": len(todo)}
     if not todo:
         return {"failed": len(given_up)}
-    count_attempt(ctx.sessions, job.id, todo)
-    return todo, claim.attempts
+    count_attempt(ctx.sessions, job.id, [p.image_id for p in todo])
+    return todo
 
 
-def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[str], attempts: dict[str, int]) -> Outcome:
+def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcome:
     """storage -> loader -> inference -> sink, timed per stage; retryable storage errors are queued again."""
-    from tagger.worker.inference import above_threshold, device_lock
-    from tagger.worker.loader import load_batch
-    from tagger.worker.sink import Refused, Tagged, record_batch
+    from tagger.worker.inference import device_lock, suggestion_rows
+    from tagger.worker.loader import Item, load_batch
+    from tagger.worker.sink import Refused, record_batch
 
     t_start = time.perf_counter()
     served = ctx.runtime.current()
     model = served.model
     loaded, failed = load_batch(
-        ctx.storage(job.storage_url),
-        todo,
+        [Item(p.image_id, ctx.storage(p.storage_url), p.key) for p in todo],
         preprocess=model.preprocess,
         pool=ctx.pool,
         max_bytes=ctx.settings.max_image_bytes,
@@ -186,26 +185,26 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[str], attempts:
     )
     t_loaded = time.perf_counter()
     # A storage hiccup is retried while the image has attempts left; then it fails with the error.
-    retry_keys = [f.key for f in failed if f.retryable and attempts[f.key] + 1 < job.max_attempts]
-    failed = [f for f in failed if f.key not in retry_keys]
-    tagged: list[Tagged] = []
+    attempts = {p.image_id: p.attempts for p in todo}
+    retry_ids = [f.image_id for f in failed if f.retryable and attempts[f.image_id] + 1 < job.max_attempts]
+    failed = [f for f in failed if f.image_id not in set(retry_ids)]
+    rows = None
     if loaded:
         import torch
 
         batch = torch.stack([item.pixels for item in loaded])
         with device_lock:
             probs = model.predict(batch)
-        for item, hits in zip(loaded, above_threshold(probs, model.thresholds), strict=True):
-            tagged.append(Tagged(item.key, [(model.tag_ids[i], p) for i, p in hits]))
+        rows = suggestion_rows(probs, model.thresholds, [item.image_id for item in loaded], model.tag_ids)
     for f in failed:
-        log.info("job %s: %s failed: %s", job.id, f.key, f.reason)
+        log.info("job %s: image %d failed: %s", job.id, f.image_id, f.reason)
     t_inferred = time.perf_counter()
     counts = record_batch(
-        ctx.sessions,
+        ctx.engine,
         job_id=job.id,
         model_version_id=model.version_id,
-        tagged=tagged,
-        refused=[Refused(f.key, f.reason) for f in failed],
+        tagged=rows if rows is not None else (),
+        refused=[Refused(f.image_id, f.reason) for f in failed],
     )
     log.info(
         "job %s: batch of %d in %.2fs: fetch+decode %.2fs, inference %.2fs, write %.2fs",
@@ -218,9 +217,9 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[str], attempts:
     )
     if counts.closed:
         notify(job.id)
-    if retry_keys:
-        countdown = min(MAX_BACKOFF_SECONDS, 2 ** attempts[retry_keys[0]]) + random.random()
-        tag_batch.apply_async(args=[job.id, retry_keys], queue=job.queue, countdown=countdown)
+    if retry_ids:
+        countdown = min(MAX_BACKOFF_SECONDS, 2 ** attempts[retry_ids[0]]) + random.random()
+        tag_batch.apply_async(args=[job.id, retry_ids], queue=job.queue, countdown=countdown)
     return {"done": counts.done, "failed": counts.failed, "model_version": model.version_id}
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +32,14 @@ from tagger_client.contract import (
     MessageError,
     validate_control_kwargs,
 )
-from tagger_client.errors import BrokerUnavailable, DatabaseUnavailable, InvalidSubmission, JobNotFound, WaitTimeout
+from tagger_client.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    ImageNotFound,
+    InvalidSubmission,
+    JobNotFound,
+    WaitTimeout,
+)
 from tagger_client.status import JobStatus
 
 
@@ -153,7 +162,12 @@ class TaggerClient:
                     retry=True,
                     retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
                 )
-        except (OperationalError, OSError) as exc:
+        except (
+            OperationalError,
+            OSError,
+            *self._connection.connection_errors,
+            *self._connection.channel_errors,
+        ) as exc:
             raise BrokerUnavailable(f"cannot publish {task} to {self._connection.as_uri()}: {exc}") from None
 
     # --- reads: straight from the database --------------------------------------------------------
@@ -161,14 +175,10 @@ class TaggerClient:
     def status(self, job_id: str) -> JobStatus:
         """The job's state and counts; JobNotFound until a worker has taken the submission."""
         from sqlalchemy import select
-        from sqlalchemy.exc import OperationalError
 
         j = tables.jobs
-        try:
-            with self._engine.connect() as conn:
-                row = conn.execute(select(j).where(j.c.id == job_id)).mappings().first()
-        except OperationalError as exc:
-            raise DatabaseUnavailable(str(exc).splitlines()[0]) from None
+        with self._reading() as conn:
+            row = conn.execute(select(j).where(j.c.id == job_id)).mappings().first()
         if row is None:
             raise JobNotFound(f"no job {job_id!r} yet (a worker creates it when it takes the submission)")
         return JobStatus(
@@ -184,6 +194,7 @@ class TaggerClient:
             created_at=row["created_at"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],
+            passed_over=dict(row["passed_over"] or {}),
         )
 
     def wait(
@@ -216,22 +227,52 @@ class TaggerClient:
             if bar is not None:
                 bar.close()
 
-    def results(self, key: str, *, all_versions: bool = False) -> list[Suggestion]:
-        """Suggested tags of one image, best first (by default from the active model only)."""
+    def results(self, key: str, *, storage_url: str | None = None, all_versions: bool = False) -> list[Suggestion]:
+        """Suggested tags of one image, best first, from the version that last tagged it (or every version).
+
+        An image is a key under a storage root: pass `storage_url` (as submitted) when the same key may
+        live in several storages. Raises ImageNotFound when no such image was ever submitted,
+        InvalidSubmission when a bare key matches several, DatabaseUnavailable when the database
+        cannot be read.
+        """
         from sqlalchemy import select
 
-        i, t, s, m = tables.images, tables.tags, tables.suggestions, tables.model_versions
-        query = (
-            select(t.c.name, s.c.probability, m.c.version)
-            .select_from(s.join(i, i.c.id == s.c.image_id).join(t, t.c.id == s.c.tag_id))
-            .join(m, m.c.id == s.c.model_version_id)
-            .where(i.c.key == key)
-            .order_by(s.c.probability.desc())
-        )
-        if not all_versions:
-            query = query.where(m.c.is_active.is_(True))
-        with self._engine.connect() as conn:
+        i, st, t, s, m = tables.images, tables.storages, tables.tags, tables.suggestions, tables.model_versions
+        images = select(i.c.id, i.c.model_version_id, st.c.url).join(st, st.c.id == i.c.storage_id)
+        images = images.where(i.c.key == key)
+        if storage_url is not None:
+            images = images.where(st.c.url == storage_url.rstrip("/"))
+        with self._reading() as conn:
+            found = conn.execute(images).all()
+            if not found:
+                where = f" under {storage_url}" if storage_url else ""
+                raise ImageNotFound(f"no image {key!r}{where} was ever submitted for tagging")
+            if len(found) > 1:
+                raise InvalidSubmission(
+                    f"{key!r} names images in several storages ({', '.join(sorted(r.url for r in found))}); "
+                    "pass storage_url"
+                )
+            image_id, version_id, _ = found[0]
+            query = (
+                select(t.c.name, s.c.probability, m.c.version)
+                .select_from(s.join(t, t.c.id == s.c.tag_id).join(m, m.c.id == s.c.model_version_id))
+                .where(s.c.image_id == image_id)
+                .order_by(m.c.id.desc(), s.c.probability.desc())
+            )
+            if not all_versions:
+                query = query.where(s.c.model_version_id == version_id)
             return [Suggestion(name, float(p), v) for name, p, v in conn.execute(query)]
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """A read-only connection; a database that cannot be reached is DatabaseUnavailable, with one line."""
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except DBAPIError as exc:
+            raise DatabaseUnavailable(str(exc.orig or exc).splitlines()[0]) from None
 
 
 __all__ = ["JobStatus", "Suggestion", "TaggerClient"]

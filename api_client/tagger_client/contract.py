@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any, Literal
 
 TASK_TAG_BATCH = "tagger.tag_batch"
-"""Celery task name: args = [job_id: str, keys: list[str]]."""
+"""Celery task name (internal): args = [job_id: str, image_ids: list[int]]."""
 
 TASK_RETRAIN = "tagger.retrain"
 """Celery task name of scheduled retraining (no arguments); queued by `tagger beat`."""
@@ -55,25 +55,32 @@ class ItemState(str, Enum):
     SKIPPED = "skipped"
 
 
+def is_job_id(value: str) -> bool:
+    """32 lowercase hex characters: a uuid4().hex, or `job_id_for(idempotency key)`."""
+    return bool(_JOB_ID.match(value))
+
+
 class MessageError(ValueError):
     """A task message that does not follow the contract; it is refused before any I/O."""
 
 
-def validate_tag_batch_args(args: Any) -> tuple[str, list[str]]:
-    """Check the positional arguments of a `tagger.tag_batch` message and return them typed."""
+def validate_tag_batch_args(args: Any) -> tuple[str, list[int]]:
+    """Check the positional arguments of a `tagger.tag_batch` message and return them typed.
+
+    The message is internal (producers and workers send it): a job id and the image ids of one batch.
+    """
     if not isinstance(args, list | tuple) or len(args) != 2:
-        raise MessageError("tag_batch takes exactly two arguments: [job_id, keys]")
-    job_id, keys = args
+        raise MessageError("tag_batch takes exactly two arguments: [job_id, image_ids]")
+    job_id, ids = args
     if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         raise MessageError(f"job_id must be 32 lowercase hex characters, got {job_id!r:.80}")
-    if not isinstance(keys, list) or not keys:
-        raise MessageError("keys must be a non-empty list of strings")
-    if len(keys) > MAX_KEYS_PER_MESSAGE:
-        raise MessageError(f"at most {MAX_KEYS_PER_MESSAGE} keys per message, got {len(keys)}")
-    for key in keys:
-        if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
-            raise MessageError(f"each key must be a non-empty string of at most {MAX_KEY_LENGTH} chars")
-    return job_id, list(keys)
+    if not isinstance(ids, list) or not ids:
+        raise MessageError("image_ids must be a non-empty list of integers")
+    if len(ids) > MAX_KEYS_PER_MESSAGE:
+        raise MessageError(f"at most {MAX_KEYS_PER_MESSAGE} images per message, got {len(ids)}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+        raise MessageError("image_ids must be positive integers")
+    return job_id, list(ids)
 
 
 # --- Submitting a job from any language ---------------------------------------------------------
@@ -120,6 +127,7 @@ class JobSpec:
     key_file: str | None = None
     tags: tuple[str, ...] = ()
     include: tuple[str, ...] = ()  # a listing's glob patterns to tag; () = files with an image suffix
+    exclude: tuple[str, ...] = ()  # glob patterns a listing passes over, besides hidden files and NAS clutter
     storage_url: str | None = None  # None: the worker's TAGGER_STORAGE_URL (a query: where each image was read)
     priority: Priority = "bulk"
     batch_size: int | None = None  # images per task message, 1-1024; None: the worker's TAGGER_BATCH_SIZE
@@ -150,10 +158,12 @@ class JobSpec:
             raise MessageError("the `missing` query needs tags: the tag set to look for")
         if self.tags and self.query != "missing":
             raise MessageError("tags go with query `missing` only")
-        if not isinstance(self.include, tuple) or not all(isinstance(p, str) and p for p in self.include):
-            raise MessageError("include must be a list of glob patterns")
-        if self.include and self.prefix is None and self.key_file is None:
-            raise MessageError("include patterns filter a listing: they go with prefix")
+        for name in ("include", "exclude"):
+            patterns = getattr(self, name)
+            if not isinstance(patterns, tuple) or not all(isinstance(p, str) and p for p in patterns):
+                raise MessageError(f"{name} must be a list of glob patterns")
+            if patterns and self.prefix is None:
+                raise MessageError(f"{name} patterns filter a listing: they go with prefix")
         if self.priority not in PRIORITIES:
             raise MessageError(f"priority must be one of {', '.join(sorted(PRIORITIES))}")
         batch = self.batch_size
@@ -190,7 +200,7 @@ class JobSpec:
         if unknown:
             hint = " (key_file names a file on the submitter's machine: send its keys)" if "key_file" in unknown else ""
             raise MessageError(f"unknown submit_job fields {sorted(unknown)}{hint}; known: {sorted(_SUBMIT_FIELDS)}")
-        for name in ("keys", "tags", "include"):
+        for name in ("keys", "tags", "include", "exclude"):
             if name in values:
                 if not isinstance(values[name], list | tuple):
                     raise MessageError(f"{name} must be a list of strings")

@@ -25,3 +25,7 @@ class JobNotFound(ClientError):
 
 class WaitTimeout(ClientError):
     """The job did not end within the timeout; it keeps running."""
+
+
+class ImageNotFound(ClientError):
+    """No image with that key (under that storage) was ever submitted for tagging."""

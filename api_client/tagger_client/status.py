@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from tagger_client.contract import JobState
@@ -22,6 +22,7 @@ class JobStatus:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    passed_over: dict[str, int] = field(default_factory=dict)  # files the listing left out, by reason
 
     @property
     def finished(self) -> bool:
@@ -68,4 +69,5 @@ class JobStatus:
             "images_per_second": round(self.rate, 2) if self.rate else None,
             "eta_seconds": round(self.eta_seconds, 1) if self.eta_seconds is not None else None,
             "error": self.error,
+            "passed_over": dict(self.passed_over),
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -21,8 +21,17 @@ jobs = Table(
     Column("created_at", DateTime(timezone=True)),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    Column("passed_over", JSON),
 )
-images = Table("images", metadata, Column("id", Integer, primary_key=True), Column("key", String(1024)))
+storages = Table("storages", metadata, Column("id", Integer, primary_key=True), Column("url", Text))
+images = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("storage_id", Integer),
+    Column("key", String(1024)),
+    Column("model_version_id", Integer),
+)
 tags = Table("tags", metadata, Column("id", Integer, primary_key=True), Column("name", String(200)))
 model_versions = Table(
     "model_versions",

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from tagger.cli import jobs, labels, models, results, serve, system, tag, train
-from tagger.errors import TaggerError
+from tagger.errors import TaggerError, UnavailableError
 from tagger.settings import Settings
 
 EPILOG = """\
@@ -24,7 +26,8 @@ examples:
 
 Configuration comes from TAGGER_* environment variables: `tagger config` lists them.
 exit codes: 0 success, 1 unexpected error or failed job, 2 configuration or usage error,
-3 not found, 4 invalid model artifact, 130 interrupted.
+3 not found, 4 invalid model artifact, 5 a server (database, broker, storage) unreachable,
+130 interrupted (Ctrl-C or SIGTERM).
 """
 
 
@@ -35,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from tagger import __version__
+
+    parser.add_argument("--version", action="version", version=f"tagger {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for noun in (train, tag, serve, results, models, labels, jobs, system):
         noun.register(sub)
@@ -44,14 +50,48 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up as Ctrl-C does
     try:
         settings = Settings.from_env()
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        return int(args.func(args, settings) or 0)
+        for quiet in ("alembic", "botocore", "boto3", "urllib3", "s3transfer"):
+            logging.getLogger(quiet).setLevel(max(logging.WARNING, logging.getLogger().level))
+        code = int(args.func(args, settings) or 0)
+        sys.stdout.flush()  # here, so a reader that went away (`| head`) is a BrokenPipeError we can catch
+        return code
     except TaggerError as exc:
         print(f"tagger: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("tagger: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tagger export | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        unreachable = _unreachable(exc)
+        if unreachable is None:
+            raise
+        print(f"tagger: error: {unreachable}", file=sys.stderr)
+        return UnavailableError.exit_code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """One line for a server that cannot be reached (no traceback, no password); None for anything else."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from sqlalchemy.exc import OperationalError as DatabaseError
+
+    from tagger.cli.shared import first_line
+
+    if isinstance(exc, DatabaseError):
+        return f"the database cannot be reached: {first_line(exc)}"
+    if isinstance(exc, BrokerError | ConnectionRefusedError) or type(exc).__module__.startswith("redis"):
+        return f"the broker cannot be reached: {first_line(exc)}"
+    return None

@@ -1,44 +1,57 @@
-"""`tagger jobs`: follow and steer jobs."""
+"""`tagger jobs`: follow and steer jobs, with or without a configured broker."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from typing import Any
 
-from tagger.cli.shared import open_sessions, print_job, print_json
+from tagger.cli.shared import open_sessions, positive_int, print_job, print_json
 from tagger.settings import Settings
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("jobs", help="list, show, wait for, cancel, pause, resume or retry jobs")
+    p = sub.add_parser(
+        "jobs",
+        help="list, show, wait for, cancel, pause, resume or retry jobs",
+        description="Job ids can be shortened to a unique prefix of at least 4 characters. Without "
+        "TAGGER_BROKER_URL, resume, retry and reconcile start their own embedded Redis and workers, and "
+        "wait for the job, as `tagger tag` does.",
+    )
     jsub = p.add_subparsers(dest="jobs_command", required=True)
-    j = jsub.add_parser("list", help="recent jobs")
-    j.add_argument("--limit", type=int, default=20)
-    j.add_argument("--json", action="store_true")
+    j = jsub.add_parser("list", help="recent jobs, newest first")
+    j.add_argument("--limit", type=positive_int, default=20, help="how many (default 20)")
+    j.add_argument("--json", action="store_true", help="print JSON")
     j = jsub.add_parser("show", help="one job with its failures (and, with --items, every image's outcome)")
     j.add_argument("job_id")
-    j.add_argument("--json", action="store_true")
+    j.add_argument("--json", action="store_true", help="print JSON")
     j.add_argument("--items", type=int, default=0, metavar="N", help="include up to N per-image outcomes")
     j = jsub.add_parser("wait", help="follow a job until it ends")
     j.add_argument("job_id")
-    j.add_argument("--timeout", type=float, default=None)
+    j.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
     for name, text in (
         ("cancel", "skip the job's remaining batches (tagged images keep their tags)"),
         ("pause", "hold the job's batches in the queue until `resume`"),
-        ("resume", "let a paused job's batches run again"),
-        ("retry", "queue the job's failed images again (needs TAGGER_BROKER_URL)"),
+        ("resume", "let a paused or interrupted job run again"),
+        ("retry", "queue the job's failed images again"),
     ):
-        jsub.add_parser(name, help=text).add_argument("job_id")
+        j = jsub.add_parser(name, help=text)
+        j.add_argument("job_id")
+        if name in ("resume", "retry"):
+            j.add_argument("--workers", type=positive_int, default=1, help="local workers without a broker (default 1)")
     j = jsub.add_parser("reconcile", help="queue every pending image of unfinished jobs again (after broker data loss)")
     j.add_argument("job_id", nargs="?", help="default: every queued or running job")
+    j.add_argument("--workers", type=positive_int, default=1, help="local workers without a broker (default 1)")
     p.set_defaults(func=cmd_jobs)
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from tagger.jobs.progress import failures, recent, summary, wait
+    from tagger.jobs.progress import failures, recent, resolve
 
-    sessions = open_sessions(settings)
-    if args.jobs_command == "list":
+    command = args.jobs_command
+    sessions = open_sessions(settings, migrate=command not in ("list", "show", "wait"))
+    if command == "list":
         rows = [job.as_dict() for job in recent(sessions, args.limit)]
         if args.json:
             print_json(rows)
@@ -46,46 +59,83 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         for r in rows:
             print(f"{r['id']}  {r['state']:<20} {r['done']}/{r['total']} done, {r['failed']} failed  {r['source']}")
         return 0
-    if args.jobs_command == "show":
-        from tagger.jobs.progress import outcomes
+    job_id = resolve(sessions, args.job_id) if getattr(args, "job_id", None) else None
+    if command == "show":
+        from tagger.jobs.progress import outcomes, summary
 
-        job, failed = summary(sessions, args.job_id), failures(sessions, args.job_id)
-        items = outcomes(sessions, args.job_id, limit=args.items) if args.items else []
+        assert job_id is not None
+        job, failed = summary(sessions, job_id), failures(sessions, job_id)
+        items = outcomes(sessions, job_id, limit=args.items) if args.items else []
         if args.json:
             print_json(job.as_dict() | {"failures": [{"key": k, "reason": r} for k, r in failed], "items": items})
-        else:
-            print_job(job, failed)
-            for item in items:
-                print(
-                    f"  {item['key']:<40} {item['state']:<8} attempts {item['attempts']}  "
-                    f"{item['model_version'] or ''} {item['error'] or ''}"
-                )
+            return 0
+        print_job(job, failed)
+        for item in items:
+            print(
+                f"  {item['key']:<40} {item['state']:<8} attempts {item['attempts']}  "
+                f"{item['model_version'] or ''} {item['error'] or ''}"
+            )
         return 0
-    if args.jobs_command in ("cancel", "pause", "resume"):
+    if command == "wait":
+        assert job_id is not None
+        return follow(sessions, job_id, settings, timeout=args.timeout)
+    if command in ("cancel", "pause"):
         from tagger.jobs import control
         from tagger.jobs.producer import broker_sender
 
         send = broker_sender(settings) if settings.broker_url else None  # so that a cancelled job's webhook fires
-        state = getattr(control, args.jobs_command)(sessions, args.job_id, send=send)
-        print(f"job {args.job_id}: {state}")
+        print(f"job {job_id}: {getattr(control, command)(sessions, job_id, send=send)}")
         return 0
-    if args.jobs_command == "reconcile":
-        from tagger.jobs.control import reconcile
-        from tagger.jobs.producer import broker_sender
+    return _requeue(args, settings, sessions, job_id)
 
-        done = reconcile(sessions, broker_sender(settings), args.job_id)
-        for jid, n in done.items():
-            print(f"job {jid}: {n} pending image(s) queued again")
-        if not done:
-            print("no unfinished jobs")
-        return 0
-    if args.jobs_command == "retry":
-        from tagger.jobs.control import retry_failed
-        from tagger.jobs.producer import broker_sender
 
-        n = retry_failed(sessions, broker_sender(settings), args.job_id)
-        print(f"job {args.job_id}: {n} failed image(s) queued again")
-        return 0
-    job = wait(sessions, args.job_id, timeout=args.timeout)
-    print_job(job, failures(sessions, args.job_id))
-    return 0
+def _requeue(args: argparse.Namespace, settings: Settings, sessions: Any, job_id: str | None) -> int:
+    """resume, retry and reconcile: put work back on a queue; with no broker, run it here and wait."""
+    from tagger.cli.local_workers import dispatch
+    from tagger.jobs import control
+    from tagger.jobs.progress import summary
+
+    with dispatch(settings, workers=args.workers) as where:
+        if args.jobs_command == "resume":
+            assert job_id is not None
+            state = summary(sessions, job_id).state
+            if state.value == "paused" or not where.local:
+                print(f"job {job_id}: {control.resume(sessions, job_id, send=where.send)}")
+            if where.local and not summary(sessions, job_id).state.finished:
+                # An interrupted local job's batches died with its embedded broker: queue its pending images.
+                n = control.reconcile(sessions, where.send, job_id).get(job_id, 0)
+                print(f"job {job_id}: {n} pending image(s) queued", file=sys.stderr)
+            jobs = [job_id]
+        elif args.jobs_command == "retry":
+            assert job_id is not None
+            n = control.retry_failed(sessions, where.send, job_id)
+            print(f"job {job_id}: {n} failed image(s) queued again")
+            jobs = [job_id] if n else []
+        else:
+            requeued = control.reconcile(sessions, where.send, job_id)
+            for jid, n in requeued.items():
+                print(f"job {jid}: {n} pending image(s) queued again")
+            if not requeued:
+                print("no unfinished jobs")
+            jobs = list(requeued)
+        if not where.local:
+            return 0
+        return max([follow(sessions, jid, settings, alive=where.alive) for jid in jobs], default=0)
+
+
+def follow(
+    sessions: Any,
+    job_id: str,
+    settings: Settings,
+    *,
+    timeout: float | None = None,
+    alive: Callable[[], bool] | None = None,
+) -> int:
+    """Wait for the job and print its summary; exit code 0 if it ended done (with or without failures)."""
+    from tagger.jobs.progress import failures, wait
+
+    job = wait(
+        sessions, job_id, timeout=timeout, alive=alive, say=lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    print_job(job, failures(sessions, job_id))
+    return 0 if job.state.value in ("done", "done_with_failures") else 1

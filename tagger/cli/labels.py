@@ -1,11 +1,12 @@
-"""`tagger labels`: tags people confirmed, the training data of `tagger train --labels db`."""
+"""`tagger labels`: tags people confirmed or rejected, the training data of `tagger train --labels db`."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from tagger.cli.shared import open_sessions
+from tagger.cli.shared import open_sessions, print_json
+from tagger.errors import ConfigError
 from tagger.settings import Settings
 
 
@@ -13,39 +14,61 @@ def register(sub: Any) -> None:
     p = sub.add_parser("labels", help="tags confirmed by people: the training data of `tagger train --labels db`")
     lsub = p.add_subparsers(dest="labels_command", required=True)
     m = lsub.add_parser("add", help="tags a person entered by hand for one image")
-    m.add_argument("key")
-    m.add_argument("tags", nargs="+")
-    m = lsub.add_parser("accept", help="accept the active model's suggestions for one image (all, or the named tags)")
-    m.add_argument("key")
-    m.add_argument("tags", nargs="*")
-    m = lsub.add_parser("import", help="load an `image_id,tags` CSV as manual labels")
-    m.add_argument("csv")
+    m.add_argument("key", help="the image's key under --storage")
+    m.add_argument("tags", nargs="+", help="tag names: single words (black-and-white), lower-cased")
+    m.add_argument("--storage", default=None, help="where the image lives (default TAGGER_STORAGE_URL)")
+    m = lsub.add_parser("accept", help="accept the suggestions of one image (all, or the named tags)")
+    m.add_argument("image", help="a path to the file, a file:// or s3:// URL, or a key")
+    m.add_argument("tags", nargs="*", help="only these tags (default: every suggestion)")
+    m.add_argument("--storage", default=None, help="the storage the key is under")
+    m = lsub.add_parser("import", help="load an `image_id,tags` CSV as hand-entered labels")
+    m.add_argument("csv", help="a CSV of image_id,tags (tags separated by spaces or commas; a header is optional)")
     m.add_argument("--storage", default=None, help="where the images live (default TAGGER_STORAGE_URL)")
-    lsub.add_parser("stats", help="how many images and labels per tag")
+    m = lsub.add_parser("stats", help="how many images are labelled, and the positives and negatives per tag")
+    m.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_labels)
 
 
 def cmd_labels(args: argparse.Namespace, settings: Settings) -> int:
     from tagger import labels
+    from tagger.storage import storage_url_for
 
+    if args.labels_command == "stats":
+        total, per_tag = labels.stats(open_sessions(settings, migrate=False))
+        if args.json:
+            print_json({"images": total, "tags": {t: {"positive": p, "negative": n} for t, p, n in per_tag}})
+            return 0
+        print(f"{total} labelled image(s)")
+        for tag, positive, negative in per_tag:
+            print(f"  {tag:<24} {positive:>7} positive {negative:>7} negative")
+        return 0
+    storage = storage_url_for(args.storage) if args.storage else settings.storage_url or None
     sessions = open_sessions(settings)
     if args.labels_command == "add":
-        n = labels.add(sessions, args.key, args.tags, source="manual", storage_url=settings.storage_url or None)
-        print(f"{args.key}: {n} new label(s)")
+        if storage is None:
+            raise ConfigError(
+                "where does the image live? pass --storage FOLDER|s3://bucket/prefix or set TAGGER_STORAGE_URL"
+            )
+        n = labels.add(sessions, args.key, args.tags, storage_url=storage, by="cli")
+        print(f"{args.key}: {n} label(s)")
     elif args.labels_command == "accept":
-        accepted = labels.accept(sessions, args.key, args.tags or None)
-        print(f"{args.key}: accepted {', '.join(accepted) or 'nothing (no matching suggestions)'}")
-    elif args.labels_command == "import":
+        from tagger.results import find_images
+
+        images = find_images(sessions, args.image, storage_url=args.storage and storage)
+        if len(images) > 1:
+            where = ", ".join(i.storage_url for i in images)
+            raise ConfigError(f"{args.image!r} names {len(images)} images ({where}); pass --storage")
+        accepted = labels.accept(sessions, images[0].id, args.tags or None, by="cli")
+        print(f"{images[0].location}: accepted {', '.join(accepted) or 'nothing (no matching suggestions)'}")
+    else:
         from pathlib import Path
 
-        from tagger.storage import storage_url_for
-
-        storage = storage_url_for(args.storage) if args.storage else settings.storage_url or None
-        images, n = labels.import_csv(sessions, Path(args.csv), storage_url=storage)
-        print(f"imported {n} label(s) on {images} image(s) from {args.csv}")
-    else:
-        total, per_tag = labels.stats(sessions)
-        print(f"{total} labelled image(s)")
-        for tag, n in per_tag:
-            print(f"  {tag:<24} {n:>7}")
+        if storage is None:
+            raise ConfigError(
+                "where do the images live? pass --storage FOLDER|s3://bucket/prefix or set TAGGER_STORAGE_URL"
+            )
+        data, n = labels.import_csv(sessions, Path(args.csv), storage_url=storage)
+        for note in data.notes:
+            print(f"note: {note}")
+        print(f"imported {n} label(s) on {len(data.keys)} image(s) from {args.csv}")
     return 0

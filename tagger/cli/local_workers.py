@@ -6,11 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tagger.jobs.lifecycle import Send
+from tagger.processes import die_with_parent
 from tagger.settings import Settings
 
 
@@ -51,7 +55,11 @@ class LocalWorkers:
             if self.concurrency:  # else TAGGER_WORKER_CONCURRENCY, else the worker's own default
                 cmd += ["--concurrency", str(self.concurrency)]
             out = log if log is not None else subprocess.DEVNULL
-            self.procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    cmd, env=env, stdout=out, stderr=out, start_new_session=True, preexec_fn=die_with_parent
+                )
+            )
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -77,6 +85,37 @@ class LocalWorkers:
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Where this command sends tagging work: the configured broker's workers, or its own local ones."""
+
+    send: Send
+    broker_url: str
+    alive: Callable[[], bool] | None  # local workers still running (None: remote workers)
+
+    @property
+    def local(self) -> bool:
+        return self.alive is not None
+
+
+@contextmanager
+def dispatch(settings: Settings, *, workers: int = 1) -> Iterator[Dispatch]:
+    """TAGGER_BROKER_URL's workers; or, with no broker configured, an embedded Redis and `workers` local
+    worker processes that live exactly as long as this block (stopped on exit, Ctrl-C or SIGTERM)."""
+    from tagger.jobs.producer import broker_sender
+
+    with ExitStack() as stack:
+        if settings.broker_url:
+            yield Dispatch(broker_sender(settings), settings.broker_url, None)
+            return
+        local = start_local_cluster(stack, settings, workers)
+        print(
+            f"no TAGGER_BROKER_URL: started an embedded Redis and {workers} local worker(s) for this command",
+            file=sys.stderr,
+        )
+        yield Dispatch(broker_sender(settings, local.settings.broker_url), local.settings.broker_url, local.alive)
 
 
 def start_local_cluster(stack: ExitStack, settings: Settings, count: int) -> LocalWorkers:

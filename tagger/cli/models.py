@@ -13,10 +13,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("models", help="list, show, activate or roll back model versions")
     msub = p.add_subparsers(dest="models_command", required=True)
     m = msub.add_parser("list", help="all versions, newest first, metrics side by side")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--json", action="store_true", help="print JSON")
     m = msub.add_parser("show", help="one version: metrics per tag, thresholds, training arguments and data")
     m.add_argument("version", nargs="?", help="default: the active version")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--json", action="store_true", help="print JSON")
     m = msub.add_parser("activate", help="validate VERSION, make it active; running workers switch between batches")
     m.add_argument("version")
     msub.add_parser("rollback", help="re-activate the version that was active before the current one")
@@ -26,9 +26,12 @@ def register(sub: Any) -> None:
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from tagger import promotion, registry
 
-    sessions = open_sessions(settings)
+    sessions = open_sessions(settings, migrate=args.models_command in ("activate", "rollback"))
     if args.models_command == "activate":
         switch = promotion.activate(sessions, settings, args.version)
+        if switch.previous == switch.active:
+            print(f"{switch.active} is already the active version; nothing changed")
+            return 0
         print(
             f"activated {switch.active} (was {switch.previous or 'none'}); "
             f"{switch.listeners} worker process(es) notified, the others switch within seconds"
@@ -82,7 +85,7 @@ def _model_row(r: Any) -> dict[str, Any]:
 def _print_model(data: dict[str, Any]) -> None:
     meta = data["meta"] or {}
     metrics, training = meta.get("metrics") or {}, meta.get("training") or {}
-    print(f"version   {data['version']} ({data['arch']}, {data['status']}{', active' if data['active'] else ''})")
+    print(f"version   {data['version']} ({data['arch']}, {data['status']})")
     print(f"artifact  {data['uri']}  sha256 {data['sha256'][:16]}...")
     if data["error"]:
         print(f"refused   {data['error']}")

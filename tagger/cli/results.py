@@ -6,45 +6,78 @@ import argparse
 import sys
 from typing import Any
 
-from tagger.cli.shared import open_sessions, print_json
+from tagger.cli.shared import open_sessions, print_json, probability
+from tagger.errors import ConfigError, NotFoundError
 from tagger.settings import Settings
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("results", help="suggested tags of one image")
-    p.add_argument("key")
-    p.add_argument("--all-versions", action="store_true", help="include suggestions of older models")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "results",
+        help="suggested tags of one image",
+        description="Suggested tags of one image, from the version that last tagged it. Name the image by a "
+        "path to its file, a file:// or s3:// URL, or a key (with --storage, or alone: every storage holding "
+        "that key is shown). Exit code 3 when no such image was ever submitted.",
+    )
+    p.add_argument("image", help="a path to the file, a file:// or s3:// URL, or a key")
+    p.add_argument("--storage", default=None, help="the storage the key is under (folder, file:// or s3:// URL)")
+    p.add_argument("--all-versions", action="store_true", help="also the suggestions of older model versions")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("export", help="export suggestions as CSV or JSON lines")
-    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p = sub.add_parser(
+        "export",
+        help="export suggestions as CSV or JSON lines",
+        description="Every image's suggestions from the version that last tagged it, by storage and key. "
+        "CSV cells a spreadsheet would run as a formula get a leading apostrophe.",
+    )
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="output format (default csv)")
     p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
-    p.add_argument("--tag", default=None, help="only this tag")
-    p.add_argument("--min-probability", type=float, default=0.0)
+    p.add_argument("--tag", default=None, help="only this tag (exit code 3 if no such tag)")
+    p.add_argument(
+        "--min-probability", type=probability, default=0.0, help="only suggestions at or above it, 0-1 (default 0)"
+    )
     p.set_defaults(func=cmd_export)
 
 
 def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
-    from tagger.results import suggestions_for
+    from tagger.results import find_images, suggestions_for
+    from tagger.storage import storage_url_for
 
-    sessions = open_sessions(settings)
-    rows = suggestions_for(sessions, args.key, all_versions=args.all_versions)
+    sessions = open_sessions(settings, migrate=False)
+    storage = storage_url_for(args.storage) if args.storage else None
+    images = find_images(sessions, args.image, storage_url=storage)
+    shown = [(image, suggestions_for(sessions, image, all_versions=args.all_versions)) for image in images]
     if args.json:
-        print_json({"key": args.key, "suggestions": rows})
+        print_json(
+            [
+                {"storage": i.storage_url, "key": i.key, "model_version": i.version, "suggestions": rows}
+                for i, rows in shown
+            ]
+        )
         return 0
-    if not rows:
-        print(f"{args.key}: no suggestions (not tagged yet, or no tag above threshold)")
-    for row in rows:
-        print(f"{row['tag']:<24} {row['probability']:.3f}  ({row['model_version']})")
+    for image, rows in shown:
+        if len(shown) > 1 or storage is None:
+            print(image.location)
+        if image.version is None:
+            print("  not tagged yet")
+        elif not rows:
+            print(f"  tagged by {image.version}: no tag above its threshold")
+        for row in rows:
+            note = "" if row["active"] else ", not the active model"
+            print(f"  {row['tag']:<24} {row['probability']:.3f}  ({row['model_version']}{note})")
     return 0
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from tagger.results import export
+    from tagger.results import export, tag_exists
 
-    sessions = open_sessions(settings)
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    sessions = open_sessions(settings, migrate=False)
+    if args.tag and not tag_exists(sessions, args.tag):
+        raise NotFoundError(f"no tag {args.tag!r} in the vocabulary; see `tagger models show`")
+    if args.output != "-" and args.output.endswith("/"):
+        raise ConfigError(f"--output {args.output!r} is a folder; name a file")
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
     try:
         n = export(sessions, out, fmt=args.format, tag=args.tag, min_probability=args.min_probability)
     finally:

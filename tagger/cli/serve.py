@@ -36,13 +36,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         )
     from celery.signals import worker_process_init, worker_ready
 
-    from tagger.db import make_engine, upgrade
     from tagger.model.device import pick_device
     from tagger.worker import context
     from tagger.worker.app import configure
 
     context.configure(settings)
-    upgrade(make_engine(settings.database_url))
+    _wait_for_database(settings)
     gpu = pick_device(settings.device).type == "cuda"
     cores = os.cpu_count() or 1
     pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
@@ -71,6 +70,32 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         argv.append(f"--hostname={args.hostname}")
     app.worker_main(argv=argv)
     return 0
+
+
+def _wait_for_database(settings: Settings, *, every: float = 2.0) -> None:
+    """Bring the schema up to date, waiting (one log line per try, no traceback) while the database is
+    down: a worker may start before PostgreSQL does, as it may before Redis (Celery waits for that)."""
+    import logging
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from tagger.cli.shared import first_line
+    from tagger.db import make_engine, upgrade
+    from tagger.settings import redacted
+
+    log = logging.getLogger("tagger.worker")
+    engine = make_engine(settings.database_url)
+    shown = redacted("database_url", settings.database_url)
+    while True:
+        try:
+            upgrade(engine)
+            return
+        except OperationalError as exc:
+            log.warning("waiting for the database at %s: %s", shown, first_line(exc))
+            time.sleep(every)
+        finally:
+            engine.dispose()
 
 
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,21 +2,78 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from tagger.errors import ConfigError, NotFoundError, UnavailableError
 from tagger.settings import Settings
+
+T = TypeVar("T")
 
 
 def open_sessions(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
-    from tagger.db import make_engine, make_sessionmaker, upgrade
+    """Sessions on TAGGER_DATABASE_URL. Commands that write bring the schema up to date first; read-only
+    ones (`migrate=False`) never create or change a database: one that is missing or out of date is an
+    error that says what to run."""
+    from sqlalchemy.exc import OperationalError
 
-    engine = make_engine(settings.database_url)
-    if migrate:
-        upgrade(engine)
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.db.migrate import current_revision, head_revision
+    from tagger.settings import redacted
+
+    url = settings.database_url
+    shown = redacted("database_url", url)
+    if not migrate and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise NotFoundError(
+            f"no database at {shown}: nothing was tagged with these settings (TAGGER_DATABASE_URL, "
+            "TAGGER_VAR_DIR; relative to the current folder). `tagger db upgrade` creates an empty one"
+        )
+    engine = make_engine(url)
+    try:
+        if migrate:
+            upgrade(engine)
+        else:
+            current, head = current_revision(engine), head_revision()
+            if current is None:
+                raise NotFoundError(f"the database at {shown} has no tagger schema: run `tagger db upgrade`")
+            if current != head:
+                raise ConfigError(
+                    f"the database at {shown} is at schema {current}, this tagger needs {head}: run `tagger db upgrade`"
+                )
+    except OperationalError as exc:
+        raise UnavailableError(f"cannot reach the database at {shown}: {first_line(exc)}") from None
     return make_sessionmaker(engine)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line for people: the driver's own message, without SQL or a traceback."""
+    inner = getattr(exc, "orig", None) or exc
+    return str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+
+
+def _checked(convert: Callable[[str], T], ok: Callable[[T], bool], must: str) -> Callable[[str], T]:
+    """An argparse type: `convert` the text, then refuse a value that is not `ok`, saying what it `must` be."""
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} {must}")
+        return value
+
+    return parse
+
+
+probability = _checked(float, lambda v: 0.0 <= v <= 1.0, "is not a probability (0 to 1)")
+positive_int = _checked(int, lambda v: v >= 1, "must be a whole number of at least 1")
+positive_float = _checked(float, lambda v: v > 0, "must be above 0")
 
 
 def print_json(data: Any) -> None:
@@ -30,6 +87,9 @@ def print_job(job: Any, failed: list[tuple[str, str]]) -> None:
         f"job {job.id}: {job.state.value}: {job.done} tagged, {job.failed} failed, "
         f"{job.skipped} skipped of {job.total} ({rate}{eta})" + (f"; {job.error}" if job.error else "")
     )
+    passed = getattr(job, "passed_over", None) or {}
+    if passed:
+        print("  passed over: " + ", ".join(f"{n} {why}" for why, n in sorted(passed.items(), key=lambda kv: -kv[1])))
     for key, reason in failed[:50]:
         print(f"  failed {key}: {reason}")
     if len(failed) > 50:

@@ -3,25 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
-from tagger.cli.shared import open_sessions
 from tagger.settings import Settings, describe, redacted
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("db", help="database schema management")
+    p = sub.add_parser("db", help="database schema: create or upgrade it, or show where it stands")
     dsub = p.add_subparsers(dest="db_command", required=True)
-    dsub.add_parser("upgrade", help="apply Alembic migrations up to the newest")
+    dsub.add_parser("upgrade", help="create the schema, or apply Alembic migrations up to the newest")
+    dsub.add_parser("status", help="the schema revision of the database and the one this tagger needs")
     p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("config", help="show every TAGGER_* setting with its value and meaning")
+    p = sub.add_parser("config", help="show every TAGGER_* setting with its value and meaning (secrets masked)")
     p.set_defaults(func=cmd_config)
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    open_sessions(settings, migrate=True)
-    print(f"database schema is up to date: {redacted('database_url', settings.database_url)}")
+    from sqlalchemy.exc import OperationalError
+
+    from tagger.db import make_engine, upgrade
+    from tagger.db.migrate import current_revision, head_revision
+    from tagger.errors import UnavailableError
+
+    shown = redacted("database_url", settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        before = current_revision(engine)
+        if args.db_command == "upgrade":
+            upgrade(engine)
+    except OperationalError as exc:
+        from tagger.cli.shared import first_line
+
+        raise UnavailableError(f"cannot reach the database at {shown}: {first_line(exc)}") from None
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if args.db_command == "status":
+        state = "up to date" if before == head else f"needs `tagger db upgrade` to {head}"
+        print(f"{shown}: schema {before or 'none (not created yet)'}, {state}")
+        return 0 if before == head else 1
+    if before is None:
+        print(f"created the schema ({head}) in {shown}")
+    elif before != head:
+        print(f"upgraded {shown} from {before} to {head}")
+    else:
+        print(f"{shown} is already up to date ({head})")
     return 0
 
 
@@ -29,5 +57,9 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     for var, default, help_text in describe():
         name = var.removeprefix("TAGGER_").lower()
         value = redacted(name, getattr(settings, name))
-        print(f"{var:<28} = {value:<40} {help_text} [default: {default or 'see text'}]")
+        print(f"{var:<28} = {value:<40} {help_text}" + (f" [default: {default}]" if default else ""))
+    for var in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        value = os.environ.get(var) or ""
+        shown = ("********" if "SECRET" in var else value) if value else "(not set)"
+        print(f"{var:<28} = {shown:<40} read by boto3 for s3:// storage and model stores")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from tagger.cli.shared import print_json
+from tagger.cli.shared import positive_int, print_json
 from tagger.settings import Settings
 
 
@@ -27,6 +27,17 @@ def register(sub: Any) -> None:
     p.add_argument("--dir", default=None, help="where to write the sample archive (default: VAR/demo)")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser(
+        "sample",
+        help="write generated stills with known tags, and their labels.csv, to try tagger on",
+        description="Writes FOLDER/stills/still_NNNNN.jpg (small synthetic stills whose tags a CNN can see: "
+        "shapes, stripes, night, black-and-white, ...) and FOLDER/labels.csv (image_id,tags).",
+    )
+    p.add_argument("folder", help="where to write them (created if missing)")
+    p.add_argument("--count", type=positive_int, default=200, help="how many stills (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same stills (default 0)")
+    p.set_defaults(func=cmd_sample)
+
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     report = train_and_promote(args, settings)
@@ -41,6 +52,17 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from tagger.sample_archive import generate
+
+    root = Path(args.folder)
+    stills = generate(root, args.count, seed=args.seed)
+    print(f"wrote {len(stills)} stills under {root / 'stills'} and their tags in {root / 'labels.csv'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from tagger.cli.demo import run_demo
 
@@ -52,7 +74,6 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Any:
     from tagger import promotion, registry
     from tagger.cli.shared import open_sessions
     from tagger.model.device import pick_device
-    from tagger.storage import open_storage
     from tagger.training.gate import compare
     from tagger.training.train import main as recipe
     from tagger.training.train import say
@@ -65,7 +86,6 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Any:
         registry.register(session, candidate.meta, uri=candidate.uri, activate_if_none=False)
     gate = compare(
         sessions,
-        open_storage(settings.model_store),
         candidate,
         threshold=args.threshold,
         margin=args.gate_margin,

@@ -1,4 +1,4 @@
-"""Images by key: insert what is new, return ids for all."""
+"""Images by identity: a storage root and a key under it. Insert what is new, return ids for all."""
 
 from __future__ import annotations
 
@@ -7,23 +7,30 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tagger.db.schema import Image
-from tagger.db.upsert import insert_ignore, upsert
+from tagger.db.schema import Image, Storage
+from tagger.db.upsert import insert_ignore
 
 
-def image_ids(session: Session, keys: Sequence[str], *, storage_url: str | None = None) -> dict[str, int]:
-    """Ids of `keys`, inserting new ones; a producer passes `storage_url` to record where they live."""
+def storage_id(session: Session, url: str) -> int:
+    """The id of the storage root `url` (canonical form, see `tagger.storage.canonical_url`), created if new."""
+    found = session.scalar(select(Storage.id).where(Storage.url == url))
+    if found is not None:
+        return int(found)
+    session.execute(insert_ignore(session, Storage, [{"url": url}], ["url"]))
+    return int(session.scalars(select(Storage.id).where(Storage.url == url)).one())
+
+
+def image_ids(session: Session, storage: int, keys: Sequence[str]) -> dict[str, int]:
+    """key -> image id for `keys` under the storage with id `storage`, inserting the new ones."""
     if not keys:
         return {}
-    if storage_url is None:  # the worker's path: the producer created these rows, so read first
-        found = {
-            key: image_id for key, image_id in session.execute(select(Image.key, Image.id).where(Image.key.in_(keys)))
-        }
-        missing = [k for k in dict.fromkeys(keys) if k not in found]
-        if not missing:
-            return found
-        session.execute(insert_ignore(session, Image, [{"key": k} for k in missing], ["key"]))
-    else:
-        rows = [{"key": k, "storage_url": storage_url} for k in keys]
-        session.execute(upsert(session, Image, rows, ["key"], ["storage_url"]))
-    return {key: image_id for key, image_id in session.execute(select(Image.key, Image.id).where(Image.key.in_(keys)))}
+    unique = list(dict.fromkeys(keys))
+    query = select(Image.key, Image.id).where(Image.storage_id == storage, Image.key.in_(unique))
+    found = {key: image_id for key, image_id in session.execute(query)}
+    missing = [k for k in unique if k not in found]
+    if missing:
+        session.execute(
+            insert_ignore(session, Image, [{"storage_id": storage, "key": k} for k in missing], ["storage_id", "key"])
+        )
+        found.update({key: image_id for key, image_id in session.execute(query)})
+    return found

@@ -49,3 +49,23 @@ def _sqlite_lock_path(engine: Engine) -> Path | None:
     if not database or database == ":memory:":
         return None
     return Path(database).with_suffix(".migrate.lock")
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at; None for a database tagger never set up."""
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(alembic_config_for_scripts()).get_current_head())
+
+
+def alembic_config_for_scripts() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg

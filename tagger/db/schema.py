@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -32,14 +33,26 @@ class Base(DeclarativeBase):
     pass
 
 
+class Storage(Base):
+    """A storage root images were submitted under: `file:///dir` or `s3://bucket/prefix`, canonical form."""
+
+    __tablename__ = "storages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(Text, unique=True)
+
+
 class Image(Base):
+    """One image: a key under a storage root. Its identity is both, so the same file name in two folders
+    is two images."""
+
     __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("storage_id", "key", name="uq_images_storage_key"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(1024), unique=True)
+    storage_id: Mapped[int] = mapped_column(ForeignKey("storages.id", name="fk_images_storage"))
+    key: Mapped[str] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # Where the key was last read from, so database-query producers know where to fetch it.
-    storage_url: Mapped[str | None] = mapped_column(Text)
     # The model version that last tagged the image: NULL is "never tagged", older than active is "stale".
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), index=True)
     tagged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -84,18 +97,26 @@ class ModelVersion(Base):
 
 
 class Label(Base):
-    """A tag a person confirmed for an image: an accepted suggestion or one entered by hand."""
+    """A person's decision about one tag of one image: it applies (positive) or it does not (a rejected
+    suggestion, a negative). The latest decision wins; `tagger train --labels db` learns from both."""
 
     __tablename__ = "labels"
 
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
-    source: Mapped[str] = mapped_column(String(16), default="manual")  # "accepted" | "manual"
+    source: Mapped[str] = mapped_column(String(16), default="manual")  # "accepted" | "rejected" | "manual"
+    positive: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    decided_by: Mapped[str | None] = mapped_column(String(200))  # who: a user name, "cli", an API token's name
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Suggestion(Base):
-    """A tag the model suggests for an image, keyed so a redelivered batch rewrites the same row."""
+    """A tag the model suggests for an image, keyed so a redelivered batch rewrites the same row.
+
+    The hottest table: no per-row foreign keys (they were half of the insert's cost). Its ids come from
+    rows that exist and are never deleted: images and tags from the producer and the registry, the
+    version from the model the worker serves.
+    """
 
     __tablename__ = "suggestions"
     __table_args__ = (
@@ -104,9 +125,9 @@ class Suggestion(Base):
         Index("ix_suggestions_tag_probability", "tag_id", "probability"),
     )
 
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
-    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tag_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     probability: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -132,6 +153,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # Submission options: notification targets, attempt limit; JSON so new options need no migration.
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Files a listing passed over, counted by reason ("not an image suffix (.heic)": 3).
+    passed_over: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

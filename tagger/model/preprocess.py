@@ -64,6 +64,12 @@ def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
         raise ImageError(f"image has no pixels ({width}x{height})")
     if width * height > limits.max_pixels:
         raise ImageError(f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}")
+    if img.mode.startswith("F"):
+        # HDR, depth maps, scientific data: no one faithful 8-bit picture, so no tags from a guessed scaling.
+        raise ImageError(
+            f"{img.format} holds 32-bit floating-point pixels (mode {img.mode}): no faithful 8-bit picture to tag; "
+            "export it as 8- or 16-bit"
+        )
     return img
 
 

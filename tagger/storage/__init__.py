@@ -7,11 +7,21 @@ from urllib.parse import unquote, urlparse
 
 from tagger.errors import ConfigError
 from tagger.storage.base import Storage, is_image_key
-from tagger.storage.keys import validate_key
+from tagger.storage.keys import readable, validate_key
 from tagger.storage.local import LocalStorage
 from tagger.storage.s3 import S3Storage
 
-__all__ = ["Storage", "LocalStorage", "S3Storage", "open_storage", "is_image_key", "validate_key", "storage_url_for"]
+__all__ = [
+    "Storage",
+    "LocalStorage",
+    "S3Storage",
+    "canonical_url",
+    "open_storage",
+    "is_image_key",
+    "readable",
+    "validate_key",
+    "storage_url_for",
+]
 
 
 def open_storage(url: str) -> Storage:
@@ -34,3 +44,9 @@ def storage_url_for(source: str) -> str:
     if not path.is_dir():
         raise ConfigError(f"{source!r} is not a folder, an s3://bucket/prefix or a file:// URL")
     return path.resolve().as_uri()
+
+
+def canonical_url(url: str) -> str:
+    """The one spelling of a storage root (an image's identity includes it): `file:///absolute/dir`, resolved,
+    or `s3://bucket[/prefix]`, without a trailing slash. Raises ConfigError for anything else."""
+    return open_storage(url).url

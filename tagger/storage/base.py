@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -11,8 +12,17 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".
 class Storage(Protocol):
     url: str
 
-    def list_keys(self, prefix: str = "") -> Iterator[str]:
-        """Yield every key under prefix, streaming: memory stays flat for millions of keys."""
+    def list_keys(self, prefix: str = "", *, passed_over: Counter[str] | None = None) -> Iterator[str]:
+        """Yield every file's key under prefix, streaming: memory stays flat for millions of keys.
+
+        What the storage itself cannot list (a link out of the root, an unreadable folder) is counted
+        in `passed_over` by reason instead of stopping the listing.
+        """
+        ...
+
+    def check(self, prefix: str = "") -> None:
+        """Raise ObjectMissingError (saying what does exist, where it can) unless the root, and the
+        prefix under it, can be listed: a listing of nothing must not pass for an empty archive."""
         ...
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:

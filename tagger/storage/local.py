@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +23,13 @@ class LocalStorage:
             raise InvalidKeyError(f"key resolves outside the storage root: {key!r:.80}")
         return path
 
-    def list_keys(self, prefix: str = "") -> Iterator[str]:
-        """Depth-first, in lexicographic order (as S3 lists), holding one directory's names at a time."""
+    def list_keys(self, prefix: str = "", *, passed_over: Counter[str] | None = None) -> Iterator[str]:
+        """Depth-first, in lexicographic order (as S3 lists), holding one directory's names at a time.
+
+        Links out of the root are never followed, and an unreadable folder does not stop the listing:
+        both are counted in `passed_over`. Names that are not UTF-8 come as Python's surrogate escapes.
+        """
+        skipped = passed_over if passed_over is not None else Counter()
         start = self._path(prefix.rstrip("/")) if prefix else self.root
         if not start.is_dir():
             return
@@ -37,14 +43,25 @@ class LocalStorage:
                 with os.scandir(path) as it:
                     entries = sorted(it, key=lambda e: e.name, reverse=True)
             except OSError as exc:
-                raise StorageError(f"cannot list {path}: {exc}") from exc
+                if path == start:
+                    raise StorageError(f"cannot list {path}: {exc}") from exc
+                skipped[f"unreadable folder ({exc.strerror or exc})"] += 1
+                continue
             for entry in entries:
-                if entry.name.startswith("."):
-                    continue
                 if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(self.root):
-                    continue
-                if entry.is_dir() or entry.is_file():
-                    stack.append((Path(entry.path), entry.is_dir()))
+                    skipped["a link out of the storage root"] += 1
+                elif entry.is_dir():
+                    stack.append((Path(entry.path), True))
+                elif entry.is_file():
+                    stack.append((Path(entry.path), False))
+                else:
+                    skipped["not a regular file"] += 1
+
+    def check(self, prefix: str = "") -> None:
+        if not self.root.is_dir():
+            raise ObjectMissingError(f"no such folder: {self.root}")
+        if prefix and not self._path(prefix.rstrip("/")).is_dir():
+            raise ObjectMissingError(f"no folder {prefix!r} in {self.root}")
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
         path = self._path(key)

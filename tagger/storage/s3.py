@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from tagger.errors import ConfigError, ImageError, ObjectMissingError, StorageError
+from tagger.errors import ConfigError, ImageError, ObjectMissingError, PermanentError, StorageError
 from tagger.storage.keys import validate_key
 
 
@@ -38,7 +39,7 @@ class S3Storage:
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def list_keys(self, prefix: str = "") -> Iterator[str]:
+    def list_keys(self, prefix: str = "", *, passed_over: Counter[str] | None = None) -> Iterator[str]:
         """Page through ListObjectsV2; one page (at most 1,000 keys) is held at a time."""
         full_prefix = self.prefix + "/" if self.prefix else ""
         if prefix:
@@ -57,6 +58,36 @@ class S3Storage:
             if _is_botocore_error(exc):
                 raise StorageError(f"cannot list {self.url}: {exc}") from exc
             raise
+
+    def check(self, prefix: str = "") -> None:
+        """The bucket exists and something is stored under the prefix; else say what is there instead."""
+        import difflib
+
+        full = f"{self.prefix}/{prefix}" if self.prefix and prefix else (self.prefix or prefix)
+        try:
+            page = self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=full.rstrip("/") + "/" if full else "", MaxKeys=1
+            )
+            if page.get("KeyCount", 0):
+                return
+            parent = full.rstrip("/").rpartition("/")[0]
+            siblings = self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=parent + "/" if parent else "", Delimiter="/", MaxKeys=1000
+            )
+        except self.client.exceptions.NoSuchBucket:
+            raise ObjectMissingError(f"no such bucket: {self.bucket}") from None
+        except Exception as exc:
+            if _is_botocore_error(exc):
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                    raise PermanentError(f"cannot list s3://{self.bucket}/{full}: {code}") from None
+                raise StorageError(f"cannot list s3://{self.bucket}/{full}: {exc}") from exc
+            raise
+        there = [p["Prefix"].rstrip("/") for p in siblings.get("CommonPrefixes", [])]
+        close = difflib.get_close_matches(full.rstrip("/"), there, n=3)
+        hint = f"; did you mean {', '.join(f's3://{self.bucket}/{c}' for c in close)}?" if close else ""
+        where = f"s3://{self.bucket}/{full}".rstrip("/")
+        raise ObjectMissingError(f"nothing is stored under {where}{hint}")
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
         object_key = self._object_key(key)
