@@ -1,21 +1,22 @@
 """The system benchmark: ceilings, the real pipeline, and the naive worker, measured in one run.
 
     python bench/run.py                                     # small, CPU (2 cores: a few minutes)
-    python bench/run.py --device cuda --arch resnet50 --images 4000 --batch 256 --workers 1 \
-        --pool threads --decoder device --scale 1,2,4
+    python bench/run.py --device cuda --arch resnet50 --images 12000 --batch 256 --scale 1,2,4   # a GPU host
 
 In one run on the machine it is given, it:
-  1. writes a synthetic archive of 1080p-class JPEG stills (4:3, 16:9 and 2.39:1);
-  2. measures the decode ceiling (the worker's Preprocess on `--threads` threads) and the
-     model-only ceiling (worker.inference.predict on ready uint8 batches);
+  1. writes a synthetic archive of 1080p-class JPEG stills (4:3, 16:9 and 2.39:1), on every core;
+  2. measures the decode ceilings (the worker's Preprocess with and without JPEG draft, the device
+     decoder, and any other JPEG decoder installed: simplejpeg, OpenCV) and the model-only ceiling;
   3. tags the archive end to end through real `tagger worker` processes, Redis and the database;
   4. runs the naive baseline through the same system: one image per task, batch 1, full decode;
   5. measures the latency of single interactive images submitted during a bulk job (p50/p95);
-  6. measures the sink's suggestion rows/s, beside the database's own rate for the same rows
-     (COPY straight into the table) and the broker's rate for task messages (publish, consume+ack);
-  7. with --scale 1,2,4: the end-to-end rate of 1, 2 and 4 worker processes with a light model;
-and prints a table of rates with their ratios to the ceilings and to the naive baseline
-(also written as JSON with --json-out). It is a measurement, not a test: nothing is asserted.
+  6. measures the sink's suggestion rows/s at the worker's concurrency with decode threads busy beside
+     it, beside the database's own rate for the same rows and the broker's rate for task messages;
+  7. the system-overhead scenario: small stills and a trivial model, so inference is nearly free; its
+     end-to-end rate against 1 / (decode + model + sink seconds per image, each measured alone);
+  8. with --scale 1,2,4: the end-to-end rate of 1, 2 and 4 worker processes with a light model;
+and prints a table of rates with their ratios (also written as JSON with --json-out). It is a
+measurement, not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +41,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SHAPES = ((1440, 1080), (1920, 1080), (1920, 804))  # 4:3, 16:9, 2.39:1
+SMALL = (192, 108)  # the overhead scenario's stills
+PER_IMAGE = 10  # suggestions per image, as a trained model gives
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="TAGGER_COMPILE=1 (torch.compile, warmed up)")
     p.add_argument("--scale", default="", help="worker counts for the scale-out table, e.g. 1,2,4 (default: skip)")
     p.add_argument("--scale-size", type=int, default=64, help="input size of the light scale-out model")
+    p.add_argument("--overhead-images", type=int, default=1200, help="small stills for the overhead scenario")
+    p.add_argument("--overhead-arch", default="mobilenet_v3_small", help="the overhead scenario's trivial model")
+    p.add_argument("--overhead-size", type=int, default=32, help="its input size")
     p.add_argument("--broker-messages", type=int, default=5000, help="task messages for the broker ceiling")
     p.add_argument("--database", choices=["sqlite", "postgresql"], default="postgresql")
     p.add_argument("--sink-rows", type=int, default=200_000, help="suggestion rows for the sink measurement")
@@ -68,28 +75,32 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def write_archive(root: Path, n: int) -> list[str]:
-    """Smooth, photo-like stills (shapes, gradients, mild noise), so JPEG sizes and decode costs are realistic."""
+def _write_still(args: tuple[Path, int, tuple[int, int], int]) -> str:
+    """One smooth, photo-like still (shapes, gradients, mild noise): realistic JPEG sizes and decode costs."""
     import numpy as np
     from PIL import Image
 
     from tagger.sample_archive import TAGS, render
 
-    rng = random.Random(7)
-    noise = np.random.default_rng(7)
+    root, i, (w, h), seed = args
+    rng = random.Random(seed * 100_003 + i)
+    noise = np.random.default_rng(seed * 100_003 + i)
+    small = render({t for t in TAGS if rng.random() < 0.3}, (max(8, w // 4), max(8, h // 4)), rng)
+    img = small.resize((w, h), Image.Resampling.BICUBIC)
+    arr = np.asarray(img, dtype=np.int16) + noise.integers(-6, 7, (h, w, 3), dtype=np.int16)
+    buf = io.BytesIO()
+    Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+    key = f"stills/{i:06d}.jpg"
+    (root / key).write_bytes(buf.getvalue())
+    return key
+
+
+def write_archive(root: Path, n: int, shapes: tuple[tuple[int, int], ...] = SHAPES, seed: int = 7) -> list[str]:
+    """n stills under root/stills/, written by every core."""
     (root / "stills").mkdir(parents=True, exist_ok=True)
-    keys = []
-    for i in range(n):
-        w, h = SHAPES[i % 3]
-        small = render({t for t in TAGS if rng.random() < 0.3}, (w // 4, h // 4), rng)
-        img = small.resize((w, h), Image.Resampling.BICUBIC)
-        arr = np.asarray(img, dtype=np.int16) + noise.integers(-6, 7, (h, w, 3), dtype=np.int16)
-        buf = io.BytesIO()
-        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
-        key = f"stills/{i:06d}.jpg"
-        (root / key).write_bytes(buf.getvalue())
-        keys.append(key)
-    return keys
+    jobs = [(root, i, shapes[i % len(shapes)], seed) for i in range(n)]
+    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+        return list(pool.map(_write_still, jobs, chunksize=16))
 
 
 def decode_rate(root: Path, keys: list[str], size: int, threads: int, *, draft: bool) -> float:
@@ -104,8 +115,49 @@ def decode_rate(root: Path, keys: list[str], size: int, threads: int, *, draft: 
     return len(blobs) / (time.perf_counter() - start)
 
 
+def other_decoder_rates(root: Path, keys: list[str], size: int, threads: int) -> dict[str, float]:
+    """JPEG decoders that scale in the DCT and release the GIL, where installed: simplejpeg, OpenCV.
+
+    Each decodes to at least `size` per side (the reduced scale the file allows), then squish-resizes with
+    Pillow as the worker would, so the figures compare with Preprocess + draft.
+    """
+    import numpy as np
+    from PIL import Image
+
+    blobs = [(root / k).read_bytes() for k in keys]
+    rates: dict[str, float] = {}
+
+    def timed(name: str, decode: Any) -> None:
+        def one(data: bytes) -> Any:
+            return Image.fromarray(decode(data)).resize((size, size), Image.Resampling.BILINEAR)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, blobs[:8]))
+            start = time.perf_counter()
+            list(pool.map(one, blobs))
+        rates[name] = len(blobs) / (time.perf_counter() - start)
+
+    try:
+        import simplejpeg
+
+        timed("simplejpeg", lambda b: simplejpeg.decode_jpeg(b, min_height=size, min_width=size))
+    except ImportError:
+        pass
+    try:
+        import cv2
+
+        def opencv(data: bytes) -> Any:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_4)
+            return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+        timed("opencv (reduced 1/4)", opencv)
+    except ImportError:
+        pass
+    return rates
+
+
 def device_decode_rate(root: Path, keys: list[str], size: int, device_name: str, batch: int) -> float:
-    """The worker's device decoder (nvJPEG on CUDA; torchvision's libjpeg on CPU), batched, resize included."""
+    """The worker's device decoder (nvJPEG on CUDA; libjpeg-turbo on CPU), batched, resize included."""
     import torch
 
     from tagger.model.device import pick_device
@@ -148,62 +200,156 @@ def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, im
     return rounds * batch / (time.perf_counter() - start)
 
 
-def sink_rate(sessions: Any, version_id: int, tag_ids: list[int], rows: int) -> float:
-    from tagger.jobs.producer import create_job, enqueue_keys
-    from tagger.worker.sink import Tagged, record_batch
+def _sink_batches(sessions: Any, storage_url: str, tag_ids: list[int], images: int, batch: int) -> Any:
+    """A job over `images` fresh images and the sink's rows for it, batch by batch (TaggedRows, as the worker)."""
+    from sqlalchemy import select
 
-    per_image, batch = 10, 256
-    keys = [f"sink/{i:07d}.jpg" for i in range(rows // per_image)]
-    job = create_job(sessions, source="sink", storage_url="file:///nowhere", batch_size=batch).job_id
-    enqueue_keys(sessions, lambda *a: None, job_id=job, keys=keys, batch_size=batch)
+    from tagger.db.schema import Image, JobItem
+    from tagger.jobs.producer import complete_listing, create_job, enqueue_keys
+    from tagger.jobs.sources import PassedOver
+    from tagger.worker.sink import TaggedRows
+    from tagger_client.contract import JobSpec
+
+    spec = JobSpec.new(keys=[], storage_url=storage_url, batch_size=batch)
+    job = create_job(sessions, spec, source="sink", storage_url=storage_url, batch_size=batch).job_id
+    prefix = f"sink-{job[:8]}"
+    enqueue_keys(
+        sessions,
+        lambda *a: None,
+        job_id=job,
+        keys=[f"{prefix}/{i:07d}.jpg" for i in range(images)],
+        storage_url=storage_url,
+        batch_size=batch,
+        queue="bench",
+    )
+    complete_listing(sessions, lambda *a: None, job, PassedOver())
+    with sessions() as session:
+        ids = list(session.scalars(select(Image.id).join(JobItem).where(JobItem.job_id == job).order_by(Image.id)))
     rng = random.Random(3)
-    batches = [
-        [Tagged(k, [(t, rng.random()) for t in rng.sample(tag_ids, per_image)]) for k in keys[i : i + batch]]
-        for i in range(0, len(keys), batch)
-    ]
+    out = []
+    for i in range(0, len(ids), batch):
+        chunk = ids[i : i + batch]
+        rows_i, rows_t, rows_p = [], [], []
+        for image in chunk:
+            for tag in rng.sample(tag_ids, PER_IMAGE):
+                rows_i.append(image)
+                rows_t.append(tag)
+                rows_p.append(rng.random())
+        out.append(TaggedRows(chunk, rows_i, rows_t, rows_p))
+    return job, out
+
+
+def sink_rate(
+    sessions: Any,
+    storage_url: str,
+    version_id: int,
+    tag_ids: list[int],
+    rows: int,
+    *,
+    batch: int,
+    writers: int,
+    decode: tuple[Path, list[str], int, int] | None,
+) -> float:
+    """Suggestion rows/s of the real sink (fence, rows, images, counters, one statement on PostgreSQL) from
+    `writers` threads at once, as a worker's task threads write, while decode threads keep the GIL busy."""
+    from tagger.worker.sink import record_batch
+
+    engine = sessions.kw["bind"]
+    job, batches = _sink_batches(sessions, storage_url, tag_ids, rows // PER_IMAGE, batch)
+    stop = threading.Event()
+    busy: list[threading.Thread] = []
+    if decode is not None:  # the worker's fetch threads, decoding beside the writers
+        from tagger.model.preprocess import Preprocess
+
+        root, keys, size, threads = decode
+        pre, blobs = Preprocess(size), [(root / k).read_bytes() for k in keys[:64]]
+
+        def decoding() -> None:
+            while not stop.is_set():
+                for blob in blobs:
+                    pre(blob)
+                    if stop.is_set():
+                        return
+
+        busy = [threading.Thread(target=decoding, daemon=True) for _ in range(threads)]
+        for t in busy:
+            t.start()
+    queue = list(batches)
+    lock = threading.Lock()
+
+    def writer() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                rows_ = queue.pop()
+            record_batch(engine, job_id=job, model_version_id=version_id, tagged=rows_)
+
+    threads_ = [threading.Thread(target=writer) for _ in range(writers)]
     start = time.perf_counter()
-    for tagged in batches:
-        record_batch(sessions, job_id=job, model_version_id=version_id, tagged=tagged)
-    return len(keys) * per_image / (time.perf_counter() - start)
+    for t in threads_:
+        t.start()
+    for t in threads_:
+        t.join()
+    seconds = time.perf_counter() - start
+    stop.set()
+    for t in busy:
+        t.join()
+    return sum(len(b.row_images) for b in batches) / seconds
 
 
-def database_rate(sessions: Any) -> float:
-    """The database's own rate for the sink's rows: emptied, then written back by the sink's statement
-    (`write_suggestions`, one transaction per 2,560 rows) with no fence and no job bookkeeping."""
-    from sqlalchemy import delete, select
-
-    from tagger.db.schema import Suggestion
-    from tagger.worker.sink import write_suggestions
-
-    with sessions() as session, session.begin():
-        rows = [
-            tuple(r)
-            for r in session.execute(
-                select(Suggestion.image_id, Suggestion.tag_id, Suggestion.model_version_id, Suggestion.probability)
-            )
-        ]
-        session.execute(delete(Suggestion))
-    chunk = 2560
+def database_rate(sessions: Any, storage_url: str, version_id: int, tag_ids: list[int], rows: int, batch: int) -> float:
+    """The database's own rate for the same rows: INSERT ... SELECT FROM unnest (PostgreSQL) or executemany
+    (SQLite) into `suggestions`, one transaction per batch, one writer, no fence and no job bookkeeping."""
+    _, batches = _sink_batches(sessions, storage_url, tag_ids, rows // PER_IMAGE, batch)
+    engine = sessions.kw["bind"]
     start = time.perf_counter()
-    for i in range(0, len(rows), chunk):
-        with sessions() as session, session.begin():
-            write_suggestions(session, rows[i : i + chunk])  # type: ignore[arg-type]
-    return len(rows) / (time.perf_counter() - start)
+    if engine.dialect.name == "postgresql":
+        sql = (
+            "INSERT INTO suggestions (image_id, tag_id, model_version_id, probability, created_at) "
+            "SELECT i, t, %(v)s, p, now() FROM unnest(%(i)s::bigint[], %(t)s::int[], %(p)s::float8[]) AS r(i, t, p)"
+        )
+        for b in batches:
+            with engine.connect() as conn:
+                raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
+                raw.execute(sql, {"v": version_id, "i": b.row_images, "t": b.row_tags, "p": b.row_probs})
+    else:
+        from sqlalchemy import insert
+
+        from tagger.db.schema import Suggestion
+
+        now = datetime.now(UTC)
+        for b in batches:
+            with sessions() as session, session.begin():
+                session.execute(
+                    insert(Suggestion),
+                    [
+                        {
+                            "image_id": i,
+                            "tag_id": t,
+                            "model_version_id": version_id,
+                            "probability": p,
+                            "created_at": now,
+                        }
+                        for i, t, p in zip(b.row_images, b.row_tags, b.row_probs, strict=True)
+                    ],
+                )
+    return sum(len(b.row_images) for b in batches) / (time.perf_counter() - start)
 
 
-def broker_rate(app: Any, messages: int) -> tuple[float, float]:
-    """Task messages of a bulk batch's shape (32 keys, JSON) through Redis: published/s, then consumed+acked/s
-    by one consumer holding one unacked message at a time (a worker's prefetch)."""
+def broker_rate(app: Any, messages: int, batch: int) -> tuple[float, float]:
+    """Task messages of a batch's shape (`batch` image ids, JSON) through Redis: published/s, then
+    consumed+acked/s by one consumer holding one unacked message at a time (a worker's prefetch)."""
     from kombu import Consumer, Queue
 
     queue = Queue("bench.broker")
-    keys = [f"stills/{i:06d}.jpg" for i in range(32)]
+    ids = list(range(1_000_000, 1_000_000 + batch))
     with app.connection_for_write() as conn:
         queue(conn.default_channel).declare()
         with app.producer_or_acquire() as producer:
             start = time.perf_counter()
             for _ in range(messages):
-                app.send_task("tagger.tag_batch", args=["bench", keys], queue="bench.broker", producer=producer)
+                app.send_task("tagger.tag_batch", args=["0" * 32, ids], queue="bench.broker", producer=producer)
             published = messages / (time.perf_counter() - start)
     got = 0
 
@@ -223,6 +369,31 @@ def broker_rate(app: Any, messages: int) -> tuple[float, float]:
     return published, consumed
 
 
+def register(sessions: Any, settings: Any, arch: str, tags: list[str], size: int, *, activate: bool) -> int:
+    """A random model whose head suggests about PER_IMAGE tags per image, as a trained one would."""
+    import torch
+
+    from tagger import registry
+    from tagger.model import artifact
+    from tagger.model.architectures import build_model, head_parameters
+    from tagger.model.meta import ArtifactMeta, new_version
+    from tagger.storage import open_storage
+
+    model = build_model(arch, len(tags))
+    _, bias = head_parameters(model)
+    with torch.no_grad():
+        bias.fill_(-6.0)
+        bias[:PER_IMAGE] = 6.0
+    meta = ArtifactMeta(version=new_version("bench"), arch=arch, tags=tags, input_size=size)
+    store = open_storage(settings.model_store)
+    meta = artifact.save(model, meta, store)
+    with sessions() as session, session.begin():
+        row = registry.register(session, meta, uri=f"{store.url}/{meta.version}")
+        if activate:
+            registry.activate(session, meta.version)
+        return int(row.id)
+
+
 def main() -> int:
     args = parse_args()
     import torch
@@ -234,11 +405,8 @@ def main() -> int:
     from tagger.embedded_redis import EmbeddedRedis
     from tagger.jobs.producer import celery_sender, submit
     from tagger.jobs.progress import summary, wait
-    from tagger.model import artifact
-    from tagger.model.architectures import build_model
-    from tagger.model.meta import ArtifactMeta, new_version
     from tagger.settings import Settings
-    from tagger.storage import open_storage
+    from tagger_client.contract import JobSpec
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="tagger-bench-"))
     results: dict[str, Any] = {
@@ -247,20 +415,24 @@ def main() -> int:
         f"torch {torch.__version__}",
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "args": {k: str(v) for k, v in vars(args).items()},
+        "suggestions_per_image": PER_IMAGE,
     }
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
-    say(f"[1/7] writing {args.images} 1080p-class stills to {work}")
+    say(f"[1/8] writing {args.images} 1080p-class stills and {args.overhead_images} small ones to {work}")
+    started = time.perf_counter()
     keys = write_archive(work / "archive", args.images)
-    results["suggestions_per_image"] = 10
+    small_keys = write_archive(work / "small", args.overhead_images, (SMALL,), seed=11)
+    results["archive_seconds"] = time.perf_counter() - started
     results["mean_file_kb"] = round(sum((work / "archive" / k).stat().st_size for k in keys) / len(keys) / 1024, 1)
 
-    say("[2/7] ceilings: decode (draft and full) and model only")
+    say("[2/8] ceilings: decode (draft, full, device, other decoders) and model only")
     results["decode_draft"] = decode_rate(work / "archive", keys, args.size, args.threads, draft=True)
     results["decode_full"] = decode_rate(
         work / "archive", keys[: args.naive_images], args.size, args.threads, draft=False
     )
     results["decode_device"] = device_decode_rate(work / "archive", keys, args.size, args.device, args.batch)
+    results["decode_other"] = other_decoder_rates(work / "archive", keys, args.size, args.threads)
     results["model_only"] = model_rate(args.arch, args.tags, args.size, args.batch, args.device, max(args.images, 256))
 
     with ExitStack() as stack:
@@ -292,42 +464,33 @@ def main() -> int:
         upgrade(engine)
         sessions = make_sessionmaker(engine)
         tags = [f"tag{i:03d}" for i in range(args.tags)]
-        meta = ArtifactMeta(version=new_version("bench"), arch=args.arch, tags=tags, input_size=args.size)
-        store = open_storage(settings.model_store)
-        model = build_model(args.arch, len(tags))
-        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-        with torch.no_grad():  # a random model suggests ~every tag; bias it to ~10 per image, like a real one
-            head.bias.fill_(-6.0)
-            head.bias[:10] = 6.0
-        meta = artifact.save(model, meta, store)
-        with sessions() as session, session.begin():
-            row = registry.register(session, meta, uri=f"{store.url}/{meta.version}")
-            version_id, tag_ids = row.id, list(registry.tag_ids(session, tags).values())
+        version_id = register(sessions, settings, args.arch, tags, args.size, activate=True)
+        with sessions() as session:
+            tag_ids = list(registry.tag_ids(session, tags).values())
         send = celery_sender(make_producer_app(settings, redis.url))
         url = (work / "archive").as_uri()
 
-        def run(job_keys: list[str], batch: int, queue: str = "tagger.bulk") -> float:
+        def run(job_keys: list[str], batch: int, *, storage: str = url, priority: str = "bulk") -> float:
             """Images/s from the submission to the job's end, as its user sees it."""
             submitted = datetime.now(UTC)
-            job = submit(sessions, send, source="bench", storage_url=url, keys=job_keys, batch_size=batch, queue=queue)
+            spec = JobSpec.new(keys=job_keys, storage_url=storage, batch_size=batch, priority=priority)
+            job = submit(sessions, send, spec, settings)
             done = wait(sessions, job.job_id, timeout=3600, show_progress=False)
             assert done.finished_at is not None
             finished = done.finished_at if done.finished_at.tzinfo else done.finished_at.replace(tzinfo=UTC)
             return done.done / max(1e-6, (finished - submitted).total_seconds())
 
-        say(f"[3/7] end to end: {args.images} stills through {args.workers} worker(s), batch {args.batch}")
+        say(f"[3/8] end to end: {args.images} stills through {args.workers} worker(s), batch {args.batch}")
         with LocalWorkers(settings, count=args.workers, log_file=work / "workers.log"):
             run(keys[: args.batch * 2], args.batch)  # warm-up: model loads in every worker
             results["end_to_end"] = run(keys, args.batch)
 
-            say(f"[5/7] interactive latency: {args.interactive} single images during a bulk job")
-            bulk = submit(sessions, send, source="bulk", storage_url=url, keys=keys, batch_size=args.batch)
+            say(f"[5/8] interactive latency: {args.interactive} single images during a bulk job")
+            bulk = submit(sessions, send, JobSpec.new(keys=keys, storage_url=url, batch_size=args.batch), settings)
             latencies = []
             for key in keys[: args.interactive]:
                 sent = time.perf_counter()
-                one = submit(
-                    sessions, send, source="one", storage_url=url, keys=[key], batch_size=1, queue="tagger.interactive"
-                )
+                one = submit(sessions, send, JobSpec.new(keys=[key], storage_url=url, priority="interactive"), settings)
                 while not summary(sessions, one.job_id).state.finished:
                     time.sleep(0.01)
                 latencies.append(time.perf_counter() - sent)
@@ -335,28 +498,65 @@ def main() -> int:
             results["interactive_p50_s"] = statistics.median(latencies)
             results["interactive_p95_s"] = sorted(latencies)[max(0, int(round(0.95 * len(latencies))) - 1)]
 
-        say(f"[4/7] naive baseline: {args.naive_images} stills, one per task, batch 1, full decode")
+        say(f"[4/8] naive baseline: {args.naive_images} stills, one per task, batch 1, full decode")
         naive = settings.replace(jpeg_draft=0)
         with LocalWorkers(naive, count=args.workers, log_file=work / "workers.log"):
             run(keys[:2], 1)
             results["naive"] = run(keys[: args.naive_images], 1)
 
-        say(f"[6/7] sink: {args.sink_rows} suggestion rows on {args.database}; database and broker ceilings")
-        results["sink_rows_per_s"] = sink_rate(sessions, version_id, tag_ids, args.sink_rows)
-        results["database_rows_per_s"] = database_rate(sessions)
+        say(f"[6/8] sink: {args.sink_rows} suggestion rows on {args.database}; database and broker ceilings")
+        writers = args.concurrency or (3 if settings.worker_pool == "threads" or results["gpu"] else 1)
+        sink_url = (work / "sink").as_uri()
+        results["sink_writers"] = writers
+        results["sink_rows_per_s"] = sink_rate(
+            sessions,
+            sink_url,
+            version_id,
+            tag_ids,
+            args.sink_rows,
+            batch=args.batch,
+            writers=writers,
+            decode=(work / "archive", keys, args.size, min(args.threads, 8)),
+        )
+        results["sink_alone_rows_per_s"] = sink_rate(
+            sessions, sink_url, version_id, tag_ids, args.sink_rows, batch=args.batch, writers=1, decode=None
+        )
+        results["database_rows_per_s"] = database_rate(
+            sessions, sink_url, version_id, tag_ids, args.sink_rows, args.batch
+        )
         producer_app = make_producer_app(settings, redis.url)
         results["broker_publish_per_s"], results["broker_consume_per_s"] = broker_rate(
-            producer_app, args.broker_messages
+            producer_app, args.broker_messages, args.batch
         )
+
+        say(
+            f"[7/8] system overhead: {args.overhead_images} {SMALL[0]}x{SMALL[1]} stills, "
+            f"{args.overhead_arch} at {args.overhead_size} px"
+        )
+        small_url = (work / "small").as_uri()
+        decode_small = decode_rate(work / "small", small_keys, args.overhead_size, args.threads, draft=True)
+        model_small = model_rate(
+            args.overhead_arch, args.tags, args.overhead_size, args.batch, args.device, args.overhead_images
+        )
+        sink_small = (
+            sink_rate(sessions, sink_url, version_id, tag_ids, 50_000, batch=args.batch, writers=1, decode=None)
+            / PER_IMAGE
+        )
+        results["overhead"] = {
+            "decode_per_s": decode_small,
+            "model_per_s": model_small,
+            "sink_images_per_s": sink_small,
+            "bound_per_s": 1 / (1 / decode_small + 1 / model_small + 1 / sink_small),
+        }
+        register(sessions, settings, args.overhead_arch, tags, args.overhead_size, activate=True)
+        with LocalWorkers(settings, count=args.workers, log_file=work / "workers.log"):
+            run(small_keys[: args.batch * 2], args.batch, storage=small_url)
+            results["overhead"]["end_to_end"] = run(small_keys, args.batch, storage=small_url)
 
         if args.scale:
             counts = [int(n) for n in args.scale.split(",")]
-            say(f"[7/7] scale-out: {counts} worker processes, {args.arch} at {args.scale_size} px")
-            light = ArtifactMeta(version=new_version("light"), arch=args.arch, tags=tags, input_size=args.scale_size)
-            light = artifact.save(model, light, store)
-            with sessions() as session, session.begin():
-                registry.register(session, light, uri=f"{store.url}/{light.version}")
-                registry.activate(session, light.version)
+            say(f"[8/8] scale-out: {counts} worker processes, {args.arch} at {args.scale_size} px")
+            register(sessions, settings, args.arch, tags, args.scale_size, activate=True)
             results["scale_out"] = {}
             for n in counts:
                 with LocalWorkers(settings, count=n, log_file=work / "workers.log"):
@@ -376,11 +576,20 @@ def report(r: dict[str, Any]) -> None:
     decode_ceiling = r["decode_draft"] + r["decode_device"] if on_device else r["decode_draft"]
     ceiling = min(decode_ceiling, r["model_only"])
     e2e = r["end_to_end"]
+    o = r["overhead"]
     rows = [
         ("decode, CPU: Pillow + draft, threads", f"{r['decode_draft']:,.1f}", ""),
         ("decode, CPU: full (no draft)", f"{r['decode_full']:,.1f}", ""),
+        *[
+            (
+                f"decode, CPU: {name} (+ Pillow resize)",
+                f"{rate:,.1f}",
+                f"{rate / r['decode_draft']:.2f}x Pillow + draft",
+            )
+            for name, rate in r["decode_other"].items()
+        ],
         (
-            f"decode, device ({'nvJPEG' if r['gpu'] else 'torchvision libjpeg'}, batched, resize on device)",
+            f"decode, device ({'nvJPEG' if r['gpu'] else 'libjpeg-turbo'} via TorchCodec, batched, resized on device)",
             f"{r['decode_device']:,.1f}",
             "in use" if on_device else "not in use (decoder=cpu)",
         ),
@@ -403,16 +612,32 @@ def report(r: dict[str, Any]) -> None:
             "",
         ),
         (
-            "sink (fence + job bookkeeping + suggestions)",
+            f"sink: {r['sink_writers']} writer thread(s) beside busy decode threads",
             f"{r['sink_rows_per_s']:,.0f} rows/s",
-            f"{r['sink_rows_per_s'] / r['database_rows_per_s']:.0%} of the database's rate",
+            f"{r['sink_rows_per_s'] / r['database_rows_per_s']:.0%} of the database's own rate",
         ),
-        ("database: the same rows, same statement, no fence", f"{r['database_rows_per_s']:,.0f} rows/s", ""),
+        (
+            "sink: one writer alone",
+            f"{r['sink_alone_rows_per_s']:,.0f} rows/s",
+            f"{r['sink_alone_rows_per_s'] / r['database_rows_per_s']:.0%} of the database's own rate",
+        ),
+        ("database: the same rows, INSERT only, no fence or counters", f"{r['database_rows_per_s']:,.0f} rows/s", ""),
         ("broker: task messages published", f"{r['broker_publish_per_s']:,.0f} msgs/s", ""),
         (
             "broker: consumed + acked, one consumer, prefetch 1",
             f"{r['broker_consume_per_s']:,.0f} msgs/s",
             f"= {r['broker_consume_per_s'] * int(args['batch']):,.0f} images/s at batch {args['batch']}",
+        ),
+        (
+            "overhead scenario: stages alone (decode / model / sink)",
+            f"{o['decode_per_s']:,.0f} / {o['model_per_s']:,.0f} / {o['sink_images_per_s']:,.0f}",
+            f"s/image {1 / o['decode_per_s'] * 1000:.2f} + {1 / o['model_per_s'] * 1000:.2f} + "
+            f"{1 / o['sink_images_per_s'] * 1000:.2f} ms: bound {o['bound_per_s']:,.0f} images/s",
+        ),
+        (
+            "**overhead scenario: end to end**",
+            f"**{o['end_to_end']:,.1f}**",
+            f"{o['end_to_end'] / o['bound_per_s']:.0%} of the bound its own stages allow",
         ),
     ]
     for n, rate in (r.get("scale_out") or {}).items():
@@ -424,7 +649,10 @@ def report(r: dict[str, Any]) -> None:
                 f"{rate / base:.2f}x of {next(iter(r['scale_out']))}",
             )
         )
-    print(f"\n{r['date']} | {r['machine']} | GPU: {r['gpu'] or 'none'} | mean still {r['mean_file_kb']} KB")
+    print(
+        f"\n{r['date']} | {r['machine']} | GPU: {r['gpu'] or 'none'} | mean still {r['mean_file_kb']} KB | "
+        f"archive written in {r['archive_seconds']:.0f} s"
+    )
     print("| what | rate (images/s unless said) | ratio |\n|---|---:|---|")
     for name, rate, ratio in rows:
         print(f"| {name} | {rate} | {ratio} |")

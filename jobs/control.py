@@ -17,9 +17,10 @@ from tagger.db.upsert import affected
 from tagger.errors import ConfigError, NotFoundError
 from tagger.jobs.lifecycle import Send, announce_end, finish_if_complete
 from tagger.jobs.sources import chunked, paged_ids
-from tagger_client.contract import TASK_TAG_BATCH, ItemState, JobState
+from tagger_client.contract import FINISHED_JOB_STATES, TASK_TAG_BATCH, ItemState, JobState
 
 _ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)
+FINISHED = [state.value for state in FINISHED_JOB_STATES]
 
 
 def _job(session: Session, job_id: str) -> Job:
@@ -104,6 +105,7 @@ def expire_if_overdue(session: Session, job_id: str) -> bool:
 
 def reconcile(sessions: sessionmaker[Session], send: Send, job_id: str | None = None) -> dict[str, int]:
     """Queue again every pending image of unfinished jobs (all, or one): for a broker that lost its data.
+    Finished jobs whose webhook was never delivered (a worker lost mid-delivery) are announced again.
 
     Safe to run at any time: an image already queued is then processed twice, which writes the same rows.
     """
@@ -113,6 +115,16 @@ def reconcile(sessions: sessionmaker[Session], send: Send, job_id: str | None = 
             query = query.where(Job.id == job_id)
         jobs = session.execute(query).all()
     requeued: dict[str, int] = {}
+    if job_id is None or not jobs:  # finished jobs whose webhook a lost worker never delivered
+        with sessions() as session:
+            undelivered = select(Job.id, Job.options).where(Job.state.in_(FINISHED), Job.notified_at.is_(None))
+            if job_id:
+                undelivered = undelivered.where(Job.id == job_id)
+            for jid, options in session.execute(undelivered).all():
+                if ((options or {}).get("notify") or {}) and ((options or {}).get("webhook") or {}).get(
+                    "state"
+                ) != "given up":
+                    announce_end(send, jid)
     for jid, queue, batch_size in jobs:
         pending = paged_ids(sessions, JobItem.job_id == jid, JobItem.state == ItemState.PENDING, join_items=True)
         requeued[jid] = 0

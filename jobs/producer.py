@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db.images import image_ids, storage_id
 from tagger.db.schema import Job, JobItem, utcnow
-from tagger.db.upsert import insert_ignore
+from tagger.db.upsert import insert_ignore_many
 from tagger.errors import ConfigError, InvalidKeyError
 from tagger.jobs.lifecycle import Send, announce_end, fail, finish_if_complete
 from tagger.jobs.sources import PassedOver, chunked
@@ -88,11 +88,13 @@ def enqueue_keys(
     """Stream keys into batches under one storage root; returns how many new items the job received.
 
     Each key is validated before any I/O; one that cannot be tagged is a failed item, named readably.
+    Keys go to the database a page at a time (one transaction per PAGE keys), then out as messages of
+    `batch_size` image ids: memory stays flat, and a million keys take seconds, not minutes.
     """
     with sessions() as session, session.begin():
         storage = storage_id(session, storage_url)
     total = 0
-    for chunk in chunked(keys, batch_size):
+    for chunk in chunked(keys, _page(batch_size)):
         good: list[str] = []
         bad: dict[str, str] = {}  # readable name -> reason
         for key in dict.fromkeys(chunk):
@@ -103,9 +105,10 @@ def enqueue_keys(
         with sessions() as session, session.begin():
             ids = image_ids(session, storage, good + list(bad))
             pending = [ids[k] for k in good]
-            total += _add_items(session, job_id, pending, {ids[name]: reason for name, reason in bad.items()})
-        if pending:
-            send(TASK_TAG_BATCH, [job_id, sorted(pending)], queue)
+            failed = {ids[name]: reason for name, reason in bad.items()}
+            total += _add_items(session, job_id, pending, failed, batches=-(-len(pending) // batch_size))
+        for batch in chunked(pending, batch_size):
+            send(TASK_TAG_BATCH, [job_id, sorted(batch)], queue)
     return total
 
 
@@ -114,34 +117,58 @@ def enqueue_ids(
 ) -> int:
     """Stream existing images (a database query) into batches; returns how many new items the job received."""
     total = 0
-    for chunk in chunked(ids, batch_size):
+    for chunk in chunked(ids, _page(batch_size)):
         with sessions() as session, session.begin():
-            total += _add_items(session, job_id, chunk, {})
-        send(TASK_TAG_BATCH, [job_id, sorted(chunk)], queue)
+            total += _add_items(session, job_id, chunk, {}, batches=-(-len(chunk) // batch_size))
+        for batch in chunked(chunk, batch_size):
+            send(TASK_TAG_BATCH, [job_id, sorted(batch)], queue)
     return total
 
 
-def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[int, str]) -> int:
-    """Insert the batch's items (pending, or failed with their reason) and move the job's counters."""
-    # Every row names the same columns: a multi-row INSERT takes its column list from the first row.
-    rows = [{"job_id": job_id, "image_id": i, "state": ItemState.PENDING.value, "error": None} for i in pending]
-    rows += [
-        {"job_id": job_id, "image_id": i, "state": ItemState.FAILED.value, "error": reason[:2000]}
-        for i, reason in failed.items()
-        if i not in set(pending)
-    ]
-    if not rows:
+PAGE = 2048  # keys per database transaction while enqueueing: big enough to amortise the round trips
+
+
+def _page(batch_size: int) -> int:
+    """Keys per transaction: a whole number of batches, about PAGE keys."""
+    return max(batch_size, PAGE // batch_size * batch_size)
+
+
+def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[int, str], *, batches: int) -> int:
+    """Insert a page's items (pending, or failed with their reason) and move the job's counters once.
+
+    An item already in the job (a listing resumed after a crash) is left as it is.
+    """
+    failed = {i: reason for i, reason in failed.items() if i not in set(pending)}
+    wanted = list(dict.fromkeys(pending)) + list(failed)
+    if not wanted:
         return 0
-    added = session.execute(
-        insert_ignore(session, JobItem, rows, ["job_id", "image_id"]).returning(JobItem.image_id, JobItem.state)
-    ).all()
-    new_failed = sum(1 for _, state in added if state == ItemState.FAILED.value)
+    existing = set()
+    for part in chunked(wanted, 2000):
+        existing |= set(
+            session.scalars(select(JobItem.image_id).where(JobItem.job_id == job_id, JobItem.image_id.in_(part)))
+        )
+    now = utcnow()
+    rows = [
+        {
+            "job_id": job_id,
+            "image_id": i,
+            "state": ItemState.FAILED.value if i in failed else ItemState.PENDING.value,
+            "error": failed[i][:2000] if i in failed else None,
+            "attempts": 0,
+            "updated_at": now,
+        }
+        for i in wanted
+        if i not in existing
+    ]
+    if rows:  # executemany; a row another producer just added (a resubmission racing this one) is skipped
+        session.execute(insert_ignore_many(session, JobItem, ["job_id", "image_id"]), rows)
+    new_failed = sum(1 for row in rows if row["state"] == ItemState.FAILED.value)
     session.execute(
         update(Job)
         .where(Job.id == job_id)
-        .values(total=Job.total + len(added), failed=Job.failed + new_failed, batches=Job.batches + 1)
+        .values(total=Job.total + len(rows), failed=Job.failed + new_failed, batches=Job.batches + batches)
     )
-    return len(added)
+    return len(rows)
 
 
 def submit(sessions: sessionmaker[Session], send: Send, spec: JobSpec, settings: Settings) -> Submitted:

@@ -163,3 +163,11 @@ def outcomes(sessions: sessionmaker[Session], job_id: str, limit: int = 1000) ->
         {"storage": url, "key": key, "state": state, "attempts": attempts, "error": error, "model_version": version}
         for url, key, state, attempts, error, version in rows
     ]
+
+
+def delivery(sessions: sessionmaker[Session], job_id: str) -> dict[str, object] | None:
+    """The job's webhook delivery as recorded: state (delivered, retrying, given up), attempts, last error."""
+    with sessions() as session:
+        options = session.scalar(select(Job.options).where(Job.id == job_id)) or {}
+    found = options.get("webhook")
+    return dict(found) if isinstance(found, dict) else None

@@ -100,6 +100,17 @@ class Settings:
     webhook_secret: str = field(
         default="", metadata={"help": "Shared secret signing job-completion webhooks (HMAC-SHA256); never logged."}
     )
+    webhook_timeout: float = field(
+        default=10.0,
+        metadata={"help": "Seconds a webhook receiver has to answer one attempt (delivery never holds up tagging)."},
+    )
+    test_holds: int = field(
+        default=0,
+        metadata={
+            "help": "Tests only. 1: a worker stops at a stage a test armed (claimed, fetched, inferred, written) "
+            "until the test releases it, so faults land exactly there (see tagger/worker/holds.py). 0: off."
+        },
+    )
 
     def __post_init__(self) -> None:
         var = Path(self.var_dir)
@@ -145,6 +156,10 @@ class Settings:
             raise ConfigError(f"TAGGER_CPU_JPEG_SHARE={self.cpu_jpeg_share}: must be between 0 and 1")
         if self.compile not in (0, 1):
             raise ConfigError("TAGGER_COMPILE must be 1 (torch.compile) or 0 (eager)")
+        if not 0 < self.webhook_timeout <= 600:
+            raise ConfigError(f"TAGGER_WEBHOOK_TIMEOUT={self.webhook_timeout}: seconds, above 0 and at most 600")
+        if self.test_holds not in (0, 1):
+            raise ConfigError("TAGGER_TEST_HOLDS must be 0 (production) or 1 (tests)")
         if self.visibility_timeout < 10:
             raise ConfigError("TAGGER_VISIBILITY_TIMEOUT must be at least 10 seconds")
         if not _valid_schedule(self.retrain_schedule):

@@ -28,6 +28,12 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL for the session; with TESTS_POSTGRES_PORT set (`make mutation` starts one server for
+    hundreds of runs), that running server instead of a new one."""
+    port = os.environ.get("TESTS_POSTGRES_PORT")
+    if port:
+        yield Postgres.running(int(port))
+        return
     server = Postgres().start()
     yield server
     server.destroy()
@@ -98,8 +104,13 @@ def make_model(
     arch: str = "resnet18",
     seed: int = 0,
     activate: bool = True,
+    favour: str | None = None,
 ) -> str:
-    """A randomly initialised model saved as a real artifact and registered; returns its version."""
+    """A randomly initialised model saved as a real artifact and registered; returns its version.
+
+    With `favour`, the head ignores the image and suggests that one tag, and only it, for every image:
+    rows a version wrote can then be told apart from another version's by their tag.
+    """
     import torch
 
     from tagger import registry
@@ -112,6 +123,11 @@ def make_model(
     tags = tags or TAGS
     torch.manual_seed(seed)
     model = build_model(arch, len(tags))
+    if favour is not None:
+        with torch.no_grad():
+            model.fc.weight.zero_()  # type: ignore[union-attr,operator]
+            model.fc.bias.fill_(-20.0)  # type: ignore[union-attr,operator]
+            model.fc.bias[list(tags).index(favour)] = 20.0  # type: ignore[index,union-attr]
     meta = ArtifactMeta(version=new_version("t"), arch=arch, tags=list(tags), input_size=size)
     store = open_storage(settings.model_store)
     meta = artifact.save(model, meta, store)

@@ -136,6 +136,13 @@ class Postgres:
                 raise RuntimeError(f"postgres not ready: {_tail(self.log)}")
             time.sleep(0.1)
 
+    @classmethod
+    def running(cls, port: int) -> Postgres:
+        """A handle on a server this process did not start (it neither stops nor restarts it)."""
+        server = cls.__new__(cls)
+        server.port, server.proc, server.user = port, None, None
+        return server
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 

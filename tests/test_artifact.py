@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,18 @@ def test_checksum_mismatch_is_refused(tmp_path: Path) -> None:
         artifact.load(store, "v1", expected_sha256="0" * 64)
 
 
-def test_truncated_weights_are_refused(tmp_path: Path) -> None:
+def test_truncated_weights_are_refused_by_the_checksum_and_by_the_parser(tmp_path: Path) -> None:
     store, meta, _ = saved(tmp_path)
     path = tmp_path / "v1" / "model.safetensors"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
         artifact.load(store, "v1", expected_sha256=meta.weights_sha256)
+    # Registered with the truncated file's own digest (as a tampered registry would), the checksum passes
+    # and the safetensors parser must refuse it.
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "v1" / "model.json").write_text(ArtifactMeta(**{**asdict(meta), "weights_sha256": digest}).to_json())
+    with pytest.raises(ArtifactError, match="not a valid safetensors file"):
+        artifact.load(store, "v1", expected_sha256=digest)
 
 
 def test_a_pickle_payload_is_never_loaded(tmp_path: Path) -> None:

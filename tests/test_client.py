@@ -144,17 +144,10 @@ def test_backend_path_end_to_end(postgres, redis_url: str, tmp_path: Path, webho
         )
         refused = client.wait(bad_id, timeout=60)
 
-        # An interactive image overtakes a bulk job that keeps the only worker busy.
+        # A bulk job, cancelled mid-way through the client.
         bulk = client.submit(keys=keys[20:], storage_url=url, batch_size=8)
-        while _done(client, bulk) < 40:
+        while _done(client, bulk) < 16:
             time.sleep(0.05)
-        bulk_before = client.status(bulk)
-        per_batch = (time.time() - bulk_before.started_at.timestamp()) / (bulk_before.done / 8)
-        sent = time.monotonic()
-        single = client.submit(keys=[keys[15]], storage_url=url, priority="interactive")
-        client.wait(single, timeout=60, poll=0.02)
-        latency = time.monotonic() - sent
-        bulk_after = client.status(bulk)
         client.cancel(bulk)
         cancelled = client.wait(bulk, timeout=60)
         assert workers.alive()
@@ -165,8 +158,7 @@ def test_backend_path_end_to_end(postgres, redis_url: str, tmp_path: Path, webho
     with sessions() as session:
         reason = session.scalar(select(JobItem.error).where(JobItem.job_id == bad_id))
     assert "'..'" in reason and "../etc/passwd" in reason
-    assert not bulk_after.finished and bulk_after.done < len(keys) - 20
-    assert latency < 3 * per_batch + 1.5, f"interactive image took {latency:.2f}s, a bulk batch {per_batch:.2f}s"
+    assert cancelled.skipped > 0 and cancelled.done < len(keys) - 20
     assert cancelled.state.value == "cancelled"
 
     with sessions() as session:
@@ -175,6 +167,7 @@ def test_backend_path_end_to_end(postgres, redis_url: str, tmp_path: Path, webho
     headers, body, _ = Hook.received[1]
     assert verify(body, SECRET, headers[SIGNATURE_HEADER]) and json.loads(body)["id"] == first
     assert json.loads(body)["state"] == "done" and headers["X-Tagger-Delivery-Attempt"] == "2"
+    assert headers["X-Tagger-Job"] == first and Hook.received[0][0]["X-Tagger-Delivery-Attempt"] == "1"
     note = json.loads(broker.lindex(QUEUE_NOTIFICATIONS, 0))
     assert note["headers"]["task"] == "site.tags_ready"
     assert json.loads(base64.b64decode(note["body"]))[1]["job"]["id"] == first
@@ -232,3 +225,103 @@ def test_every_documented_source_form_sent_as_raw_json_ends_in_a_finished_job(  
         str(forms[5]): ("failed", 0, 0),
     }, states
     assert "unknown submit_job fields ['colour']" in (finished[str(forms[5])].error or "")
+
+
+def test_an_interactive_image_is_taken_before_a_waiting_bulk_backlog(  # type: ignore[no-untyped-def]
+    postgres, redis_url: str, tmp_path: Path
+) -> None:
+    """The only worker is held mid-batch on an interactive image; meanwhile ten bulk batches and one more
+    interactive image queue up. Released, the worker must take the interactive one next: workers poll
+    tagger.interactive first (kombu's round-robin would take a bulk batch here, as the queue just used
+    goes to the back)."""
+    from tagger.celeryconfig import make_producer_app
+    from tagger.jobs.producer import celery_sender
+    from tagger.jobs.progress import summary
+    from tests.conftest import submit_keys
+    from tests.holds import Holds
+
+    settings = make_settings(
+        tmp_path, postgres.create_database(f"ovt_{uuid.uuid4().hex[:10]}"), broker_url=redis_url, test_holds=1
+    )
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    keys = write_stills(tmp_path / "archive", 42, seed=12)
+    url = (tmp_path / "archive").as_uri()
+    send = celery_sender(make_producer_app(settings, redis_url))
+    holds = Holds(settings.var_dir)
+    holds.arm("fetched")
+    log = tmp_path / "workers.log"
+    with LocalWorkers(settings, count=1, log_file=log) as workers:
+        first = submit_keys(sessions, send, keys[:1], storage_url=url, priority="interactive").job_id
+        held = holds.wait("fetched", log=log)
+        assert held.job_id == first
+        bulk = submit_keys(sessions, send, keys[2:], storage_url=url, batch_size=4).job_id
+        late = submit_keys(sessions, send, keys[1:2], storage_url=url, priority="interactive").job_id
+        holds.release(held)
+        deadline = time.monotonic() + 90
+        while not summary(sessions, bulk).state.finished:
+            assert time.monotonic() < deadline and workers.alive(), log.read_text()[-3000:]
+            time.sleep(0.1)
+    late_done, bulk_job = summary(sessions, late), summary(sessions, bulk)
+    assert late_done.state.value == "done" and bulk_job.state.value == "done"
+    assert late_done.finished_at is not None and bulk_job.started_at is not None
+    assert late_done.finished_at <= bulk_job.started_at  # the next batch after the held one was `late`
+    engine.dispose()
+
+
+def test_a_webhook_receiver_that_never_answers_holds_up_no_tagging(  # type: ignore[no-untyped-def]
+    postgres, redis_url: str, tmp_path: Path
+) -> None:
+    """One worker process; a job's webhook receiver accepts the connection and never answers. An
+    interactive image queued behind it is tagged while that POST is still waiting (the delivery runs in
+    a thread of its own, not in the only pool slot), and the job says the webhook is being retried."""
+    import socket
+
+    settings = make_settings(
+        tmp_path,
+        postgres.create_database(f"wh_{uuid.uuid4().hex[:10]}"),
+        broker_url=redis_url,
+        webhook_timeout=300,  # the POST waits far longer than the upload may take
+    )
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    keys = write_stills(tmp_path / "archive", 4, seed=17)
+    url = (tmp_path / "archive").as_uri()
+    silent = socket.create_server(("127.0.0.1", 0))
+    connected = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        conn, _ = silent.accept()  # read nothing, answer nothing
+        held.append(conn)
+        connected.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    hook = f"http://127.0.0.1:{silent.getsockname()[1]}/never"
+    with (
+        LocalWorkers(settings, count=1, concurrency=1, log_file=tmp_path / "workers.log"),
+        TaggerClient(broker_url=redis_url, database_url=settings.database_url) as client,
+    ):
+        first = client.submit(keys=keys[:2], storage_url=url, webhook=hook, priority="interactive")
+        client.wait(first, timeout=60)
+        assert connected.wait(30), "the webhook was never posted"
+        upload = client.submit(keys=keys[2:3], storage_url=url, priority="interactive")
+        tagged = client.wait(upload, timeout=60)  # a POST holding the only pool slot would take 300 s
+        with sessions() as session:
+            webhook = session.scalar(select(Job.options).where(Job.id == first)).get("webhook")
+        for conn in held:
+            conn.close()  # the POST fails now: recorded, and retried later
+        deadline = time.monotonic() + 30
+        while webhook is None or webhook["attempts"] < 1:
+            assert time.monotonic() < deadline, "the failed attempt was never recorded"
+            time.sleep(0.1)
+            with sessions() as session:
+                webhook = session.scalar(select(Job.options).where(Job.id == first)).get("webhook")
+    silent.close()
+    engine.dispose()
+    assert tagged.state.value == "done"
+    assert webhook["state"] == "retrying" and webhook["attempts"] == 1 and webhook["last_error"]

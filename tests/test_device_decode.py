@@ -39,12 +39,13 @@ class RecordingDecoder(DeviceDecoder):
         return super().__call__(blobs, headers)
 
 
-def load(root: Path, keys: list[str], on_device: OnDevice | None) -> dict[str, Loaded | Failed]:
+def load(root: Path, keys: list[str], on_device: OnDevice | None, size: int = SIZE) -> dict[str, Loaded | Failed]:
+    """Load `keys` through the worker's loader, by key; `on_device=None` is the Pillow path."""
     storage = LocalStorage(root)
     with ThreadPoolExecutor(4) as pool:
         loaded, failed = load_batch(
             [Item(i, storage, key) for i, key in enumerate(keys, start=1)],
-            preprocess=Preprocess(SIZE, limits=LIMITS),
+            preprocess=Preprocess(size, limits=LIMITS),
             pool=pool,
             max_bytes=hostile_corpus.MAX_BYTES,
             on_device=on_device,

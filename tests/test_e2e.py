@@ -80,6 +80,30 @@ def test_one_command_tags_a_folder_and_reports_bad_files(tmp_path: Path) -> None
     exported = tagger(settings, "export", "--format", "csv")
     assert exported.stdout.count("\n") == total + 1
 
+    # JSON lines, one tag, a probability floor: every row says so, and the CSV agrees on the count.
+    rows = [json.loads(line) for line in tagger(settings, "export", "--format", "jsonl").stdout.splitlines()]
+    tag = rows[0]["tag"]
+    seen = sorted({r["probability"] for r in rows if r["tag"] == tag})
+    floor = (seen[len(seen) // 2 - 1] + seen[len(seen) // 2]) / 2 if len(seen) > 1 else seen[0] - 1e-3  # between two
+    only = tagger(settings, "export", "--format", "jsonl", "--tag", tag, "--min-probability", str(floor))
+    picked = [json.loads(line) for line in only.stdout.splitlines()]
+    assert picked and all(r["tag"] == tag and r["probability"] >= floor for r in picked)
+    assert len(picked) == sum(1 for r in rows if r["tag"] == tag and r["probability"] >= floor)
+
+    # People accept one image's suggestions: its labels are exactly those tags.
+    accepted = tagger(settings, "labels", "accept", str(archive / keys[1]))
+    assert accepted.returncode == 0, accepted.stderr
+    suggested = {r["tag"] for r in json.loads(tagger(settings, "results", keys[1], "--json").stdout)[0]["suggestions"]}
+    stats = json.loads(tagger(settings, "labels", "stats", "--json").stdout)
+    assert stats["images"] == 1 and set(stats["tags"]) == suggested
+
+    # The jobs subcommands through the CLI, with a shortened id.
+    short = report["id"][:6]
+    waited = tagger(settings, "jobs", "wait", short)
+    assert waited.returncode == 0 and report["id"] in waited.stdout and "done_with_failures" in waited.stdout
+    paused = tagger(settings, "jobs", "pause", short)
+    assert paused.returncode == 2 and "is done_with_failures" in paused.stderr  # a finished job cannot pause
+
 
 @pytest.fixture
 def pg_s3_settings(postgres, s3, redis_url: str, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-def]

@@ -17,13 +17,14 @@ from tagger import promotion, registry
 from tagger.celeryconfig import make_producer_app
 from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
-from tagger.db.schema import Image, JobItem, ModelVersion, Suggestion
+from tagger.db.schema import Image, JobItem, ModelVersion, Suggestion, Tag
 from tagger.errors import ArtifactError
 from tagger.jobs.producer import celery_sender, submit
 from tagger.jobs.progress import summary, wait
 from tagger.settings import Settings
 from tagger_client.contract import ItemState, JobSpec
 from tests.conftest import make_model, make_settings, submit_keys, write_stills
+from tests.holds import Holds
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +37,19 @@ def _wait_for(sessions, job_id: str, processed: int, timeout: float = 120) -> No
             return
         time.sleep(0.02)
     raise AssertionError(f"job {job_id} did not reach {processed} processed images in {timeout}s")
+
+
+def _pool(workers: list[int], *, expected: int, timeout: float = 60) -> set[int]:
+    """The pool processes (children) of the worker processes, once each has `expected // len` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = set()
+        for pid in workers:
+            path = Path(f"/proc/{pid}/task/{pid}/children")
+            children |= {int(c) for c in path.read_text().split()} if path.exists() else set()
+        if len(children) >= expected or time.monotonic() > deadline:
+            return children
+        time.sleep(0.1)
 
 
 def _items(sessions, job_id: str) -> list[tuple[int, str, int | None, object]]:  # type: ignore[no-untyped-def]
@@ -56,13 +70,17 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
     tmp_path: Path,
 ) -> None:
     settings: Settings = make_settings(
-        tmp_path, postgres.create_database(f"swap_{uuid.uuid4().hex[:10]}"), broker_url=redis_url, batch_size=2
+        tmp_path,
+        postgres.create_database(f"swap_{uuid.uuid4().hex[:10]}"),
+        broker_url=redis_url,
+        batch_size=2,
+        test_holds=1,
     )
     engine = make_engine(settings.database_url)
     upgrade(engine)
     sessions = make_sessionmaker(engine)
-    a = make_model(settings, sessions, seed=0)
-    b = make_model(settings, sessions, seed=1, activate=False)
+    a = make_model(settings, sessions, seed=0, favour="night")  # A suggests `night` for every image
+    b = make_model(settings, sessions, seed=1, favour="circle", activate=False)  # and B `circle`
     c = make_model(settings, sessions, seed=2, activate=False)
     weights = tmp_path / "models" / c / "model.safetensors"
     blob = bytearray(weights.read_bytes())
@@ -77,10 +95,21 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
     log = tmp_path / "workers.log"
     with LocalWorkers(settings, count=2, log_file=log) as workers:
         pids = [p.pid for p in workers.procs]
+        pool = _pool(pids, expected=2)
+        holds = Holds(settings.var_dir)
+        holds.arm("inferred")
         job = submit_keys(sessions, send, keys, storage_url=archive.as_uri(), batch_size=2)
         _wait_for(sessions, job.job_id, 100)
+        # A batch inferred by A is held before its write while both workers swap to B: it must be
+        # recorded as A's, the version that inferred it (its rows carry A's `night`).
+        held = holds.wait("inferred", log=log)
         switched = promotion.activate(sessions, settings, b)
         assert switched.previous == a and switched.listeners >= 1  # workers heard the broadcast
+        deadline = time.monotonic() + 60
+        while log.read_text().count(f"serving model {b}") < 2:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        holds.release(held)
         _wait_for(sessions, job.job_id, 350)
         rolled = promotion.rollback(sessions, settings)
         assert (rolled.previous, rolled.active) == (b, a)
@@ -112,6 +141,7 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
             versions_now = set(session.scalars(select(Image.model_version_id).distinct()))
 
         assert workers.alive() and [p.pid for p in workers.procs] == pids
+        assert _pool(pids, expected=2) == pool  # the same pool processes served A, B, A and refused C
     assert stale_before and (restaled.total, restaled.done, restaled.failed) == (stale_before, stale_before, 0)
     assert versions_now == {ids[a]}
 
@@ -122,11 +152,13 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
     # In time order: A first, then B, then A again after the rollback.
     runs = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
     assert runs[0] == ids[a] and runs[-1] == ids[a] and ids[b] in runs
-    # No batch mixes versions: the items one transaction finished share a timestamp and a version.
-    by_batch: dict[object, set[int | None]] = {}
-    for _, _, v, at in items:
-        by_batch.setdefault(at, set()).add(v)
-    assert all(len(vs) == 1 for vs in by_batch.values())
+    # No batch mixes versions: every row a version wrote carries that version's own tag, so a batch
+    # inferred by one version and recorded as the other would show as (B, night) or (A, circle).
+    with sessions() as session:
+        pairs = set(
+            session.execute(select(Suggestion.model_version_id, Tag.name).join(Tag, Tag.id == Suggestion.tag_id)).all()
+        )
+    assert pairs == {(ids[a], "night"), (ids[b], "circle")}
     with sessions() as session:
         refused = session.scalars(select(ModelVersion).where(ModelVersion.id == ids[c])).one()
         assert refused.status == "refused" and "checksum" in (refused.error or "")

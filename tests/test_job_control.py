@@ -29,6 +29,19 @@ def _processed(sessions, job_id: str) -> int:  # type: ignore[no-untyped-def]
     return job.done + job.failed
 
 
+def _stable(value, quiet: float, timeout: float = 90) -> int:  # type: ignore[no-untyped-def]
+    """The value once it has not changed for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, "the value never settled"
+        time.sleep(0.1)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+    return int(last)
+
+
 def _until(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -52,10 +65,10 @@ def test_pause_resume_cancel_retry_time_limit_and_queries(postgres, redis_url: s
         job = submit_keys(sessions, send, keys, storage_url=url, batch_size=2).job_id
         _until(lambda: _processed(sessions, job) >= 20)
         assert control.pause(sessions, job) == "paused"
-        time.sleep(1.0)  # the batch in flight finishes
-        held = _processed(sessions, job)
-        time.sleep(3.0)  # longer than the pause re-check delay: paused batches stay in the broker
-        assert _processed(sessions, job) == held < len(keys)
+        # The batch in flight finishes, then nothing moves for longer than the 2 s pause re-check,
+        # however long that batch takes on a loaded machine: paused batches stay in the broker.
+        held = _stable(lambda: _processed(sessions, job), quiet=3.0)
+        assert held < len(keys)
         assert control.resume(sessions, job) == "running"
         _until(lambda: _processed(sessions, job) >= held + 20)
         assert control.cancel(sessions, job) == "cancelled"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -30,8 +31,14 @@ def _requires(wheel: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("wheels")
-    return _wheel(ROOT, out, "tagger"), _wheel(ROOT / "api_client", out, "tagger_client")
+    """Both wheels, built from a copy of the sources (links kept), so the checkout gains no build/ folder."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheels")
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("tagger", "worker", "jobs", "training", "api_client"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    return _wheel(source, out, "tagger"), _wheel(source / "api_client", out, "tagger_client")
 
 
 def test_the_wheels_install_only_the_project_s_own_namespaces(wheels: tuple[Path, Path], tmp_path: Path) -> None:

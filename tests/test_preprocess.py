@@ -78,9 +78,15 @@ def test_exif_orientation_is_applied() -> None:
     assert out.size[1] == 2 * out.size[0]  # landscape 2:1 on disk, portrait once rotated
 
 
-def test_normalise_uses_imagenet_statistics() -> None:
+def test_normalise_uses_imagenet_statistics_per_channel() -> None:
     import torch
 
-    batch = torch.full((1, 3, 2, 2), 124, dtype=torch.uint8)  # ~ the ImageNet mean of channel 0
+    from tagger.model.meta import IMAGENET_MEAN, IMAGENET_STD
+
+    pixels = torch.tensor([0, 128, 255], dtype=torch.uint8)
+    batch = pixels.view(1, 1, 3, 1).expand(1, 3, 3, 1).contiguous()  # every channel holds 0, 128 and 255
     out = Normalise()(batch)
-    assert abs(float(out[0, 0].mean())) < 0.02
+    for c in range(3):
+        expected = (pixels.float() / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+        assert torch.allclose(out[0, c, :, 0], expected, atol=1e-5), c
+    assert Normalise()(batch, dtype=torch.bfloat16).dtype == torch.bfloat16

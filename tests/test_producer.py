@@ -1,4 +1,4 @@
-"""Producers: a prefix with more keys than one listing page is enqueued while the listing continues."""
+"""Producers: a prefix of several listing pages is enqueued while the listing continues."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_streaming_listing_enqueues_batches_before_the_listing_ends(
 ) -> None:  # type: ignore[no-untyped-def]
     s3.client().create_bucket(Bucket="streaming")
     storage = open_storage("s3://streaming/archive")
-    keys = [f"k/{i:05d}.jpg" for i in range(1100)]  # ListObjectsV2 returns 1,000 per page
+    keys = [f"k/{i:05d}.jpg" for i in range(3100)]  # ListObjectsV2 returns 1,000 per page: four pages
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: storage.write(k, b"x"), keys))
 
@@ -46,10 +46,11 @@ def test_streaming_listing_enqueues_batches_before_the_listing_ends(
     spec = JobSpec.new(prefix="", storage_url=storage.url, batch_size=100)
     job = submit(sessions, send, spec, Settings(var_dir=tmp_path))
 
-    assert sum(n for _, n in sent) == 1100 and len(sent) == 11 and pages == 2
-    # The first ten batches left while only the first page had been fetched; the last needed the second.
-    assert [p for p, _ in sent] == [1] * 10 + [2]
+    assert sum(n for _, n in sent) == 3100 and len(sent) == 31 and pages == 4
+    # The producer commits and sends 2,000 keys at a time (producer.PAGE): the first twenty batches left
+    # when two of the four pages had been fetched, not after the whole listing.
+    assert [p for p, _ in sent] == [2] * 20 + [4] * 11
     with sessions() as session:
         row = session.get(Job, job.job_id)
-        assert row is not None and (row.total, row.batches, row.listing_complete) == (1100, 11, True)
+        assert row is not None and (row.total, row.batches, row.listing_complete) == (3100, 31, True)
     engine.dispose()

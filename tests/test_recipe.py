@@ -70,6 +70,25 @@ def test_augmentation_keeps_shape_and_range_and_is_identity_when_off() -> None:
     assert torch.allclose(off, batch.float(), atol=1e-3)
 
 
+def test_each_default_augmentation_changes_an_asymmetric_batch() -> None:
+    """An Augment that did nothing would pass the test above: each transform must move the pixels."""
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 255, 32).view(1, 1, 1, 32).expand(16, 3, 32, 32)  # dark left, bright right
+    batch = (ramp + torch.linspace(0, 40, 32).view(1, 1, 32, 1)).clamp(0, 255).to(torch.uint8)
+    steps = {
+        "flip": Augment(flip=1.0, max_rotate=0, max_zoom=1, max_lighting=0),
+        "rotate": Augment(flip=0, max_rotate=10, max_zoom=1, max_lighting=0, p_affine=1.0),
+        "zoom": Augment(flip=0, max_rotate=0, max_zoom=1.1, max_lighting=0, p_affine=1.0),
+        "lighting": Augment(flip=0, max_rotate=0, max_zoom=1, max_lighting=0.2),
+        "default": Augment(),
+    }
+    for name, augment in steps.items():
+        moved = (augment(batch) - batch.float()).abs().mean(dim=(1, 2, 3))
+        assert (moved > 1.0).float().mean() > 0.5, name  # most images visibly changed
+    flipped = steps["flip"](batch)
+    assert torch.allclose(flipped, batch.float().flip(-1), atol=1.0)  # a mirror image, not just any change
+
+
 def test_checkpoint_round_trip_restores_weights_and_optimiser_moments(tmp_path: Path) -> None:
     model = build_model("resnet18", 4)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -20,7 +20,7 @@ KEYS = [f"s/{i}.jpg" for i in range(6)]
 
 
 def _job(sessions, tmp_path: Path) -> tuple[str, list[int]]:  # type: ignore[no-untyped-def]
-    """A job over KEYS, sent as three messages (a key repeated in the stream is one item); their image ids."""
+    """A job over KEYS, sent as two messages (a key repeated in the stream is one item, sent once); image ids."""
     sent: list[tuple[str, list[object], str]] = []
     job = new_job(sessions, tmp_path.as_uri(), batch_size=3)
     ids = fill_job(
@@ -29,7 +29,7 @@ def _job(sessions, tmp_path: Path) -> tuple[str, list[int]]:  # type: ignore[no-
     assert summary(sessions, job.job_id).total == 6
     order = [ids[k] for k in KEYS]
     batches = [args[1] for task, args, _ in sent if task == "tagger.tag_batch"]
-    assert batches == [sorted(order[0:3]), sorted(order[3:6]), sorted(order[:2])]
+    assert batches == [sorted(order[0:3]), sorted(order[3:6])]
     return job.job_id, order
 
 
@@ -198,3 +198,27 @@ def test_the_same_file_name_in_two_folders_is_two_images(settings: Settings, ses
     assert only.storage_url == (tmp_path / "stills").as_uri() and suggestions_for(sessions, only)[0]["tag"] == "a"
     (url_named,) = find_images(sessions, (tmp_path / "other").as_uri() + "/x.jpg")
     assert suggestions_for(sessions, url_named)[0]["tag"] == "b"
+
+
+def test_the_database_itself_allows_one_active_model(settings: Settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+    from sqlalchemy import update
+    from sqlalchemy.exc import IntegrityError
+
+    from tagger.db.schema import ModelVersion
+
+    first = make_model(settings, sessions, tags=("a",))
+    second = make_model(settings, sessions, tags=("a",), activate=False)
+    with pytest.raises(IntegrityError), sessions() as session, session.begin():  # not the code: the index
+        session.execute(update(ModelVersion).where(ModelVersion.version == second).values(is_active=True))
+    with sessions() as session:
+        assert registry.active(session).version == first
+
+
+def test_query_producers_page_past_a_thousand_images(settings: Settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tagger.jobs.sources import paged_ids
+
+    job = new_job(sessions, tmp_path.as_uri(), batch_size=500).job_id
+    ids = fill_job(sessions, job, [f"p/{i:05d}.jpg" for i in range(2345)], tmp_path.as_uri(), batch_size=500)
+    streamed = list(paged_ids(sessions, Image.model_version_id.is_(None), page=1000))
+    assert streamed == sorted(ids.values())  # every id once, in order, across three pages

@@ -139,3 +139,28 @@ def test_config_never_prints_credentials(tmp_path: Path) -> None:
     assert secret not in shown.stdout + shown.stderr and "sslmode=verify-full" in shown.stdout
     tagger_lines = [line for line in shown.stdout.splitlines() if line.startswith("TAGGER_")]
     assert sum(line.count("********") for line in tagger_lines) == 3
+
+
+def test_a_broker_certificate_from_another_authority_is_refused(
+    tls_redis: tuple[str, Path], redis_url: str, tmp_path: Path
+) -> None:
+    """TLS verifies: with a CA that did not sign the broker's certificate, nothing is sent."""
+    from tagger_client import BrokerUnavailable, TaggerClient
+
+    url, _ = tls_redis
+    other = tmp_path / "other"
+    other.mkdir()
+    stranger, _ = _self_signed(other)
+    wrong = url.split("ssl_ca_certs=")[0] + f"ssl_ca_certs={stranger}"
+    client = TaggerClient(broker_url=wrong, database_url="sqlite://")
+    with pytest.raises(BrokerUnavailable, match="(?i)certificate verify failed"):
+        client.submit(keys=["a.jpg"], storage_url="s3://stills")
+    client.close()
+    right = TaggerClient(broker_url=url, database_url="sqlite://")
+    right.submit(keys=["a.jpg"], storage_url="s3://stills")  # the same call with the right authority goes through
+    right.close()
+    import redis
+
+    plain = redis.Redis.from_url(redis_url)  # the message it sent must not reach another test's worker
+    assert plain.delete("tagger.interactive") == 1
+    plain.close()

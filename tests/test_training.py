@@ -62,11 +62,8 @@ def test_train_learns_calibrates_exports_and_registers(archive: Path, sessions, 
     report = json.loads(result.stdout)
     epochs = report["epochs"]
     assert [e["frozen"] for e in epochs] == [True, False, False, False]
-    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]  # it learns
     assert "random initialisation" in result.stderr  # random init is loud
     final = report["final"]
-    # Calibration is coordinate ascent from the global threshold: never worse on the split it was fitted on.
-    assert final["f2_calibrated"] >= final["f2"]
     assert 0 < final["map"] <= 1 and set(final["per_tag"]) == set(read_labels_csv(archive / "labels.csv").vocabulary)
     assert report["activated"] and report["gate"]["reason"] == "no model is active yet"
     assert Path(report["plots"]["curves"]).read_bytes().startswith(PNG)
@@ -79,12 +76,14 @@ def test_train_learns_calibrates_exports_and_registers(archive: Path, sessions, 
     assert meta.input_size == 32 and meta.resize == "squish"
     assert meta.tag_thresholds == {t: m["threshold"] for t, m in final["per_tag"].items() if m["threshold"] != 0.2}
 
-    # A second model faces the gate on the same held-out images; a negative margin makes it unreachable.
-    second = train(settings, archive, "--freeze-epochs", "0", "--epochs", "1", "--gate-margin", "-1", "--json")
+    # An untrained model (one epoch at a learning rate of 1e-9) faces the gate on the same held-out images,
+    # both scored as workers serve them: it is refused, and the trained one is clearly better (it learned).
+    second = train(settings, archive, "--epochs", "1", "--lr", "1e-9", "--seed", "1", "--json")
     assert second.returncode == 0, second.stderr[-3000:]
     gated = json.loads(second.stdout)
     assert not gated["activated"] and gated["gate"]["active_version"] == row.version
-    assert gated["gate"]["active_f2"] is not None and "worse than" in gated["gate"]["reason"]
+    assert gated["gate"]["active_f2"] > gated["gate"]["candidate_f2"] and "worse than" in gated["gate"]["reason"]
+    assert gated["gate"]["active_map"] > gated["gate"]["candidate_map"] + 0.08
     with sessions() as session:
         assert registry.active(session).version == row.version
         assert registry.get(session, gated["version"]).status == "candidate"
@@ -201,3 +200,18 @@ def test_too_few_images_is_a_clear_error_and_random_init_trains_every_layer_at_o
     ran = train(sqlite_settings, small, "--epochs", "1", "--json")  # TINY has --random-init, no --freeze-epochs
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert [e["frozen"] for e in json.loads(ran.stdout)["epochs"]] == [False]
+
+
+def test_the_gate_promotes_within_its_margin_and_force_overrides_it(archive: Path, sqlite_settings: Settings) -> None:
+    untrained = ["--epochs", "1", "--lr", "1e-9", "--json"]
+    first = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "1").stdout)
+    assert first["activated"] and first["gate"]["reason"] == "no model is active yet"
+    within = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "2", "--gate-margin", "1").stdout)
+    assert within["gate"]["promote"] and within["activated"]  # F2 >= active's - 1 always holds
+    assert within["gate"]["active_version"] == first["version"]
+    forced = json.loads(
+        train(sqlite_settings, archive, *untrained, "--seed", "3", "--gate-margin", "-1", "--force").stdout
+    )
+    assert not forced["gate"]["promote"] and forced["activated"]  # the gate said no; --force activated it
+    listing = json.loads(tagger(sqlite_settings, "models", "list", "--json").stdout)
+    assert [r["version"] for r in listing if r["active"]] == [forced["version"]]

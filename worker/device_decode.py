@@ -6,24 +6,48 @@ colour JPEGs (RGB or greyscale) go to the device; CMYK/YCCK and every other form
 Pillow, and so does any JPEG the device refuses, which Pillow then decodes or fails with its
 precise reason. Orientation and the squish resize run on the device too (antialiased bilinear,
 as Pillow's), and the result is the same CHW uint8 at the model's input size as the CPU path's.
-On a CPU device the same code runs torchvision's libjpeg decoder, which is how CI tests it.
+On a CPU device the same code runs libjpeg-turbo, which is how CI tests it.
+
+The decoder is TorchCodec's `decode_jpeg` (nvJPEG on CUDA), which replaces torchvision's deprecated
+image codecs; where TorchCodec cannot be imported (a GPU host whose torch is older than it needs), the
+deprecated torchvision one is used instead, and the worker log says so once.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from tagger.model.preprocess import DecodeLimits, open_checked
 from tagger.worker.inference import device_lock
 
-# torchvision 0.29 deprecates its image codecs in favour of TorchCodec; decode_jpeg still works.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
+log = logging.getLogger(__name__)
+
+
+def _jpeg_decoder() -> tuple[Callable[..., Any], str]:
+    """TorchCodec's batched decode_jpeg, or torchvision's deprecated one where TorchCodec is not installable."""
+    try:
+        from torchcodec.decoders import decode_jpeg
+
+        return decode_jpeg, "torchcodec"
+    except (ImportError, OSError, RuntimeError) as exc:  # a torch older than TorchCodec needs, or no wheel
+        from torchvision.io import decode_jpeg as legacy
+
+        warnings.filterwarnings(
+            "ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning
+        )
+        log.warning("TorchCodec unavailable (%s): decoding JPEGs with torchvision's deprecated decoder", exc)
+        return legacy, "torchvision"
+
+
+decode_jpeg, DECODER = _jpeg_decoder()
 
 EXIF_ORIENTATION = 0x0112
 _RESIZE_CHUNK = 32  # images resized per call: bounds the float copy (32 x 1080p x 3 x 4 B ~ 0.8 GB)
@@ -97,15 +121,19 @@ class DeviceDecoder:
         """One result per blob, in order; None where the device could not decode that file."""
         raw = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
         try:
-            decoded: list[torch.Tensor | None] = list(decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device))
-        except RuntimeError:  # one bad file fails the whole batched call: isolate it
+            decoded: list[torch.Tensor | None] = list(decode_jpeg(raw, mode="RGB", device=self.device))
+        except (RuntimeError, ValueError):  # one bad file fails the whole batched call: isolate it
             decoded = [self._one(t) for t in raw]
         groups: dict[tuple[int, int], list[int]] = {}
         upright: dict[int, torch.Tensor] = {}
         for i, (img, header) in enumerate(zip(decoded, headers, strict=True)):
-            if img is None or tuple(img.shape) != (3, header.height, header.width):
+            if DECODER == "torchcodec":  # TorchCodec applies the EXIF orientation itself
+                expected = (header.width, header.height) if header.orientation >= 5 else (header.height, header.width)
+            else:
+                expected = (header.height, header.width)
+            if img is None or tuple(img.shape) != (3, *expected):
                 continue  # refused, or disagrees with its own header: Pillow decides
-            upright[i] = orient(img, header.orientation)
+            upright[i] = img if DECODER == "torchcodec" else orient(img, header.orientation)
             groups.setdefault((upright[i].shape[1], upright[i].shape[2]), []).append(i)
         out: list[torch.Tensor | None] = [None] * len(blobs)
         for indices in groups.values():
@@ -115,8 +143,8 @@ class DeviceDecoder:
 
     def _one(self, raw: torch.Tensor) -> torch.Tensor | None:
         try:
-            return decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device)  # type: ignore[return-value]
-        except RuntimeError:
+            return decode_jpeg(raw, mode="RGB", device=self.device)  # type: ignore[no-any-return]
+        except (RuntimeError, ValueError):
             return None
 
 

@@ -7,15 +7,17 @@ web backend"); they do no image work themselves and run on the interactive queue
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from celery import Task
+from sqlalchemy import update
 
 from tagger.jobs.lifecycle import announce_end
 from tagger.jobs.producer import celery_sender
 from tagger.worker.app import app
 from tagger.worker.context import get_context
 from tagger_client.contract import (
+    QUEUE_INTERACTIVE,
     QUEUE_NOTIFICATIONS,
     TASK_CONTROL_JOB,
     TASK_NOTIFY_JOB,
@@ -28,9 +30,6 @@ from tagger_client.contract import (
 )
 
 log = logging.getLogger(__name__)
-
-MAX_NOTIFY_RETRIES = 8
-
 
 _send = celery_sender(app)
 
@@ -92,14 +91,14 @@ def control_job(**kwargs: Any) -> dict[str, Any]:
     return {"job_id": job_id, "state": state}
 
 
-@app.task(name=TASK_NOTIFY_JOB, bind=True, acks_late=True, max_retries=MAX_NOTIFY_RETRIES)
-def notify_job(self: Task, job_id: str) -> dict[str, Any]:
-    """POST the summary to the job's webhook (retried with backoff) and/or send it to the named task."""
-    from sqlalchemy import update
+@app.task(name=TASK_NOTIFY_JOB, acks_late=True)
+def notify_job(job_id: str, attempt: int = 1) -> dict[str, Any]:
+    """Send the named task's message (once) and hand the webhook POST to this process's delivery thread.
 
+    Returns at once: a receiver that never answers holds up a delivery thread, never a batch.
+    """
     from tagger.db.schema import Job, utcnow
-    from tagger.jobs.notify import DeliveryError, post_webhook
-    from tagger.jobs.progress import failures, summary
+    from tagger.jobs.notify import payload
 
     ctx = get_context()
     with ctx.sessions() as session:
@@ -109,22 +108,60 @@ def notify_job(self: Task, job_id: str) -> dict[str, Any]:
         notify = dict((job.options or {}).get("notify") or {})
     if not notify:
         return {"nothing_to_notify": job_id}
-    payload = summary(ctx.sessions, job_id).as_dict() | {
-        "failures": [{"key": k, "reason": r} for k, r in failures(ctx.sessions, job_id, limit=100)]
-    }
-    if notify.get("notify_task") and self.request.retries == 0:
-        app.send_task(notify["notify_task"], kwargs={"job": payload}, queue=QUEUE_NOTIFICATIONS)
-    if notify.get("webhook"):
-        try:
-            post_webhook(
-                notify["webhook"], payload, secret=ctx.settings.webhook_secret, attempt=self.request.retries + 1
-            )
-        except DeliveryError as exc:
-            if self.request.retries >= MAX_NOTIFY_RETRIES:
-                log.error("job %s: giving up on the webhook after %d attempts: %s", job_id, MAX_NOTIFY_RETRIES + 1, exc)
-                return {"undelivered": str(exc)}
-            log.warning("job %s: %s; retrying", job_id, exc)
-            raise self.retry(countdown=min(300, 2**self.request.retries)) from None
-    with ctx.sessions() as session, session.begin():
-        session.execute(update(Job).where(Job.id == job_id).values(notified_at=utcnow()))
-    return {"notified": job_id}
+    if notify.get("notify_task") and attempt == 1:
+        app.send_task(notify["notify_task"], kwargs={"job": payload(ctx.sessions, job_id)}, queue=QUEUE_NOTIFICATIONS)
+    if not notify.get("webhook"):
+        with ctx.sessions() as session, session.begin():
+            session.execute(update(Job).where(Job.id == job_id).values(notified_at=utcnow()))
+        return {"notified": job_id}
+    _deliveries().submit(_deliver, job_id, notify["webhook"], attempt)
+    return {"delivering": job_id, "attempt": attempt}
+
+
+def _deliver(job_id: str, url: str, attempt: int) -> None:
+    """One webhook attempt, off the task pool; its outcome is recorded, and a failure schedules the next."""
+    from tagger.jobs.notify import MAX_ATTEMPTS, DeliveryError, payload, post_webhook, record_attempt, retry_delay
+
+    ctx = get_context()
+    try:
+        post_webhook(
+            url,
+            payload(ctx.sessions, job_id),
+            secret=ctx.settings.webhook_secret,
+            attempt=attempt,
+            timeout=ctx.settings.webhook_timeout,
+        )
+        error = None
+    except DeliveryError as exc:
+        error = str(exc)
+    except Exception as exc:  # the database or the payload: recorded, retried like a refused delivery
+        log.exception("job %s: webhook attempt %d failed", job_id, attempt)
+        error = f"{type(exc).__name__}: {exc}"
+    try:
+        record_attempt(ctx.sessions, job_id, attempt=attempt, error=error)
+    except Exception:  # the next attempt (or `tagger jobs reconcile`) records it
+        log.warning("job %s: could not record webhook attempt %d", job_id, attempt, exc_info=True)
+    if error is None:
+        return
+    if attempt >= MAX_ATTEMPTS:
+        log.error("job %s: giving up on the webhook after %d attempts: %s", job_id, attempt, error)
+        return
+    log.warning("job %s: webhook attempt %d: %s; retrying in %.0fs", job_id, attempt, error, retry_delay(attempt))
+    app.send_task(
+        TASK_NOTIFY_JOB,
+        args=[job_id],
+        kwargs={"attempt": attempt + 1},
+        countdown=retry_delay(attempt),
+        queue=QUEUE_INTERACTIVE,
+    )
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _deliveries() -> ThreadPoolExecutor:
+    """This process's webhook threads (made after fork, in the process that uses them)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(4, thread_name_prefix="webhook")
+    return _pool

@@ -63,18 +63,24 @@ class ModelRuntime:
         self._served: Served | None = None
         self._checked_at = 0.0
         self._refused: set[str] = set()
+        self._refused_ids: set[str] = set()
         self._lock = threading.Lock()
 
     @property
     def serving_version(self) -> str | None:
         return self._served.version if self._served else None
 
-    def current(self) -> Served:
+    def current(self, active_id: int | None = None) -> Served:
         """The model for the next batch; checks the database when the periodic check is due.
 
-        While another thread loads a new version, batches go on with the one serving.
+        While another thread loads a new version, batches go on with the one serving. `active_id`, the
+        active version as the batch just read it, closes the announcement's race: a batch that sees a
+        newer active version than the one serving waits for it to load (unless it was refused), so a
+        re-tag queued right after a promotion is never served by the version it replaces.
         """
-        if self._served is None:
+        served = self._served
+        stale = active_id is not None and served is not None and served.model.version_id != active_id
+        if served is None or (stale and str(active_id) not in self._refused_ids):
             self.refresh()
         elif time.monotonic() - self._checked_at >= self._check_interval and self._lock.acquire(blocking=False):
             try:
@@ -105,7 +111,7 @@ class ModelRuntime:
         if self._served is not None and (version in self._refused or status == "refused"):
             return
         if not store_url:
-            self._refuse(version, bad_uri)
+            self._refuse(version, bad_uri, version_id)
             return
         started = time.monotonic()
         try:
@@ -121,7 +127,7 @@ class ModelRuntime:
                 options=self._options,
             )
         except (ArtifactError, PermanentError) as exc:  # a bad or missing artifact can never load: refuse it
-            self._refuse(version, f"cannot load {uri}: {exc}")
+            self._refuse(version, f"cannot load {uri}: {exc}", version_id)
             return
         except RetryableError as exc:  # the store is unreachable for now: keep serving, look again later
             log.warning(
@@ -147,8 +153,10 @@ class ModelRuntime:
             f"; replaced {previous}" if previous else "",
         )
 
-    def _refuse(self, version: str, reason: str) -> None:
+    def _refuse(self, version: str, reason: str, version_id: int | None = None) -> None:
         self._refused.add(version)
+        if version_id is not None:
+            self._refused_ids.add(str(version_id))
         fallback = self.serving_version
         with self._sessions() as session, session.begin():
             rolled_back = registry.refuse(session, version, reason, fallback=fallback)

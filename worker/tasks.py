@@ -10,8 +10,9 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
+from sqlalchemy import select
 
-from tagger.db.schema import Job
+from tagger.db.schema import Job, ModelVersion
 from tagger.worker.app import app
 from tagger.worker.context import WorkerContext, get_context
 from tagger_client.contract import TASK_TAG_BATCH, JobState, MessageError, validate_tag_batch_args
@@ -84,6 +85,7 @@ class JobView:
     state: JobState
     queue: str
     max_attempts: int
+    active_version_id: int | None  # as this delivery read it: the version its images must be tagged by
 
 
 def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
@@ -108,10 +110,15 @@ def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
 def _read_job(ctx: WorkerContext, job_id: str) -> JobView | None:
     """The job's state as this delivery sees it; a job past its time limit fails here, once."""
     with ctx.sessions() as session:
-        row = session.get(Job, job_id)
-        if row is None:
+        found = session.execute(
+            select(Job, select(ModelVersion.id).where(ModelVersion.is_active.is_(True)).scalar_subquery()).where(
+                Job.id == job_id
+            )
+        ).first()
+        if found is None:
             return None
-        job = JobView(row.id, JobState(row.state), row.queue, row.max_attempts)
+        row, active_id = found
+        job = JobView(row.id, JobState(row.state), row.queue, row.max_attempts, active_id)
         deadline = row.deadline_at
     if deadline is not None:
         from tagger.jobs.control import expire_if_overdue
@@ -164,6 +171,7 @@ def _claim(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> list[Any] 
     if not todo:
         return {"failed": len(given_up)}
     count_attempt(ctx.sessions, job.id, [p.image_id for p in todo])
+    _hold(ctx, "claimed", job.id, [p.image_id for p in todo])
     return todo
 
 
@@ -174,7 +182,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
     from tagger.worker.sink import Refused, record_batch
 
     t_start = time.perf_counter()
-    served = ctx.runtime.current()
+    served = ctx.runtime.current(job.active_version_id)
     model = served.model
     loaded, failed = load_batch(
         [Item(p.image_id, ctx.storage(p.storage_url), p.key) for p in todo],
@@ -184,6 +192,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
         on_device=served.on_device,
     )
     t_loaded = time.perf_counter()
+    _hold(ctx, "fetched", job.id, [p.image_id for p in todo])
     # A storage hiccup is retried while the image has attempts left; then it fails with the error.
     attempts = {p.image_id: p.attempts for p in todo}
     retry_ids = [f.image_id for f in failed if f.retryable and attempts[f.image_id] + 1 < job.max_attempts]
@@ -199,6 +208,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
     for f in failed:
         log.info("job %s: image %d failed: %s", job.id, f.image_id, f.reason)
     t_inferred = time.perf_counter()
+    _hold(ctx, "inferred", job.id, [p.image_id for p in todo])
     counts = record_batch(
         ctx.engine,
         job_id=job.id,
@@ -206,6 +216,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
         tagged=rows if rows is not None else (),
         refused=[Refused(f.image_id, f.reason) for f in failed],
     )
+    _hold(ctx, "written", job.id, [p.image_id for p in todo])
     log.info(
         "job %s: batch of %d in %.2fs: fetch+decode %.2fs, inference %.2fs, write %.2fs",
         job.id,
@@ -221,6 +232,15 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
         countdown = min(MAX_BACKOFF_SECONDS, 2 ** attempts[retry_ids[0]]) + random.random()
         tag_batch.apply_async(args=[job.id, retry_ids], queue=job.queue, countdown=countdown)
     return {"done": counts.done, "failed": counts.failed, "model_version": model.version_id}
+
+
+def _hold(ctx: WorkerContext, stage: str, job_id: str, image_ids: list[int]) -> None:
+    """A test's hold point (tagger.worker.holds); free unless TAGGER_TEST_HOLDS=1."""
+    if ctx.settings.test_holds:
+        from tagger.worker.holds import hold
+
+        task_id = tag_batch.request.id if tag_batch.request else None
+        hold(ctx.settings.var_dir, stage, job_id=job_id, image_ids=image_ids, task_id=task_id)
 
 
 def _gave_up(attempts: int, last_error: str | None) -> str:

@@ -61,15 +61,22 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     job_id = resolve(sessions, args.job_id) if getattr(args, "job_id", None) else None
     if command == "show":
-        from tagger.jobs.progress import outcomes, summary
+        from tagger.jobs.progress import delivery, outcomes, summary
 
         assert job_id is not None
         job, failed = summary(sessions, job_id), failures(sessions, job_id)
         items = outcomes(sessions, job_id, limit=args.items) if args.items else []
         if args.json:
-            print_json(job.as_dict() | {"failures": [{"key": k, "reason": r} for k, r in failed], "items": items})
+            failures_out = [{"key": k, "reason": r} for k, r in failed]
+            print_json(
+                job.as_dict() | {"failures": failures_out, "items": items, "webhook": delivery(sessions, job_id)}
+            )
             return 0
         print_job(job, failed)
+        webhook = delivery(sessions, job_id)
+        if webhook:
+            error = f": {webhook['last_error']}" if webhook.get("last_error") else ""
+            print(f"  webhook: {webhook['state']} after {webhook['attempts']} attempt(s){error}")
         for item in items:
             print(
                 f"  {item['key']:<40} {item['state']:<8} attempts {item['attempts']}  "

@@ -29,8 +29,10 @@ class LocalWorkers:
         concurrency: int | None = None,
         log_file: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        queues: str | None = None,
     ) -> None:
         self.settings = settings
+        self.queues = queues
         self.count = count
         self.concurrency = concurrency
         self.log_file = log_file
@@ -54,6 +56,8 @@ class LocalWorkers:
             ]
             if self.concurrency:  # else TAGGER_WORKER_CONCURRENCY, else the worker's own default
                 cmd += ["--concurrency", str(self.concurrency)]
+            if self.queues:
+                cmd += ["--queues", self.queues]
             out = log if log is not None else subprocess.DEVNULL
             self.procs.append(
                 subprocess.Popen(

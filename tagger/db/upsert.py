@@ -39,3 +39,8 @@ def upsert_many(session: Session, model: Any, keys: list[str], update_cols: list
     """An upsert without values, for executemany: `session.execute(upsert_many(...), list_of_rows)`."""
     stmt = _insert(session, model)
     return stmt.on_conflict_do_update(index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in update_cols})
+
+
+def insert_ignore_many(session: Session, model: Any, keys: list[str]) -> Any:
+    """An INSERT ... ON CONFLICT DO NOTHING without values, for executemany: `session.execute(stmt, rows)`."""
+    return _insert(session, model).on_conflict_do_nothing(index_elements=keys)

@@ -1,0 +1,81 @@
+"""The model runtime of a worker process, without Celery: the periodic check, refusals, the recorded store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tagger import promotion, registry
+from tagger.cli import main
+from tagger.settings import Settings
+from tagger.worker.runtime import ModelRuntime
+from tests.conftest import make_model, make_settings
+
+
+def _runtime(sessions, interval: float) -> ModelRuntime:  # type: ignore[no-untyped-def]
+    return ModelRuntime(session_factory=sessions, device=torch.device("cpu"), check_interval=interval)
+
+
+def test_a_lost_announcement_is_made_up_by_the_periodic_check(settings: Settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    a = make_model(settings, sessions, tags=("a", "b"))
+    b = make_model(settings, sessions, tags=("a", "b"), seed=1, activate=False)
+    runtime = _runtime(sessions, interval=0.3)
+    assert runtime.current().version == a
+    with sessions() as session, session.begin():  # activated with no announcement at all
+        registry.activate(session, b)
+    assert runtime.current().version == a  # before the interval: the batch goes on with the one serving
+    time.sleep(0.35)
+    assert runtime.current().version == b
+
+
+def test_a_version_no_worker_can_load_is_refused_and_the_served_one_reactivated(
+    settings: Settings, sessions, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    a = make_model(settings, sessions, tags=("a",))
+    b = make_model(settings, sessions, tags=("a",), activate=False)
+    (tmp_path / "models" / b / "model.json").unlink()  # the artifact is gone from its store
+    runtime = _runtime(sessions, interval=0.0)
+    assert runtime.current().version == a
+    promotion.activate(sessions, settings, b, check=False)
+    assert runtime.current().version == a  # still serving; no exception reaches the batch
+    with sessions() as session:
+        refused = registry.get(session, b)
+        assert refused.status == "refused" and "model.json" in (refused.error or "")
+        assert registry.active(session).version == a
+
+
+def test_a_version_loads_from_where_it_was_stored_whatever_this_machine_s_store(
+    settings: Settings, sessions, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    version = make_model(settings, sessions, tags=("a",))
+    elsewhere = settings.replace(model_store=(tmp_path / "another-store").as_uri())
+    promotion.verify(sessions, elsewhere, version)  # activation's check reads the recorded store
+    assert _runtime(sessions, interval=0.0).current().version == version
+
+
+def test_exit_codes_for_a_broken_artifact_and_a_failed_job(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.jobs.lifecycle import fail
+    from tests.conftest import new_job
+
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'tagger.db'}")
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions, tags=("a",))
+    broken = make_model(settings, sessions, tags=("a",), activate=False)
+    weights = tmp_path / "models" / broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    job = new_job(sessions, tmp_path.as_uri()).job_id
+    with sessions() as session, session.begin():
+        fail(session, job, "past its time limit")
+    for name, value in settings.as_env().items():
+        monkeypatch.setenv(name, value)
+    assert main(["models", "activate", broken]) == 4
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert main(["jobs", "wait", job[:8]]) == 1
+    assert "failed" in capsys.readouterr().out
+    engine.dispose()
