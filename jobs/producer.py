@@ -138,7 +138,8 @@ def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[i
 
     An item already in the job (a listing resumed after a crash) is left as it is.
     """
-    failed = {i: reason for i, reason in failed.items() if i not in set(pending)}
+    listed = set(pending)
+    failed = {i: reason for i, reason in failed.items() if i not in listed}
     wanted = list(dict.fromkeys(pending)) + list(failed)
     if not wanted:
         return 0

@@ -171,7 +171,7 @@ def _claim(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> list[Any] 
     if not todo:
         return {"failed": len(given_up)}
     count_attempt(ctx.sessions, job.id, [p.image_id for p in todo])
-    _hold(ctx, "claimed", job.id, [p.image_id for p in todo])
+    _hold(ctx, "claimed", job.id, todo)
     return todo
 
 
@@ -192,7 +192,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
         on_device=served.on_device,
     )
     t_loaded = time.perf_counter()
-    _hold(ctx, "fetched", job.id, [p.image_id for p in todo])
+    _hold(ctx, "fetched", job.id, todo)
     # A storage hiccup is retried while the image has attempts left; then it fails with the error.
     attempts = {p.image_id: p.attempts for p in todo}
     retry_ids = [f.image_id for f in failed if f.retryable and attempts[f.image_id] + 1 < job.max_attempts]
@@ -208,7 +208,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
     for f in failed:
         log.info("job %s: image %d failed: %s", job.id, f.image_id, f.reason)
     t_inferred = time.perf_counter()
-    _hold(ctx, "inferred", job.id, [p.image_id for p in todo])
+    _hold(ctx, "inferred", job.id, todo)
     counts = record_batch(
         ctx.engine,
         job_id=job.id,
@@ -216,7 +216,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
         tagged=rows if rows is not None else (),
         refused=[Refused(f.image_id, f.reason) for f in failed],
     )
-    _hold(ctx, "written", job.id, [p.image_id for p in todo])
+    _hold(ctx, "written", job.id, todo)
     log.info(
         "job %s: batch of %d in %.2fs: fetch+decode %.2fs, inference %.2fs, write %.2fs",
         job.id,
@@ -234,13 +234,14 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
     return {"done": counts.done, "failed": counts.failed, "model_version": model.version_id}
 
 
-def _hold(ctx: WorkerContext, stage: str, job_id: str, image_ids: list[int]) -> None:
-    """A test's hold point (tagger.worker.holds); free unless TAGGER_TEST_HOLDS=1."""
+def _hold(ctx: WorkerContext, stage: str, job_id: str, todo: list[Any]) -> None:
+    """A test's hold point (tagger.worker.holds); one attribute read unless TAGGER_TEST_HOLDS=1."""
     if ctx.settings.test_holds:
         from tagger.worker.holds import hold
 
         task_id = tag_batch.request.id if tag_batch.request else None
-        hold(ctx.settings.var_dir, stage, job_id=job_id, image_ids=image_ids, task_id=task_id)
+        ids = [p.image_id for p in todo]
+        hold(ctx.settings.var_dir, stage, job_id=job_id, image_ids=ids, task_id=task_id)
 
 
 def _gave_up(attempts: int, last_error: str | None) -> str:
