@@ -309,10 +309,13 @@ def database_rate(sessions: Any, storage_url: str, version_id: int, tag_ids: lis
             "INSERT INTO suggestions (image_id, tag_id, model_version_id, probability, created_at) "
             "SELECT i, t, %(v)s, p, now() FROM unnest(%(i)s::bigint[], %(t)s::int[], %(p)s::float8[]) AS r(i, t, p)"
         )
-        for b in batches:
+        from tagger.db.arrays import array_literal
+
+        for b in batches:  # the arrays travel as the sink sends them: one text literal each
             with engine.connect() as conn:
                 raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
-                raw.execute(sql, {"v": version_id, "i": b.row_images, "t": b.row_tags, "p": b.row_probs})
+                values = {"i": b.row_images, "t": b.row_tags, "p": b.row_probs}
+                raw.execute(sql, {"v": version_id} | {k: array_literal(v) for k, v in values.items()})
     else:
         from sqlalchemy import insert
 

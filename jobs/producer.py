@@ -9,16 +9,18 @@ fails midway fails the job with the reason, never leaving it half-enqueued and q
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.db.images import image_ids, storage_id
-from tagger.db.schema import Job, JobItem, utcnow
-from tagger.db.upsert import insert_ignore_many
+from tagger.db.arrays import array_literal
+from tagger.db.images import image_ids, sqlite_now, storage_id
+from tagger.db.schema import Job, utcnow
+from tagger.db.upsert import affected
 from tagger.errors import ConfigError, InvalidKeyError
 from tagger.jobs.lifecycle import Send, announce_end, fail, finish_if_complete
 from tagger.jobs.sources import PassedOver, chunked
@@ -94,22 +96,53 @@ def enqueue_keys(
     with sessions() as session, session.begin():
         storage = storage_id(session, storage_url)
     total = 0
-    for chunk in chunked(keys, _page(batch_size)):
-        good: list[str] = []
-        bad: dict[str, str] = {}  # readable name -> reason
-        for key in dict.fromkeys(chunk):
-            try:
-                good.append(validate_key(key))
-            except InvalidKeyError as exc:
-                bad[readable(key)] = str(exc)
-        with sessions() as session, session.begin():
-            ids = image_ids(session, storage, good + list(bad))
-            pending = [ids[k] for k in good]
-            failed = {ids[name]: reason for name, reason in bad.items()}
-            total += _add_items(session, job_id, pending, failed, batches=-(-len(pending) // batch_size))
-        for batch in chunked(pending, batch_size):
-            send(TASK_TAG_BATCH, [job_id, sorted(batch)], queue)
+    with _Publisher(send, job_id, batch_size, queue) as publish:
+        for chunk in chunked(keys, _page(batch_size)):
+            good: list[str] = []
+            bad: dict[str, str] = {}  # readable name -> reason
+            for key in dict.fromkeys(chunk):
+                try:
+                    good.append(validate_key(key))
+                except InvalidKeyError as exc:
+                    bad[readable(key)] = str(exc)
+            with sessions() as session, session.begin():
+                ids = image_ids(session, storage, good + list(bad))
+                pending = [ids[k] for k in good]
+                failed = {ids[name]: reason for name, reason in bad.items()}
+                total += _add_items(session, job_id, pending, failed, batches=-(-len(pending) // batch_size))
+            publish(pending)
     return total
+
+
+class _Publisher:
+    """Sends a committed page's messages from a thread while the next page goes to the database: the
+    producer's two halves (database round trips, message building) overlap. One page in flight at a
+    time, so memory stays flat; a failed send is raised by the next page or at the end."""
+
+    def __init__(self, send: Send, job_id: str, batch_size: int, queue: str) -> None:
+        self.args = (send, job_id, batch_size, queue)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="publish")
+        self.inflight: Future[None] | None = None
+
+    def __call__(self, ids: list[int]) -> None:
+        self._settle()
+        send, job_id, batch_size, queue = self.args
+        self.inflight = self.pool.submit(send_batches, send, job_id, ids, batch_size, queue)
+
+    def _settle(self) -> None:
+        if self.inflight is not None:
+            self.inflight.result()
+            self.inflight = None
+
+    def __enter__(self) -> _Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._settle()
+        finally:
+            self.pool.shutdown(wait=True)
 
 
 def enqueue_ids(
@@ -117,11 +150,11 @@ def enqueue_ids(
 ) -> int:
     """Stream existing images (a database query) into batches; returns how many new items the job received."""
     total = 0
-    for chunk in chunked(ids, _page(batch_size)):
-        with sessions() as session, session.begin():
-            total += _add_items(session, job_id, chunk, {}, batches=-(-len(chunk) // batch_size))
-        for batch in chunked(chunk, batch_size):
-            send(TASK_TAG_BATCH, [job_id, sorted(batch)], queue)
+    with _Publisher(send, job_id, batch_size, queue) as publish:
+        for chunk in chunked(ids, _page(batch_size)):
+            with sessions() as session, session.begin():
+                total += _add_items(session, job_id, chunk, {}, batches=-(-len(chunk) // batch_size))
+            publish(chunk)
     return total
 
 
@@ -136,40 +169,51 @@ def _page(batch_size: int) -> int:
 def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[int, str], *, batches: int) -> int:
     """Insert a page's items (pending, or failed with their reason) and move the job's counters once.
 
-    An item already in the job (a listing resumed after a crash) is left as it is.
+    An item already in the job (a listing resumed after a crash, or a resubmission racing this one)
+    is left as it is: ON CONFLICT DO NOTHING, and only the rows inserted are counted.
     """
     listed = set(pending)
     failed = {i: reason for i, reason in failed.items() if i not in listed}
-    wanted = list(dict.fromkeys(pending)) + list(failed)
-    if not wanted:
-        return 0
-    existing = set()
-    for part in chunked(wanted, 2000):
-        existing |= set(
-            session.scalars(select(JobItem.image_id).where(JobItem.job_id == job_id, JobItem.image_id.in_(part)))
+    new_pending = _insert_items(session, job_id, list(dict.fromkeys(pending)), ItemState.PENDING)
+    new_failed = _insert_items(session, job_id, list(failed), ItemState.FAILED, [r[:2000] for r in failed.values()])
+    if new_pending or new_failed or batches:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                total=Job.total + new_pending + new_failed,
+                failed=Job.failed + new_failed,
+                batches=Job.batches + batches,
+            )
         )
-    now = utcnow()
-    rows = [
-        {
-            "job_id": job_id,
-            "image_id": i,
-            "state": ItemState.FAILED.value if i in failed else ItemState.PENDING.value,
-            "error": failed[i][:2000] if i in failed else None,
-            "attempts": 0,
-            "updated_at": now,
-        }
-        for i in wanted
-        if i not in existing
-    ]
-    if rows:  # executemany; a row another producer just added (a resubmission racing this one) is skipped
-        session.execute(insert_ignore_many(session, JobItem, ["job_id", "image_id"]), rows)
-    new_failed = sum(1 for row in rows if row["state"] == ItemState.FAILED.value)
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(total=Job.total + len(rows), failed=Job.failed + new_failed, batches=Job.batches + batches)
+    return new_pending + new_failed
+
+
+_ITEMS_POSTGRES = """
+INSERT INTO job_items (job_id, image_id, state, error, attempts, updated_at)
+SELECT :job, r.image_id, :state, r.error, 0, now()
+FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS r(image_id, error)
+ON CONFLICT (job_id, image_id) DO NOTHING
+"""
+
+
+def _insert_items(
+    session: Session, job_id: str, ids: list[int], state: ItemState, errors: list[str] | None = None
+) -> int:
+    """One statement (PostgreSQL) or one executemany (SQLite) for a page's items; returns the rows inserted."""
+    if not ids:
+        return 0
+    if session.get_bind().dialect.name == "postgresql":  # unnest pads a missing (NULL) errors array with NULLs
+        params = {"job": job_id, "state": state.value, "ids": array_literal(ids), "errors": errors}
+        return affected(session.execute(text(_ITEMS_POSTGRES), params))
+    reasons: list[str | None] = list(errors) if errors is not None else [None] * len(ids)
+    now = sqlite_now(session)
+    rows = [(job_id, i, state.value, e, now) for i, e in zip(ids, reasons, strict=True)]
+    sql = (
+        "INSERT OR IGNORE INTO job_items (job_id, image_id, state, error, attempts, updated_at) "
+        "VALUES (?, ?, ?, ?, 0, ?)"
     )
-    return len(rows)
+    return int(session.connection().exec_driver_sql(sql, rows).rowcount)
 
 
 def submit(sessions: sessionmaker[Session], send: Send, spec: JobSpec, settings: Settings) -> Submitted:
@@ -240,11 +284,44 @@ def complete_listing(sessions: sessionmaker[Session], send: Send, job_id: str, p
         announce_end(send, job_id)
 
 
-def celery_sender(app: Any) -> Send:
-    def send(task: str, args: list[Any], queue: str) -> None:
-        app.send_task(task, args=args, queue=queue)
+class CelerySender:
+    """A `Send` through a Celery app (JSON messages); a page of batch messages goes out in one pipeline."""
 
-    return send
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, task: str, args: list[Any], queue: str) -> None:
+        self.app.send_task(task, args=args, queue=queue, argsrepr=_shown(task, args))
+
+    def send_batches(self, job_id: str, batches: list[list[int]], queue: str) -> None:
+        """One `tagger.tag_batch` message per id list, buffered by kombu's `Producer.batch` and flushed
+        as one Redis pipeline (one round trip per page, not per message)."""
+        with self.app.producer_or_acquire() as producer, producer.batch(max_size=len(batches) + 1):
+            for ids in batches:
+                args = [job_id, ids]
+                self.app.send_task(
+                    TASK_TAG_BATCH, args=args, queue=queue, producer=producer, argsrepr=_shown(TASK_TAG_BATCH, args)
+                )
+
+
+def _shown(task: str, args: list[Any]) -> str | None:
+    """What logs and Flower show of a message's arguments: Celery's own safe repr of an id list is a
+    third of a send's cost, and says less than this."""
+    return f"[{args[0]!r}, <{len(args[1])} image ids>]" if task == TASK_TAG_BATCH else None
+
+
+def celery_sender(app: Any) -> Send:
+    return CelerySender(app)
+
+
+def send_batches(send: Send, job_id: str, ids: list[int], batch_size: int, queue: str) -> None:
+    """`ids` as messages of `batch_size` sorted ids: pipelined where the sender can, else one by one."""
+    batches = [sorted(batch) for batch in chunked(ids, batch_size)]
+    if isinstance(send, CelerySender):
+        send.send_batches(job_id, batches, queue)
+    else:
+        for batch in batches:
+            send(TASK_TAG_BATCH, [job_id, batch], queue)
 
 
 def broker_sender(settings: Settings, broker_url: str | None = None) -> Send:

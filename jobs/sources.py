@@ -8,6 +8,7 @@ what it left out. Memory stays flat: one batch of keys is held at a time.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -47,6 +48,26 @@ def matches(key: str, pattern: str) -> bool:
     return any(fnmatch.fnmatchcase(part, pattern) for part in key.split("/"))
 
 
+class Patterns:
+    """Patterns as `matches` reads them, compiled into two regexes: one per name in a key, one for the
+    whole key. A listing asks this of every key, so it is one or two regex calls, not one fnmatch per
+    pattern and name."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(patterns)
+        names = [fnmatch.translate(p) for p in self.patterns if "/" not in p]
+        whole = [fnmatch.translate(p) for p in self.patterns if "/" in p]
+        self._name = re.compile("|".join(names)) if names else None
+        self._whole = re.compile("|".join(whole)) if whole else None
+
+    def first(self, key: str) -> str | None:
+        """The first pattern (in the order given) that `key` matches, or None."""
+        hit = (self._whole is not None and self._whole.match(key) is not None) or (
+            self._name is not None and any(self._name.match(part) for part in key.split("/"))
+        )
+        return next((p for p in self.patterns if matches(key, p)), None) if hit else None
+
+
 class PassedOver(Counter[str]):
     """Files a listing left out, counted by reason."""
 
@@ -66,13 +87,14 @@ def keys_from_storage(
 
     `include` replaces the image-suffix rule (`*` lists every file); `exclude` adds to DEFAULT_EXCLUDE.
     """
-    include, excluded = tuple(include), DEFAULT_EXCLUDE + tuple(exclude)
+    included, excluded = Patterns(include), Patterns(DEFAULT_EXCLUDE + tuple(exclude))
+    include = included.patterns
     skipped = passed_over if passed_over is not None else PassedOver()
     for key in storage.list_keys(prefix, passed_over=skipped):
-        hit = next((p for p in excluded if matches(key, p)), None)
+        hit = excluded.first(key)
         if hit is not None:
             skipped.note(f"excluded by pattern {hit!r}")
-        elif include and not any(matches(key, p) for p in include):
+        elif include and included.first(key) is None:
             skipped.note(f"not matching --include {' '.join(include)}")
         elif not include and not is_image_key(key):
             suffix = PurePosixPath(key).suffix.lower()

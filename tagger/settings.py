@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,7 +19,6 @@ PREFIX = "TAGGER_"
 _DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
 _BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
 _STORAGE_SCHEMES = ("file", "s3")
-_DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +56,14 @@ class Settings:
         metadata={
             "help": "auto, prefork or threads. threads: one model, batches overlap (fetch/decode beside inference); "
             "auto picks threads on a GPU, prefork on CPU."
+        },
+    )
+    torch_threads: int = field(
+        default=0,
+        metadata={
+            "help": "CPU threads each worker process gives torch (intra-op). 0: the cores divided by the pool "
+            "processes (prefork), torch's default (threads pool). Set it when several workers share a host, so "
+            "together they do not oversubscribe its cores."
         },
     )
     decoder: str = field(
@@ -134,12 +142,12 @@ class Settings:
             )
         for name in ("storage_url", "model_store"):
             value = getattr(self, name)
-            if value and urlparse(value).scheme not in _STORAGE_SCHEMES:
-                raise ConfigError(f"TAGGER_{name.upper()}={value!r}: use file:///absolute/dir or s3://bucket/prefix")
+            if value:
+                _check_storage_url(f"TAGGER_{name.upper()}", value)
         if self.batch_size < 1 or self.batch_size > 1024:
             raise ConfigError(f"TAGGER_BATCH_SIZE={self.batch_size}: must be between 1 and 1024")
-        if self.device.split(":")[0] not in _DEVICES:
-            raise ConfigError(f"TAGGER_DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"TAGGER_DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N (N a device number)")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"TAGGER_THRESHOLD={self.threshold}: must be strictly between 0 and 1")
         if self.jpeg_draft not in (0, 1):
@@ -148,6 +156,8 @@ class Settings:
             raise ConfigError("TAGGER_FETCH_THREADS must be at least 1")
         if self.worker_concurrency < 0:
             raise ConfigError("TAGGER_WORKER_CONCURRENCY must be 0 (automatic) or more")
+        if self.torch_threads < 0:
+            raise ConfigError("TAGGER_TORCH_THREADS must be 0 (automatic) or more")
         if self.worker_pool not in ("auto", "prefork", "threads"):
             raise ConfigError(f"TAGGER_WORKER_POOL={self.worker_pool!r}: use auto, prefork or threads")
         if self.decoder not in ("auto", "cpu", "device"):
@@ -162,10 +172,11 @@ class Settings:
             raise ConfigError("TAGGER_TEST_HOLDS must be 0 (production) or 1 (tests)")
         if self.visibility_timeout < 10:
             raise ConfigError("TAGGER_VISIBILITY_TIMEOUT must be at least 10 seconds")
-        if not _valid_schedule(self.retrain_schedule):
+        problem = _schedule_problem(self.retrain_schedule)
+        if problem:
             raise ConfigError(
-                f"TAGGER_RETRAIN_SCHEDULE={self.retrain_schedule!r}: use five cron fields (`0 3 1 * *` is 03:00 on "
-                "the 1st of each month) or a number of seconds"
+                f"TAGGER_RETRAIN_SCHEDULE={self.retrain_schedule!r}: {problem}. Use five cron fields "
+                "(`0 3 1 * *` is 03:00 on the 1st of each month) or a number of seconds"
             )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("TAGGER_LOG_LEVEL: use DEBUG, INFO, WARNING or ERROR")
@@ -180,6 +191,8 @@ class Settings:
             if not var.startswith(PREFIX):
                 continue
             name = var[len(PREFIX) :].lower()
+            if _KUBERNETES.fullmatch(name):
+                continue  # a Kubernetes Service named `tagger` puts these into every pod
             if name not in known:
                 hint = difflib.get_close_matches(name.upper(), [n.upper() for n in known], n=1)
                 suggestion = f" Did you mean {PREFIX}{hint[0]}?" if hint else ""
@@ -201,14 +214,47 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _valid_schedule(value: str) -> bool:
+# What Kubernetes adds to every pod for a Service named `tagger`: TAGGER_SERVICE_HOST, TAGGER_SERVICE_PORT,
+# TAGGER_SERVICE_PORT_<NAME>, TAGGER_PORT and TAGGER_PORT_<N>_<PROTO>[_PROTO|_PORT|_ADDR]. Never settings.
+_KUBERNETES = re.compile(r"service_host|service_port(_\w+)?|port(_\d+_(tcp|udp|sctp)(_proto|_port|_addr)?)?")
+
+# Each cron field's range, as Celery's crontab reads it (minute, hour, day of month, month, day of week).
+_CRON_FIELDS = (("minute", 60, 0), ("hour", 24, 0), ("day of month", 31, 1), ("month", 12, 1), ("day of week", 7, 0))
+
+
+def _schedule_problem(value: str) -> str | None:
+    """Why `value` is not a retraining schedule Celery beat can run, or None when it is one."""
     parts = value.split()
     if len(parts) == 1:
         try:
-            return float(parts[0]) > 0
+            return None if float(parts[0]) > 0 else "a number of seconds must be above 0"
         except ValueError:
-            return False
-    return len(parts) == 5
+            return "not a number of seconds"
+    if len(parts) != 5:
+        return f"{len(parts)} fields, where cron has 5"
+    from celery.schedules import crontab_parser
+
+    for part, (name, size, first) in zip(parts, _CRON_FIELDS, strict=True):
+        try:
+            crontab_parser(size, first).parse(part)
+        except ValueError as exc:
+            return f"the {name} field {part!r} is out of range or malformed ({exc})"
+    return None
+
+
+def _check_storage_url(var: str, value: str) -> None:
+    """file:///absolute/dir or s3://bucket[/prefix], as tagger.storage.open_storage will read it."""
+    parsed = urlparse(value)
+    if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+        raise ConfigError(
+            f"{var}={value!r} names a host {parsed.netloc!r}: a local folder is file:///absolute/dir (three slashes)"
+        )
+    if parsed.scheme == "file" and not parsed.path.startswith("/"):
+        raise ConfigError(f"{var}={value!r}: a local folder is file:///absolute/dir")
+    if parsed.scheme == "s3" and not parsed.netloc:
+        raise ConfigError(f"{var}={value!r} names no bucket: use s3://bucket/prefix")
+    if parsed.scheme not in _STORAGE_SCHEMES:
+        raise ConfigError(f"{var}={value!r}: use file:///absolute/dir or s3://bucket/prefix")
 
 
 def redacted(name: str, value: object) -> str:

@@ -98,6 +98,8 @@ def build() -> dict[str, tuple[bytes, tuple[str, object]]]:
         "animated.webp": (_frames("WEBP", duration=100, loop=0), ("ok", (64, 48))),
         "animated.png": (_frames("PNG", duration=100, loop=0), ("ok", (64, 48))),
         "wide.jpg": (_save(_scene(4000, 10), "JPEG"), ("ok", None)),
+        # A camera JPEG Pillow reads as MPO: the picture, then a second one (a preview) in its trailer.
+        "camera-mpo.jpg": (_save(_scene(), "MPO", save_all=True, append_images=[_scene(40, 20)]), ("ok", (160, 90))),
         "tall.png": (_save(_scene(10, 4000), "PNG"), ("ok", (10, 4000))),
     }
     for orientation in range(1, 9):

@@ -20,7 +20,7 @@ def main() -> int:
     server = Postgres().start()
     try:
         env = dict(os.environ, TESTS_POSTGRES_PORT=str(server.port))
-        subprocess.run([mutmut, "run", "--max-children", "1"], env=env, check=False)
+        subprocess.run([mutmut, "run", "--max-children", str(os.cpu_count() or 1)], env=env, check=False)
         results = subprocess.run([mutmut, "results"], env=env, capture_output=True, text=True, check=False).stdout
     finally:
         server.destroy()

@@ -7,6 +7,7 @@ start raises: the tests that need it fail, they never skip.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -220,6 +221,8 @@ class SeaweedS3:
             f"-filer.localSocket={self.base / 'filer.sock'}",
             f"-s3.localSocket={self.base / 's3.sock'}",
             "-master.telemetry=false",
+            # Credentials enforced, as in production: a request signed with another secret is refused.
+            f"-s3.config={self._identities()}",
         ]
         self._log = log = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
@@ -229,6 +232,13 @@ class SeaweedS3:
             self.stop()
             raise
         return self
+
+    def _identities(self) -> Path:
+        path = self.base / "s3.json"
+        credentials = [{"accessKey": self.access_key, "secretKey": self.secret_key}]
+        identity = {"name": "tagger", "credentials": credentials, "actions": ["Admin", "Read", "List", "Write"]}
+        path.write_text(json.dumps({"identities": [identity]}))
+        return path
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.proc is not None

@@ -71,8 +71,9 @@ def test_the_device_path_agrees_with_pillow_on_every_hostile_file(tmp_path: Path
             assert ours.pixels.shape == (3, SIZE, SIZE) and ours.pixels.dtype == torch.uint8
             diff = (ours.pixels.int() - theirs.pixels.int()).abs().float().mean().item()  # type: ignore[union-attr]
             assert diff < 3.0, (key, diff)
-    # Only colour JPEGs whose headers passed reach the device: no bomb, no CMYK, no PNG.
-    assert all(h.format == "JPEG" and h.mode in ("RGB", "L") for h in decoder.seen)
+    # Only colour JPEGs whose headers passed reach the device: no bomb, no CMYK, no PNG; camera MPOs do.
+    assert all(h.format in ("JPEG", "MPO") and h.mode in ("RGB", "L") for h in decoder.seen)
+    assert any(h.format == "MPO" for h in decoder.seen)
     assert all(h.width * h.height <= hostile_corpus.MAX_PIXELS for h in decoder.seen)
     assert len(decoder.seen) >= 12  # the EXIF set, progressive, wide, and the corrupt ones it must give back
 

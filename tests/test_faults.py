@@ -144,31 +144,52 @@ def test_kill_9_of_a_pool_process_mid_batch_is_redelivered(rig: Rig) -> None:
     assert "WorkerLostError" in rig.log.read_text()
 
 
-def test_a_killed_worker_s_unacknowledged_batches_come_back(rig: Rig, tmp_path: Path) -> None:
-    """Kill the whole worker (main process and pool) with a batch written but not acknowledged, then with
-    one fetched but not written: both messages come back after the visibility timeout to another worker."""
+def _unacknowledged(rig: Rig) -> set[str]:
+    """Task ids of the messages the broker holds as delivered but not acknowledged (kombu's `unacked` hash)."""
+    client = redis.Redis.from_url(rig.settings.broker_url)
+    try:
+        return {json.loads(raw)[0]["headers"]["id"] for raw in client.hvals("unacked")}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("stage", ["claimed", "fetched", "inferred", "written"])
+def test_a_worker_killed_at_any_stage_loses_and_duplicates_nothing(rig: Rig, tmp_path: Path, stage: str) -> None:
+    """Kill the whole worker (main process and pool) with a batch held at each stage of its pipeline: its
+    message is still unacknowledged there, even once its write has committed (`written`), and comes back
+    after the visibility timeout to another worker, which tags what was not written and rewrites nothing."""
     holds = Holds(rig.settings.var_dir)
-    for stage in ("written", "fetched"):
-        job = rig.submit(rig.keys[:40])
-        holds.arm(stage)
-        worker = LocalWorkers(rig.settings, count=1, log_file=rig.log).start()
-        held = holds.wait(stage, log=rig.log)
-        os.killpg(worker.procs[0].pid, signal.SIGKILL)
-        worker.stop()
-        holds.release(held)
-        before = _attempts(rig, job)
-        expected = ("done", 1) if stage == "written" else ("pending", 1)
-        assert {before[i] for i in held.image_ids} == {expected}, stage
-        second_log = tmp_path / f"after-{stage}.log"
-        with LocalWorkers(rig.settings, count=1, log_file=second_log) as second:
-            received = f"tagger.tag_batch[{held.task_id}] received"
-            rig.until(lambda log=second_log, line=received: line in log.read_text(), timeout=60)
-            result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=second.alive)
-        after = _attempts(rig, job)
-        # written: the redelivery found nothing pending and wrote nothing; fetched: it tagged them, 2 attempts
-        assert {after[i] for i in held.image_ids} == {("done", 1) if stage == "written" else ("done", 2)}, stage
-        assert result.state.value == "done"
-        rig.assert_exact(job, done=40)
+    job = rig.submit(rig.keys[:40])
+    holds.arm(stage)
+    worker = LocalWorkers(rig.settings, count=1, log_file=rig.log).start()
+    held = holds.wait(stage, log=rig.log)
+    assert held.task_id in _unacknowledged(rig), "acknowledged before its batch was written"
+    os.killpg(worker.procs[0].pid, signal.SIGKILL)
+    worker.stop()
+    holds.release(held)
+    before = _attempts(rig, job)
+    expected = ("done", 1) if stage == "written" else ("pending", 1)
+    assert {before[i] for i in held.image_ids} == {expected}
+    with rig.sessions() as session:
+        written_before = session.scalar(
+            select(func.count()).select_from(Suggestion).where(Suggestion.image_id.in_(held.image_ids))
+        )
+    second_log = tmp_path / "after.log"
+    with LocalWorkers(rig.settings, count=1, log_file=second_log) as second:
+        received = f"tagger.tag_batch[{held.task_id}] received"
+        rig.until(lambda: received in second_log.read_text(), timeout=60)
+        result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=second.alive)
+    after = _attempts(rig, job)
+    # written: the redelivery found nothing pending and wrote nothing; else it tagged them, a 2nd attempt
+    assert {after[i] for i in held.image_ids} == {("done", 1) if stage == "written" else ("done", 2)}
+    with rig.sessions() as session:
+        written_after = session.scalar(
+            select(func.count()).select_from(Suggestion).where(Suggestion.image_id.in_(held.image_ids))
+        )
+    assert stage != "written" or written_after == written_before
+    assert result.state.value == "done"
+    rig.assert_exact(job, done=40)
+    assert not _unacknowledged(rig)
 
 
 def test_a_threads_pool_crash_returns_its_batches_split_one_image_per_message(rig: Rig, tmp_path: Path) -> None:

@@ -93,7 +93,8 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
     keys = write_stills(archive, 600, seed=11)
     send = celery_sender(make_producer_app(settings, redis_url))
     log = tmp_path / "workers.log"
-    with LocalWorkers(settings, count=2, log_file=log) as workers:
+    # TAGGER_TORCH_THREADS=1, where the default would give each worker all the cores it sees (>= 2 in CI).
+    with LocalWorkers(settings.replace(torch_threads=1), count=2, log_file=log) as workers:
         pids = [p.pid for p in workers.procs]
         pool = _pool(pids, expected=2)
         holds = Holds(settings.var_dir)
@@ -168,6 +169,7 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
     assert len({image_id for image_id, _ in tagged}) == len(tagged)
     assert (after.state.value, after.done, after.failed) == ("done", 30, 0)
     assert Counter(v for _, _, v, _ in _items(sessions, second.job_id)) == Counter({ids[a]: 30})
-    # Two pool processes started once each, and none was replaced.
+    # Two pool processes started once each, none was replaced, each with the torch threads it was given.
     assert log.read_text().count("ready (torch threads") == 2
+    assert log.read_text().count("ready (torch threads 1)") == 2
     engine.dispose()

@@ -75,7 +75,9 @@ def test_tagged_images_need_the_version_that_tagged_them(engine, tmp_path: Path)
 def test_a_redelivery_says_what_it_did_not_rewrite(sessions, engine, version: int, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     job = new_job(sessions, tmp_path.as_uri()).job_id
     ids = list(fill_job(sessions, job, KEYS, tmp_path.as_uri()).values())
-    record_batch(engine, job_id=job, model_version_id=version, tagged=[Tagged(i, []) for i in ids[:2]])
+    with caplog.at_level(logging.WARNING, logger="tagger.worker.sink"):
+        record_batch(engine, job_id=job, model_version_id=version, tagged=[Tagged(i, []) for i in ids[:2]])
+    assert "already written" not in caplog.text  # a first delivery wrote everything: nothing to say
     with caplog.at_level(logging.WARNING, logger="tagger.worker.sink"):
         record_batch(engine, job_id=job, model_version_id=version, tagged=[Tagged(i, []) for i in ids])
     assert f"job {job}: 2 of 3 images were already written by another delivery" in caplog.text
@@ -218,3 +220,57 @@ def test_on_postgresql_a_batch_s_outcome_is_one_statement(sessions, engine, vers
         assert statements == []
     else:
         assert statements  # SQLite runs the same steps one by one in one transaction
+
+
+def test_a_batch_claims_its_own_images_in_id_order_and_no_others(sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    job = new_job(sessions, tmp_path.as_uri()).job_id
+    ids = sorted(fill_job(sessions, job, ["p.jpg", "q.jpg", "r.jpg", "s.jpg"], tmp_path.as_uri()).values())
+    asked = [ids[3], ids[0]]  # another batch of the same job holds ids[1] and ids[2]
+    assert [p.image_id for p in pending_items(sessions, job, asked)] == [ids[0], ids[3]]
+
+
+def test_a_noted_error_is_kept_to_two_thousand_characters(sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    job = new_job(sessions, tmp_path.as_uri()).job_id
+    image = fill_job(sessions, job, KEYS[:1], tmp_path.as_uri())[KEYS[0]]
+    note_error(sessions, job, [image], "e" * 5000)
+    assert _item(sessions, job, image).error == "e" * 2000
+
+
+def test_a_write_records_when_each_image_and_row_was_tagged(sessions, engine, version: int, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tagger.db.schema import Image
+
+    tags = _tags(sessions)
+    job = new_job(sessions, tmp_path.as_uri()).job_id
+    ids = [fill_job(sessions, job, KEYS, tmp_path.as_uri())[k] for k in KEYS]
+    record_batch(engine, job_id=job, model_version_id=version, tagged=[Tagged(i, [(tags["x"], 0.9)]) for i in ids])
+    with sessions() as session:
+        images = session.execute(select(Image.model_version_id, Image.tagged_at).where(Image.id.in_(ids))).all()
+        created = session.scalars(select(Suggestion.created_at).where(Suggestion.image_id.in_(ids))).all()
+    assert len(images) == 3 and all(v == version and at is not None for v, at in images)
+    assert len(created) == 3 and all(at is not None for at in created)
+
+
+def test_a_re_tag_by_the_same_version_drops_the_tags_now_below_threshold(
+    sessions, engine, version: int, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Two images swap tags between two runs of one version: each keeps exactly its new tag (a tag kept
+    for the other image must still go from this one)."""
+    x, y = _tags(sessions)["x"], _tags(sessions)["y"]
+    runs = ({"a.jpg": (x, 0.9), "b.jpg": (y, 0.8)}, {"a.jpg": (y, 0.7), "b.jpg": (x, 0.6)})
+    for run in runs:
+        job = new_job(sessions, tmp_path.as_uri()).job_id
+        ids = fill_job(sessions, job, list(run), tmp_path.as_uri())
+        record_batch(engine, job_id=job, model_version_id=version, tagged=[Tagged(ids[k], [t]) for k, t in run.items()])
+        with sessions() as session:
+            rows = set(session.execute(select(Suggestion.image_id, Suggestion.tag_id, Suggestion.probability)).all())
+        assert {(i, t, round(p, 3)) for i, t, p in rows} == {(ids[k], t, p) for k, (t, p) in run.items()}
+
+
+def test_closing_a_job_closes_that_job_only(sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    first, second = (new_job(sessions, tmp_path.as_uri()).job_id for _ in range(2))
+    with sessions() as session, session.begin():  # both complete on paper; only one is being closed
+        session.execute(update(Job).where(Job.id.in_([first, second])).values(listing_complete=True))
+        assert finish_if_complete(session, first)
+    assert (summary(sessions, first).state.value, summary(sessions, second).state.value) == ("done", "queued")

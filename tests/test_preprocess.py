@@ -90,3 +90,15 @@ def test_normalise_uses_imagenet_statistics_per_channel() -> None:
         expected = (pixels.float() / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
         assert torch.allclose(out[0, c, :, 0], expected, atol=1e-5), c
     assert Normalise()(batch, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO"])
+def test_camera_jpegs_are_decoded_at_a_reduced_scale(fmt: str) -> None:
+    """Draft (DCT-domain downscaling) applies to MPO camera files as to plain JPEGs: 4000x3000 -> 500x375."""
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    extra = {"save_all": True, "append_images": [img.resize((400, 300))]} if fmt == "MPO" else {}
+    img.save(buf, fmt, quality=80, **extra)
+    assert Image.open(io.BytesIO(buf.getvalue())).format == fmt
+    assert decode(buf.getvalue(), size=224).size == (500, 375)
+    assert decode(buf.getvalue(), size=224, limits=DecodeLimits(draft=False)).size == (4000, 3000)

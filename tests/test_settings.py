@@ -33,6 +33,20 @@ def test_unknown_setting_names_the_closest_one() -> None:
         ("TAGGER_STORAGE_URL", "/just/a/path", "file:///"),
         ("TAGGER_DEVICE", "tpu", "auto, cpu, cuda"),
         ("TAGGER_THRESHOLD", "1.5", "between 0 and 1"),
+        ("TAGGER_TORCH_THREADS", "-1", "0 \\(automatic\\) or more"),
+        # Settings that used to pass this check and fail later, in a worker, a training run or beat:
+        ("TAGGER_STORAGE_URL", "file://stills", "names a host 'stills'.*three slashes"),
+        ("TAGGER_MODEL_STORE", "file://models/tagger", "names a host 'models'"),
+        ("TAGGER_STORAGE_URL", "s3://", "names no bucket"),
+        ("TAGGER_DEVICE", "cuda:abc", "cuda:N"),
+        ("TAGGER_DEVICE", "cuda:", "cuda:N"),
+        ("TAGGER_RETRAIN_SCHEDULE", "99 99 99 99 99", "the minute field '99'"),
+        ("TAGGER_RETRAIN_SCHEDULE", "0 24 * * *", "the hour field '24'"),
+        ("TAGGER_RETRAIN_SCHEDULE", "0 3 0 * *", "the day of month field '0'"),
+        ("TAGGER_RETRAIN_SCHEDULE", "0 3 * 13 *", "the month field '13'"),
+        ("TAGGER_RETRAIN_SCHEDULE", "0 3 * * funday", "the day of week field"),
+        ("TAGGER_RETRAIN_SCHEDULE", "0 3 * *", "4 fields"),
+        ("TAGGER_RETRAIN_SCHEDULE", "-5", "above 0"),
     ],
 )
 def test_malformed_settings_say_what_would_be_right(var: str, value: str, message: str) -> None:
@@ -43,3 +57,25 @@ def test_malformed_settings_say_what_would_be_right(var: str, value: str, messag
 def test_as_env_round_trips() -> None:
     s = Settings.from_env({"TAGGER_BATCH_SIZE": "16", "TAGGER_BROKER_URL": "redis://h:1/0"})
     assert Settings.from_env(s.as_env()) == s
+
+
+@pytest.mark.parametrize("schedule", ["0 3 1 * *", "*/15 * * * *", "0 3 * * mon-fri", "0 0 1 jan *", "86400"])
+def test_schedules_celery_beat_can_run_are_accepted(schedule: str) -> None:
+    assert Settings.from_env({"TAGGER_RETRAIN_SCHEDULE": schedule}).retrain_schedule == schedule
+
+
+def test_the_variables_kubernetes_adds_for_a_service_named_tagger_are_ignored() -> None:
+    injected = {
+        "TAGGER_SERVICE_HOST": "10.0.0.11",
+        "TAGGER_SERVICE_PORT": "8000",
+        "TAGGER_SERVICE_PORT_HTTP": "8000",
+        "TAGGER_PORT": "tcp://10.0.0.11:8000",
+        "TAGGER_PORT_8000_TCP": "tcp://10.0.0.11:8000",
+        "TAGGER_PORT_8000_TCP_PROTO": "tcp",
+        "TAGGER_PORT_8000_TCP_PORT": "8000",
+        "TAGGER_PORT_8000_TCP_ADDR": "10.0.0.11",
+    }
+    assert Settings.from_env(injected | {"TAGGER_BATCH_SIZE": "64"}).batch_size == 64
+    for typo in ("TAGGER_SERVICE_HOSTS", "TAGGER_PORTS", "TAGGER_PORT_HTTP", "TAGGER_SERVCE_HOST"):
+        with pytest.raises(ConfigError, match="unknown setting"):
+            Settings.from_env({typo: "x"})

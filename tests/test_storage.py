@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tagger.errors import ImageError, InvalidKeyError, ObjectMissingError
+from tagger.errors import ImageError, InvalidKeyError, ObjectMissingError, PermanentError, StorageError
 from tagger.storage import LocalStorage, S3Storage, open_storage, validate_key
 
 BAD_KEYS = [
@@ -174,3 +174,19 @@ def test_the_s3_fixture_owns_its_ports_beside_another_seaweedfs(tmp_path: Path) 
         for sock in held:
             sock.close()
     assert getattr(server, "_log", None) is None
+
+
+def test_s3_failures_no_retry_can_mend_are_permanent(s3, refusals_bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """A missing bucket or refused credentials fail the image at once with what to check; a worker does
+    not spend its attempts retrying them as it does a timeout."""
+    import boto3
+
+    s3.client().put_object(Bucket="refusals", Key="creds/x.jpg", Body=b"x")
+    with pytest.raises(ObjectMissingError, match="no such bucket: no-such-bucket"):
+        S3Storage("no-such-bucket", client=s3.client()).read("x.jpg")
+    wrong = boto3.session.Session().client(
+        "s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key, aws_secret_access_key="not-the-secret"
+    )
+    with pytest.raises(PermanentError, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId|403") as refused:
+        S3Storage("refusals", "creds", client=wrong).read("x.jpg")
+    assert not isinstance(refused.value, StorageError)

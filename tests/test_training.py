@@ -215,3 +215,20 @@ def test_the_gate_promotes_within_its_margin_and_force_overrides_it(archive: Pat
     assert not forced["gate"]["promote"] and forced["activated"]  # the gate said no; --force activated it
     listing = json.loads(tagger(sqlite_settings, "models", "list", "--json").stdout)
     assert [r["version"] for r in listing if r["active"]] == [forced["version"]]
+
+
+@pytest.mark.parametrize("where", ["model store", "checkpoint folder"])
+def test_a_place_training_cannot_write_stops_it_before_the_first_epoch(
+    archive: Path, sqlite_settings: Settings, tmp_path: Path, where: str
+) -> None:
+    """A file stands where a folder must be (unwritable even for root): refused before any epoch runs."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    if where == "model store":
+        settings, extra = sqlite_settings.replace(model_store=(blocker / "models").as_uri()), []
+    else:
+        settings, extra = sqlite_settings, ["--checkpoint", str(blocker / "ckpt")]
+    result = train(settings, archive, "--epochs", "1", *extra)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"cannot write the {where}" in result.stderr or f"cannot write to the {where}" in result.stderr
+    assert "training resnet18" not in result.stderr and "epoch" not in result.stderr.lower()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 import shutil
 import sys
 import time
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from tagger.db import make_engine, make_sessionmaker, upgrade
-from tagger.errors import ConfigError
+from tagger.errors import ConfigError, TaggerError
 from tagger.labels import LabelledSet, labels_from_db, read_labels_csv
 from tagger.model import artifact
 from tagger.model.architectures import build_model, load_imagenet_weights, load_pretrained_backbone
@@ -237,6 +238,33 @@ class Candidate:
     probs: torch.Tensor  # the served model's probabilities on `valid`, N x tags
 
 
+def check_writable(settings: Settings, args: argparse.Namespace) -> None:
+    """Every place a run writes (checkpoint, plots, model store), tried before the first epoch: a run must
+    not find out after hours of training that it cannot keep what it learnt. Raises ConfigError."""
+    folders = {
+        "checkpoint folder (--checkpoint, else TAGGER_VAR_DIR/train/checkpoint)": args.checkpoint
+        or settings.var_dir / "train" / "checkpoint",
+        "plots folder (--plots, else TAGGER_VAR_DIR/train)": args.plots or settings.var_dir / "train",
+    }
+    for what, folder in folders.items():
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            probe = Path(folder) / f".write-check-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"cannot write the {what} {folder}: {exc.strerror or exc}") from None
+    store = open_storage(settings.model_store)
+    probe_key = f".write-check-{os.getpid()}"
+    try:
+        store.write(probe_key, b"")
+        store.delete(probe_key)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot write to the model store {store.url} (TAGGER_MODEL_STORE): {exc}; nothing was trained"
+        ) from None
+
+
 def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Candidate | None]:
     """The recipe: labels -> split -> decode -> model -> fit -> evaluate -> artifact in the model store.
 
@@ -246,6 +274,8 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
     started = time.monotonic()
     if args.freeze_epochs is None:
         args.freeze_epochs = 0 if args.random_init else 1
+    if not args.find_lr:  # found now, not after the last epoch
+        check_writable(settings, args)
     torch.manual_seed(args.seed)
     device = pick_device(settings.device)
     arch = args.arch or ("resnet50" if device.type == "cuda" else "resnet18")
@@ -320,7 +350,14 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
         },
     )
     store = open_storage(settings.model_store)
-    meta = artifact.save(copy.deepcopy(model).to("cpu").float(), meta, store)
+    try:
+        meta = artifact.save(copy.deepcopy(model).to("cpu").float(), meta, store)
+    except Exception as exc:
+        raise TaggerError(
+            f"the trained model could not be saved to {store.url}: {exc}. Its weights are in the checkpoint "
+            f"{ckpt_dir}: fix the model store, then `tagger train --resume` with the same options saves it "
+            "without training again"
+        ) from exc
     report.version, report.epochs, report.final = meta.version, history, final
 
     from tagger.training.plots import plot_curves

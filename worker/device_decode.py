@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tagger.model.preprocess import DecodeLimits, open_checked
+from tagger.model.preprocess import JPEG_FORMATS, DecodeLimits, open_checked
 from tagger.worker.inference import device_lock
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,14 @@ class Header:
 
     @property
     def device_decodable(self) -> bool:
-        return self.format == "JPEG" and self.mode in ("RGB", "L")
+        return self.format in JPEG_FORMATS and self.mode in ("RGB", "L")
 
 
 def read_header(data: bytes, limits: DecodeLimits) -> Header:
     """Header checks as strict as Pillow's decode; raises ImageError with the same reasons."""
     img = open_checked(data, limits)
     try:
-        orientation = int(img.getexif().get(EXIF_ORIENTATION, 1)) if img.format == "JPEG" else 1
+        orientation = int(img.getexif().get(EXIF_ORIENTATION, 1)) if img.format in JPEG_FORMATS else 1
     except Exception:  # unreadable EXIF: Pillow's exif_transpose also ignores it
         orientation = 1
     return Header(img.format or "", img.width, img.height, img.mode, orientation if 1 <= orientation <= 8 else 1)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, delete, tuple_, update
 from sqlalchemy.orm import Session
 
+from tagger.db.arrays import array_literal
 from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert_many
 from tagger.jobs.lifecycle import finish_if_complete, mark_running
@@ -172,13 +173,13 @@ def _write_postgres(
     params = {
         "job": job_id,
         "version": version_id,
-        "tagged": sorted(rows.image_ids),
-        "row_images": rows.row_images,
-        "row_tags": rows.row_tags,
-        "row_probs": rows.row_probs,
-        "failed": [r.image_id for r in refused],
+        "tagged": array_literal(sorted(rows.image_ids)),
+        "row_images": array_literal(rows.row_images),
+        "row_tags": array_literal(rows.row_tags),
+        "row_probs": array_literal(rows.row_probs),
+        "failed": array_literal(r.image_id for r in refused),
         "reasons": [r.reason[:2000] for r in refused],
-        "skipped": sorted(skipped),
+        "skipped": array_literal(sorted(skipped)),
     }
     with engine.connect() as conn:
         raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection

@@ -51,10 +51,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         # One process, one model, `concurrency` batches in flight: while one batch holds the
         # device, the others fetch, decode on the CPU or write to the database. CUDA is only
         # ever initialised in this process, after Celery has started.
-        worker_ready.connect(lambda **_: context.init_process(settings, torch_threads=None), weak=False)
+        threads = settings.torch_threads or None
+        worker_ready.connect(lambda **_: context.init_process(settings, torch_threads=threads), weak=False)
     else:
         # On CPU, prefork processes split the cores between them; a crash takes down one process.
-        torch_threads = max(1, cores // concurrency)
+        torch_threads = settings.torch_threads or max(1, cores // concurrency)
         worker_process_init.connect(lambda **_: context.init_process(settings, torch_threads=torch_threads), weak=False)
     app = configure(settings, settings.broker_url)
     argv = [

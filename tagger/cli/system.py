@@ -19,6 +19,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("config", help="show every TAGGER_* setting with its value and meaning (secrets masked)")
     p.set_defaults(func=cmd_config)
 
+    p = sub.add_parser("storage", help="storage roots: create the buckets or folders a deployment needs")
+    ssub = p.add_subparsers(dest="storage_command", required=True)
+    init = ssub.add_parser(
+        "init",
+        help="create each URL's bucket or folder if missing (default: TAGGER_STORAGE_URL and TAGGER_MODEL_STORE)",
+    )
+    init.add_argument("urls", nargs="*", metavar="URL", help="file:///dir or s3://bucket[/prefix]")
+    p.set_defaults(func=cmd_storage)
+
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import OperationalError
@@ -62,4 +71,17 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
         value = os.environ.get(var) or ""
         shown = ("********" if "SECRET" in var else value) if value else "(not set)"
         print(f"{var:<28} = {shown:<40} read by boto3 for s3:// storage and model stores")
+    return 0
+
+
+def cmd_storage(args: argparse.Namespace, settings: Settings) -> int:
+    from tagger.errors import ConfigError
+    from tagger.storage import open_storage
+
+    urls = args.urls or [u for u in (settings.storage_url, settings.model_store) if u]
+    if not urls:
+        raise ConfigError("no storage to create: pass URLs, or set TAGGER_STORAGE_URL and TAGGER_MODEL_STORE")
+    for url in urls:
+        storage = open_storage(url)
+        print(f"{storage.url}: {'created' if storage.create() else 'already there'}")
     return 0

@@ -167,7 +167,10 @@ class JobItem(Base):
     """The outcome of one image in one job: pending, done, failed (with a reason) or skipped."""
 
     __tablename__ = "job_items"
-    __table_args__ = (Index("ix_job_items_job_state", "job_id", "state"),)
+    # (job, state, image): a batch's "its items still pending" is one index range, whatever the planner
+    # knows. With (job, state) alone, a planner without statistics (a job's first minutes, before
+    # autovacuum's ANALYZE) scanned all of the job's pending items for each batch (issue 15).
+    __table_args__ = (Index("ix_job_items_job_state", "job_id", "state", "image_id"),)
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)

@@ -22,6 +22,10 @@ from tagger.model.meta import IMAGENET_MEAN, IMAGENET_STD
 # Only these decoders are ever opened; Pillow's exotic plugins are never consulted.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
+# JPEG and the camera JPEGs Pillow reads as MPO (multi-picture: a JPEG whose trailer holds more pictures,
+# from Panasonic, Sony and Canon bodies); the first picture of an MPO is a plain JPEG stream.
+JPEG_FORMATS = ("JPEG", "MPO")
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -38,7 +42,7 @@ def decode(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> 
     """
     with _image_errors():
         img = _open_checked(data, limits)
-        if img.format == "JPEG" and limits.draft:
+        if img.format in JPEG_FORMATS and limits.draft:
             # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 scale while staying >= size.
             img.draft("RGB", (size, size))
         img.load()

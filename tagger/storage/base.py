@@ -33,6 +33,14 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def create(self) -> bool:
+        """Make the root exist (a folder, a bucket); True if it was created now, False if it was there."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object under `key`; one that is not there is not an error."""
+        ...
+
 
 def is_image_key(key: str) -> bool:
     dot = key.rfind(".")

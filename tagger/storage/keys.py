@@ -6,14 +6,27 @@ long) is not an error of the whole listing: it becomes one failed item, named by
 
 from __future__ import annotations
 
+import re
+
 from tagger.errors import InvalidKeyError
 
 MAX_KEY_BYTES = 1024
+# Anything below might refuse: a control character, a backslash, an undecodable byte, an empty, '.'
+# or '..' segment (which covers a leading '/'), a drive letter. A key it does not match, of at most
+# MAX_KEY_BYTES / 4 characters, is valid without the checks one by one (a producer's hot path).
+_SUSPECT = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff]|(?:^|/)\.{0,2}(?:/|$)|^.:")
 _SHOWN_CHARS = 200  # a readable name longer than this is cut, with its size in bytes
 
 
 def validate_key(key: object) -> str:
     """Return the key unchanged if it is a safe relative key, else raise InvalidKeyError saying why."""
+    if isinstance(key, str) and len(key) <= MAX_KEY_BYTES // 4 and not _SUSPECT.search(key):
+        return key
+    return checked_key(key)
+
+
+def checked_key(key: object) -> str:
+    """`validate_key` without its fast path: each check in turn, the first that fails says why."""
     if not isinstance(key, str) or not key:
         raise InvalidKeyError("key must be a non-empty string")
     if any(0xD800 <= ord(ch) <= 0xDFFF for ch in key):

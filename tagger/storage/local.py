@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from tagger.errors import ImageError, InvalidKeyError, ObjectMissingError, StorageError
+from tagger.errors import ImageError, InvalidKeyError, ObjectMissingError, PermanentError, StorageError
 from tagger.storage.keys import validate_key
 
 
@@ -33,17 +33,19 @@ class LocalStorage:
         start = self._path(prefix.rstrip("/")) if prefix else self.root
         if not start.is_dir():
             return
-        stack: list[tuple[Path, bool]] = [(start, True)]
+        # (path, its key relative to the root, is a folder): keys are built by joining names, not Paths.
+        rel = start.relative_to(self.root).as_posix()
+        stack: list[tuple[str, str, bool]] = [(str(start), "" if rel == "." else f"{rel}/", True)]
         while stack:
-            path, is_dir = stack.pop()
+            path, key, is_dir = stack.pop()
             if not is_dir:
-                yield path.relative_to(self.root).as_posix()
+                yield key
                 continue
             try:
                 with os.scandir(path) as it:
                     entries = sorted(it, key=lambda e: e.name, reverse=True)
             except OSError as exc:
-                if path == start:
+                if path == str(start):
                     raise StorageError(f"cannot list {path}: {exc}") from exc
                 skipped[f"unreadable folder ({exc.strerror or exc})"] += 1
                 continue
@@ -51,9 +53,9 @@ class LocalStorage:
                 if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(self.root):
                     skipped["a link out of the storage root"] += 1
                 elif entry.is_dir():
-                    stack.append((Path(entry.path), True))
+                    stack.append((entry.path, f"{key}{entry.name}/", True))
                 elif entry.is_file():
-                    stack.append((Path(entry.path), False))
+                    stack.append((entry.path, f"{key}{entry.name}", False))
                 else:
                     skipped["not a regular file"] += 1
 
@@ -75,6 +77,8 @@ class LocalStorage:
             raise ObjectMissingError(f"no such file: {key}") from None
         except IsADirectoryError:
             raise ObjectMissingError(f"is a directory: {key}") from None
+        except PermissionError as exc:  # retrying cannot help until someone changes the permissions
+            raise PermanentError(f"cannot read {key}: permission denied ({exc.strerror})") from None
         except OSError as exc:
             raise StorageError(f"cannot read {key}: {exc}") from exc
 
@@ -84,6 +88,17 @@ class LocalStorage:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
+
+    def create(self) -> bool:
+        existed = self.root.is_dir()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.root}: {exc.strerror or exc}") from None
+        return not existed
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -78,9 +78,11 @@ class S3Storage:
             raise ObjectMissingError(f"no such bucket: {self.bucket}") from None
         except Exception as exc:
             if _is_botocore_error(exc):
-                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-                if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                    raise PermanentError(f"cannot list s3://{self.bucket}/{full}: {code}") from None
+                code = _error_code(exc)
+                if code in PERMANENT_CODES:
+                    raise PermanentError(
+                        f"cannot list s3://{self.bucket}/{full}: {code}{PERMANENT_CODES[code]}"
+                    ) from None
                 raise StorageError(f"cannot list s3://{self.bucket}/{full}: {exc}") from exc
             raise
         there = [p["Prefix"].rstrip("/") for p in siblings.get("CommonPrefixes", [])]
@@ -100,8 +102,13 @@ class S3Storage:
             return response["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise ObjectMissingError(f"no such object: {self.url}/{key}") from None
+        except self.client.exceptions.NoSuchBucket:
+            raise ObjectMissingError(f"no such bucket: {self.bucket}") from None
         except Exception as exc:
             if _is_botocore_error(exc):
+                code = _error_code(exc)
+                if code in PERMANENT_CODES:
+                    raise PermanentError(f"cannot read {self.url}/{key}: {code}{PERMANENT_CODES[code]}") from None
                 raise StorageError(f"cannot read {self.url}/{key}: {exc}") from exc
             raise
 
@@ -113,6 +120,34 @@ class S3Storage:
                 raise StorageError(f"cannot write {self.url}/{key}: {exc}") from exc
             raise
 
+    def create(self) -> bool:
+        """Create the bucket unless it exists (a prefix needs no creating in S3)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return False
+        except Exception as exc:
+            if not (_is_botocore_error(exc) and _error_code(exc) in ("404", "NoSuchBucket")):
+                if _is_botocore_error(exc):
+                    raise StorageError(f"cannot check bucket {self.bucket}: {exc}") from None
+                raise
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            if _is_botocore_error(exc) and _error_code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                return False
+            if _is_botocore_error(exc):
+                raise StorageError(f"cannot create bucket {self.bucket}: {exc}") from None
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key))
+        except Exception as exc:
+            if _is_botocore_error(exc):
+                raise StorageError(f"cannot delete {self.url}/{key}: {exc}") from exc
+            raise
+
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._object_key(key))
@@ -121,6 +156,23 @@ class S3Storage:
             if _is_botocore_error(exc) and "404" in str(exc):
                 return False
             raise
+
+
+# S3 answers that no retry can change (the credentials, the policy or the bucket must change first), with
+# what to check. Everything else from botocore (timeouts, 5xx, throttling) is retried.
+PERMANENT_CODES = {
+    "AccessDenied": " (the credentials' policy does not allow it)",
+    "AllAccessDisabled": " (all access to this bucket is disabled)",
+    "InvalidAccessKeyId": " (check AWS_ACCESS_KEY_ID)",
+    "SignatureDoesNotMatch": " (check AWS_SECRET_ACCESS_KEY)",
+    "InvalidBucketName": "",
+    "NoSuchBucket": "",
+    "403": " (forbidden: check the credentials and the bucket policy)",
+}
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 def _is_botocore_error(exc: Exception) -> bool:
