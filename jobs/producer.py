@@ -8,6 +8,7 @@ fails midway fails the job with the reason, never leaving it half-enqueued and q
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from tagger.jobs.sources import PassedOver, chunked
 from tagger.settings import Settings
 from tagger.storage import canonical_url, readable, validate_key
 from tagger_client.contract import TASK_TAG_BATCH, ItemState, JobSpec
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 5  # deliveries per image: a poison image fails with a reason instead of looping
 
@@ -295,13 +298,24 @@ class CelerySender:
 
     def send_batches(self, job_id: str, batches: list[list[int]], queue: str) -> None:
         """One `tagger.tag_batch` message per id list, buffered by kombu's `Producer.batch` and flushed
-        as one Redis pipeline (one round trip per page, not per message)."""
-        with self.app.producer_or_acquire() as producer, producer.batch(max_size=len(batches) + 1):
+        as one Redis pipeline (one round trip per page, not per message).
+
+        A pipeline flush is not retried by kombu; if it fails, the page is sent again message by message
+        with Celery's publish retry. A message that had gone out is then delivered twice, which the
+        batch task's fence makes harmless (the second delivery finds nothing pending)."""
+        from kombu.exceptions import KombuError
+
+        try:
+            with self.app.producer_or_acquire() as producer, producer.batch(max_size=len(batches) + 1):
+                for ids in batches:
+                    args = [job_id, ids]
+                    shown = _shown(TASK_TAG_BATCH, args)
+                    self.app.send_task(TASK_TAG_BATCH, args=args, queue=queue, producer=producer, argsrepr=shown)
+        except (KombuError, OSError, *self.app.connection_for_write().connection_errors) as exc:
+            log.warning("job %s: a pipelined page of %d messages failed (%s); sending it again one by one",
+                        job_id, len(batches), exc)  # fmt: skip
             for ids in batches:
-                args = [job_id, ids]
-                self.app.send_task(
-                    TASK_TAG_BATCH, args=args, queue=queue, producer=producer, argsrepr=_shown(TASK_TAG_BATCH, args)
-                )
+                self(TASK_TAG_BATCH, [job_id, ids], queue)
 
 
 def _shown(task: str, args: list[Any]) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -227,17 +228,18 @@ def _schedule_problem(value: str) -> str | None:
     parts = value.split()
     if len(parts) == 1:
         try:
-            return None if float(parts[0]) > 0 else "a number of seconds must be above 0"
+            seconds = float(parts[0])
         except ValueError:
             return "not a number of seconds"
+        return None if math.isfinite(seconds) and seconds > 0 else "a number of seconds must be finite and above 0"
     if len(parts) != 5:
         return f"{len(parts)} fields, where cron has 5"
-    from celery.schedules import crontab_parser
+    from celery.schedules import ParseException, crontab_parser
 
     for part, (name, size, first) in zip(parts, _CRON_FIELDS, strict=True):
         try:
             crontab_parser(size, first).parse(part)
-        except ValueError as exc:
+        except (ValueError, ParseException) as exc:
             return f"the {name} field {part!r} is out of range or malformed ({exc})"
     return None
 

@@ -47,6 +47,9 @@ def test_unknown_setting_names_the_closest_one() -> None:
         ("TAGGER_RETRAIN_SCHEDULE", "0 3 * * funday", "the day of week field"),
         ("TAGGER_RETRAIN_SCHEDULE", "0 3 * *", "4 fields"),
         ("TAGGER_RETRAIN_SCHEDULE", "-5", "above 0"),
+        ("TAGGER_RETRAIN_SCHEDULE", "inf", "finite"),
+        ("TAGGER_RETRAIN_SCHEDULE", "-5 * * * *", "the minute field '-5'"),
+        ("TAGGER_RETRAIN_SCHEDULE", "*/-1 * * * *", "the minute field"),
     ],
 )
 def test_malformed_settings_say_what_would_be_right(var: str, value: str, message: str) -> None:

@@ -258,11 +258,14 @@ def check_writable(settings: Settings, args: argparse.Namespace) -> None:
     probe_key = f".write-check-{os.getpid()}"
     try:
         store.write(probe_key, b"")
-        store.delete(probe_key)
     except Exception as exc:
         raise ConfigError(
             f"cannot write to the model store {store.url} (TAGGER_MODEL_STORE): {exc}; nothing was trained"
         ) from None
+    try:
+        store.delete(probe_key)
+    except Exception as exc:  # a write-once store (no delete permission) still takes artifacts
+        log.warning("could not remove the write check %s/%s: %s", store.url, probe_key, exc)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Candidate | None]:
@@ -354,9 +357,9 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
         meta = artifact.save(copy.deepcopy(model).to("cpu").float(), meta, store)
     except Exception as exc:
         raise TaggerError(
-            f"the trained model could not be saved to {store.url}: {exc}. Its weights are in the checkpoint "
-            f"{ckpt_dir}: fix the model store, then `tagger train --resume` with the same options saves it "
-            "without training again"
+            f"the trained model could not be saved to {store.url}: {exc}. The run's last checkpoint is in "
+            f"{ckpt_dir}: fix the model store, then `tagger train --resume` with the same options continues "
+            "from it instead of starting over"
         ) from exc
     report.version, report.epochs, report.final = meta.version, history, final
 

@@ -94,6 +94,7 @@ def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
     Callable without Celery (tests); each step is a function of its own.
     """
     ctx = get_context()
+    t_claim = time.perf_counter()
     job = _read_job(ctx, job_id)
     if job is None:
         log.error("job %s does not exist; dropping a batch of %d images", job_id, len(image_ids))
@@ -104,7 +105,7 @@ def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
     claimed = _claim(ctx, job, image_ids)
     if isinstance(claimed, dict):
         return claimed
-    return _tag_and_record(ctx, job, claimed)
+    return _tag_and_record(ctx, job, claimed, t_claim)
 
 
 def _read_job(ctx: WorkerContext, job_id: str) -> JobView | None:
@@ -175,8 +176,9 @@ def _claim(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> list[Any] 
     return todo
 
 
-def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcome:
-    """storage -> loader -> inference -> sink, timed per stage; retryable storage errors are queued again."""
+def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: float) -> Outcome:
+    """storage -> loader -> inference -> sink, timed per stage (from `t_claim`, when the delivery began
+    reading its job); retryable storage errors are queued again."""
     from tagger.worker.inference import device_lock, suggestion_rows
     from tagger.worker.loader import Item, load_batch
     from tagger.worker.sink import Refused, record_batch
@@ -218,10 +220,11 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any]) -> Outcom
     )
     _hold(ctx, "written", job.id, todo)
     log.info(
-        "job %s: batch of %d in %.2fs: fetch+decode %.2fs, inference %.2fs, write %.2fs",
+        "job %s: batch of %d in %.2fs: claim %.3fs, fetch+decode %.2fs, inference %.2fs, write %.3fs",
         job.id,
         len(todo),
-        time.perf_counter() - t_start,
+        time.perf_counter() - t_claim,
+        t_start - t_claim,
         t_loaded - t_start,
         t_inferred - t_loaded,
         time.perf_counter() - t_inferred,

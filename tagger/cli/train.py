@@ -68,6 +68,7 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
         stills = generate(root, args.count, seed=args.seed)
         labels = Path(args.labels) if args.labels else root / "labels.csv"
         if labels != root / "labels.csv":
+            labels.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(root / "labels.csv", labels)
         print(f"wrote {len(stills)} stills under {root / 'stills'} and their tags in {labels}")
         return 0
@@ -78,6 +79,7 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
         stills = generate(Path(tmp), args.count, seed=args.seed)
         for still in stills:
             storage.write(still.key, (Path(tmp) / still.key).read_bytes())
+    Path(args.labels).parent.mkdir(parents=True, exist_ok=True)
     write_labels(Path(args.labels), stills)
     print(f"wrote {len(stills)} stills under {storage.url}/stills and their tags in {args.labels}")
     return 0

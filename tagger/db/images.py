@@ -65,8 +65,8 @@ def image_ids(session: Session, storage: int, keys: Sequence[str]) -> dict[str, 
     if not keys:
         return {}
     unique = list(dict.fromkeys(keys))
-    if any("\n" in k for k in unique):
-        raise ValueError("an image key holds a newline: validate it (tagger.storage.validate_key) first")
+    if any("\n" in k or not k for k in unique):
+        raise ValueError("an image key is empty or holds a newline: validate it (tagger.storage.validate_key) first")
     if session.get_bind().dialect.name == "postgresql":
         ids: dict[str, int] = {}
         todo = unique

@@ -130,8 +130,12 @@ class S3Storage:
                 if _is_botocore_error(exc):
                     raise StorageError(f"cannot check bucket {self.bucket}: {exc}") from None
                 raise
+        region = self.client.meta.region_name
+        where = (
+            {"CreateBucketConfiguration": {"LocationConstraint": region}} if region not in (None, "us-east-1") else {}
+        )
         try:
-            self.client.create_bucket(Bucket=self.bucket)
+            self.client.create_bucket(Bucket=self.bucket, **where)
         except Exception as exc:
             if _is_botocore_error(exc) and _error_code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 return False
