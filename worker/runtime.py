@@ -52,7 +52,11 @@ class ModelRuntime:
         device_decode: bool = False,
         cpu_jpeg_share: float = 0.0,
         check_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`check_interval`: seconds between the registry checks that make up for a lost announcement,
+        as measured by `clock` (monotonic seconds; a test passes its own)."""
+        self._clock = clock
         self._sessions = session_factory
         self._stores: dict[str, Storage] = {}
         self._device = device
@@ -82,7 +86,7 @@ class ModelRuntime:
         stale = active_id is not None and served is not None and served.model.version_id != active_id
         if served is None or (stale and str(active_id) not in self._refused_ids):
             self.refresh()
-        elif time.monotonic() - self._checked_at >= self._check_interval and self._lock.acquire(blocking=False):
+        elif self._clock() - self._checked_at >= self._check_interval and self._lock.acquire(blocking=False):
             try:
                 self._refresh()
             finally:
@@ -97,7 +101,7 @@ class ModelRuntime:
             self._refresh()
 
     def _refresh(self) -> None:
-        self._checked_at = time.monotonic()
+        self._checked_at = self._clock()
         with self._sessions() as session:
             row = registry.active(session)
             version_id, version, sha, status = row.id, row.version, row.sha256, row.status
