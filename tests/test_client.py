@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -19,6 +20,7 @@ from sqlalchemy import func, select
 from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Job, JobItem
+from tagger.settings import Settings
 from tagger_client import TaggerClient, job_id_for
 from tagger_client.contract import QUEUE_INTERACTIVE, QUEUE_NOTIFICATIONS, TASK_SUBMIT_JOB
 from tagger_client.errors import InvalidSubmission, JobNotFound
@@ -27,6 +29,15 @@ from tests.conftest import make_model, make_settings, write_stills
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cret-for-tests"
+
+
+def _deployment(settings: Settings, archive: Path, stills: int, *, seed: int) -> tuple[Any, Any, list[str], str]:
+    """A migrated database with an active model and an archive of stills: (engine, sessions, keys, URL)."""
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    return engine, sessions, write_stills(archive, stills, seed=seed), archive.as_uri()
 
 
 def test_a_bad_submission_is_refused_before_sending() -> None:
@@ -243,12 +254,7 @@ def test_an_interactive_image_is_taken_before_a_waiting_bulk_backlog(  # type: i
     settings = make_settings(
         tmp_path, postgres.create_database(f"ovt_{uuid.uuid4().hex[:10]}"), broker_url=redis_url, test_holds=1
     )
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    sessions = make_sessionmaker(engine)
-    make_model(settings, sessions)
-    keys = write_stills(tmp_path / "archive", 42, seed=12)
-    url = (tmp_path / "archive").as_uri()
+    engine, sessions, keys, url = _deployment(settings, tmp_path / "archive", 42, seed=12)
     send = celery_sender(make_producer_app(settings, redis_url))
     holds = Holds(settings.var_dir)
     holds.arm("fetched")
@@ -285,12 +291,7 @@ def test_a_webhook_receiver_that_never_answers_holds_up_no_tagging(  # type: ign
         broker_url=redis_url,
         webhook_timeout=300,  # the POST waits far longer than the upload may take
     )
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    sessions = make_sessionmaker(engine)
-    make_model(settings, sessions)
-    keys = write_stills(tmp_path / "archive", 4, seed=17)
-    url = (tmp_path / "archive").as_uri()
+    engine, sessions, keys, url = _deployment(settings, tmp_path / "archive", 4, seed=17)
     silent = socket.create_server(("127.0.0.1", 0))
     connected = threading.Event()
     held: list[socket.socket] = []
