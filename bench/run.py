@@ -5,8 +5,9 @@
 
 In one run on the machine it is given, it:
   1. writes a synthetic archive of 1080p-class JPEG stills (4:3, 16:9 and 2.39:1), on every core;
-  2. measures the decode ceilings (the worker's Preprocess with and without JPEG draft, the device
-     decoder, and any other JPEG decoder installed: simplejpeg, OpenCV) and the model-only ceiling;
+  2. measures the decode ceilings (the worker's Preprocess: libjpeg-turbo's scaled decode through
+     simplejpeg behind Pillow's checks; Pillow + draft alone; no draft; the device decoder; OpenCV
+     where installed) and the model-only ceiling;
   3. tags the archive end to end through real `tagger worker` processes, Redis and the database;
   4. runs the naive baseline through the same system: one image per task, batch 1, full decode;
   5. measures the latency of single interactive images submitted during a bulk job (p50/p95);
@@ -103,20 +104,29 @@ def write_archive(root: Path, n: int, shapes: tuple[tuple[int, int], ...] = SHAP
         return list(pool.map(_write_still, jobs, chunksize=16))
 
 
-def decode_rate(root: Path, keys: list[str], size: int, threads: int, *, draft: bool) -> float:
-    from tagger.model.preprocess import DecodeLimits, Preprocess
+def decode_rate(
+    root: Path, keys: list[str], size: int, threads: int, *, draft: bool, pillow_only: bool = False
+) -> float:
+    """The worker's Preprocess in `threads` threads (images/s); `pillow_only` without the simplejpeg path."""
+    from tagger.model import preprocess
 
-    pre = Preprocess(size, limits=DecodeLimits(draft=draft))
+    pre = preprocess.Preprocess(size, limits=preprocess.DecodeLimits(draft=draft))
     blobs = [(root / k).read_bytes() for k in keys]
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(pre, blobs[: min(8, len(blobs))]))  # warm-up
-        start = time.perf_counter()
-        list(pool.map(pre, blobs))
+    fast = preprocess._simplejpeg
+    if pillow_only:
+        preprocess._simplejpeg = None
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(pre, blobs[: min(8, len(blobs))]))  # warm-up
+            start = time.perf_counter()
+            list(pool.map(pre, blobs))
+    finally:
+        preprocess._simplejpeg = fast
     return len(blobs) / (time.perf_counter() - start)
 
 
 def other_decoder_rates(root: Path, keys: list[str], size: int, threads: int) -> dict[str, float]:
-    """JPEG decoders that scale in the DCT and release the GIL, where installed: simplejpeg, OpenCV.
+    """JPEG decoders the worker does not use, where installed: OpenCV (reduced decode, GIL released).
 
     Each decodes to at least `size` per side (the reduced scale the file allows), then squish-resizes with
     Pillow as the worker would, so the figures compare with Preprocess + draft.
@@ -137,12 +147,6 @@ def other_decoder_rates(root: Path, keys: list[str], size: int, threads: int) ->
             list(pool.map(one, blobs))
         rates[name] = len(blobs) / (time.perf_counter() - start)
 
-    try:
-        import simplejpeg
-
-        timed("simplejpeg", lambda b: simplejpeg.decode_jpeg(b, min_height=size, min_width=size))
-    except ImportError:
-        pass
     try:
         import cv2
 
@@ -298,6 +302,66 @@ def sink_rate(
     return sum(len(b.row_images) for b in batches) / seconds
 
 
+# The sink statement's parameters, in the order the server-side replay passes them, with their types.
+_WRITE_PARAMS = (
+    ("job", "text"),
+    ("version", "int"),
+    ("tagged", "text"),
+    ("row_images", "text"),
+    ("row_tags", "text"),
+    ("row_probs", "text"),
+    ("failed", "text"),
+    ("reasons", "text[]"),
+    ("skipped", "text"),
+)
+
+
+def database_write_rate(
+    sessions: Any, storage_url: str, version_id: int, tag_ids: list[int], rows: int, batch: int
+) -> float:
+    """The database's own rate for the sink's very write: the same statement (fence, rows, images,
+    counters) with the same parameters, one transaction per batch, replayed by the server from one
+    query string (PREPARE, then BEGIN; EXECUTE; COMMIT per batch), so no client, driver or GIL sits
+    between batches. PostgreSQL only; suggestion rows/s."""
+    import re
+
+    from tagger.db.arrays import array_literal
+    from tagger.worker.sink import _WRITE
+
+    job, batches = _sink_batches(sessions, storage_url, tag_ids, rows // PER_IMAGE, batch)
+    position = {name: f"${i}" for i, (name, _) in enumerate(_WRITE_PARAMS, 1)}
+    statement = re.sub(r"%\((\w+)\)s", lambda m: position[m.group(1)], _WRITE)
+    types = ", ".join(t for _, t in _WRITE_PARAMS)
+
+    def quoted(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    calls = []
+    for b in batches:
+        args = [
+            quoted(job),
+            str(version_id),
+            quoted(array_literal(sorted(b.image_ids))),
+            quoted(array_literal(b.row_images)),
+            quoted(array_literal(b.row_tags)),
+            quoted(array_literal(b.row_probs)),
+            "'{}'",
+            "'{}'",
+            "'{}'",
+        ]
+        calls.append(f"BEGIN; EXECUTE bench_write({', '.join(args)}); COMMIT;")
+    engine = sessions.kw["bind"]
+    with engine.connect() as conn:
+        raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
+        raw.execute(f"PREPARE bench_write({types}) AS {statement}")  # type: ignore[union-attr]
+        script = "\n".join(calls)
+        start = time.perf_counter()
+        raw.execute(script)  # type: ignore[union-attr]
+        seconds = time.perf_counter() - start
+        raw.execute("DEALLOCATE bench_write")  # type: ignore[union-attr]
+    return sum(len(b.row_images) for b in batches) / seconds
+
+
 def database_rate(sessions: Any, storage_url: str, version_id: int, tag_ids: list[int], rows: int, batch: int) -> float:
     """The database's own rate for the same rows: INSERT ... SELECT FROM unnest (PostgreSQL) or executemany
     (SQLite) into `suggestions`, one transaction per batch, one writer, no fence and no job bookkeeping."""
@@ -431,6 +495,9 @@ def main() -> int:
 
     say("[2/8] ceilings: decode (draft, full, device, other decoders) and model only")
     results["decode_draft"] = decode_rate(work / "archive", keys, args.size, args.threads, draft=True)
+    results["decode_pillow"] = decode_rate(
+        work / "archive", keys, args.size, args.threads, draft=True, pillow_only=True
+    )
     results["decode_full"] = decode_rate(
         work / "archive", keys[: args.naive_images], args.size, args.threads, draft=False
     )
@@ -527,6 +594,10 @@ def main() -> int:
         results["database_rows_per_s"] = database_rate(
             sessions, sink_url, version_id, tag_ids, args.sink_rows, args.batch
         )
+        if args.database == "postgresql":
+            results["database_write_rows_per_s"] = database_write_rate(
+                sessions, sink_url, version_id, tag_ids, args.sink_rows, args.batch
+            )
         producer_app = make_producer_app(settings, redis.url)
         results["broker_publish_per_s"], results["broker_consume_per_s"] = broker_rate(
             producer_app, args.broker_messages, args.batch
@@ -573,6 +644,36 @@ def main() -> int:
     return 0
 
 
+def _sink_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The sink against two ceilings: the database running the sink's own write with no client between
+    batches (the target's), and a bare INSERT of the same rows (what the fence and counters cost)."""
+    write = r.get("database_write_rows_per_s")
+    bare = r["database_rows_per_s"]
+
+    def ratios(rate: float) -> str:
+        own = f"{rate / write:.0%} of the database's own rate for this write; " if write else ""
+        return own + f"{rate / bare:.0%} of a bare INSERT"
+
+    rows = [
+        (
+            f"sink: {r['sink_writers']} writer thread(s) beside busy decode threads",
+            f"{r['sink_rows_per_s']:,.0f} rows/s",
+            ratios(r["sink_rows_per_s"]),
+        ),
+        ("sink: one writer alone", f"{r['sink_alone_rows_per_s']:,.0f} rows/s", ratios(r["sink_alone_rows_per_s"])),
+    ]
+    if write:
+        rows.append(
+            (
+                "database: the sink's write replayed by the server, one transaction per batch",
+                f"{write:,.0f} rows/s",
+                f"{write / bare:.0%} of a bare INSERT",
+            )
+        )
+    rows.append(("database: the same rows, INSERT only, no fence or counters", f"{bare:,.0f} rows/s", ""))
+    return rows
+
+
 def report(r: dict[str, Any]) -> None:
     args = r["args"]
     on_device = args["decoder"] == "device" or (args["decoder"] == "auto" and r["gpu"])
@@ -581,13 +682,22 @@ def report(r: dict[str, Any]) -> None:
     e2e = r["end_to_end"]
     o = r["overhead"]
     rows = [
-        ("decode, CPU: Pillow + draft, threads", f"{r['decode_draft']:,.1f}", ""),
+        (
+            "decode, CPU: the worker's (simplejpeg scaled, Pillow checks), threads",
+            f"{r['decode_draft']:,.1f}",
+            "in use",
+        ),
+        (
+            "decode, CPU: Pillow + draft alone",
+            f"{r['decode_pillow']:,.1f}",
+            f"worker's is {r['decode_draft'] / r['decode_pillow']:.2f}x",
+        ),
         ("decode, CPU: full (no draft)", f"{r['decode_full']:,.1f}", ""),
         *[
             (
                 f"decode, CPU: {name} (+ Pillow resize)",
                 f"{rate:,.1f}",
-                f"{rate / r['decode_draft']:.2f}x Pillow + draft",
+                f"{rate / r['decode_draft']:.2f}x the worker's",
             )
             for name, rate in r["decode_other"].items()
         ],
@@ -614,17 +724,7 @@ def report(r: dict[str, Any]) -> None:
             f"p50 {r['interactive_p50_s']:.2f} s, p95 {r['interactive_p95_s']:.2f} s",
             "",
         ),
-        (
-            f"sink: {r['sink_writers']} writer thread(s) beside busy decode threads",
-            f"{r['sink_rows_per_s']:,.0f} rows/s",
-            f"{r['sink_rows_per_s'] / r['database_rows_per_s']:.0%} of the database's own rate",
-        ),
-        (
-            "sink: one writer alone",
-            f"{r['sink_alone_rows_per_s']:,.0f} rows/s",
-            f"{r['sink_alone_rows_per_s'] / r['database_rows_per_s']:.0%} of the database's own rate",
-        ),
-        ("database: the same rows, INSERT only, no fence or counters", f"{r['database_rows_per_s']:,.0f} rows/s", ""),
+        *_sink_rows(r),
         ("broker: task messages published", f"{r['broker_publish_per_s']:,.0f} msgs/s", ""),
         (
             "broker: consumed + acked, one consumer, prefetch 1",

@@ -274,3 +274,79 @@ def test_closing_a_job_closes_that_job_only(sessions, tmp_path: Path) -> None:  
         session.execute(update(Job).where(Job.id.in_([first, second])).values(listing_complete=True))
         assert finish_if_complete(session, first)
     assert (summary(sessions, first).state.value, summary(sessions, second).state.value) == ("done", "queued")
+
+
+ON_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def _attempts(sessions, job: str) -> dict[int, int]:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        return dict(session.execute(select(JobItem.image_id, JobItem.attempts).where(JobItem.job_id == job)).all())
+
+
+@ON_POSTGRES
+def test_a_first_delivery_is_claimed_in_one_statement_as_the_general_path_would(  # type: ignore[no-untyped-def]
+    sessions, engine, version: int, tmp_path: Path
+) -> None:
+    from tagger.worker.claims import claim_fresh
+
+    job = new_job(sessions, tmp_path.as_uri()).job_id
+    ids = sorted(fill_job(sessions, job, ["p.jpg", "q.jpg", "r.jpg", "s.jpg"], tmp_path.as_uri()).values())
+    asked = [ids[3], ids[0], ids[1]]
+    record_batch(engine, job_id=job, model_version_id=version, tagged=[Tagged(ids[1], [])])  # written already
+    expected = pending_items(sessions, job, asked)
+    claim = claim_fresh(engine, job, asked)
+    assert claim is not None
+    assert claim.items == expected and [p.image_id for p in expected] == [ids[0], ids[3]]
+    assert (claim.state, claim.queue, claim.max_attempts, claim.active_version_id) == (
+        "running",
+        "tagger.bulk",
+        5,
+        version,
+    )
+    assert _attempts(sessions, job) == {ids[0]: 1, ids[1]: 0, ids[2]: 0, ids[3]: 1}
+
+
+@ON_POSTGRES
+def test_a_fresh_claim_starts_a_queued_job(sessions, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tagger.worker.claims import claim_fresh
+
+    job = new_job(sessions, tmp_path.as_uri()).job_id
+    ids = list(fill_job(sessions, job, KEYS, tmp_path.as_uri()).values())
+    assert summary(sessions, job).state.value == "queued"
+    claim = claim_fresh(engine, job, ids)
+    assert claim is not None and claim.state == "queued" and claim.active_version_id is None
+    with sessions() as session:
+        started = session.get(Job, job)
+        assert started is not None and (started.state, started.started_at is not None) == ("running", True)
+
+
+@ON_POSTGRES
+@pytest.mark.parametrize("why", ["retried", "paused", "cancelled", "overdue", "no_such_job", "all_written"])
+def test_a_delivery_the_fresh_claim_cannot_take_writes_nothing(  # type: ignore[no-untyped-def]
+    why: str, sessions, engine, version: int, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from tagger.db.schema import utcnow
+    from tagger.jobs.control import cancel
+    from tagger.worker.claims import claim_fresh
+
+    job = new_job(sessions, tmp_path.as_uri()).job_id
+    ids = list(fill_job(sessions, job, KEYS, tmp_path.as_uri()).values())
+    if why == "retried":
+        count_attempt(sessions, job, ids[:1])  # one image of the batch was tried before: the batch is split
+    elif why == "paused":
+        pause(sessions, job)
+    elif why == "cancelled":
+        cancel(sessions, job)
+    elif why == "overdue":
+        with sessions() as session, session.begin():
+            session.execute(update(Job).where(Job.id == job).values(deadline_at=utcnow() - timedelta(seconds=1)))
+    elif why == "all_written":
+        record_batch(engine, job_id=job, model_version_id=version, tagged=[Tagged(i, []) for i in ids])
+    before = (_attempts(sessions, job), summary(sessions, job).state)
+    assert claim_fresh(engine, "0" * 32 if why == "no_such_job" else job, ids) is None
+    assert (_attempts(sessions, job), summary(sessions, job).state) == before

@@ -74,8 +74,27 @@ def test_exif_orientation_is_applied() -> None:
     img = Image.new("RGB", (40, 20), (0, 0, 0))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 clockwise on display
-    out = decode(encode(img, "JPEG", exif=exif), size=8)
-    assert out.size[1] == 2 * out.size[0]  # landscape 2:1 on disk, portrait once rotated
+    for size in (5, 8, 40):
+        out = decode(encode(img, "JPEG", exif=exif), size=size)
+        assert min(out.size) >= min(size, 20)
+        assert 1.8 <= out.size[1] / out.size[0] <= 2.0  # landscape 2:1 on disk, portrait once rotated
+
+
+def test_libjpeg_turbo_and_pillow_decode_a_jpeg_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast JPEG path (simplejpeg) and Pillow's give the model the same input, EXIF rotation included."""
+    from tagger.model import preprocess
+
+    yy, xx = np.mgrid[0:300, 0:500]
+    still = np.stack([xx * 255 // 500, yy * 255 // 300, 128 + 100 * np.sin(xx / 20) * np.cos(yy / 15)], -1)
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    data = encode(Image.fromarray(still.astype(np.uint8)), "JPEG", quality=90, exif=exif)
+    assert preprocess._simplejpeg is not None  # a dependency: the fast path is the one under test
+    fast = Preprocess(64)(data).float()
+    monkeypatch.setattr(preprocess, "_simplejpeg", None)
+    pillow = Preprocess(64)(data).float()
+    assert (fast - pillow).abs().mean() < 1.0 and (fast - pillow).abs().max() <= 16
+    assert decode(data, size=64).size[1] > decode(data, size=64).size[0]  # rotated to portrait
 
 
 def test_normalise_uses_imagenet_statistics_per_channel() -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from tagger.db.arrays import array_literal
 from tagger.db.schema import Image, JobItem, Storage, utcnow
 from tagger.jobs.lifecycle import mark_running
 from tagger_client.contract import ItemState
@@ -26,6 +27,71 @@ class Pending:
     key: str
     attempts: int  # attempts before this delivery
     last_error: str | None
+
+
+@dataclass(frozen=True)
+class FreshClaim:
+    """A first delivery claimed in one round trip: its job as read, and the images whose attempt it counted."""
+
+    state: str
+    queue: str
+    max_attempts: int
+    active_version_id: int | None
+    items: list[Pending]
+
+
+# The common delivery, in one statement: the job is queued or running with no deadline passed, and every
+# image of the batch still pending has no attempt yet (nothing to give up, nothing to split). Then its
+# attempts are counted and the job started, exactly as `pending_items` + `count_attempt` would; otherwise
+# nothing is written and the caller takes the general path. The job row is only locked when it starts.
+_CLAIM_FRESH = """
+WITH
+job AS (
+    SELECT j.state, j.queue, j.max_attempts,
+           (SELECT m.id FROM model_versions m WHERE m.is_active) AS active_version_id,
+           j.state IN ('queued', 'running') AND j.max_attempts > 0
+               AND (j.deadline_at IS NULL OR j.deadline_at > now()) AS open
+    FROM jobs j WHERE j.id = %(job)s
+),
+counted AS (
+    UPDATE job_items SET attempts = attempts + 1, updated_at = now()
+    WHERE job_id = %(job)s AND image_id = ANY(%(ids)s::bigint[]) AND state = 'pending'
+      AND (SELECT open FROM job)
+      AND NOT EXISTS (
+          SELECT 1 FROM job_items p
+          WHERE p.job_id = %(job)s AND p.image_id = ANY(%(ids)s::bigint[]) AND p.state = 'pending' AND p.attempts > 0
+      )
+    RETURNING image_id, attempts
+),
+started AS (
+    UPDATE jobs SET state = 'running', started_at = now()
+    WHERE id = %(job)s AND state = 'queued' AND EXISTS (SELECT 1 FROM counted)
+)
+SELECT j.state, j.queue, j.max_attempts, j.active_version_id, c.image_id, s.url, i.key, c.attempts - 1
+FROM job j
+LEFT JOIN counted c ON true
+LEFT JOIN images i ON i.id = c.image_id
+LEFT JOIN storages s ON s.id = i.storage_id
+ORDER BY c.image_id
+"""
+
+
+def claim_fresh(engine: Engine, job_id: str, image_ids: Sequence[int]) -> FreshClaim | None:
+    """PostgreSQL: read the job, the batch's pending images and count their attempt in one round trip.
+
+    None when the delivery needs the general path (no such job, a job that is not queued or running, a
+    deadline passed, nothing pending, or an image retried before); nothing is written then.
+    """
+    with engine.connect() as conn:
+        raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
+        rows = raw.execute(  # type: ignore[union-attr]
+            _CLAIM_FRESH, {"job": job_id, "ids": array_literal(sorted(image_ids))}
+        ).fetchall()
+    if not rows or rows[0][4] is None:
+        return None
+    state, queue, max_attempts, active_id = rows[0][:4]
+    items = [Pending(image_id, url, key, attempts, None) for *_, image_id, url, key, attempts in rows]
+    return FreshClaim(state, queue, int(max_attempts), active_id, items)
 
 
 def pending_items(session_factory: Callable[[], Session], job_id: str, image_ids: Sequence[int]) -> list[Pending]:

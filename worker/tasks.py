@@ -95,6 +95,9 @@ def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
     """
     ctx = get_context()
     t_claim = time.perf_counter()
+    fresh = _claim_fresh(ctx, job_id, image_ids)
+    if fresh is not None:
+        return _tag_and_record(ctx, *fresh, t_claim)
     job = _read_job(ctx, job_id)
     if job is None:
         log.error("job %s does not exist; dropping a batch of %d images", job_id, len(image_ids))
@@ -106,6 +109,20 @@ def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
     if isinstance(claimed, dict):
         return claimed
     return _tag_and_record(ctx, job, claimed, t_claim)
+
+
+def _claim_fresh(ctx: WorkerContext, job_id: str, image_ids: list[int]) -> tuple[JobView, list[Any]] | None:
+    """A first delivery to a running job in one round trip (PostgreSQL); None takes the general path."""
+    if ctx.engine.dialect.name != "postgresql":
+        return None
+    from tagger.worker.claims import claim_fresh
+
+    claim = claim_fresh(ctx.engine, job_id, image_ids)
+    if claim is None:
+        return None
+    job = JobView(job_id, JobState(claim.state), claim.queue, claim.max_attempts, claim.active_version_id)
+    _hold(ctx, "claimed", job_id, claim.items)
+    return job, claim.items
 
 
 def _read_job(ctx: WorkerContext, job_id: str) -> JobView | None:
