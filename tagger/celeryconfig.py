@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from tagger.settings import Settings
 from tagger_client.contract import (
@@ -31,7 +31,12 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": QUEUE_BULK,
-        "task_queues": (Queue(QUEUE_INTERACTIVE), Queue(QUEUE_BULK), Queue(QUEUE_TRAINING)),
+        # Each queue bound to an exchange of its own name: Celery publishes to a queue through the default
+        # exchange either way, but without this every queue showed (and was bound) as `tagger.bulk`.
+        "task_queues": tuple(
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (QUEUE_INTERACTIVE, QUEUE_BULK, QUEUE_TRAINING)
+        ),
         "task_routes": {
             TASK_TAG_BATCH: {"queue": QUEUE_BULK},
             TASK_RETRAIN: {"queue": QUEUE_TRAINING},
@@ -57,7 +62,9 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         },
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
+        # Task events (received, started, succeeded, failed) for Flower and `celery events`; off saves a
+        # broker message per task state.
+        "worker_send_task_events": bool(settings.task_events),
         "task_send_sent_event": False,
         # On a lost broker connection, stop late-ack tasks so they are redelivered (writes are idempotent).
         "worker_cancel_long_running_tasks_on_connection_loss": True,

@@ -113,6 +113,28 @@ class Settings:
         default=10.0,
         metadata={"help": "Seconds a webhook receiver has to answer one attempt (delivery never holds up tagging)."},
     )
+    metrics_port: int = field(
+        default=0,
+        metadata={
+            "help": "`tagger worker` serves /metrics (Prometheus), /livez and /readyz on this port; 0: not served. "
+            "Needs TAGGER_METRICS_TOKEN."
+        },
+    )
+    metrics_address: str = field(
+        default="127.0.0.1", metadata={"help": "Address the metrics port listens on; 0.0.0.0 for every interface."}
+    )
+    metrics_token: str = field(
+        default="",
+        metadata={"help": "Bearer token every request to the metrics port must carry; never logged or printed."},
+    )
+    task_events: int = field(
+        default=1,
+        metadata={"help": "1: workers send Celery task events (for Flower and `celery events`); 0: off."},
+    )
+    log_format: str = field(
+        default="text",
+        metadata={"help": "text, or json: one JSON object per line with job_id, task_id and model_version."},
+    )
     test_holds: int = field(
         default=0,
         metadata={
@@ -161,6 +183,17 @@ class Settings:
             raise ConfigError("TAGGER_TORCH_THREADS must be 0 (automatic) or more")
         if self.worker_pool not in ("auto", "prefork", "threads"):
             raise ConfigError(f"TAGGER_WORKER_POOL={self.worker_pool!r}: use auto, prefork or threads")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"TAGGER_METRICS_PORT={self.metrics_port}: a port number, or 0 for none")
+        if self.metrics_port and len(self.metrics_token) < 16:
+            raise ConfigError(
+                "TAGGER_METRICS_PORT needs TAGGER_METRICS_TOKEN, at least 16 characters (e.g. `openssl rand -hex 24`): "
+                "every request to the metrics port must carry it"
+            )
+        if self.task_events not in (0, 1):
+            raise ConfigError(f"TAGGER_TASK_EVENTS={self.task_events}: 1 (on) or 0 (off)")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"TAGGER_LOG_FORMAT={self.log_format!r}: text or json")
         if self.decoder not in ("auto", "cpu", "device"):
             raise ConfigError(f"TAGGER_DECODER={self.decoder!r}: use auto, cpu or device")
         if not 0.0 <= self.cpu_jpeg_share <= 1.0:
@@ -262,7 +295,7 @@ def _check_storage_url(var: str, value: str) -> None:
 def redacted(name: str, value: object) -> str:
     """A setting as it may be printed: secrets hidden, passwords removed from URLs."""
     text = str(value)
-    if name.endswith("secret") and text:
+    if name.endswith(("secret", "token")) and text:
         return "********"
     parsed = urlparse(text) if "://" in text else None
     if parsed and parsed.password:

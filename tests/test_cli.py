@@ -67,7 +67,7 @@ def test_compose_uses_only_real_commands_settings_and_volumes() -> None:
             except SystemExit as exc:  # --help exits 0; an unknown option exits 2
                 assert exc.code == 0, f"{name}: {argv} is not a valid tagger command line"
             values = {k: str(v) for k, v in env.items() if k.startswith("TAGGER_")}
-            Settings.from_env({k: re.sub(r"\$\{\w+:\?[^}]*\}", "x", v) for k, v in values.items()})
+            Settings.from_env({k: re.sub(r"\$\{\w+:\?[^}]*\}", "x" * 24, v) for k, v in values.items()})
         image = service.get("image", "")
         if "build" not in service:  # pinned: a tag, and never `latest`
             assert ":" in image and not image.endswith(":latest"), f"{name}: {image} is not pinned"
@@ -91,7 +91,7 @@ def test_compose_keeps_secrets_out_gives_each_gpu_its_worker_and_s3_no_port() ->
     secrets = set()
     for name, service in services.items():
         for var, value in service.get("environment", {}).items():
-            if any(word in var for word in ("PASSWORD", "SECRET", "ACCESS_KEY")) or "DATABASE_URL" in var:
+            if any(word in var for word in ("PASSWORD", "SECRET", "ACCESS_KEY", "TOKEN")) or "DATABASE_URL" in var:
                 found = re.findall(r"\$\{(\w+):\?", str(value))
                 assert found, f"{name}: {var} is written into the compose file"
                 secrets.update(found)
@@ -106,8 +106,16 @@ def test_compose_keeps_secrets_out_gives_each_gpu_its_worker_and_s3_no_port() ->
     ]
     assert [d["device_ids"] for d in devices] == [["0"], ["1"]] and all("count" not in d for d in devices)
     assert all(d["capabilities"] == ["gpu"] for d in devices)
-    for name in ("redis", "postgres", "s3"):
+    for name in ("redis", "postgres", "s3", "prometheus"):
         assert "healthcheck" in services[name], name
+    workers = [name for name, service in services.items() if service.get("command", [""])[0] == "worker"]
+    for name in workers:  # every worker is healthy only when ready, asked with the metrics token
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert "/readyz" in check and "TAGGER_METRICS_TOKEN" in check, name
+    assert "FLOWER_PASSWORD" in str(services["flower"]["command"])
+    assert all(p.startswith("127.0.0.1:") for name in ("prometheus", "flower") for p in services[name]["ports"])
+    scraped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert set(scraped["dns_sd_configs"][0]["names"]) == {n for n in workers if n.startswith("worker-")}
 
 
 def test_the_image_installs_dependencies_first_and_owns_its_data_volume() -> None:

@@ -73,3 +73,36 @@ def test_a_compiled_model_serves_as_the_eager_one_on_the_gpu() -> None:
         eager = predict(model, batch, normalise=norm, device=cuda, dtype=dtype)
         served = predict(compiled, batch, normalise=norm, device=cuda, dtype=dtype, pad_to=8)
         assert served.shape == (n, 8) and (served - eager).abs().max() < 0.02
+
+
+def test_a_gpu_worker_reports_its_gpu_memory_in_its_metrics(tmp_path: Path, redis_url: str) -> None:
+    import re
+
+    from tagger.celeryconfig import make_producer_app
+    from tagger.cli.local_workers import LocalWorkers
+    from tagger.jobs.producer import celery_sender
+    from tagger.jobs.progress import summary
+    from tests.conftest import make_settings, submit_keys
+    from tests.servers import free_port
+    from tests.test_client import _deployment
+    from tests.test_operations import TOKEN, http, until
+
+    port = free_port()
+    settings = make_settings(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'tagger.db'}",
+        device="cuda",
+        broker_url=redis_url,
+        metrics_port=port,
+        metrics_token=TOKEN,
+    )
+    _, sessions, keys, url = _deployment(settings, tmp_path / "archive", 8, seed=3)
+    log = tmp_path / "workers.log"
+    with LocalWorkers(settings, count=1, log_file=log):
+        send = celery_sender(make_producer_app(settings, redis_url))
+        job = submit_keys(sessions, send, keys, storage_url=url).job_id
+        until(lambda: summary(sessions, job).state.finished, 120, log)
+        status, text = http(port, "/metrics")
+    assert status == 200
+    found = re.search(r"^tagger_gpu_memory_allocated_bytes (\S+)$", text, re.M)
+    assert found and float(found.group(1)) > 0, text[-2000:]

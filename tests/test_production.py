@@ -1,22 +1,37 @@
 """The README's production walk-through, command by command, on empty servers: a real PostgreSQL, Redis and
 S3 (with enforced credentials), two real worker processes, the CLI as an operator types it, the client as a
-web backend calls it. It ends with every image, in two storages, tagged by the retrained model."""
+web backend calls it, and scheduled retraining as beat and a training worker run it. It ends with every
+image, in two storages, tagged by the retrained model."""
 
 from __future__ import annotations
 
-import json
+import os
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import redis
 from sqlalchemy import func, select
 
 from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker
-from tagger.db.schema import Image, ModelVersion
+from tagger.db.schema import Image, Job, ModelVersion
 from tagger.jobs.progress import wait
 from tagger_client import TaggerClient
+from tagger_client.contract import QUEUE_TRAINING
 from tests.conftest import make_settings
 from tests.test_e2e import tagger
+
+
+def until(ok: Callable[[], object], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, f"not within {timeout}s"
+        time.sleep(0.2)
+
 
 TINY = ["--size", "32", "--batch-size", "16", "--random-init", "--lr-spread", "1", "--epochs", "1"]
 
@@ -67,30 +82,42 @@ def test_from_empty_servers_to_an_archive_tagged_and_retagged_by_a_retrained_mod
             in_uploads = client.results(key, storage_url=uploads.as_uri())  # the same name, another image
             assert all(s.model_version == first.version for s in in_s3 + in_uploads)
 
-        # Retrain and re-tag what the old model tagged, in both storages, as the scheduled retrain does.
-        retrained = json.loads(
-            tagger(
-                settings,
-                "train",
-                "--labels",
-                str(labels),
-                "--images",
-                f"s3://{stills}/archive",
-                *TINY,
-                "--seed",
-                "1",
-                "--force",
-                "--retag-stale",
-                "--json",
-                timeout=300,
-            ).stdout
+        # Retraining on a schedule, as the README runs it: `tagger beat` queues the retrain message, a worker
+        # on tagger.training runs `tagger train` (gate, activation) and queues the stale re-tag of both storages.
+        scheduled = settings.replace(
+            retrain_schedule="1",
+            retrain_labels=str(labels),
+            retrain_args=f"--images s3://{stills}/archive {' '.join(TINY)} --seed 1 --force",
         )
-        assert retrained["activated"] and retrained["stale_job"], retrained
-        result = wait(sessions, retrained["stale_job"], timeout=240, show_progress=False, alive=workers.alive)
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "tagger", "beat"],
+            cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | scheduled.as_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:  # one scheduled run is enough: beat stops once its first message waits in tagger.training
+            queued = redis.Redis.from_url(redis_url)
+            until(lambda: queued.llen(QUEUE_TRAINING) > 0 or beat.poll() is not None, 60)
+        finally:
+            beat.terminate()
+            beat.wait(30)
+        queued.ltrim(QUEUE_TRAINING, 0, 0)  # one run: a second tick may have landed while beat stopped
+        assert queued.llen(QUEUE_TRAINING) == 1
+        with LocalWorkers(scheduled, count=1, log_file=log, queues=QUEUE_TRAINING) as trainer:
+
+            def stale_job() -> str | None:
+                with sessions() as session:
+                    return session.scalars(select(Job.id).where(Job.source == "query:stale")).first()
+
+            until(lambda: stale_job() is not None or not trainer.alive(), 300)
+        stale = stale_job()
+        assert stale, log.read_text()[-4000:]
+        result = wait(sessions, stale, timeout=240, show_progress=False, alive=workers.alive)
         assert (result.state.value, result.done, result.failed) == ("done", 96 + 24, 0)
     with sessions() as session:
         second = session.scalars(select(ModelVersion).where(ModelVersion.is_active.is_(True))).one()
-        assert second.version == retrained["version"] != first.version
+        assert second.version != first.version and second.meta["training"]["labels"] == str(labels)
         assert session.scalar(select(func.count()).where(Image.model_version_id == second.id)) == 96 + 24
         assert second.uri.startswith(f"s3://{models}/tagger")
     with TaggerClient(broker_url=redis_url, database_url=settings.database_url) as client:

@@ -30,3 +30,13 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
         assert done.returncode == 0, f"`{line}` exited {done.returncode}:\n{done.stderr[-3000:]}"
         outputs.append(done.stdout)
     assert "done" in outputs[2] and (tmp_path / "tags.csv").read_text().startswith("storage,key,tag")
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    from dataclasses import fields
+
+    from tagger.settings import Settings
+
+    text = (ROOT / "README.md").read_text()
+    missing = [f.name for f in fields(Settings) if f"| `TAGGER_{f.name.upper()}` |" not in text]
+    assert missing == []

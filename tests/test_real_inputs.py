@@ -131,24 +131,27 @@ def test_key_files_as_people_make_them(local: Settings, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_local_job_leaves_no_process_and_resumes(local: Settings, tmp_path: Path, stop: int) -> None:
+    from tests.holds import Holds
+
     archive = tmp_path / "archive"
     write_stills(archive, 160, seed=3)
-    env = dict(os.environ, **local.as_env())
+    env = dict(os.environ, **local.replace(test_holds=1).as_env())
     command = [sys.executable, "-m", "tagger", "tag", str(archive), "--wait", "--batch-size", "4"]
+    holds = Holds(local.var_dir)
+    holds.arm("claimed")  # the first batch waits there: the signal lands mid-job, however fast the worker is
     proc = subprocess.Popen(command + ["--idempotency-key", "nightly"], env=env, stderr=subprocess.PIPE, text=True)
     engine = make_engine(local.database_url)
     sessions = make_sessionmaker(engine)
-    deadline = time.monotonic() + 120
-    while True:
-        with sessions() as session:
-            done = session.scalar(select(func.coalesce(func.sum(Job.done), 0)))
-        if done >= 8:
-            break
-        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.1)
+    held = holds.wait("claimed", timeout=120)
     family = _descendants(proc.pid)
     assert len(family) >= 3  # redis-server, the worker and its pool
     proc.send_signal(stop)
+    log = local.var_dir / "workers.log"
+    deadline = time.monotonic() + 30
+    while "Warm shutdown" not in (log.read_text() if log.exists() else ""):  # the command stops its workers
+        assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no workers log"
+        time.sleep(0.05)
+    holds.release(held)  # the held batch finishes (a warm shutdown); no other starts
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "paused" in err and "tagger jobs resume" in err

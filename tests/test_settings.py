@@ -50,6 +50,10 @@ def test_unknown_setting_names_the_closest_one() -> None:
         ("TAGGER_RETRAIN_SCHEDULE", "inf", "finite"),
         ("TAGGER_RETRAIN_SCHEDULE", "-5 * * * *", "the minute field '-5'"),
         ("TAGGER_RETRAIN_SCHEDULE", "*/-1 * * * *", "the minute field"),
+        ("TAGGER_METRICS_PORT", "9808", "needs TAGGER_METRICS_TOKEN"),
+        ("TAGGER_METRICS_PORT", "70000", "a port number"),
+        ("TAGGER_LOG_FORMAT", "xml", "text or json"),
+        ("TAGGER_TASK_EVENTS", "2", "1 \\(on\\) or 0"),
     ],
 )
 def test_malformed_settings_say_what_would_be_right(var: str, value: str, message: str) -> None:
@@ -82,3 +86,13 @@ def test_the_variables_kubernetes_adds_for_a_service_named_tagger_are_ignored() 
     for typo in ("TAGGER_SERVICE_HOSTS", "TAGGER_PORTS", "TAGGER_PORT_HTTP", "TAGGER_SERVCE_HOST"):
         with pytest.raises(ConfigError, match="unknown setting"):
             Settings.from_env({typo: "x"})
+
+
+def test_the_metrics_port_needs_a_token_long_enough_and_never_shows_it() -> None:
+    from tagger.settings import redacted
+
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        Settings.from_env({"TAGGER_METRICS_PORT": "9808", "TAGGER_METRICS_TOKEN": "short"})
+    s = Settings.from_env({"TAGGER_METRICS_PORT": "9808", "TAGGER_METRICS_TOKEN": "a-long-enough-token"})
+    assert (s.metrics_port, s.metrics_address) == (9808, "127.0.0.1")
+    assert redacted("metrics_token", s.metrics_token) == "********"

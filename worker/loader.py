@@ -8,6 +8,7 @@ decodes the rest of the JPEGs in one batched call, so both decoders work at once
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,9 +16,10 @@ from typing import TypeVar
 
 import torch
 
-from tagger.errors import PermanentError, RetryableError
+from tagger.errors import ImageError, PermanentError, RetryableError
 from tagger.storage import Storage
 from tagger.worker.device_decode import Header, OnDevice, read_header
+from tagger.worker.metrics import IMAGE_SECONDS
 
 T = TypeVar("T")
 
@@ -42,6 +44,7 @@ class Failed:
     image_id: int
     reason: str
     retryable: bool = False
+    kind: str = "image"  # image, storage, transient or memory: the metrics' class of reason
 
 
 def load_batch(
@@ -55,10 +58,14 @@ def load_batch(
     """Storage reads and decodes overlap in the pool; a bad key fails in storage before any I/O."""
 
     def one(item: Item) -> Loaded | Failed:
-        return _guarded(
-            item.image_id,
-            lambda: Loaded(item.image_id, preprocess(item.storage.read(item.key, max_bytes=max_bytes))),
-        )
+        def work() -> Loaded:
+            data = _timed_read(item, max_bytes)
+            started = time.perf_counter()
+            pixels = preprocess(data)
+            IMAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
+            return Loaded(item.image_id, pixels)
+
+        return _guarded(item.image_id, work)
 
     if on_device is None:
         outcomes = list(pool.map(one, items))
@@ -80,7 +87,7 @@ def _load_with_device(
 
     def fetch(item: Item) -> tuple[bytes, Header] | Failed:
         def read() -> tuple[bytes, Header]:
-            data = item.storage.read(item.key, max_bytes=max_bytes)
+            data = _timed_read(item, max_bytes)
             return data, read_header(data, on_device.limits)
 
         return _guarded(item.image_id, read)
@@ -115,13 +122,22 @@ def _load_with_device(
     return [outcomes[item.image_id] for item in items]
 
 
+def _timed_read(item: Item, max_bytes: int) -> bytes:
+    started = time.perf_counter()
+    data = item.storage.read(item.key, max_bytes=max_bytes)
+    IMAGE_SECONDS.labels("fetch").observe(time.perf_counter() - started)
+    return data
+
+
 def _guarded(image_id: int, work: Callable[[], T]) -> T | Failed:
     """Run one image's work; any way it can fail becomes that image's Failed with a reason."""
     try:
         return work()
-    except PermanentError as exc:
+    except ImageError as exc:
         return Failed(image_id, str(exc))
+    except PermanentError as exc:
+        return Failed(image_id, str(exc), kind="storage")
     except RetryableError as exc:
-        return Failed(image_id, str(exc), retryable=True)
+        return Failed(image_id, str(exc), retryable=True, kind="transient")
     except MemoryError:
-        return Failed(image_id, "out of memory while decoding")
+        return Failed(image_id, "out of memory while decoding", kind="memory")

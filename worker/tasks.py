@@ -93,7 +93,14 @@ def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
 
     Callable without Celery (tests); each step is a function of its own.
     """
-    ctx = get_context()
+    from tagger.logs import log_context
+    from tagger.worker.metrics import IN_FLIGHT
+
+    with IN_FLIGHT.track_inprogress(), log_context(job=job_id):
+        return _run_batch(get_context(), job_id, image_ids)
+
+
+def _run_batch(ctx: WorkerContext, job_id: str, image_ids: list[int]) -> Outcome:
     t_claim = time.perf_counter()
     fresh = _claim_fresh(ctx, job_id, image_ids)
     if fresh is not None:
@@ -155,7 +162,10 @@ def _gate(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> Outcome | N
     from tagger.worker.sink import record_batch
 
     if job.state in (JobState.CANCELLED, JobState.FAILED):
+        from tagger.worker.metrics import IMAGES
+
         counts = record_batch(ctx.engine, job_id=job.id, model_version_id=None, skipped=image_ids)
+        IMAGES.labels("skipped").inc(counts.skipped)
         return {"skipped": counts.skipped}
     if job.state == JobState.PAUSED:
         # Back to the broker with a delay; this delivery is acknowledged, so no worker holds it meanwhile.
@@ -179,8 +189,13 @@ def _claim(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> list[Any] 
     given_up = [p for p in pending if p.attempts >= job.max_attempts]
     todo = [p for p in pending if p.attempts < job.max_attempts]
     if given_up:
+        from tagger.worker.metrics import FAILURES, IMAGES
+
         refused = [Refused(p.image_id, _gave_up(p.attempts, p.last_error)) for p in given_up]
-        if record_batch(ctx.engine, job_id=job.id, model_version_id=None, refused=refused).closed:
+        counts = record_batch(ctx.engine, job_id=job.id, model_version_id=None, refused=refused)
+        IMAGES.labels("failed").inc(counts.failed)
+        FAILURES.labels("attempts").inc(counts.failed)
+        if counts.closed:
             notify(job.id)
     if len(todo) > 1 and any(p.attempts > 0 for p in todo):
         for p in todo:
@@ -196,6 +211,8 @@ def _claim(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> list[Any] 
 def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: float) -> Outcome:
     """storage -> loader -> inference -> sink, timed per stage (from `t_claim`, when the delivery began
     reading its job); retryable storage errors are queued again."""
+    from tagger.logs import model_version
+    from tagger.worker import metrics
     from tagger.worker.inference import device_lock, suggestion_rows
     from tagger.worker.loader import Item, load_batch
     from tagger.worker.sink import Refused, record_batch
@@ -203,6 +220,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
     t_start = time.perf_counter()
     served = ctx.runtime.current(job.active_version_id)
     model = served.model
+    model_version.set(model.version)
     loaded, failed = load_batch(
         [Item(p.image_id, ctx.storage(p.storage_url), p.key) for p in todo],
         preprocess=model.preprocess,
@@ -236,6 +254,21 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
         refused=[Refused(f.image_id, f.reason) for f in failed],
     )
     _hold(ctx, "written", job.id, todo)
+    t_written = time.perf_counter()
+    for stage, seconds in (
+        ("claim", t_start - t_claim),
+        ("load", t_loaded - t_start),
+        ("inference", t_inferred - t_loaded),
+        ("write", t_written - t_inferred),
+    ):
+        metrics.STAGE_SECONDS.labels(stage).observe(seconds)
+    metrics.IMAGES.labels("tagged").inc(counts.done)
+    if counts.failed:
+        metrics.IMAGES.labels("failed").inc(counts.failed)
+        for kind in [f.kind for f in failed][: counts.failed]:  # the fence's count: none twice on redelivery
+            metrics.FAILURES.labels(kind).inc()
+    metrics.batch_written(counts.done + counts.failed)
+    metrics.gpu_memory(served.model.device.type)
     log.info(
         "job %s: batch of %d in %.2fs: claim %.3fs, fetch+decode %.2fs, inference %.2fs, write %.3fs",
         job.id,

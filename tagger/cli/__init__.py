@@ -10,8 +10,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tagger.cli import jobs, labels, models, results, serve, system, tag, train
+from tagger.cli import jobs, labels, models, results, serve, system, tag, train, workers
 from tagger.errors import TaggerError, UnavailableError
+from tagger.logs import configure as configure_logging
 from tagger.settings import Settings
 
 EPILOG = """\
@@ -20,6 +21,7 @@ examples:
   tagger tag ./stills --wait                tag a folder (starts its own Redis + workers)
   tagger tag s3://bucket/stills --wait      tag an S3 prefix (endpoint from AWS_ENDPOINT_URL)
   tagger worker                             serve TAGGER_BROKER_URL (one per machine/GPU)
+  tagger workers                            live workers, the model each serves, queue depths
   tagger train --labels labels.csv --images ./stills
   tagger results stills/0001.jpg            suggested tags for one image
   tagger export --format csv > tags.csv
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"tagger {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for noun in (train, tag, serve, results, models, labels, jobs, system):
+    for noun in (train, tag, serve, workers, results, models, labels, jobs, system):
         noun.register(sub)
     return parser
 
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up as Ctrl-C does
     try:
         settings = Settings.from_env()
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(settings.log_level, settings.log_format)
         for quiet in ("alembic", "botocore", "boto3", "urllib3", "s3transfer"):
             logging.getLogger(quiet).setLevel(max(logging.WARNING, logging.getLogger().level))
         code = int(args.func(args, settings) or 0)

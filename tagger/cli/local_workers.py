@@ -59,9 +59,12 @@ class LocalWorkers:
             if self.queues:
                 cmd += ["--queues", self.queues]
             out = log if log is not None else subprocess.DEVNULL
+            own = dict(env)
+            if self.settings.metrics_port:  # one port each: worker i listens on TAGGER_METRICS_PORT + i
+                own["TAGGER_METRICS_PORT"] = str(self.settings.metrics_port + i)
             self.procs.append(
                 subprocess.Popen(
-                    cmd, env=env, stdout=out, stderr=out, start_new_session=True, preexec_fn=die_with_parent
+                    cmd, env=own, stdout=out, stderr=out, start_new_session=True, preexec_fn=die_with_parent
                 )
             )
         return self

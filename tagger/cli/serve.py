@@ -34,10 +34,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             "tagger worker needs TAGGER_BROKER_URL (e.g. redis://localhost:6379/0); "
             "`tagger tag FOLDER --wait` without a broker starts its own workers"
         )
-    from celery.signals import worker_process_init, worker_ready
+    _metrics_dir()  # before any pool process starts or any metric exists
+    from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
     from tagger.model.device import pick_device
-    from tagger.worker import context
+    from tagger.worker import context, health, metrics
     from tagger.worker.app import configure
 
     context.configure(settings)
@@ -57,6 +58,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         # On CPU, prefork processes split the cores between them; a crash takes down one process.
         torch_threads = settings.torch_threads or max(1, cores // concurrency)
         worker_process_init.connect(lambda **_: context.init_process(settings, torch_threads=torch_threads), weak=False)
+    info = health.WorkerInfo(
+        hostname=args.hostname or "",
+        pool=pool,
+        concurrency=concurrency,
+        device=str(pick_device(settings.device)),
+        queues=args.queues.split(","),
+    )
+    health.register_status_command(info)
+    worker_ready.connect(lambda sender, **_: _serve_health(settings, info, sender), weak=False)
+    worker_process_shutdown.connect(lambda **_: metrics.process_exited(), weak=False)
     app = configure(settings, settings.broker_url)
     argv = [
         "worker",
@@ -71,6 +82,28 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         argv.append(f"--hostname={args.hostname}")
     app.worker_main(argv=argv)
     return 0
+
+
+def _metrics_dir() -> str:
+    """A fresh folder for prometheus_client's multiprocess files (each pool process writes its own),
+    removed when the worker exits; set as PROMETHEUS_MULTIPROC_DIR for this process and its children."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="tagger-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _serve_health(settings: Settings, info: Any, consumer: Any) -> None:
+    """Once Celery is consuming: the node name is known, and the metrics port opens if configured."""
+    from tagger.worker import health
+
+    info.hostname = getattr(consumer, "hostname", "") or info.hostname
+    if settings.metrics_port:
+        health.serve(settings, info)
 
 
 def _wait_for_database(settings: Settings, *, every: float = 2.0) -> None:

@@ -1,0 +1,80 @@
+"""`tagger workers`: every live worker with what it serves, the queues' depths and the unfinished jobs."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from tagger.cli.shared import open_sessions, positive_float, print_json
+from tagger.errors import ConfigError
+from tagger.settings import Settings
+
+UNFINISHED = ("queued", "running", "paused")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "workers",
+        help="live workers (host, pid, pool, device, queues, model served, last batch, rate), queues and jobs",
+        description="Asks every worker on TAGGER_BROKER_URL over Celery's broadcast channel (as `celery inspect` "
+        "does) and lists those that answer within --timeout: a stopped or killed worker is not listed. Also "
+        "shows the messages waiting in each queue and the jobs not yet finished.",
+    )
+    p.add_argument("--timeout", type=positive_float, default=2.0, help="seconds to wait for answers (default 2)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_workers)
+
+
+def fleet(settings: Settings, timeout: float) -> dict[str, Any]:
+    """What `tagger workers` shows, as data: workers (sorted by name), queues, unacked, unfinished jobs."""
+    from sqlalchemy import select
+
+    from tagger.celeryconfig import make_producer_app
+    from tagger.db.schema import Job
+    from tagger.jobs.progress import summary
+    from tagger.queues import broker_depths
+    from tagger.worker.health import STATUS_COMMAND
+
+    app = make_producer_app(settings, settings.broker_url)
+    replies = app.control.broadcast(STATUS_COMMAND, reply=True, timeout=timeout) or []
+    workers = sorted(
+        ({**info, "hostname": name} for reply in replies for name, info in reply.items() if isinstance(info, dict)),
+        key=lambda w: w["hostname"],
+    )
+    depths = broker_depths(settings.broker_url)
+    sessions = open_sessions(settings)
+    with sessions() as session:
+        ids = list(session.scalars(select(Job.id).where(Job.state.in_(UNFINISHED)).order_by(Job.created_at)))
+    return {
+        "workers": workers,
+        "queues": depths.waiting,
+        "unacked": depths.unacked,
+        "jobs": [summary(sessions, job_id).as_dict() for job_id in ids],
+    }
+
+
+def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.broker_url:
+        raise ConfigError("tagger workers needs TAGGER_BROKER_URL: it asks the workers serving that broker")
+    data = fleet(settings, args.timeout)
+    if args.json:
+        print_json(data)
+        return 0
+    now = time.time()
+    print(f"{len(data['workers'])} worker(s) answered within {args.timeout:g}s")
+    for w in data["workers"]:
+        served = ", ".join(f"{v} ({n} proc)" for v, n in sorted(w["models_served"].items())) or "no model loaded"
+        last = f"{now - w['last_batch_at']:.0f}s ago" if w.get("last_batch_at") else "never"
+        print(
+            f"  {w['hostname']}  host {w['host']} pid {w['pid']}  {w['pool']} x{w['concurrency']} on {w['device']}  "
+            f"queues {','.join(w['queues'])}  model {served}  last batch {last}  "
+            f"{w['images_per_second']:.1f} images/s (last minute)  {w['batches_in_flight']} batch(es) in flight"
+        )
+    queues = ", ".join(f"{q} {n}" for q, n in data["queues"].items())
+    print(f"queues (messages waiting): {queues}; {data['unacked']} delivered, not yet acknowledged")
+    print(f"{len(data['jobs'])} unfinished job(s)")
+    for job in data["jobs"]:
+        rate = f", {job['rate']:.1f} images/s" if job.get("rate") else ""
+        print(f"  {job['id']}  {job['state']}  {job['done'] + job['failed'] + job['skipped']}/{job['total']}{rate}")
+    return 0

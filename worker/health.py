@@ -1,0 +1,289 @@
+"""A worker's HTTP endpoint: /metrics for Prometheus, /livez and /readyz for orchestrators.
+
+It runs in the `tagger worker` main process, beside Celery's consumer. Its figures come from the
+multiprocess metric files every pool process writes (`tagger.worker.metrics`), plus what only a
+scrape-time look can say: the broker's queue depths, the registry's active version and readiness.
+
+Ready means: the database answers, the broker answers, and a process of this worker has a model to
+serve. Every route needs `Authorization: Bearer <TAGGER_METRICS_TOKEN>` (401 without it).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from tagger.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass
+class WorkerInfo:
+    """What this worker is, as `tagger workers` and the metrics describe it."""
+
+    hostname: str
+    pool: str
+    concurrency: int
+    device: str
+    queues: list[str]
+    started_at: float = field(default_factory=time.time)
+
+
+def registry_for_scrape() -> CollectorRegistry:
+    """Every process's metrics summed (multiprocess mode), or this process's own (in-process runs)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
+
+
+def samples(registry: CollectorRegistry, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called `name` (a counter's `_total` included) in the registry."""
+    return [(dict(s.labels), s.value) for metric in registry.collect() for s in metric.samples if s.name == name]
+
+
+def snapshot(info: WorkerInfo) -> dict[str, Any]:
+    """This worker now: what it is, the versions its processes serve, its last batch and recent rate."""
+    registry = registry_for_scrape()
+
+    def total(name: str, **match: str) -> float:
+        return sum(v for labels, v in samples(registry, name) if all(labels.get(k) == m for k, m in match.items()))
+
+    served = {labels["version"]: int(v) for labels, v in samples(registry, "tagger_model_served") if v > 0}
+    last = max((v for _, v in samples(registry, "tagger_last_batch_timestamp_seconds")), default=0.0)
+    return {
+        "hostname": info.hostname,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pool": info.pool,
+        "concurrency": info.concurrency,
+        "device": info.device,
+        "queues": info.queues,
+        "started_at": info.started_at,
+        "models_served": served,
+        "last_batch_at": last or None,
+        "images_tagged": int(total("tagger_images_total", outcome="tagged")),
+        "images_failed": int(total("tagger_images_total", outcome="failed")),
+        "batches_in_flight": int(total("tagger_batches_in_flight")),
+        "images_per_second": round(total("tagger_recent_images_per_second"), 2),
+    }
+
+
+class Readiness:
+    """The three checks, each with a reason when it fails; cheap enough for every probe and scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        from tagger.db import make_engine
+
+        self.settings = settings
+        extra: dict[str, Any] = {}
+        if settings.database_url.startswith("postgresql"):
+            extra["connect_args"] = {"connect_timeout": int(CHECK_TIMEOUT_SECONDS)}
+        self.engine = make_engine(settings.database_url, **extra)
+
+    def database(self) -> tuple[bool, str]:
+        from sqlalchemy import text
+
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True, "answers"
+        except Exception as exc:
+            return False, _first_line(exc)
+
+    def active_version(self) -> str | None:
+        from tagger.db.schema import ModelVersion
+
+        with self.engine.connect() as conn:
+            from sqlalchemy import select
+
+            return conn.execute(select(ModelVersion.version).where(ModelVersion.is_active.is_(True))).scalar()
+
+    @staticmethod
+    def model(registry: CollectorRegistry) -> tuple[bool, str]:
+        loaded = any(v > 0 for _, v in samples(registry, "tagger_model_loaded"))
+        return (True, "loaded") if loaded else (False, "no model loaded yet (none active, or still loading)")
+
+
+class ScrapeCollector(Collector):
+    """What is read at scrape time: queue depths, the active version, readiness and its checks."""
+
+    def __init__(self, settings: Settings, info: WorkerInfo, readiness: Readiness) -> None:
+        self.settings = settings
+        self.info = info
+        self.readiness = readiness
+
+    def collect(self) -> Iterator[Metric]:
+        from tagger.queues import broker_depths
+
+        checks: dict[str, tuple[bool, str]] = {}
+        consuming = GaugeMetricFamily(
+            "tagger_worker_consuming", "1 for each queue this worker consumes.", labels=["queue"]
+        )
+        for queue in self.info.queues:
+            consuming.add_metric([queue], 1)
+        yield consuming
+        try:
+            depths = broker_depths(self.settings.broker_url, timeout=CHECK_TIMEOUT_SECONDS)
+            checks["broker"] = (True, "answers")
+            waiting = GaugeMetricFamily(
+                "tagger_queue_messages", "Messages waiting in each broker queue.", labels=["queue"]
+            )
+            for queue, n in depths.waiting.items():
+                waiting.add_metric([queue], n)
+            yield waiting
+            yield GaugeMetricFamily(
+                "tagger_broker_unacked_messages",
+                "Deliveries taken by some worker and not yet acknowledged (broker-wide).",
+                value=depths.unacked,
+            )
+        except Exception as exc:
+            checks["broker"] = (False, _first_line(exc))
+        checks["database"] = self.readiness.database()
+        if checks["database"][0]:
+            active = self.readiness.active_version()
+            if active:
+                family = GaugeMetricFamily(
+                    "tagger_model_active", "1 for the version the registry says is active.", labels=["version"]
+                )
+                family.add_metric([active], 1)
+                yield family
+        checks["model"] = Readiness.model(registry_for_scrape())
+        per_check = GaugeMetricFamily("tagger_ready_check", "1 where a readiness check passes.", labels=["check"])
+        for name, (ok, _) in sorted(checks.items()):
+            per_check.add_metric([name], int(ok))
+        yield per_check
+        yield GaugeMetricFamily(
+            "tagger_ready", "1 when database, broker and a loaded model are all there.", value=int(all_ok(checks))
+        )
+
+
+def all_ok(checks: dict[str, tuple[bool, str]]) -> bool:
+    return all(ok for ok, _ in checks.values())
+
+
+def ready_checks(settings: Settings, readiness: Readiness) -> dict[str, tuple[bool, str]]:
+    from tagger.queues import broker_depths
+
+    checks = {"database": readiness.database()}
+    try:
+        broker_depths(settings.broker_url, queues=(), timeout=CHECK_TIMEOUT_SECONDS)
+        checks["broker"] = (True, "answers")
+    except Exception as exc:
+        checks["broker"] = (False, _first_line(exc))
+    checks["model"] = Readiness.model(registry_for_scrape())
+    return checks
+
+
+Start = Callable[[str, list[tuple[str, str]]], Any]
+
+
+def make_app(settings: Settings, info: WorkerInfo) -> Callable[[dict[str, Any], Start], Iterable[bytes]]:
+    """The WSGI application: /metrics, /livez, /readyz, each behind the bearer token."""
+    readiness = Readiness(settings)
+    scrape = ScrapeCollector(settings, info, readiness)
+    expected = f"Bearer {settings.metrics_token}".encode()
+
+    def app(environ: dict[str, Any], start: Start) -> Iterable[bytes]:
+        given = str(environ.get("HTTP_AUTHORIZATION", "")).encode()
+        if not settings.metrics_token or not hmac.compare_digest(given, expected):
+            return _reply(start, "401 Unauthorized", {"error": "a bearer token is required"}, bearer=True)
+        path = environ.get("PATH_INFO", "")
+        if path == "/livez":
+            return _reply(start, "200 OK", {"live": True, "pid": os.getpid()})
+        if path == "/readyz":
+            checks = ready_checks(settings, readiness)
+            body = {"ready": all_ok(checks), "checks": {k: {"ok": ok, "detail": d} for k, (ok, d) in checks.items()}}
+            return _reply(start, "200 OK" if body["ready"] else "503 Service Unavailable", body)
+        if path == "/metrics":
+            registry = registry_for_scrape()
+            registry.register(scrape)
+            try:
+                data = generate_latest(registry)
+            finally:
+                registry.unregister(scrape)
+            start("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(data)))])
+            return [data]
+        return _reply(start, "404 Not Found", {"error": "no such route: /metrics, /livez or /readyz"})
+
+    return app
+
+
+def _reply(start: Start, status: str, body: dict[str, Any], *, bearer: bool = False) -> list[bytes]:
+    data = json.dumps(body).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    if bearer:
+        headers.append(("WWW-Authenticate", 'Bearer realm="tagger-worker"'))
+    start(status, headers)
+    return [data]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("metrics %s", format % args)
+
+
+def serve(settings: Settings, info: WorkerInfo) -> WSGIServer:
+    """Listen on TAGGER_METRICS_ADDRESS:TAGGER_METRICS_PORT in a daemon thread; returns the server."""
+    server = make_server(
+        settings.metrics_address,
+        settings.metrics_port,
+        make_app(settings, info),
+        server_class=_Server,
+        handler_class=_QuietHandler,
+    )
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    log.info(
+        "metrics, liveness and readiness on http://%s:%d (/metrics, /livez, /readyz)",
+        settings.metrics_address,
+        settings.metrics_port,
+    )
+    return server
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+STATUS_COMMAND = "tagger_status"
+
+
+def register_status_command(info: WorkerInfo) -> None:
+    """Answer `tagger workers` (a Celery broadcast, as `celery inspect` uses) with `snapshot(info)`.
+
+    Runs in the main process, which reads every pool process's metric files, so prefork workers report
+    what their children serve. A worker that is gone does not answer, so it is not listed.
+    """
+    from celery.worker.control import inspect_command
+
+    @inspect_command(name=STATUS_COMMAND)  # type: ignore[misc]
+    def tagger_status(state: Any, **_: Any) -> dict[str, Any]:
+        return snapshot(info)
