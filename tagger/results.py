@@ -97,6 +97,31 @@ def suggestions_for(
         ]
 
 
+def images_with_tag(
+    sessions: sessionmaker[Session], tag: str, *, min_probability: float = 0.0, limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Images whose last tagging suggested `tag` at `min_probability` or more, most probable first.
+
+    Walks the (tag, probability) index. Raises NotFoundError for a tag not in the vocabulary.
+    """
+    with sessions() as session:
+        tag_id = session.scalar(select(Tag.id).where(Tag.name == tag))
+        if tag_id is None:
+            raise NotFoundError(f"no tag {tag!r} in the vocabulary")
+        rows = session.execute(
+            select(Storage.url, Image.key, Suggestion.probability, ModelVersion.version)
+            .select_from(Suggestion)
+            .join(Image, (Image.id == Suggestion.image_id) & (Image.model_version_id == Suggestion.model_version_id))
+            .join(Storage, Storage.id == Image.storage_id)
+            .join(ModelVersion, ModelVersion.id == Suggestion.model_version_id)
+            .where(Suggestion.tag_id == tag_id, Suggestion.probability >= min_probability)
+            .order_by(Suggestion.probability.desc(), Image.id)
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    return [{"storage_url": u, "key": k, "probability": round(p, 4), "model_version": v} for u, k, p, v in rows]
+
+
 def tag_exists(sessions: sessionmaker[Session], name: str) -> bool:
     with sessions() as session:
         return session.scalar(select(Tag.id).where(Tag.name == name)) is not None

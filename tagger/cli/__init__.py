@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tagger.cli import jobs, labels, models, results, serve, system, tag, train, workers
+from tagger.cli import jobs, labels, models, results, serve, system, tag, tokens, train, workers
 from tagger.errors import TaggerError, UnavailableError
 from tagger.logs import configure as configure_logging
 from tagger.settings import Settings
@@ -22,6 +22,7 @@ examples:
   tagger tag s3://bucket/stills --wait      tag an S3 prefix (endpoint from AWS_ENDPOINT_URL)
   tagger worker                             serve TAGGER_BROKER_URL (one per machine/GPU)
   tagger workers                            live workers, the model each serves, queue depths
+  tagger serve                              the HTTP API (tokens: `tagger tokens create NAME --role ROLE`)
   tagger train --labels labels.csv --images ./stills
   tagger results stills/0001.jpg            suggested tags for one image
   tagger export --format csv > tags.csv
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"tagger {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for noun in (train, tag, serve, workers, results, models, labels, jobs, system):
+    for noun in (train, tag, serve, workers, results, models, labels, jobs, tokens, system):
         noun.register(sub)
     return parser
 

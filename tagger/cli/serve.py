@@ -1,4 +1,4 @@
-"""`tagger worker` and `tagger beat`: the long-running processes of a deployment."""
+"""`tagger worker`, `tagger beat` and `tagger serve`: the long-running processes of a deployment."""
 
 from __future__ import annotations
 
@@ -26,6 +26,16 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("beat", help="run Celery beat: queues scheduled retraining (TAGGER_RETRAIN_SCHEDULE)")
     p.set_defaults(func=cmd_beat)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP API (uvicorn): submit and steer jobs, read suggestions, record decisions",
+        description="Every route needs an API token (`tagger tokens create NAME --role ROLE`); the OpenAPI "
+        "schema is at /api/v1/openapi.json. Put a TLS-terminating proxy in front of it for other hosts.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.set_defaults(func=cmd_serve)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -147,4 +157,16 @@ def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
     )
     # The in-memory scheduler: celery's default PersistentScheduler keeps its state in a pickle-based shelve.
     app.start(["beat", "--scheduler", "celery.beat:Scheduler", f"--loglevel={settings.log_level}"])
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from tagger.cli.shared import open_sessions
+    from tagger.web.app import create_app
+
+    app = create_app(settings, open_sessions(settings))
+    print(f"serving the HTTP API on http://{args.host}:{args.port}/api/v1", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(), server_header=False)
     return 0

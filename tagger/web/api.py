@@ -1,0 +1,159 @@
+"""/api/v1: submit and steer jobs, read suggestions, find images by tag, record people's decisions.
+
+Jobs go to the workers as the documented Celery messages, through the Python client (`tagger_client`),
+so the job logic lives in one place; reads come from the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from tagger.tokens import Principal
+from tagger.web.auth import require
+from tagger_client.errors import BrokerUnavailable, ImageNotFound, InvalidSubmission, JobNotFound
+
+router = APIRouter(prefix="/api/v1")
+
+
+class Submission(BaseModel):
+    """A job over exactly one of keys, prefix or query (the same fields as `TaggerClient.submit`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    keys: list[str] | None = None
+    prefix: str | None = None
+    query: str | None = None
+    tags: list[str] | None = None
+    storage_url: str | None = None
+    priority: Literal["bulk", "interactive"] = "bulk"
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    webhook: str | None = None
+    time_limit: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, ge=1, le=1024)
+
+
+class Submitted(BaseModel):
+    job_id: str
+
+
+class Decisions(BaseModel):
+    """A person's decisions on one image's tags: accepted ones are positives, rejected ones negatives."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    storage_url: str | None = None
+    accepted: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
+
+
+def _client(request: Request) -> Any:
+    return request.app.state.client
+
+
+@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=Submitted)
+def submit_job(body: Submission, request: Request, _: Principal = Depends(require("submit"))) -> Submitted:  # noqa: B008
+    """Queue a job; its id at once (the same idempotency key gives the same id). 422 for a bad submission."""
+    try:
+        job_id = _client(request).submit(**body.model_dump())
+    except InvalidSubmission as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    except BrokerUnavailable:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the broker cannot be reached") from None
+    return Submitted(job_id=job_id)
+
+
+@router.get("/jobs/{job_id}")
+def job_status(job_id: str, request: Request, _: Principal = Depends(require("read"))) -> dict[str, object]:  # noqa: B008
+    """The job's state, counts, rate and ETA; 404 until a worker has taken the submission."""
+    try:
+        return dict(_client(request).status(job_id).as_dict())
+    except JobNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.post("/jobs/{job_id}/{action}", status_code=status.HTTP_202_ACCEPTED)
+def control_job(
+    job_id: str,
+    action: Literal["cancel", "pause", "resume", "retry"],
+    request: Request,
+    _: Principal = Depends(require("submit")),  # noqa: B008
+) -> dict[str, str]:
+    """Cancel, pause, resume or retry the failed images of a job (a message to the workers)."""
+    try:
+        getattr(_client(request), action)(job_id)
+    except InvalidSubmission as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    except BrokerUnavailable:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the broker cannot be reached") from None
+    return {"job_id": job_id, "action": action}
+
+
+@router.get("/images/suggestions")
+def image_suggestions(
+    request: Request,
+    key: str,
+    storage_url: str | None = None,
+    all_versions: bool = False,
+    _: Principal = Depends(require("read")),  # noqa: B008
+) -> list[dict[str, object]]:
+    """Suggested tags of one image, best first, from the version that last tagged it (or every version)."""
+    try:
+        found = _client(request).results(key, storage_url=storage_url, all_versions=all_versions)
+    except ImageNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except InvalidSubmission as exc:  # a bare key in several storages
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return [{"tag": s.tag, "probability": s.probability, "model_version": s.model_version} for s in found]
+
+
+@router.get("/tags/{tag}/images")
+def tag_images(
+    tag: str,
+    request: Request,
+    min_probability: float = Query(0.5, ge=0.0, le=1.0),  # noqa: B008
+    limit: int = Query(100, ge=1, le=1000),  # noqa: B008
+    offset: int = Query(0, ge=0),  # noqa: B008
+    _: Principal = Depends(require("read")),  # noqa: B008
+) -> list[dict[str, Any]]:
+    """Images whose last tagging suggested `tag` at `min_probability` or more, most probable first."""
+    from tagger.errors import NotFoundError
+    from tagger.results import images_with_tag
+
+    try:
+        return images_with_tag(
+            request.app.state.sessions, tag, min_probability=min_probability, limit=limit, offset=offset
+        )
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.post("/labels")
+def record_labels(
+    body: Decisions,
+    request: Request,
+    principal: Principal = Depends(require("review")),  # noqa: B008
+) -> dict[str, object]:
+    """Record decisions on one image (the latest per tag wins), as the token's name; training learns from
+    both accepted (positive) and rejected (negative) tags."""
+    from tagger.errors import NotFoundError
+    from tagger.labels import decide
+    from tagger.results import find_images
+
+    if not body.accepted and not body.rejected:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "nothing to record: give accepted or rejected tags")
+    if set(body.accepted) & set(body.rejected):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a tag cannot be both accepted and rejected")
+    sessions = request.app.state.sessions
+    try:
+        images = find_images(sessions, body.key, storage_url=body.storage_url)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    if len(images) > 1:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{body.key!r} is in several storages; pass storage_url")
+    image = images[0]
+    count = decide(
+        sessions, image.id, accepted=body.accepted, rejected=body.rejected, source="accepted", by=principal.name
+    )
+    return {"storage_url": image.storage_url, "key": image.key, "labels": count, "decided_by": principal.name}
