@@ -30,7 +30,7 @@ def broker_depths(broker_url: str, queues: tuple[str, ...] = QUEUES, *, timeout:
     from kombu import Connection
 
     with Connection(broker_url, connect_timeout=timeout, transport_options={"socket_timeout": timeout}) as conn:
-        conn.ensure_connection(max_retries=1, timeout=timeout)
+        conn.ensure_connection(max_retries=0, timeout=timeout)  # one try: a probe must not linger
         channel = conn.default_channel
         waiting = {q: int(channel.queue_declare(queue=q).message_count) for q in queues}
         client = getattr(channel, "client", None)

@@ -302,6 +302,18 @@ def test_tagger_workers_lists_the_live_workers_and_drops_a_killed_one(fleet: Fle
     assert sum(w["images_tagged"] for w in before["workers"]) >= 20
     assert any(w["last_batch_at"] for w in before["workers"])
     assert before["queues"]["tagger.bulk"] == 0 and before["jobs"] == []
+
+    # A pool process killed outright never says it left: its gauges must not be counted once it is gone.
+    (child,) = _children(fleet.workers.procs[0].pid)
+    os.kill(child, signal.SIGKILL)
+
+    def replaced() -> bool:
+        status, text = http(fleet.ports[0], "/metrics")
+        served = re.findall(rf'^tagger_model_served{{version="{version}"}} (\S+)$', text, re.M) if status == 200 else []
+        return _children(fleet.workers.procs[0].pid) not in ([], [child]) and served == ["1.0"]
+
+    until(replaced, 60, fleet.log)
+    assert http(fleet.ports[0], "/readyz")[0] == 200
     killed = fleet.workers.procs[1]
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
@@ -309,3 +321,15 @@ def test_tagger_workers_lists_the_live_workers_and_drops_a_killed_one(fleet: Fle
     assert [w["hostname"] for w in after["workers"]] == [before["workers"][0]["hostname"]]
     text = fleet.cli("workers")
     assert "1 worker(s) answered" in text and f"model {version} (1 proc)" in text
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -29,6 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from tagger.settings import Settings
+from tagger.worker.metrics import RATE_WINDOW_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +50,37 @@ class WorkerInfo:
 
 
 def registry_for_scrape() -> CollectorRegistry:
-    """Every process's metrics summed (multiprocess mode), or this process's own (in-process runs)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    """Every live process's metrics summed (multiprocess mode), or this process's own (in-process runs).
+
+    A pool process that was killed (SIGKILL, the OOM killer, a crash) never says it left: its live
+    gauges (model loaded, version served, batches in flight) are dropped here, before they are read.
+    """
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
         from prometheus_client import multiprocess
 
+        for pid in _dead_pids(folder):
+            multiprocess.mark_process_dead(pid, folder)
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry, folder)  # type: ignore[no-untyped-call]
         return registry
     from prometheus_client import REGISTRY
 
     return REGISTRY
+
+
+def _dead_pids(folder: str) -> set[int]:
+    """Pids that wrote live gauge files (`gauge_live*_<pid>.db`) and no longer run."""
+    pids = {int(m.group(1)) for name in os.listdir(folder) if (m := re.fullmatch(r"gauge_live\w+_(\d+)\.db", name))}
+    dead = set()
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:  # alive, another user's
+            pass
+    return dead
 
 
 def samples(registry: CollectorRegistry, name: str) -> list[tuple[dict[str, str], float]]:
@@ -74,6 +97,7 @@ def snapshot(info: WorkerInfo) -> dict[str, Any]:
 
     served = {labels["version"]: int(v) for labels, v in samples(registry, "tagger_model_served") if v > 0}
     last = max((v for _, v in samples(registry, "tagger_last_batch_timestamp_seconds")), default=0.0)
+    recent = last > time.time() - RATE_WINDOW_SECONDS
     return {
         "hostname": info.hostname,
         "host": socket.gethostname(),
@@ -88,7 +112,8 @@ def snapshot(info: WorkerInfo) -> dict[str, Any]:
         "images_tagged": int(total("tagger_images_total", outcome="tagged")),
         "images_failed": int(total("tagger_images_total", outcome="failed")),
         "batches_in_flight": int(total("tagger_batches_in_flight")),
-        "images_per_second": round(total("tagger_recent_images_per_second"), 2),
+        # The gauge is set on each write: a worker idle for the whole window has done nothing in it.
+        "images_per_second": round(total("tagger_recent_images_per_second"), 2) if recent else 0.0,
     }
 
 
@@ -96,13 +121,20 @@ class Readiness:
     """The three checks, each with a reason when it fails; cheap enough for every probe and scrape."""
 
     def __init__(self, settings: Settings) -> None:
-        from tagger.db import make_engine
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        from tagger.db.engine import normalise_url
 
         self.settings = settings
-        extra: dict[str, Any] = {}
+        # A fresh connection per check, bounded in time: a pooled one could hang on a dead server's socket.
+        connect_args: dict[str, Any] = {}
         if settings.database_url.startswith("postgresql"):
-            extra["connect_args"] = {"connect_timeout": int(CHECK_TIMEOUT_SECONDS)}
-        self.engine = make_engine(settings.database_url, **extra)
+            connect_args = {
+                "connect_timeout": int(CHECK_TIMEOUT_SECONDS),
+                "options": f"-c statement_timeout={int(CHECK_TIMEOUT_SECONDS * 1000)}",
+            }
+        self.engine = create_engine(normalise_url(settings.database_url), poolclass=NullPool, connect_args=connect_args)
 
     def database(self) -> tuple[bool, str]:
         from sqlalchemy import text
@@ -219,12 +251,10 @@ def make_app(settings: Settings, info: WorkerInfo) -> Callable[[dict[str, Any], 
             body = {"ready": all_ok(checks), "checks": {k: {"ok": ok, "detail": d} for k, (ok, d) in checks.items()}}
             return _reply(start, "200 OK" if body["ready"] else "503 Service Unavailable", body)
         if path == "/metrics":
-            registry = registry_for_scrape()
-            registry.register(scrape)
-            try:
-                data = generate_latest(registry)
-            finally:
-                registry.unregister(scrape)
+            # The processes' metrics, then what is read at scrape time, from a registry of its own per request.
+            at_scrape = CollectorRegistry(auto_describe=False)
+            at_scrape.register(scrape)
+            data = generate_latest(registry_for_scrape()) + generate_latest(at_scrape)
             start("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(data)))])
             return [data]
         return _reply(start, "404 Not Found", {"error": "no such route: /metrics, /livez or /readyz"})

@@ -93,7 +93,13 @@ def _load_with_device(
         return _guarded(item.image_id, read)
 
     def pillow(image_id: int, data: bytes) -> Loaded | Failed:
-        return _guarded(image_id, lambda: Loaded(image_id, preprocess(data).to(device, non_blocking=True)))
+        def work() -> Loaded:
+            started = time.perf_counter()
+            pixels = preprocess(data)
+            IMAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
+            return Loaded(image_id, pixels.to(device, non_blocking=True))
+
+        return _guarded(image_id, work)
 
     outcomes: dict[int, Loaded | Failed] = {}
     jpegs: list[tuple[int, bytes, Header]] = []
@@ -110,8 +116,12 @@ def _load_with_device(
         on_cpu[image_id] = pool.submit(pillow, image_id, data)
     gpu_jpegs = jpegs[cpu_jpegs:]
     if gpu_jpegs:
+        started = time.perf_counter()
         with on_device.lock:
             pixels = on_device.decoder([d for _, d, _ in gpu_jpegs], [h for _, _, h in gpu_jpegs])
+        each = (time.perf_counter() - started) / len(gpu_jpegs)  # one batched call: its share per image
+        for _ in gpu_jpegs:
+            IMAGE_SECONDS.labels("decode").observe(each)
         for (image_id, data, _), px in zip(gpu_jpegs, pixels, strict=True):
             if px is None:  # the device refused it: Pillow decodes it or says precisely why not
                 on_cpu[image_id] = pool.submit(pillow, image_id, data)

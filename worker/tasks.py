@@ -217,10 +217,10 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
     from tagger.worker.loader import Item, load_batch
     from tagger.worker.sink import Refused, record_batch
 
-    t_start = time.perf_counter()
-    served = ctx.runtime.current(job.active_version_id)
+    served = ctx.runtime.current(job.active_version_id)  # a swap to a newly active version counts as claim time
     model = served.model
     model_version.set(model.version)
+    t_start = time.perf_counter()
     loaded, failed = load_batch(
         [Item(p.image_id, ctx.storage(p.storage_url), p.key) for p in todo],
         preprocess=model.preprocess,

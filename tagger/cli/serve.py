@@ -58,6 +58,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
     default = 3 if pool == "threads" else max(1, cores // 2)
     concurrency = args.concurrency or settings.worker_concurrency or default
+    info = health.WorkerInfo(
+        hostname=args.hostname or "",
+        pool=pool,
+        concurrency=concurrency,
+        device=str(pick_device(settings.device)),
+        queues=args.queues.split(","),
+    )
+    health.register_status_command(info)
+    # First: /livez answers while the threads pool loads its model (receivers run in connection order).
+    worker_ready.connect(lambda sender, **_: _serve_health(settings, info, sender), weak=False)
+    worker_process_shutdown.connect(lambda **_: metrics.process_exited(), weak=False)
     if pool == "threads":
         # One process, one model, `concurrency` batches in flight: while one batch holds the
         # device, the others fetch, decode on the CPU or write to the database. CUDA is only
@@ -68,16 +79,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         # On CPU, prefork processes split the cores between them; a crash takes down one process.
         torch_threads = settings.torch_threads or max(1, cores // concurrency)
         worker_process_init.connect(lambda **_: context.init_process(settings, torch_threads=torch_threads), weak=False)
-    info = health.WorkerInfo(
-        hostname=args.hostname or "",
-        pool=pool,
-        concurrency=concurrency,
-        device=str(pick_device(settings.device)),
-        queues=args.queues.split(","),
-    )
-    health.register_status_command(info)
-    worker_ready.connect(lambda sender, **_: _serve_health(settings, info, sender), weak=False)
-    worker_process_shutdown.connect(lambda **_: metrics.process_exited(), weak=False)
     app = configure(settings, settings.broker_url)
     argv = [
         "worker",

@@ -39,7 +39,12 @@ def fleet(settings: Settings, timeout: float) -> dict[str, Any]:
     app = make_producer_app(settings, settings.broker_url)
     replies = app.control.broadcast(STATUS_COMMAND, reply=True, timeout=timeout) or []
     workers = sorted(
-        ({**info, "hostname": name} for reply in replies for name, info in reply.items() if isinstance(info, dict)),
+        (
+            {**info, "hostname": name}
+            for reply in replies
+            for name, info in reply.items()
+            if isinstance(info, dict) and "error" not in info  # a worker without the command (older) says so
+        ),
         key=lambda w: w["hostname"],
     )
     depths = broker_depths(settings.broker_url)
@@ -75,6 +80,6 @@ def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
     print(f"queues (messages waiting): {queues}; {data['unacked']} delivered, not yet acknowledged")
     print(f"{len(data['jobs'])} unfinished job(s)")
     for job in data["jobs"]:
-        rate = f", {job['rate']:.1f} images/s" if job.get("rate") else ""
+        rate = f", {job['images_per_second']:.1f} images/s" if job.get("images_per_second") else ""
         print(f"  {job['id']}  {job['state']}  {job['done'] + job['failed'] + job['skipped']}/{job['total']}{rate}")
     return 0
