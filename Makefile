@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml api_client/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tagger demo
 
-## The whole test suite, against real Redis, PostgreSQL and S3 started by the fixtures.
+## The whole test suite, against real Redis, PostgreSQL and S3 started by the fixtures; Prometheus and
+## headless Chromium from Debian's packages, installed first when missing (apt-get, as root).
 test: $(STAMP)
+	$(BIN)/python -m tests.servers
 	$(BIN)/python -m pytest
 
 ## Mutation testing of the fenced write, the claims and the job lifecycle (mutmut; ~10 minutes on 2 cores).

@@ -112,16 +112,18 @@ def decode_rate(
 
     pre = preprocess.Preprocess(size, limits=preprocess.DecodeLimits(draft=draft))
     blobs = [(root / k).read_bytes() for k in keys]
-    fast = preprocess._simplejpeg
+    from tagger.model import decode as decoding
+
+    fast = decoding._simplejpeg
     if pillow_only:
-        preprocess._simplejpeg = None
+        decoding._simplejpeg = None
     try:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(pre, blobs[: min(8, len(blobs))]))  # warm-up
             start = time.perf_counter()
             list(pool.map(pre, blobs))
     finally:
-        preprocess._simplejpeg = fast
+        decoding._simplejpeg = fast
     return len(blobs) / (time.perf_counter() - start)
 
 

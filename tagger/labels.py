@@ -268,3 +268,45 @@ def _decide(
         )
     )
     return len(rows)
+
+
+def decisions(sessions: sessionmaker[Session], image_ids: Sequence[int]) -> dict[tuple[int, str], bool]:
+    """(image id, tag) -> accepted (True) or rejected (False), for the images given."""
+    if not image_ids:
+        return {}
+    with sessions() as session:
+        rows = session.execute(
+            select(Label.image_id, Tag.name, Label.positive)
+            .join(Tag, Tag.id == Label.tag_id)
+            .where(Label.image_id.in_(list(image_ids)))
+        ).all()
+    return {(image_id, name): bool(positive) for image_id, name, positive in rows}
+
+
+def accept_above(sessions: sessionmaker[Session], tag: str, min_probability: float, *, by: str | None = None) -> int:
+    """Accept `tag` on every image whose last tagging suggested it at `min_probability` or more; how many.
+
+    Images someone already decided for this tag keep that decision (a bulk accept never overrules a person).
+    """
+    name = normalise_tag(tag)
+    with sessions() as session, session.begin():
+        tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
+        if tag_id is None:
+            return 0
+        decided = select(Label.image_id).where(Label.tag_id == tag_id)
+        ids = list(
+            session.scalars(
+                select(Suggestion.image_id)
+                .join(
+                    Image, (Image.id == Suggestion.image_id) & (Image.model_version_id == Suggestion.model_version_id)
+                )
+                .where(
+                    Suggestion.tag_id == tag_id,
+                    Suggestion.probability >= min_probability,
+                    Suggestion.image_id.not_in(decided),
+                )
+            )
+        )
+        for start in range(0, len(ids), 1000):
+            _decide(session, {i: ([name], []) for i in ids[start : start + 1000]}, source="accepted", by=by)
+    return len(ids)

@@ -109,7 +109,7 @@ def images_with_tag(
         if tag_id is None:
             raise NotFoundError(f"no tag {tag!r} in the vocabulary")
         rows = session.execute(
-            select(Storage.url, Image.key, Suggestion.probability, ModelVersion.version)
+            select(Image.id, Storage.url, Image.key, Suggestion.probability, ModelVersion.version)
             .select_from(Suggestion)
             .join(Image, (Image.id == Suggestion.image_id) & (Image.model_version_id == Suggestion.model_version_id))
             .join(Storage, Storage.id == Image.storage_id)
@@ -119,7 +119,24 @@ def images_with_tag(
             .limit(limit)
             .offset(offset)
         ).all()
-    return [{"storage_url": u, "key": k, "probability": round(p, 4), "model_version": v} for u, k, p, v in rows]
+    return [
+        {"image_id": i, "storage_url": u, "key": k, "probability": round(p, 4), "model_version": v}
+        for i, u, k, p, v in rows
+    ]
+
+
+def image_by_id(sessions: sessionmaker[Session], image_id: int) -> ImageRef:
+    """One image by its id (as the review pages link to it). Raises NotFoundError."""
+    with sessions() as session:
+        row = session.execute(
+            select(Image.id, Storage.url, Image.key, ModelVersion.version, Image.tagged_at)
+            .join(Storage, Storage.id == Image.storage_id)
+            .outerjoin(ModelVersion, ModelVersion.id == Image.model_version_id)
+            .where(Image.id == image_id)
+        ).first()
+    if row is None:
+        raise NotFoundError(f"no image with id {image_id}")
+    return ImageRef(*row)
 
 
 def tag_exists(sessions: sessionmaker[Session], name: str) -> bool:

@@ -135,6 +135,17 @@ class Settings:
         default="text",
         metadata={"help": "text, or json: one JSON object per line with job_id, task_id and model_version."},
     )
+    web_secret: str = field(
+        default="",
+        metadata={
+            "help": "Signs the review app's session cookies (`tagger serve`); empty: a random one per start, "
+            "so sessions end when it restarts. Never logged or printed."
+        },
+    )
+    web_cookie_secure: int = field(
+        default=1,
+        metadata={"help": "1: session cookies only over HTTPS (behind a TLS proxy); 0: plain HTTP too (local use)."},
+    )
     test_holds: int = field(
         default=0,
         metadata={
@@ -190,6 +201,10 @@ class Settings:
                 "TAGGER_METRICS_PORT needs TAGGER_METRICS_TOKEN, at least 16 characters (e.g. `openssl rand -hex 24`): "
                 "every request to the metrics port must carry it"
             )
+        if self.web_secret and len(self.web_secret) < 32:
+            raise ConfigError("TAGGER_WEB_SECRET: at least 32 characters (e.g. `openssl rand -hex 32`)")
+        if self.web_cookie_secure not in (0, 1):
+            raise ConfigError(f"TAGGER_WEB_COOKIE_SECURE={self.web_cookie_secure}: 1 (HTTPS only) or 0")
         if self.task_events not in (0, 1):
             raise ConfigError(f"TAGGER_TASK_EVENTS={self.task_events}: 1 (on) or 0 (off)")
         if self.log_format not in ("text", "json"):

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tagger.processes import free_port as tagger_free_port
@@ -356,3 +358,26 @@ class PrometheusServer:
         stop_process(self.proc, 20)
         self.proc = None
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextmanager
+def tagger_serve(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`tagger serve` (uvicorn) in its own process with `env`, on a free port; yields its base URL."""
+    port = free_port()
+    with open(log, "ab") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tagger", "serve", "--port", str(port)], env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_port(port, 60, server, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(server, 20)
+
+
+if __name__ == "__main__":  # `make test`: the Debian packages the tests use, before the run (`apt-get` as root)
+    for binary, package in (("prometheus", "prometheus"), ("promtool", "prometheus"), ("chromium", "chromium")):
+        try:
+            debian_binary(binary, package)
+        except RuntimeError as exc:  # the tests that need it fail with this message; the rest run
+            print(f"tests/servers.py: {exc}", file=sys.stderr)

@@ -4,10 +4,12 @@ worker tagging what it submits; every route checked for its token and role."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from tagger.db.schema import ApiToken, Label, Tag
 from tagger.settings import Settings
 from tagger.tokens import ROLES, create, revoke
 from tests.conftest import make_model, make_settings, write_stills
-from tests.servers import free_port, wait_port
+from tests.servers import tagger_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +48,10 @@ class Api:
 def api(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("api")
     settings = make_settings(
-        tmp, postgres.create_database(f"api_{os.getpid()}"), broker_url=redis_url.rsplit("/", 1)[0] + "/8"
+        tmp,
+        postgres.create_database(f"api_{os.getpid()}"),
+        broker_url=redis_url.rsplit("/", 1)[0] + "/8",
+        web_cookie_secure=0,  # plain HTTP on loopback
     )
     engine = make_engine(settings.database_url)
     upgrade(engine)
@@ -54,22 +59,28 @@ def api(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     make_model(settings, sessions)
     keys = write_stills(tmp / "archive", 8, seed=21)
     tokens = {role: create(sessions, f"{role}-user", role) for role in ROLES}
-    port = free_port()
-    log = tmp / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
-    with open(log, "ab") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tagger", "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
     try:
-        wait_port(port, 60, server, log)
-        yield Api(
-            settings, sessions, f"http://127.0.0.1:{port}", tokens, (tmp / "archive").as_uri(), keys, tmp / "w.log"
-        )
+        with tagger_serve(env, tmp / "serve.log") as base:
+            yield Api(settings, sessions, base, tokens, (tmp / "archive").as_uri(), keys, tmp / "w.log")
     finally:
-        server.terminate()
-        server.wait(20)
         engine.dispose()
+
+
+PUBLIC = {"/", "/login", "/logout"}
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def _session(api: Api, role: str) -> Iterator[httpx.Client]:
+    """A browser session of `role`, logged in through the form (with its CSRF token)."""
+    with httpx.Client(base_url=api.base, timeout=30) as client:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)  # type: ignore[union-attr]
+        assert client.post("/login", data={"token": api.tokens[role], "csrf": csrf}).status_code == 303
+        yield client
 
 
 def _routes(api: Api) -> list[tuple[str, str, str]]:
@@ -86,10 +97,13 @@ def _routes(api: Api) -> list[tuple[str, str, str]]:
                 yield from served(route.original_router.routes)
 
     app = create_app(api.settings, api.sessions)
-    filled = {"{job_id}": "0" * 32, "{action}": "cancel", "{tag}": "night"}
+    filled = {"{job_id}": "0" * 32, "{action}": "cancel", "{tag}": "night", "{image_id}": "1"}
     found = []
     for route in served(app.routes):
         roles = [d.call.required_role for d in route.dependant.dependencies if hasattr(d.call, "required_role")]
+        if route.path in PUBLIC:  # the way in (CSRF-checked) and a redirect to it
+            assert roles == [], route.path
+            continue
         assert len(roles) == 1, f"{route.path} does not require exactly one role"
         path = route.path
         for name, value in filled.items():
@@ -101,7 +115,15 @@ def _routes(api: Api) -> list[tuple[str, str, str]]:
 def test_every_route_refuses_a_missing_or_wrong_token_and_a_role_below_its_own(api: Api) -> None:
     routes = _routes(api)
     assert {path for _, path, _ in routes} >= {"/api/v1/jobs", "/api/v1/labels", "/api/v1/openapi.json"}
-    for method, path, role in routes:
+    pages = [(m, p, r) for m, p, r in routes if not p.startswith("/api/")]
+    assert {p for _, p, _ in pages} >= {"/review", "/review/decide", "/thumbs/1", "/review/images/1"}
+    for method, path, role in pages:  # the browser's routes: a session, then its role
+        anonymous = httpx.request(method, api.base + path, headers=_bearer(api.tokens["admin"]))
+        assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login"), (method, path)
+        for lower in ROLES[: ROLES.index(role)]:
+            with _session(api, lower) as browser:
+                assert browser.request(method, path).status_code == 403, (method, path, lower)
+    for method, path, role in [(m, p, r) for m, p, r in routes if p.startswith("/api/")]:
         missing = api.call(method, path, role=None)
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer", (method, path)
         wrong = httpx.request(method, api.base + path, headers={"Authorization": "Bearer tgr_not-a-token"})

@@ -82,16 +82,16 @@ def test_exif_orientation_is_applied() -> None:
 
 def test_libjpeg_turbo_and_pillow_decode_a_jpeg_alike(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast JPEG path (simplejpeg) and Pillow's give the model the same input, EXIF rotation included."""
-    from tagger.model import preprocess
+    from tagger.model import decode as decoding
 
     yy, xx = np.mgrid[0:300, 0:500]
     still = np.stack([xx * 255 // 500, yy * 255 // 300, 128 + 100 * np.sin(xx / 20) * np.cos(yy / 15)], -1)
     exif = Image.Exif()
     exif[0x0112] = 8
     data = encode(Image.fromarray(still.astype(np.uint8)), "JPEG", quality=90, exif=exif)
-    assert preprocess._simplejpeg is not None  # a dependency: the fast path is the one under test
+    assert decoding._simplejpeg is not None  # a dependency: the fast path is the one under test
     fast = Preprocess(64)(data).float()
-    monkeypatch.setattr(preprocess, "_simplejpeg", None)
+    monkeypatch.setattr(decoding, "_simplejpeg", None)
     pillow = Preprocess(64)(data).float()
     assert (fast - pillow).abs().mean() < 1.0 and (fast - pillow).abs().max() <= 16
     assert decode(data, size=64).size[1] > decode(data, size=64).size[0]  # rotated to portrait

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tagger.model.preprocess import JPEG_FORMATS, DecodeLimits, open_checked
+from tagger.model.decode import JPEG_FORMATS, DecodeLimits, open_checked
 from tagger.worker.inference import device_lock
 
 log = logging.getLogger(__name__)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request, status
+from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.settings import Settings
@@ -19,8 +22,12 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
 
     Raises ConfigError without a broker (submissions travel as Celery messages).
     """
+    from starlette.middleware.sessions import SessionMiddleware
+
     from tagger.errors import ConfigError
     from tagger.web.api import router
+    from tagger.web.review import router as review_router
+    from tagger.web.session import LoginRequired
     from tagger_client.client import TaggerClient
 
     if not settings.broker_url:
@@ -43,7 +50,21 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
     )
     app.state.sessions = sessions
     app.state.client = client
+    app.state.settings = settings
     app.include_router(router)
+    app.include_router(review_router)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.web_secret or secrets.token_urlsafe(32),
+        session_cookie="tagger_session",
+        max_age=12 * 3600,
+        same_site="strict",
+        https_only=bool(settings.web_cookie_secure),
+    )
+
+    @app.exception_handler(LoginRequired)
+    def to_login(request: Request, _: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status.HTTP_303_SEE_OTHER)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     def openapi(_: Principal = Depends(require("read"))) -> dict[str, Any]:  # noqa: B008

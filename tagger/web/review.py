@@ -1,0 +1,197 @@
+"""The review pages: tags, the images suggested for a tag (best first), one image; accept or reject each
+suggestion with mouse or keyboard, or accept everything above a probability. Server-rendered (Jinja2,
+escaped), a few lines of inline script for the keyboard, no build step.
+
+Every decision is a label (who, when, accepted or rejected) that `tagger train --labels db` learns from.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response, status
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from tagger.errors import NotFoundError
+from tagger.tokens import Principal
+from tagger.web.session import check_csrf, csrf_token, log_in, require_user, user
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+PAGE = 60
+
+
+def _page(request: Request, name: str, principal: Principal | None, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, name, {"user": principal, "csrf": csrf_token(request), **context}, headers=_NO_STORE
+    )
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _local(path: str) -> str:
+    """A redirect target that stays on this site's review pages (no open redirect)."""
+    return path if re.fullmatch(r"/review(/[^?#\\]*)?", path) and "//" not in path else "/review"
+
+
+@router.get("/", include_in_schema=False)
+def home() -> RedirectResponse:
+    return RedirectResponse("/review", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/review") -> HTMLResponse:  # noqa: A002 - the form's name
+    return _page(request, "login.html", user(request), next=_local(next), error=None)
+
+
+@router.post("/login", response_model=None)
+def login(
+    request: Request,
+    token: str = Form(""),  # noqa: B008
+    csrf: str = Form(""),  # noqa: B008
+    next: str = Form("/review"),  # noqa: A002, B008
+) -> Response:
+    check_csrf(request, csrf)
+    principal = log_in(request, token)
+    if principal is None:
+        page = _page(request, "login.html", None, next=_local(next), error="That token is not valid (or revoked).")
+        page.status_code = status.HTTP_401_UNAUTHORIZED
+        return page
+    return RedirectResponse(_local(next), status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: str = Form("")) -> RedirectResponse:  # noqa: B008
+    check_csrf(request, csrf)
+    request.session.clear()
+    return RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/review", response_class=HTMLResponse)
+def tags_page(request: Request, principal: Principal = Depends(require_user("read"))) -> HTMLResponse:  # noqa: B008
+    from sqlalchemy import select
+
+    from tagger.db.schema import Tag
+
+    with request.app.state.sessions() as session:
+        tags = list(session.scalars(select(Tag.name).order_by(Tag.name)))
+    return _page(request, "tags.html", principal, tags=tags)
+
+
+@router.get("/review/tags/{tag}", response_class=HTMLResponse)
+def tag_page(
+    tag: str,
+    request: Request,
+    min_probability: float = Query(0.0, ge=0.0, le=1.0),  # noqa: B008
+    page: int = Query(0, ge=0),  # noqa: B008
+    cursor: int = Query(0, ge=0),  # noqa: B008
+    accepted: int | None = None,
+    principal: Principal = Depends(require_user("read")),  # noqa: B008
+) -> HTMLResponse:
+    from tagger.labels import decisions
+    from tagger.results import images_with_tag
+
+    sessions = request.app.state.sessions
+    try:
+        items = images_with_tag(sessions, tag, min_probability=min_probability, limit=PAGE, offset=page * PAGE)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    decided = decisions(sessions, [i["image_id"] for i in items])
+    for item in items:
+        state = decided.get((item["image_id"], tag))
+        item["decision"] = "" if state is None else ("accepted" if state else "rejected")
+    return _page(
+        request,
+        "tag.html",
+        principal,
+        tag=tag,
+        items=items,
+        cursor=cursor,
+        accepted=accepted,
+        may_review=principal.may("review"),
+        back=f"/review/tags/{quote(tag, safe='')}",
+    )
+
+
+@router.get("/review/images/{image_id}", response_class=HTMLResponse)
+def image_page(
+    image_id: int,
+    request: Request,
+    principal: Principal = Depends(require_user("read")),  # noqa: B008
+) -> HTMLResponse:
+    from tagger.labels import decisions
+    from tagger.results import image_by_id, suggestions_for
+
+    sessions = request.app.state.sessions
+    try:
+        image = image_by_id(sessions, image_id)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    decided = decisions(sessions, [image_id])
+    rows = suggestions_for(sessions, image)
+    for row in rows:
+        state = decided.get((image_id, row["tag"]))
+        row["decision"] = "" if state is None else ("accepted" if state else "rejected")
+    return _page(request, "image.html", principal, image=image, suggestions=rows, may_review=principal.may("review"))
+
+
+@router.post("/review/decide")
+def decide(
+    request: Request,
+    image_id: int = Form(...),  # noqa: B008
+    tag: str = Form(...),  # noqa: B008
+    decision: str = Form(...),  # noqa: B008
+    cursor: int = Form(0),  # noqa: B008
+    back: str = Form("/review"),  # noqa: B008
+    csrf: str = Form(""),  # noqa: B008
+    principal: Principal = Depends(require_user("review")),  # noqa: B008
+) -> RedirectResponse:
+    from tagger.labels import decide as record
+
+    check_csrf(request, csrf)
+    if decision not in ("accept", "reject"):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "decision is accept or reject")
+    accepted, rejected = ([tag], []) if decision == "accept" else ([], [tag])
+    record(
+        request.app.state.sessions, image_id, accepted=accepted, rejected=rejected, source="accepted", by=principal.name
+    )
+    return RedirectResponse(f"{_local(back)}?cursor={cursor + 1}#item-{cursor + 1}", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/review/tags/{tag}/accept-above")
+def accept_above(
+    tag: str,
+    request: Request,
+    min_probability: float = Form(..., ge=0.0, le=1.0),  # noqa: B008
+    csrf: str = Form(""),  # noqa: B008
+    principal: Principal = Depends(require_user("review")),  # noqa: B008
+) -> RedirectResponse:
+    from tagger.labels import accept_above as accept
+
+    check_csrf(request, csrf)
+    count = accept(request.app.state.sessions, tag, min_probability, by=principal.name)
+    return RedirectResponse(f"/review/tags/{quote(tag, safe='')}?accepted={count}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/thumbs/{image_id}")
+def thumb(image_id: int, request: Request, _: Principal = Depends(require_user("read"))) -> Response:  # noqa: B008
+    from tagger.errors import PermanentError, RetryableError
+    from tagger.results import image_by_id
+    from tagger.web.thumbs import thumbnail
+
+    settings = request.app.state.settings
+    try:
+        image = image_by_id(request.app.state.sessions, image_id)
+        data = thumbnail(image.storage_url, image.key, settings.max_image_bytes, settings.max_image_pixels)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except PermanentError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no thumbnail: {exc}") from None
+    except RetryableError:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the storage cannot be reached") from None
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

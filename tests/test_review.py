@@ -1,0 +1,195 @@
+"""The review pages in a real headless Chromium (Debian's `chromium`, driven by Playwright) against the real
+`tagger serve`, PostgreSQL and a real worker: log in, review a tag with the keyboard, bulk-accept; then the
+labels are exactly those decisions and `tagger train --labels db` learns from them. Also: CSRF on every
+form, escaped output, thumbnails that never read outside their storage root."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tagger.db import make_engine, make_sessionmaker, upgrade
+from tagger.db.images import image_ids, storage_id
+from tagger.db.schema import Label, Tag
+from tagger.settings import Settings
+from tagger.tokens import create
+from tests.conftest import make_model, make_settings, write_stills
+from tests.servers import debian_binary, tagger_serve
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+TAG = "night"
+HOSTILE_KEY = "stills/<img src=x onerror=alert(1)>.jpg"
+TINY = ["--size", "32", "--batch-size", "16", "--random-init", "--lr-spread", "1", "--epochs", "1"]
+
+
+@dataclass
+class Site:
+    settings: Settings
+    sessions: Any
+    base: str
+    tokens: dict[str, str]
+    archive: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def site(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:  # type: ignore[no-untyped-def]
+    from tagger.celeryconfig import make_producer_app
+    from tagger.cli.local_workers import LocalWorkers
+    from tagger.jobs.producer import celery_sender
+    from tagger.jobs.progress import wait
+    from tests.conftest import submit_keys
+
+    tmp = tmp_path_factory.mktemp("review")
+    settings = make_settings(
+        tmp,
+        postgres.create_database(f"review_{os.getpid()}"),
+        broker_url=redis_url.rsplit("/", 1)[0] + "/9",
+        web_cookie_secure=0,  # plain HTTP on loopback
+        web_secret="s" * 40,
+    )
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions, tags=(TAG, "day", "car"), favour=TAG)
+    archive = tmp / "archive"
+    keys = write_stills(archive, 23, seed=31)
+    hostile = archive / HOSTILE_KEY
+    hostile.write_bytes((archive / keys[0]).read_bytes())
+    with LocalWorkers(settings, count=1, log_file=tmp / "workers.log") as workers:
+        send = celery_sender(make_producer_app(settings, settings.broker_url))
+        job = submit_keys(sessions, send, [*keys, HOSTILE_KEY], storage_url=archive.as_uri()).job_id
+        assert wait(sessions, job, timeout=120, show_progress=False, alive=workers.alive).done == 24
+    tokens = {role: create(sessions, f"{role}-person", role) for role in ("read", "review")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
+    try:
+        with tagger_serve(env, tmp / "serve.log") as base:
+            yield Site(settings, sessions, base, tokens, archive, env)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _logged_in(site: Site, role: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=site.base, follow_redirects=False, timeout=30) as client:
+        page = client.get("/login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        answer = client.post("/login", data={"token": site.tokens[role], "csrf": csrf, "next": "/review"})
+        assert answer.status_code == 303, answer.text
+        yield client
+
+
+def _csrf(client: httpx.Client, path: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)  # type: ignore[union-attr]
+
+
+def test_forms_need_their_csrf_token_and_pages_a_session(site: Site) -> None:
+    form = {"image_id": "1", "tag": TAG, "decision": "accept", "cursor": "0", "back": f"/review/tags/{TAG}"}
+    with httpx.Client(base_url=site.base, timeout=30) as anonymous:
+        page = anonymous.get(f"/review/tags/{TAG}")
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        assert anonymous.post("/login", data={"token": site.tokens["review"]}).status_code == 403  # no CSRF token
+    with _logged_in(site, "review") as reviewer:
+        assert reviewer.post("/review/decide", data=form).status_code == 403
+        assert reviewer.post("/review/decide", data=form | {"csrf": "forged"}).status_code == 403
+        assert reviewer.post(f"/review/tags/{TAG}/accept-above", data={"min_probability": "0"}).status_code == 403
+        assert reviewer.post("/logout", data={}).status_code == 403
+    with _logged_in(site, "read") as reader:
+        csrf = _csrf(reader, f"/review/tags/{TAG}")
+        assert reader.post("/review/decide", data=form | {"csrf": csrf}).status_code == 403  # read is below review
+    with site.sessions() as session:
+        assert session.scalars(select(Label)).all() == []
+
+
+def test_keys_render_as_text_and_thumbnails_stay_in_their_root(site: Site, tmp_path: Path) -> None:
+    with _logged_in(site, "read") as reader:
+        _thumbnails_and_escaping(site, reader, tmp_path)
+
+
+def _thumbnails_and_escaping(site: Site, reader: httpx.Client, tmp_path: Path) -> None:
+    html = reader.get(f"/review/tags/{TAG}").text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img src=x onerror" not in html
+    hostile = re.search(r'href="/review/images/(\d+)"><img src="/thumbs/\d+" alt="stills/&lt;img', html)
+    assert hostile, "the hostile key's image is not listed"
+    one = reader.get(f"/review/images/{hostile.group(1)}")
+    assert one.status_code == 200 and "<img src=x onerror" not in one.text and f"{TAG}</a>" in one.text
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes((site.archive / "stills" / "still_00000.jpg").read_bytes())
+    (site.archive / "stills" / "escape.jpg").symlink_to(outside)
+    with site.sessions() as session, session.begin():
+        root = storage_id(session, site.archive.as_uri())
+        ids = image_ids(session, root, ["stills/escape.jpg", "stills/still_00001.jpg"])
+    refused = reader.get(f"/thumbs/{ids['stills/escape.jpg']}")
+    assert refused.status_code == 422 and "outside" in refused.text
+    shown = reader.get(f"/thumbs/{ids['stills/still_00001.jpg']}")
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+    for path in ("/thumbs/..%2F..%2Fetc%2Fpasswd", "/thumbs/%2Fetc%2Fpasswd", "/thumbs/../../etc/passwd"):
+        assert reader.get(path).status_code in (404, 422), path
+
+
+def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Site) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tagger.results import images_with_tag
+
+    chromium = debian_binary("chromium", "chromium")
+    order = [row["image_id"] for row in images_with_tag(site.sessions, TAG, min_probability=0.0, limit=100)]
+    assert len(order) == 24
+    artifacts = Path(os.environ.get("TESTS_ARTIFACTS", ROOT / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    alerts: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+        page.goto(f"{site.base}/review/tags/{TAG}")
+        assert "/login" in page.url
+        page.fill("input[name=token]", site.tokens["review"])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"**/review/tags/{TAG}")
+        for key in ("a", "a", "a", "r"):  # three accepted and one rejected, with the keyboard alone
+            with page.expect_navigation():
+                page.keyboard.press(key)
+        assert page.locator(".item.current").get_attribute("data-index") == "4"
+        page.fill("input[name=min_probability]", "0.9")
+        with page.expect_navigation():
+            page.click("#bulk button[type=submit]")
+        assert "Accepted 20 image(s)" in page.content()
+        assert page.locator("img[src=x]").count() == 0  # the hostile key is text, not markup
+        page.screenshot(path=str(artifacts / "review-page.png"), full_page=True)
+        browser.close()
+    assert alerts == []
+    with site.sessions() as session:
+        labels = session.execute(select(Label.image_id, Tag.name, Label.positive, Label.decided_by).join(Tag)).all()
+    expected = [(i, TAG, True, "review-person") for i in order[:3]] + [(order[3], TAG, False, "review-person")]
+    expected += [(i, TAG, True, "review-person") for i in order[4:]]  # probability ~1.0: all above 0.9
+    assert sorted(labels) == sorted(expected)
+    trained = subprocess.run(
+        [sys.executable, "-m", "tagger", "train", "--labels", "db", *TINY, "--no-activate", "--json"],
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    report = json.loads(trained.stdout)
+    assert report["version"] and report["train_images"] + report["valid_images"] == 24, report
+    with site.sessions() as session:
+        from tagger.db.schema import ModelVersion
+
+        meta = session.scalars(select(ModelVersion.meta).where(ModelVersion.version == report["version"])).one()
+    assert meta["training"]["labels"] == "db"
