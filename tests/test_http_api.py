@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
@@ -52,6 +52,7 @@ def api(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         postgres.create_database(f"api_{os.getpid()}"),
         broker_url=redis_url.rsplit("/", 1)[0] + "/8",
         web_cookie_secure=0,  # plain HTTP on loopback
+        storage_url=(tmp / "archive").as_uri(),  # the deployment's storage: HTTP jobs read from it only
     )
     engine = make_engine(settings.database_url)
     upgrade(engine)
@@ -154,6 +155,8 @@ def test_a_job_submitted_over_http_is_tagged_and_its_decisions_recorded(api: Api
     assert bad.status_code == 422 and "exactly one" in bad.text
     unknown = api.call("POST", "/api/v1/jobs", role="submit", json={"keys": api.keys, "colour": "red"})
     assert unknown.status_code == 422
+    elsewhere = api.call("POST", "/api/v1/jobs", role="submit", json={"keys": ["passwd"], "storage_url": "file:///etc"})
+    assert elsewhere.status_code == 403 and "admin" in elsewhere.text
 
     key = api.keys[0]
     shown = api.call("GET", "/api/v1/images/suggestions", role="read", params={"key": key, "storage_url": api.url})
@@ -174,6 +177,13 @@ def test_a_job_submitted_over_http_is_tagged_and_its_decisions_recorded(api: Api
     assert sorted(labels) == sorted([(tags[0], True, "review-user"), (tags[1], False, "review-user")])
     missing = api.call("POST", "/api/v1/labels", role="review", json=decision | {"key": "stills/none.jpg"})
     assert missing.status_code == 404
+    for bad in (["two words"], [""], ["x" * 300], ["-dash-first"]):
+        refused = api.call("POST", "/api/v1/labels", role="review", json=decision | {"accepted": bad, "rejected": []})
+        assert refused.status_code == 422, bad
+    shouted = api.call("POST", "/api/v1/labels", role="review", json=decision | {"accepted": [tags[0].upper()]})
+    assert shouted.status_code == 200
+    with api.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Tag)) == len(tags)  # no tag made up by a request
 
 
 def test_tokens_are_stored_hashed_listed_without_secrets_and_revoked_at_once(api: Api) -> None:

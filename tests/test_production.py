@@ -58,12 +58,12 @@ def test_from_empty_servers_to_an_archive_tagged_and_retagged_by_a_retrained_mod
     assert cli("storage", "init", f"s3://{stills}", f"s3://{models}").count(": created") == 2
     assert cli("storage", "init").count("already there") == 2  # TAGGER_STORAGE_URL and TAGGER_MODEL_STORE
     labels = tmp_path / "labels.csv"
-    cli("sample", f"s3://{stills}/archive", "--count", "96", "--labels", str(labels))
+    cli("sample", f"s3://{stills}/archive", "--count", "64", "--labels", str(labels))
     cli("train", "--labels", str(labels), "--images", f"s3://{stills}/archive", *TINY)
 
     # A second storage: uploads kept in a local folder, and the same file names as in S3.
     uploads = tmp_path / "uploads"
-    cli("sample", str(uploads), "--count", "24", "--seed", "9")
+    cli("sample", str(uploads), "--count", "16", "--seed", "9")
 
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
@@ -73,8 +73,8 @@ def test_from_empty_servers_to_an_archive_tagged_and_retagged_by_a_retrained_mod
         cli("tag", str(uploads), "--wait")
         with sessions() as session:
             first = session.scalars(select(ModelVersion).where(ModelVersion.is_active.is_(True))).one()
-            assert session.scalar(select(func.count()).select_from(Image)) == 96 + 24
-            assert session.scalar(select(func.count()).where(Image.model_version_id == first.id)) == 96 + 24
+            assert session.scalar(select(func.count()).select_from(Image)) == 64 + 16
+            assert session.scalar(select(func.count()).where(Image.model_version_id == first.id)) == 64 + 16
 
         with TaggerClient(broker_url=redis_url, database_url=settings.database_url) as client:
             key = "stills/still_00000.jpg"
@@ -114,11 +114,11 @@ def test_from_empty_servers_to_an_archive_tagged_and_retagged_by_a_retrained_mod
         stale = stale_job()
         assert stale, log.read_text()[-4000:]
         result = wait(sessions, stale, timeout=240, show_progress=False, alive=workers.alive)
-        assert (result.state.value, result.done, result.failed) == ("done", 96 + 24, 0)
+        assert (result.state.value, result.done, result.failed) == ("done", 64 + 16, 0)
     with sessions() as session:
         second = session.scalars(select(ModelVersion).where(ModelVersion.is_active.is_(True))).one()
         assert second.version != first.version and second.meta["training"]["labels"] == str(labels)
-        assert session.scalar(select(func.count()).where(Image.model_version_id == second.id)) == 96 + 24
+        assert session.scalar(select(func.count()).where(Image.model_version_id == second.id)) == 64 + 16
         assert second.uri.startswith(f"s3://{models}/tagger")
     with TaggerClient(broker_url=redis_url, database_url=settings.database_url) as client:
         assert all(s.model_version == second.version for s in client.results(key, storage_url=uploads.as_uri()))

@@ -143,13 +143,23 @@ def test_an_interrupted_local_job_leaves_no_process_and_resumes(local: Settings,
     engine = make_engine(local.database_url)
     sessions = make_sessionmaker(engine)
     held = holds.wait("claimed", timeout=120)
+    deadline = time.monotonic() + 60
+    while True:  # the listing has been enqueued: the signal lands mid-job, not mid-listing
+        with sessions() as session:
+            if session.scalar(select(Job.listing_complete)):
+                break
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
     family = _descendants(proc.pid)
     assert len(family) >= 3  # redis-server, the worker and its pool
     proc.send_signal(stop)
     log = local.var_dir / "workers.log"
     deadline = time.monotonic() + 30
     while "Warm shutdown" not in (log.read_text() if log.exists() else ""):  # the command stops its workers
-        assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no workers log"
+        if time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(f"the command did not stop its workers: {err[-2000:]}\n{log.read_text()[-2000:]}")
         time.sleep(0.05)
     holds.release(held)  # the held batch finishes (a warm shutdown); no other starts
     _, err = proc.communicate(timeout=60)

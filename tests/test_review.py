@@ -65,7 +65,7 @@ def site(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     engine = make_engine(settings.database_url)
     upgrade(engine)
     sessions = make_sessionmaker(engine)
-    make_model(settings, sessions, tags=(TAG, "day", "car"), favour=TAG)
+    make_model(settings, sessions, tags=(TAG, "day", "b/w"), favour=TAG)
     archive = tmp / "archive"
     keys = write_stills(archive, 23, seed=31)
     hostile = archive / HOSTILE_KEY
@@ -111,8 +111,24 @@ def test_forms_need_their_csrf_token_and_pages_a_session(site: Site) -> None:
     with _logged_in(site, "read") as reader:
         csrf = _csrf(reader, f"/review/tags/{TAG}")
         assert reader.post("/review/decide", data=form | {"csrf": csrf}).status_code == 403  # read is below review
+        assert reader.get("/review/tags/b/w").status_code == 200  # a tag with a slash has its page
+    with _logged_in(site, "review") as reviewer:
+        csrf = _csrf(reviewer, f"/review/tags/{TAG}")
+        assert reviewer.post("/review/decide", data=form | {"csrf": csrf, "tag": "made-up"}).status_code == 404
+        assert reviewer.post("/review/decide", data=form | {"csrf": csrf, "image_id": "999999"}).status_code == 404
     with site.sessions() as session:
         assert session.scalars(select(Label)).all() == []
+
+
+def test_revoking_a_token_ends_its_browser_sessions(site: Site) -> None:
+    from tagger.tokens import revoke
+
+    site.tokens["leaving"] = create(site.sessions, "short-stay", "review")
+    with _logged_in(site, "leaving") as browser:
+        assert browser.get(f"/review/tags/{TAG}").status_code == 200
+        revoke(site.sessions, "short-stay")
+        after = browser.get(f"/review/tags/{TAG}")
+        assert after.status_code == 303 and after.headers["location"].startswith("/login")
 
 
 def test_keys_render_as_text_and_thumbnails_stay_in_their_root(site: Site, tmp_path: Path) -> None:

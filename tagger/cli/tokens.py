@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     tsub = p.add_subparsers(dest="tokens_command", required=True)
     t = tsub.add_parser("create", help="a new token; prints the secret once, on stdout")
     t.add_argument("name", help="who or what uses it (recorded on the labels it decides)")
-    t.add_argument("--role", choices=ROLES, required=True)
+    t.add_argument("--role", choices=ROLES, required=True, help="what the token may do: " + " < ".join(ROLES))
     t = tsub.add_parser("list", help="every token with its role and last use, never its secret")
     t.add_argument("--json", action="store_true", help="print JSON")
     t = tsub.add_parser("revoke", help="the named token stops working at once")

@@ -52,9 +52,40 @@ def _client(request: Request) -> Any:
     return request.app.state.client
 
 
+def _check_storage(request: Request, storage_url: str | None, principal: Principal) -> None:
+    """Over HTTP a job reads from the deployment's storage (TAGGER_STORAGE_URL, or a prefix under it):
+    naming another root would let a token holder make the workers read, and the review pages show, any
+    folder or bucket they can reach. Only an admin token names other roots."""
+    from tagger.storage import canonical_url
+
+    if storage_url is None or principal.may("admin"):
+        return
+    default = request.app.state.settings.storage_url
+    wanted = canonical_url(storage_url)
+    root = canonical_url(default) if default else None
+    if root is None or not (wanted == root or wanted.startswith(root.rstrip("/") + "/")):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"storage_url must be the deployment's storage ({root or 'TAGGER_STORAGE_URL is not set'}) or under it; "
+            "other roots need an admin token",
+        )
+
+
+def _tags(names: list[str]) -> list[str]:
+    """Tag names as stored (lower case, one word); 422 for a name that is not one."""
+    from tagger.errors import ConfigError
+    from tagger.labels import normalise_tag
+
+    try:
+        return [normalise_tag(n) for n in names]
+    except ConfigError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
 @router.post("/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=Submitted)
-def submit_job(body: Submission, request: Request, _: Principal = Depends(require("submit"))) -> Submitted:  # noqa: B008
+def submit_job(body: Submission, request: Request, principal: Principal = Depends(require("submit"))) -> Submitted:  # noqa: B008
     """Queue a job; its id at once (the same idempotency key gives the same id). 422 for a bad submission."""
+    _check_storage(request, body.storage_url, principal)
     try:
         job_id = _client(request).submit(**body.model_dump())
     except InvalidSubmission as exc:
@@ -108,7 +139,7 @@ def image_suggestions(
     return [{"tag": s.tag, "probability": s.probability, "model_version": s.model_version} for s in found]
 
 
-@router.get("/tags/{tag}/images")
+@router.get("/tags/{tag:path}/images")
 def tag_images(
     tag: str,
     request: Request,
@@ -141,9 +172,10 @@ def record_labels(
     from tagger.labels import decide
     from tagger.results import find_images
 
-    if not body.accepted and not body.rejected:
+    accepted, rejected = _tags(body.accepted), _tags(body.rejected)
+    if not accepted and not rejected:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "nothing to record: give accepted or rejected tags")
-    if set(body.accepted) & set(body.rejected):
+    if set(accepted) & set(rejected):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a tag cannot be both accepted and rejected")
     sessions = request.app.state.sessions
     try:
@@ -153,7 +185,5 @@ def record_labels(
     if len(images) > 1:
         raise HTTPException(status.HTTP_409_CONFLICT, f"{body.key!r} is in several storages; pass storage_url")
     image = images[0]
-    count = decide(
-        sessions, image.id, accepted=body.accepted, rejected=body.rejected, source="accepted", by=principal.name
-    )
+    count = decide(sessions, image.id, accepted=accepted, rejected=rejected, source="accepted", by=principal.name)
     return {"storage_url": image.storage_url, "key": image.key, "labels": count, "decided_by": principal.name}

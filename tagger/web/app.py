@@ -58,7 +58,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
         secret_key=settings.web_secret or secrets.token_urlsafe(32),
         session_cookie="tagger_session",
         max_age=12 * 3600,
-        same_site="strict",
+        same_site="lax",  # every state-changing request also needs the session's CSRF token
         https_only=bool(settings.web_cookie_secure),
     )
 

@@ -83,13 +83,13 @@ def tags_page(request: Request, principal: Principal = Depends(require_user("rea
     return _page(request, "tags.html", principal, tags=tags)
 
 
-@router.get("/review/tags/{tag}", response_class=HTMLResponse)
+@router.get("/review/tags/{tag:path}", response_class=HTMLResponse)
 def tag_page(
     tag: str,
     request: Request,
     min_probability: float = Query(0.0, ge=0.0, le=1.0),  # noqa: B008
-    page: int = Query(0, ge=0),  # noqa: B008
-    cursor: int = Query(0, ge=0),  # noqa: B008
+    page: int = Query(0, ge=0, le=100_000),  # noqa: B008
+    cursor: int = Query(0, ge=0, le=PAGE),  # noqa: B008
     accepted: int | None = None,
     principal: Principal = Depends(require_user("read")),  # noqa: B008
 ) -> HTMLResponse:
@@ -114,7 +114,10 @@ def tag_page(
         cursor=cursor,
         accepted=accepted,
         may_review=principal.may("review"),
-        back=f"/review/tags/{quote(tag, safe='')}",
+        back=f"/review/tags/{quote(tag, safe='/')}",
+        page=page,
+        more=len(items) == PAGE,
+        min_probability=min_probability,
     )
 
 
@@ -146,24 +149,32 @@ def decide(
     image_id: int = Form(...),  # noqa: B008
     tag: str = Form(...),  # noqa: B008
     decision: str = Form(...),  # noqa: B008
-    cursor: int = Form(0),  # noqa: B008
+    cursor: int = Form(0, ge=0, le=PAGE),  # noqa: B008
+    page: int = Form(0, ge=0, le=100_000),  # noqa: B008
     back: str = Form("/review"),  # noqa: B008
     csrf: str = Form(""),  # noqa: B008
     principal: Principal = Depends(require_user("review")),  # noqa: B008
 ) -> RedirectResponse:
     from tagger.labels import decide as record
+    from tagger.results import image_by_id, tag_exists
 
     check_csrf(request, csrf)
     if decision not in ("accept", "reject"):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "decision is accept or reject")
+    sessions = request.app.state.sessions
+    if not tag_exists(sessions, tag):  # the pages decide on suggested tags only: no new names from a form
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no tag {tag!r} in the vocabulary")
+    try:
+        image_by_id(sessions, image_id)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     accepted, rejected = ([tag], []) if decision == "accept" else ([], [tag])
-    record(
-        request.app.state.sessions, image_id, accepted=accepted, rejected=rejected, source="accepted", by=principal.name
-    )
-    return RedirectResponse(f"{_local(back)}?cursor={cursor + 1}#item-{cursor + 1}", status.HTTP_303_SEE_OTHER)
+    record(sessions, image_id, accepted=accepted, rejected=rejected, source="accepted", by=principal.name)
+    at = f"page={page}&cursor={cursor + 1}" if page else f"cursor={cursor + 1}"
+    return RedirectResponse(f"{_local(back)}?{at}#item-{cursor + 1}", status.HTTP_303_SEE_OTHER)
 
 
-@router.post("/review/tags/{tag}/accept-above")
+@router.post("/review/tags/{tag:path}/accept-above")
 def accept_above(
     tag: str,
     request: Request,
@@ -175,7 +186,7 @@ def accept_above(
 
     check_csrf(request, csrf)
     count = accept(request.app.state.sessions, tag, min_probability, by=principal.name)
-    return RedirectResponse(f"/review/tags/{quote(tag, safe='')}?accepted={count}", status.HTTP_303_SEE_OTHER)
+    return RedirectResponse(f"/review/tags/{quote(tag, safe='/')}?accepted={count}", status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/thumbs/{image_id}")
