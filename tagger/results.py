@@ -98,9 +98,17 @@ def suggestions_for(
 
 
 def images_with_tag(
-    sessions: sessionmaker[Session], tag: str, *, min_probability: float = 0.0, limit: int = 100, offset: int = 0
+    sessions: sessionmaker[Session],
+    tag: str,
+    *,
+    min_probability: float = 0.0,
+    limit: int = 100,
+    offset: int = 0,
+    least_sure: bool = False,
 ) -> list[dict[str, Any]]:
-    """Images whose last tagging suggested `tag` at `min_probability` or more, most probable first.
+    """Images whose last tagging suggested `tag` at `min_probability` or more, most probable first; with
+    `least_sure`, least probable first: suggestions are stored from the tag's threshold up, so these are
+    the ones nearest it, where a person's decision teaches the model most.
 
     Walks the (tag, probability) index. Raises NotFoundError for a tag not in the vocabulary.
     """
@@ -115,7 +123,7 @@ def images_with_tag(
             .join(Storage, Storage.id == Image.storage_id)
             .join(ModelVersion, ModelVersion.id == Suggestion.model_version_id)
             .where(Suggestion.tag_id == tag_id, Suggestion.probability >= min_probability)
-            .order_by(Suggestion.probability.desc(), Image.id)
+            .order_by(Suggestion.probability.asc() if least_sure else Suggestion.probability.desc(), Image.id)
             .limit(limit)
             .offset(offset)
         ).all()

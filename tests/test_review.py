@@ -209,3 +209,33 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
 
         meta = session.scalars(select(ModelVersion.meta).where(ModelVersion.version == report["version"])).one()
     assert meta["training"]["labels"] == "db"
+
+
+def test_jobs_are_followed_and_steered_from_the_browser_with_the_right_role(site: Site) -> None:
+    import redis
+
+    from tagger_client.contract import QUEUE_INTERACTIVE
+
+    with site.sessions() as session:
+        from tagger.db.schema import Job
+
+        job_id = session.scalars(select(Job.id)).one()
+    broker = redis.Redis.from_url(site.settings.broker_url)
+    waiting = broker.llen(QUEUE_INTERACTIVE)
+    with _logged_in(site, "read") as reader:
+        assert job_id[:8] in reader.get("/review/jobs").text
+        page = reader.get(f"/review/jobs/{job_id}")
+        assert page.status_code == 200 and "24 tagged" in page.text and "Retry" not in page.text
+        csrf = _csrf(reader, f"/review/jobs/{job_id}")
+        assert reader.post(f"/review/jobs/{job_id}/retry", data={"csrf": csrf}).status_code == 403  # read only
+        least = reader.get(f"/review/tags/{TAG}?order=least_sure").text
+        shown = [float(p) for p in re.findall(r"p = ([0-9.]+)", least)]
+        assert shown == sorted(shown) and len(shown) == 24
+    with _logged_in(site, "review") as steering:
+        assert steering.post(f"/review/jobs/{job_id}/retry", data={}).status_code == 403  # no CSRF token
+        csrf = _csrf(steering, f"/review/jobs/{job_id}")
+        sent = steering.post(f"/review/jobs/{job_id}/retry", data={"csrf": csrf})
+        assert sent.status_code == 303 and sent.headers["location"] == f"/review/jobs/{job_id}?sent=retry"
+        assert steering.post(f"/review/jobs/{job_id}/explode", data={"csrf": csrf}).status_code == 404
+    assert broker.llen(QUEUE_INTERACTIVE) == waiting + 1  # the control message, as the API and client send it
+    broker.close()

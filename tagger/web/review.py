@@ -90,6 +90,7 @@ def tag_page(
     min_probability: float = Query(0.0, ge=0.0, le=1.0),  # noqa: B008
     page: int = Query(0, ge=0, le=100_000),  # noqa: B008
     cursor: int = Query(0, ge=0, le=PAGE),  # noqa: B008
+    order: str = Query("best", pattern="^(best|least_sure)$"),  # noqa: B008
     accepted: int | None = None,
     principal: Principal = Depends(require_user("read")),  # noqa: B008
 ) -> HTMLResponse:
@@ -98,7 +99,14 @@ def tag_page(
 
     sessions = request.app.state.sessions
     try:
-        items = images_with_tag(sessions, tag, min_probability=min_probability, limit=PAGE, offset=page * PAGE)
+        items = images_with_tag(
+            sessions,
+            tag,
+            min_probability=min_probability,
+            limit=PAGE,
+            offset=page * PAGE,
+            least_sure=order == "least_sure",
+        )
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     decided = decisions(sessions, [i["image_id"] for i in items])
@@ -118,6 +126,7 @@ def tag_page(
         page=page,
         more=len(items) == PAGE,
         min_probability=min_probability,
+        order=order,
     )
 
 
@@ -206,3 +215,45 @@ def thumb(image_id: int, request: Request, _: Principal = Depends(require_user("
     except RetryableError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the storage cannot be reached") from None
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/review/jobs", response_class=HTMLResponse)
+def jobs_page(request: Request, principal: Principal = Depends(require_user("read"))) -> HTMLResponse:  # noqa: B008
+    from tagger.jobs.progress import recent
+
+    return _page(request, "jobs.html", principal, jobs=recent(request.app.state.sessions, 50))
+
+
+@router.get("/review/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: str, request: Request, principal: Principal = Depends(require_user("read"))) -> HTMLResponse:  # noqa: B008
+    from tagger.jobs.progress import failures, summary
+
+    sessions = request.app.state.sessions
+    try:
+        job = summary(sessions, job_id)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return _page(
+        request,
+        "job.html",
+        principal,
+        job=job,
+        failed=failures(sessions, job_id, limit=200),
+        may_steer=principal.may("submit"),
+    )
+
+
+@router.post("/review/jobs/{job_id}/{action}")
+def steer_job(
+    job_id: str,
+    action: str,
+    request: Request,
+    csrf: str = Form(""),  # noqa: B008
+    _: Principal = Depends(require_user("submit")),  # noqa: B008
+) -> RedirectResponse:
+    """Pause, resume, cancel or retry the failed images: the same message the API and the client send."""
+    check_csrf(request, csrf)
+    if action not in ("cancel", "pause", "resume", "retry") or not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job action")
+    getattr(request.app.state.client, action)(job_id)
+    return RedirectResponse(f"/review/jobs/{job_id}?sent={action}", status.HTTP_303_SEE_OTHER)
