@@ -113,6 +113,14 @@ class Settings:
         default=10.0,
         metadata={"help": "Seconds a webhook receiver has to answer one attempt (delivery never holds up tagging)."},
     )
+    webhook_hosts: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated hosts that jobs submitted over HTTP (`tagger serve`) may send webhooks to; "
+            "empty: none (an admin token may name any). Keeps a token holder from making workers call internal "
+            "addresses."
+        },
+    )
     metrics_port: int = field(
         default=0,
         metadata={

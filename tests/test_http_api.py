@@ -53,6 +53,7 @@ def api(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         broker_url=redis_url.rsplit("/", 1)[0] + "/8",
         web_cookie_secure=0,  # plain HTTP on loopback
         storage_url=(tmp / "archive").as_uri(),  # the deployment's storage: HTTP jobs read from it only
+        webhook_hosts="hooks.site.example",
     )
     engine = make_engine(settings.database_url)
     upgrade(engine)
@@ -98,7 +99,7 @@ def _routes(api: Api) -> list[tuple[str, str, str]]:
                 yield from served(route.original_router.routes)
 
     app = create_app(api.settings, api.sessions)
-    filled = {"{job_id}": "0" * 32, "{action}": "cancel", "{tag}": "night", "{image_id}": "1"}
+    filled = {"{job_id}": "0" * 32, "{action}": "cancel", "{tag}": "night", "{image_id}": "1", "{version}": "v1"}
     found = []
     for route in served(app.routes):
         roles = [d.call.required_role for d in route.dependant.dependencies if hasattr(d.call, "required_role")]
@@ -157,6 +158,13 @@ def test_a_job_submitted_over_http_is_tagged_and_its_decisions_recorded(api: Api
     assert unknown.status_code == 422
     elsewhere = api.call("POST", "/api/v1/jobs", role="submit", json={"keys": ["passwd"], "storage_url": "file:///etc"})
     assert elsewhere.status_code == 403 and "admin" in elsewhere.text
+    for hook in ("http://169.254.169.254/latest/meta-data", "http://localhost:6379/", "https://evil.example/h"):
+        refused = api.call("POST", "/api/v1/jobs", role="submit", json={"keys": api.keys[:1], "webhook": hook})
+        assert refused.status_code == 403 and "TAGGER_WEBHOOK_HOSTS" in refused.text, hook
+    hooked = api.call(
+        "POST", "/api/v1/jobs", role="submit", json={"keys": api.keys[:1], "webhook": "https://hooks.site.example/t"}
+    )
+    assert hooked.status_code == 202  # an allowed host (the worker's delivery is tests/test_client.py's business)
 
     key = api.keys[0]
     shown = api.call("GET", "/api/v1/images/suggestions", role="read", params={"key": key, "storage_url": api.url})

@@ -239,3 +239,33 @@ def test_jobs_are_followed_and_steered_from_the_browser_with_the_right_role(site
         assert steering.post(f"/review/jobs/{job_id}/explode", data={"csrf": csrf}).status_code == 404
     assert broker.llen(QUEUE_INTERACTIVE) == waiting + 1  # the control message, as the API and client send it
     broker.close()
+
+
+def test_model_pages_show_metrics_and_an_admin_activates_and_rolls_back(site: Site) -> None:
+    from tagger import registry
+
+    with site.sessions() as session:
+        serving = registry.active(session).version
+    candidate = make_model(site.settings, site.sessions, tags=(TAG, "day", "b/w"), seed=3, activate=False)
+    site.tokens["admin"] = create(site.sessions, "admin-person", "admin")
+    with _logged_in(site, "read") as reader:
+        listed = reader.get("/review/models").text
+        assert serving in listed and candidate in listed
+        page = reader.get(f"/review/models/{candidate}")
+        assert page.status_code == 200 and "Activate" not in page.text  # read cannot switch models
+    with _logged_in(site, "review") as reviewer:
+        csrf = _csrf(reviewer, f"/review/models/{candidate}")
+        assert reviewer.post(f"/review/models/{candidate}/activate", data={"csrf": csrf}).status_code == 403
+    with _logged_in(site, "admin") as admin:
+        assert admin.post(f"/review/models/{candidate}/activate", data={}).status_code == 403  # no CSRF token
+        csrf = _csrf(admin, f"/review/models/{candidate}")
+        switched = admin.post(f"/review/models/{candidate}/activate", data={"csrf": csrf})
+        assert switched.status_code == 303, switched.text
+        with site.sessions() as session:
+            assert registry.active(session).version == candidate
+        back = admin.post(f"/review/models/{candidate}/rollback", data={"csrf": csrf})
+        assert back.status_code == 303, back.text
+        with site.sessions() as session:
+            assert registry.active(session).version == serving
+        missing = admin.post("/review/models/no-such-version/activate", data={"csrf": csrf})
+        assert missing.status_code == 422 and "no model version" in missing.text

@@ -71,6 +71,23 @@ def _check_storage(request: Request, storage_url: str | None, principal: Princip
         )
 
 
+def _check_webhook(request: Request, webhook: str | None, principal: Principal) -> None:
+    """Over HTTP a webhook goes only to a host in TAGGER_WEBHOOK_HOSTS: otherwise a token holder could make
+    the workers call internal addresses (SSRF). Only an admin token names others."""
+    from urllib.parse import urlparse
+
+    if webhook is None or principal.may("admin"):
+        return
+    allowed = {h.strip().lower() for h in request.app.state.settings.webhook_hosts.split(",") if h.strip()}
+    host = (urlparse(webhook).hostname or "").lower()
+    if host not in allowed:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"webhook host {host!r} is not in TAGGER_WEBHOOK_HOSTS ({', '.join(sorted(allowed)) or 'empty'}); "
+            "other hosts need an admin token",
+        )
+
+
 def _tags(names: list[str]) -> list[str]:
     """Tag names as stored (lower case, one word); 422 for a name that is not one."""
     from tagger.errors import ConfigError
@@ -86,6 +103,7 @@ def _tags(names: list[str]) -> list[str]:
 def submit_job(body: Submission, request: Request, principal: Principal = Depends(require("submit"))) -> Submitted:  # noqa: B008
     """Queue a job; its id at once (the same idempotency key gives the same id). 422 for a bad submission."""
     _check_storage(request, body.storage_url, principal)
+    _check_webhook(request, body.webhook, principal)
     try:
         job_id = _client(request).submit(**body.model_dump())
     except InvalidSubmission as exc:

@@ -257,3 +257,81 @@ def steer_job(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job action")
     getattr(request.app.state.client, action)(job_id)
     return RedirectResponse(f"/review/jobs/{job_id}?sent={action}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/review/models", response_class=HTMLResponse)
+def models_page(request: Request, principal: Principal = Depends(require_user("read"))) -> HTMLResponse:  # noqa: B008
+    from sqlalchemy import select
+
+    from tagger.db.schema import ModelVersion
+
+    with request.app.state.sessions() as session:
+        versions = list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())))
+        session.expunge_all()
+    return _page(request, "models.html", principal, versions=versions)
+
+
+@router.get("/review/models/{version}", response_class=HTMLResponse)
+def model_page(
+    version: str,
+    request: Request,
+    done: str | None = None,
+    principal: Principal = Depends(require_user("read")),  # noqa: B008
+) -> HTMLResponse:
+    from tagger import registry
+
+    with request.app.state.sessions() as session:
+        try:
+            row = registry.get(session, version)
+        except NotFoundError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        session.expunge(row)
+    metrics = dict((row.meta or {}).get("metrics") or {})
+    per_tag = metrics.pop("per_tag", {}) or {}
+    return _page(
+        request,
+        "model.html",
+        principal,
+        model=row,
+        metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        per_tag=per_tag,
+        may_switch=principal.may("admin"),
+        done=done if done in ("activated", "rolled back") else None,
+    )
+
+
+@router.post("/review/models/{version}/{action}")
+def switch_model(
+    version: str,
+    action: str,
+    request: Request,
+    csrf: str = Form(""),  # noqa: B008
+    _: Principal = Depends(require_user("admin")),  # noqa: B008
+) -> RedirectResponse:
+    """`tagger models activate VERSION` or `tagger models rollback`, run as a command: activation loads and
+    checks the version first (with torch, which this process never imports) and announces it to the workers."""
+    check_csrf(request, csrf)
+    if action == "activate":
+        _run_models_command(request, "activate", version)
+        done = "activated"
+    elif action == "rollback":
+        _run_models_command(request, "rollback")
+        done = "rolled+back"
+    else:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "activate or rollback")
+    return RedirectResponse(f"/review/models/{quote(version)}?done={done}", status.HTTP_303_SEE_OTHER)
+
+
+def _run_models_command(request: Request, *args: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    settings = request.app.state.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
+    done = subprocess.run(
+        [sys.executable, "-m", "tagger", "models", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["failed"])[-1].removeprefix("tagger: error: ")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, reason)
