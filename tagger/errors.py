@@ -62,3 +62,9 @@ class NoActiveModelError(NotFoundError):
         super().__init__(
             "no active model: train one with `tagger train` or activate one with `tagger models activate VERSION`"
         )
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line for people: the driver's own message, without SQL or a traceback."""
+    inner = getattr(exc, "orig", None) or exc
+    return str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__

@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from tagger.errors import first_line
 from tagger.settings import Settings
 from tagger.worker.metrics import RATE_WINDOW_SECONDS
 
@@ -144,7 +145,7 @@ class Readiness:
                 conn.execute(text("SELECT 1"))
             return True, "answers"
         except Exception as exc:
-            return False, _first_line(exc)
+            return False, first_line(exc)
 
     def active_version(self) -> str | None:
         from tagger.db.schema import ModelVersion
@@ -169,7 +170,7 @@ class ScrapeCollector(Collector):
         self.readiness = readiness
 
     def collect(self) -> Iterator[Metric]:
-        from tagger.queues import broker_depths
+        from tagger.queues import QUEUES
 
         checks: dict[str, tuple[bool, str]] = {}
         consuming = GaugeMetricFamily(
@@ -178,9 +179,8 @@ class ScrapeCollector(Collector):
         for queue in self.info.queues:
             consuming.add_metric([queue], 1)
         yield consuming
-        try:
-            depths = broker_depths(self.settings.broker_url, timeout=CHECK_TIMEOUT_SECONDS)
-            checks["broker"] = (True, "answers")
+        depths, checks["broker"] = _broker(self.settings.broker_url, QUEUES)
+        if depths is not None:
             waiting = GaugeMetricFamily(
                 "tagger_queue_messages", "Messages waiting in each broker queue.", labels=["queue"]
             )
@@ -192,8 +192,6 @@ class ScrapeCollector(Collector):
                 "Deliveries taken by some worker and not yet acknowledged (broker-wide).",
                 value=depths.unacked,
             )
-        except Exception as exc:
-            checks["broker"] = (False, _first_line(exc))
         checks["database"] = self.readiness.database()
         if checks["database"][0]:
             active = self.readiness.active_version()
@@ -213,19 +211,22 @@ class ScrapeCollector(Collector):
         )
 
 
+def _broker(broker_url: str, queues: tuple[str, ...]) -> tuple[Any, tuple[bool, str]]:
+    """The broker's depths of `queues` (None when it does not answer) and the readiness check's verdict."""
+    from tagger.queues import broker_depths
+
+    try:
+        return broker_depths(broker_url, queues, timeout=CHECK_TIMEOUT_SECONDS), (True, "answers")
+    except Exception as exc:
+        return None, (False, first_line(exc))
+
+
 def all_ok(checks: dict[str, tuple[bool, str]]) -> bool:
     return all(ok for ok, _ in checks.values())
 
 
 def ready_checks(settings: Settings, readiness: Readiness) -> dict[str, tuple[bool, str]]:
-    from tagger.queues import broker_depths
-
-    checks = {"database": readiness.database()}
-    try:
-        broker_depths(settings.broker_url, queues=(), timeout=CHECK_TIMEOUT_SECONDS)
-        checks["broker"] = (True, "answers")
-    except Exception as exc:
-        checks["broker"] = (False, _first_line(exc))
+    checks = {"database": readiness.database(), "broker": _broker(settings.broker_url, ())[1]}
     checks["model"] = Readiness.model(registry_for_scrape())
     return checks
 
@@ -296,11 +297,6 @@ def serve(settings: Settings, info: WorkerInfo) -> WSGIServer:
         settings.metrics_port,
     )
     return server
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 STATUS_COMMAND = "tagger_status"

@@ -91,7 +91,7 @@ def _unreachable(exc: BaseException) -> str | None:
     from kombu.exceptions import OperationalError as BrokerError
     from sqlalchemy.exc import OperationalError as DatabaseError
 
-    from tagger.cli.shared import first_line
+    from tagger.errors import first_line
 
     if isinstance(exc, DatabaseError):
         return f"the database cannot be reached: {first_line(exc)}"

@@ -125,8 +125,8 @@ def _wait_for_database(settings: Settings, *, every: float = 2.0) -> None:
 
     from sqlalchemy.exc import OperationalError
 
-    from tagger.cli.shared import first_line
     from tagger.db import make_engine, upgrade
+    from tagger.errors import first_line
     from tagger.settings import redacted
 
     log = logging.getLogger("tagger.worker")

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.errors import ConfigError, NotFoundError, UnavailableError
+from tagger.errors import ConfigError, NotFoundError, UnavailableError, first_line
 from tagger.settings import Settings
 
 T = TypeVar("T")
@@ -48,12 +48,6 @@ def open_sessions(settings: Settings, *, migrate: bool = True) -> sessionmaker[S
     except OperationalError as exc:
         raise UnavailableError(f"cannot reach the database at {shown}: {first_line(exc)}") from None
     return make_sessionmaker(engine)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception as one line for people: the driver's own message, without SQL or a traceback."""
-    inner = getattr(exc, "orig", None) or exc
-    return str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
 
 
 def _checked(convert: Callable[[str], T], ok: Callable[[T], bool], must: str) -> Callable[[str], T]:

@@ -43,7 +43,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         if args.db_command == "upgrade":
             upgrade(engine)
     except OperationalError as exc:
-        from tagger.cli.shared import first_line
+        from tagger.errors import first_line
 
         raise UnavailableError(f"cannot reach the database at {shown}: {first_line(exc)}") from None
     finally:

@@ -10,7 +10,6 @@ import io
 import threading
 from functools import lru_cache
 
-from tagger.errors import PermanentError, RetryableError
 from tagger.model.decode import DecodeLimits, decode
 from tagger.storage import Storage, open_storage
 
@@ -35,6 +34,3 @@ def thumbnail(storage_url: str, key: str, max_bytes: int, max_pixels: int) -> by
         out = io.BytesIO()
         img.save(out, "JPEG", quality=85)
         return out.getvalue()
-
-
-__all__ = ["PermanentError", "RetryableError", "thumbnail"]
