@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from tagger.db.images import image_ids, storage_id
 from tagger.db.schema import ModelVersion, Tag, utcnow
 from tagger.db.upsert import insert_ignore
 from tagger.errors import ArtifactError, NoActiveModelError, NotFoundError
@@ -22,7 +24,12 @@ def register(session: Session, meta: ArtifactMeta, *, uri: str, activate_if_none
         sha256=meta.weights_sha256,
         status="candidate",
         is_active=False,
-        meta={"tags": meta.tags, "input_size": meta.input_size, "metrics": meta.metrics, "training": meta.training},
+        meta={
+            "tags": meta.tags,
+            "input_size": meta.input_size,
+            "metrics": meta.metrics,
+            "training": _with_image_ids(session, meta.training),
+        },
     )
     session.add(row)
     session.flush()
@@ -30,6 +37,23 @@ def register(session: Session, meta: ArtifactMeta, *, uri: str, activate_if_none
     if activate_if_none and active_or_none(session) is None:
         activate(session, meta.version)
     return row
+
+
+def _with_image_ids(session: Session, training: dict[str, Any]) -> dict[str, Any]:
+    """The training record with an image id on each of its highest-loss held-out images (inserted when a
+    label file named images no job had seen), so the review page can show them and record decisions."""
+    losses = training.get("highest_losses") or []
+    if not losses:
+        return training
+    by_storage: dict[str, list[str]] = {}
+    for entry in losses:
+        by_storage.setdefault(entry["storage"], []).append(entry["key"])
+    ids = {
+        (url, key): image_id
+        for url, keys in by_storage.items()
+        for key, image_id in image_ids(session, storage_id(session, url), keys).items()
+    }
+    return {**training, "highest_losses": [{**e, "image_id": ids[(e["storage"], e["key"])]} for e in losses]}
 
 
 def store_url(version: str, uri: str) -> str:

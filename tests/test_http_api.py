@@ -99,7 +99,14 @@ def _routes(api: Api) -> list[tuple[str, str, str]]:
                 yield from served(route.original_router.routes)
 
     app = create_app(api.settings, api.sessions)
-    filled = {"{job_id}": "0" * 32, "{action}": "cancel", "{tag}": "night", "{image_id}": "1", "{version}": "v1"}
+    filled = {
+        "{job_id}": "0" * 32,
+        "{action}": "cancel",
+        "{tag}": "night",
+        "{image_id}": "1",
+        "{version}": "v1",
+        "{plot}": "curves",
+    }
     found = []
     for route in served(app.routes):
         roles = [d.call.required_role for d in route.dependant.dependencies if hasattr(d.call, "required_role")]

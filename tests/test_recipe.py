@@ -120,3 +120,25 @@ def test_lr_finder_suggests_a_rate_and_restores_the_model() -> None:
     assert len(lrs) == len(losses) > 10 and lrs == sorted(lrs)
     assert lrs[0] <= suggestion <= lrs[-1]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_highest_losses_rank_held_out_images_by_their_mean_cross_entropy_and_name_the_disputed_tags() -> None:
+    import math
+
+    from tagger.training.evaluate import highest_losses
+
+    probs = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.99, 0.3], [0.6, 0.6, 0.6]])
+    targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    images = [("file:///a", "one.jpg"), ("file:///a", "two.jpg"), ("s3://b/p", "one.jpg")]
+
+    def by_hand(p: list[float], y: list[float]) -> float:
+        return -sum(t * math.log(q) + (1 - t) * math.log(1 - q) for q, t in zip(p, y, strict=True)) / len(p)
+
+    ranked = highest_losses(probs, targets, ["night", "car", "b/w"], images, count=2)
+    assert [(e["storage"], e["key"]) for e in ranked] == [images[1], images[2]]
+    assert ranked[0]["loss"] == pytest.approx(by_hand([0.2, 0.99, 0.3], [1, 0, 1]), abs=1e-4)
+    assert ranked[0]["tags"] == ["night", "b/w"]
+    assert [w["tag"] for w in ranked[0]["worst"]] == ["car", "night", "b/w"]  # |p - label|, largest first
+    assert ranked[0]["worst"][0] == {"tag": "car", "probability": 0.99, "labelled": False}
+    with pytest.raises(ValueError, match="2 images for 3 rows"):
+        highest_losses(probs, targets, ["night", "car", "b/w"], images[:2])

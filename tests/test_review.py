@@ -5,6 +5,7 @@ form, escaped output, thumbnails that never read outside their storage root."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -44,6 +45,7 @@ class Site:
     tokens: dict[str, str]
     archive: Path
     env: dict[str, str]
+    trained: str | None = None  # the version the Chromium test trains on the labels it made
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +133,18 @@ def test_revoking_a_token_ends_its_browser_sessions(site: Site) -> None:
         assert after.status_code == 303 and after.headers["location"].startswith("/login")
 
 
+def test_logging_out_ends_the_session_even_for_a_copy_of_its_cookie(site: Site) -> None:
+    with _logged_in(site, "read") as browser:
+        copied = dict(browser.cookies)
+        assert browser.get("/review").status_code == 200
+        assert browser.post("/logout", data={"csrf": _csrf(browser, "/review")}).status_code == 303
+    with httpx.Client(base_url=site.base, cookies=copied, timeout=30) as replay:
+        after = replay.get("/review")
+        assert after.status_code == 303 and after.headers["location"].startswith("/login")
+    with _logged_in(site, "read") as again:  # the token itself still logs in
+        assert again.get("/review").status_code == 200
+
+
 def test_keys_render_as_text_and_thumbnails_stay_in_their_root(site: Site, tmp_path: Path) -> None:
     with _logged_in(site, "read") as reader:
         _thumbnails_and_escaping(site, reader, tmp_path)
@@ -155,6 +169,18 @@ def _thumbnails_and_escaping(site: Site, reader: httpx.Client, tmp_path: Path) -
     assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
     for path in ("/thumbs/..%2F..%2Fetc%2Fpasswd", "/thumbs/%2Fetc%2Fpasswd", "/thumbs/../../etc/passwd"):
         assert reader.get(path).status_code in (404, 422), path
+
+
+def _train(site: Site, *extra: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tagger", "train", "--labels", "db", *TINY, "--no-activate", "--json", *extra],
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Site) -> None:
@@ -187,28 +213,78 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
         assert "Accepted 20 image(s)" in page.content()
         assert page.locator("img[src=x]").count() == 0  # the hostile key is text, not markup
         page.screenshot(path=str(artifacts / "review-page.png"), full_page=True)
+
+        with site.sessions() as session:
+            labels = session.execute(select(Label.image_id, Tag.name, Label.positive, Label.decided_by).join(Tag)).all()
+        expected = [(i, TAG, True, "review-person") for i in order[:3]] + [(order[3], TAG, False, "review-person")]
+        expected += [(i, TAG, True, "review-person") for i in order[4:]]  # probability ~1.0: all above 0.9
+        assert sorted(labels) == sorted(expected)
+
+        found = _train(site, "--find-lr")  # the range test first: the run after it keeps its curve
+        report = _train(site)
+        assert report["version"] and report["train_images"] + report["valid_images"] == 24, report
+        with site.sessions() as session:
+            from tagger.db.schema import ModelVersion
+
+            meta = session.scalars(select(ModelVersion.meta).where(ModelVersion.version == report["version"])).one()
+        assert meta["training"]["labels"] == "db"
+        assert meta["training"]["lr_find"]["suggestion"] == found["suggested_lr"]
+        site.trained = report["version"]
+
+        # The new version's page draws its curves and range test; its worst held-out images take decisions.
+        page.goto(f"{site.base}/review/models/{report['version']}")
+        page.wait_for_load_state("load")
+        widths = page.eval_on_selector_all("img.plot", "imgs => imgs.map(i => i.naturalWidth)")
+        assert len(widths) == 2 and all(w > 100 for w in widths), widths
+        page.screenshot(path=str(artifacts / "model-page.png"), full_page=True)
+        with page.expect_navigation():
+            page.click("text=held-out images with the highest loss")
+        first = meta["training"]["highest_losses"][0]
+        assert page.locator(".item .key").first.inner_text() == first["key"]
+        disputed = first["worst"][0]
+        choice = "reject" if disputed["labelled"] else "accept"  # what the person says the label should be
+        with page.expect_navigation():
+            page.locator(f".item >> nth=0 >> tr:has-text('{disputed['tag']}') >> button.{choice}").click()
+        assert page.locator(".item.current").get_attribute("data-index") == "0"  # stays on the image
         browser.close()
     assert alerts == []
     with site.sessions() as session:
-        labels = session.execute(select(Label.image_id, Tag.name, Label.positive, Label.decided_by).join(Tag)).all()
-    expected = [(i, TAG, True, "review-person") for i in order[:3]] + [(order[3], TAG, False, "review-person")]
-    expected += [(i, TAG, True, "review-person") for i in order[4:]]  # probability ~1.0: all above 0.9
-    assert sorted(labels) == sorted(expected)
-    trained = subprocess.run(
-        [sys.executable, "-m", "tagger", "train", "--labels", "db", *TINY, "--no-activate", "--json"],
-        env=site.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    report = json.loads(trained.stdout)
-    assert report["version"] and report["train_images"] + report["valid_images"] == 24, report
+        decided = session.execute(
+            select(Label.positive).join(Tag).where(Label.image_id == first["image_id"], Tag.name == disputed["tag"])
+        ).scalar_one()
+    assert decided is (choice == "accept")
+
+
+def test_training_keeps_its_worst_held_out_images_and_the_pages_plot_from_the_registry(site: Site) -> None:
+    from tagger.storage import canonical_url
+
+    version = site.trained
+    assert version, "needs the version trained by the Chromium test above"
     with site.sessions() as session:
         from tagger.db.schema import ModelVersion
 
-        meta = session.scalars(select(ModelVersion.meta).where(ModelVersion.version == report["version"])).one()
-    assert meta["training"]["labels"] == "db"
+        training = session.scalars(select(ModelVersion.meta).where(ModelVersion.version == version)).one()["training"]
+        worst = training["highest_losses"]
+        assert len(worst) == training["valid_images"]  # fewer than 100 held out: all of them, worst first
+        assert [w["loss"] for w in worst] == sorted((w["loss"] for w in worst), reverse=True)
+        url = canonical_url(site.archive.as_uri())
+        assert {w["storage"] for w in worst} == {url}
+        ids = image_ids(session, storage_id(session, url), [w["key"] for w in worst])
+        assert [w["image_id"] for w in worst] == [ids[w["key"]] for w in worst]
+    with httpx.Client(base_url=site.base, timeout=30) as anonymous:
+        assert anonymous.get(f"/review/models/{version}/curves.png").status_code in (303, 401)
+    with _logged_in(site, "read") as reader:
+        model_page = reader.get(f"/review/models/{version}").text
+        assert f"<title>{version} · tagger review</title>" in model_page and "Training curves" in model_page
+        for plot in ("curves", "lr-find"):
+            drawn = reader.get(f"/review/models/{version}/{plot}.png")
+            assert drawn.status_code == 200 and drawn.content.startswith(b"\x89PNG"), plot
+        assert reader.get(f"/review/models/{version}/weights.png").status_code == 404
+        assert reader.get("/review/models/no-such-version/curves.png").status_code == 404
+        listing = reader.get(f"/review/models/{version}/losses").text
+        shown = re.findall(r'<div class="key">([^<]*)</div>', listing)
+        assert [html.unescape(k) for k in shown] == [w["key"] for w in worst]
+        assert "button" not in listing.split('class="grid"', 1)[1].split("<script>")[0]  # read cannot decide
 
 
 def test_jobs_are_followed_and_steered_from_the_browser_with_the_right_role(site: Site) -> None:

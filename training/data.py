@@ -69,6 +69,7 @@ class DecodedStills(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if not keep:
             raise ConfigError(f"none of the {len(data.keys)} labelled images could be read, e.g. {data.keys[:3]}")
         self.keys = [data.keys[i] for i in keep]
+        self.storage_urls = [data.storage_urls[i] for i in keep]
         self.pixels = torch.stack([decoded[i] for i in keep])  # type: ignore[misc]
         self.targets = encode([data.tags[i] for i in keep], vocabulary)
 

@@ -22,10 +22,60 @@ from tagger.training.metrics import (
 )
 
 CHUNK = 128  # images per forward pass while scoring
+HIGHEST_LOSSES = 100  # held-out images kept per version for the review page, worst first
+WORST_TAGS = 5  # per kept image: the tags where the model and the label disagree most
 
 
 def bce(probs: torch.Tensor, targets: torch.Tensor) -> float:
     return float(nn.functional.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets))
+
+
+def image_losses(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each image's binary cross-entropy, averaged over its tags: N x tags -> N (nats)."""
+    clamped = probs.clamp(1e-7, 1 - 1e-7)
+    return nn.functional.binary_cross_entropy(clamped, targets, reduction="none").mean(dim=1)
+
+
+def highest_losses(
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    vocabulary: list[str],
+    images: list[tuple[str, str]],
+    *,
+    count: int = HIGHEST_LOSSES,
+) -> list[dict[str, Any]]:
+    """The held-out images the model gets most wrong, worst first: where a person's look helps most
+    (a wrong label, or a still the model cannot read yet). fastai's `plot_top_losses`, kept as data.
+
+    `images` holds each row's (storage URL, key). Each entry: storage, key, loss (mean BCE over tags,
+    nats), the labelled tags, and the `WORST_TAGS` tags with the largest |probability - label|.
+    """
+    if len(images) != len(probs):
+        raise ValueError(f"{len(images)} images for {len(probs)} rows of probabilities")
+    losses = image_losses(probs, targets)
+    order = torch.argsort(losses, descending=True)[:count]
+    errors = (probs - targets).abs()
+    out = []
+    for row in order.tolist():
+        worst = torch.argsort(errors[row], descending=True)[:WORST_TAGS].tolist()
+        storage, key = images[row]
+        out.append(
+            {
+                "storage": storage,
+                "key": key,
+                "loss": round(float(losses[row]), 5),
+                "tags": [vocabulary[i] for i in torch.nonzero(targets[row]).flatten().tolist()],
+                "worst": [
+                    {
+                        "tag": vocabulary[i],
+                        "probability": round(float(probs[row, i]), 4),
+                        "labelled": bool(targets[row, i]),
+                    }
+                    for i in worst
+                ],
+            }
+        )
+    return out
 
 
 def predict_all(

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -38,13 +40,14 @@ from tagger.storage import canonical_url, open_storage, storage_url_for
 from tagger.training import checkpoint
 from tagger.training.augment import Augment
 from tagger.training.data import DecodedStills, drop_rare
-from tagger.training.evaluate import bce, evaluate, predict_all, predict_served
+from tagger.training.evaluate import bce, evaluate, highest_losses, predict_all, predict_served
 from tagger.training.metrics import accuracy_multi, fbeta_samples, mean_average_precision
 from tagger.training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
 from tagger.training.recipe import discriminative, layer_groups, one_cycle, set_frozen
 
 log = logging.getLogger(__name__)
 
+LR_FIND_RECORD = "lr_find.json"  # beside lr_find.png: the series, for the next run on the same data
 MIN_TRAIN_IMAGES = 8  # below this a batch-norm network cannot train meaningfully (and a batch of one cannot)
 
 
@@ -306,15 +309,15 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
     normalise = Normalise()
     plots_dir = args.plots or settings.var_dir / "train"
     report = TrainReport(version=None, arch=arch, train_images=len(train), valid_images=len(valid))
+    run_id = {"arch": arch, "size": args.size, "tags": vocabulary, "data": labelled.fingerprint()}
     if args.find_lr:
-        return _find_lr(model, train, device, normalise, args, plots_dir, report, started), None
+        return _find_lr(model, train, device, normalise, args, plots_dir, report, started, run_id), None
 
     say(
         f"training {arch} on {len(train)} images, validating on {len(valid)}, {len(vocabulary)} tags, "
         f"{args.size}px, {args.freeze_epochs} frozen + {args.epochs} epochs, device {device}"
     )
     ckpt_dir = args.checkpoint or settings.var_dir / "train" / "checkpoint"
-    run_id = {"arch": arch, "size": args.size, "tags": vocabulary, "data": labelled.fingerprint()}
     history = fit(model, train, valid, args, device, normalise, ckpt_dir=ckpt_dir, run_id=run_id)
     probs, targets = predict_served(model, valid, device, normalise)
     final, tag_thresholds = evaluate(probs, targets, vocabulary, args)
@@ -349,6 +352,10 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
             "data_sha256": labelled.fingerprint(),
             "tag_counts": dict(labelled.tag_counts()),
             "history": history,
+            "lr_find": _recorded_lr_find(plots_dir, run_id),
+            "highest_losses": highest_losses(
+                probs, targets, vocabulary, list(zip(valid.storage_urls, valid.keys, strict=True))
+            ),
             "code_version": _code_version(),
         },
     )
@@ -382,6 +389,7 @@ def _find_lr(
     plots_dir: Path,
     report: TrainReport,
     started: float,
+    run_id: dict[str, Any],
 ) -> TrainReport:
     from tagger.training.lr_find import lr_find
     from tagger.training.plots import plot_lr_find
@@ -395,10 +403,31 @@ def _find_lr(
 
     lrs, losses, suggestion = lr_find(model, batches, step_fn, weight_decay=args.weight_decay)
     path = plot_lr_find(lrs, losses, suggestion, plots_dir / "lr_find.png")
+    finite = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if math.isfinite(loss)]  # JSON has no inf
+    record = {
+        "run": run_id,
+        "lrs": [lr for lr, _ in finite],
+        "losses": [loss for _, loss in finite],
+        "suggestion": suggestion,
+        "frozen": args.freeze_epochs > 0,
+    }
+    (plots_dir / LR_FIND_RECORD).write_text(json.dumps(record))
     say(f"learning-rate range test over {len(lrs)} steps: suggested --lr {suggestion:.1e}; plot: {path}")
     report.suggested_lr, report.plots["lr_find"] = suggestion, str(path)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _recorded_lr_find(plots_dir: Path, run_id: dict[str, Any]) -> dict[str, Any] | None:
+    """The range test `--find-lr` ran on this same data, architecture and size, to keep beside the model
+    it informed (the model pages plot it); None when there was none, or it was for other data."""
+    try:
+        record = json.loads((plots_dir / LR_FIND_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("run") != run_id:
+        return None
+    return {k: record.get(k) for k in ("lrs", "losses", "suggestion", "frozen")}
 
 
 def _migrated_engine(settings: Settings) -> Any:

@@ -8,6 +8,7 @@ Every decision is a label (who, when, accepted or rejected) that `tagger train -
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 
 from tagger.errors import NotFoundError
 from tagger.tokens import Principal
-from tagger.web.session import check_csrf, csrf_token, log_in, require_user, user
+from tagger.web.session import check_csrf, csrf_token, log_in, log_out, require_user, user
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -32,6 +33,12 @@ def _page(request: Request, name: str, principal: Principal | None, **context: A
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _decision(decided: dict[tuple[int, str], bool], image_id: int, tag: str) -> str:
+    """How a page shows a person's decision on (image, tag): accepted, rejected or not yet ("")."""
+    state = decided.get((image_id, tag))
+    return "" if state is None else ("accepted" if state else "rejected")
 
 
 def _local(path: str) -> str:
@@ -68,7 +75,7 @@ def login(
 @router.post("/logout")
 def logout(request: Request, csrf: str = Form("")) -> RedirectResponse:  # noqa: B008
     check_csrf(request, csrf)
-    request.session.clear()
+    log_out(request)
     return RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
 
 
@@ -111,8 +118,7 @@ def tag_page(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     decided = decisions(sessions, [i["image_id"] for i in items])
     for item in items:
-        state = decided.get((item["image_id"], tag))
-        item["decision"] = "" if state is None else ("accepted" if state else "rejected")
+        item["decision"] = _decision(decided, item["image_id"], tag)
     return _page(
         request,
         "tag.html",
@@ -147,8 +153,7 @@ def image_page(
     decided = decisions(sessions, [image_id])
     rows = suggestions_for(sessions, image)
     for row in rows:
-        state = decided.get((image_id, row["tag"]))
-        row["decision"] = "" if state is None else ("accepted" if state else "rejected")
+        row["decision"] = _decision(decided, image_id, row["tag"])
     return _page(request, "image.html", principal, image=image, suggestions=rows, may_review=principal.may("review"))
 
 
@@ -158,8 +163,9 @@ def decide(
     image_id: int = Form(...),  # noqa: B008
     tag: str = Form(...),  # noqa: B008
     decision: str = Form(...),  # noqa: B008
-    cursor: int = Form(0, ge=0, le=PAGE),  # noqa: B008
+    cursor: int = Form(0, ge=0, le=1000),  # noqa: B008
     page: int = Form(0, ge=0, le=100_000),  # noqa: B008
+    stay: bool = Form(False),  # noqa: B008 - the page decides several tags per image: stay on it
     back: str = Form("/review"),  # noqa: B008
     csrf: str = Form(""),  # noqa: B008
     principal: Principal = Depends(require_user("review")),  # noqa: B008
@@ -179,8 +185,9 @@ def decide(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     accepted, rejected = ([tag], []) if decision == "accept" else ([], [tag])
     record(sessions, image_id, accepted=accepted, rejected=rejected, source="accepted", by=principal.name)
-    at = f"page={page}&cursor={cursor + 1}" if page else f"cursor={cursor + 1}"
-    return RedirectResponse(f"{_local(back)}?{at}#item-{cursor + 1}", status.HTTP_303_SEE_OTHER)
+    after = cursor if stay else cursor + 1
+    at = f"page={page}&cursor={after}" if page else f"cursor={after}"
+    return RedirectResponse(f"{_local(back)}?{at}#item-{after}", status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/review/tags/{tag:path}/accept-above")
@@ -271,13 +278,8 @@ def models_page(request: Request, principal: Principal = Depends(require_user("r
     return _page(request, "models.html", principal, versions=versions)
 
 
-@router.get("/review/models/{version}", response_class=HTMLResponse)
-def model_page(
-    version: str,
-    request: Request,
-    done: str | None = None,
-    principal: Principal = Depends(require_user("read")),  # noqa: B008
-) -> HTMLResponse:
+def _version(request: Request, version: str) -> Any:
+    """The registry row of `version`, detached (404 when there is none)."""
     from tagger import registry
 
     with request.app.state.sessions() as session:
@@ -286,8 +288,24 @@ def model_page(
         except NotFoundError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
         session.expunge(row)
+    return row
+
+
+def _training(row: Any) -> dict[str, Any]:
+    return dict((row.meta or {}).get("training") or {})
+
+
+@router.get("/review/models/{version}", response_class=HTMLResponse)
+def model_page(
+    version: str,
+    request: Request,
+    done: str | None = None,
+    principal: Principal = Depends(require_user("read")),  # noqa: B008
+) -> HTMLResponse:
+    row = _version(request, version)
     metrics = dict((row.meta or {}).get("metrics") or {})
     per_tag = metrics.pop("per_tag", {}) or {}
+    training = _training(row)
     return _page(
         request,
         "model.html",
@@ -295,9 +313,75 @@ def model_page(
         model=row,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         per_tag=per_tag,
+        history=training.get("history") or [],
+        lr_find=training.get("lr_find"),
+        losses=len(training.get("highest_losses") or []),
         may_switch=principal.may("admin"),
         done=done if done in ("activated", "rolled back") else None,
     )
+
+
+@router.get("/review/models/{version}/losses", response_class=HTMLResponse)
+def losses_page(
+    version: str,
+    request: Request,
+    cursor: int = Query(0, ge=0, le=1000),  # noqa: B008
+    principal: Principal = Depends(require_user("read")),  # noqa: B008
+) -> HTMLResponse:
+    """The held-out images this version got most wrong (training keeps them, worst first): mislabelled
+    stills and blind spots, with accept/reject for the tags in dispute."""
+    from tagger.labels import decisions
+
+    row = _version(request, version)
+    items = [dict(e) for e in _training(row).get("highest_losses") or [] if e.get("image_id") is not None]
+    decided = decisions(request.app.state.sessions, [e["image_id"] for e in items])
+    for item in items:
+        item["worst"] = [dict(w) for w in item.get("worst") or []]
+        for worst in item["worst"]:
+            worst["decision"] = _decision(decided, item["image_id"], worst["tag"])
+    return _page(
+        request,
+        "losses.html",
+        principal,
+        model=row,
+        items=items,
+        cursor=cursor,
+        back=f"/review/models/{quote(version)}/losses",
+        may_review=principal.may("review"),
+    )
+
+
+@router.get("/review/models/{version}/{plot}.png")
+def model_plot(
+    version: str,
+    plot: str,
+    request: Request,
+    _: Principal = Depends(require_user("read")),  # noqa: B008
+) -> Response:
+    """The training curves or the lr-finder plot of a version, drawn from what the registry keeps."""
+    import json
+
+    training = _training(_version(request, version))
+    if plot == "curves" and training.get("history"):
+        data = json.dumps(training["history"], sort_keys=True)
+    elif plot == "lr-find" and training.get("lr_find"):
+        data = json.dumps(training["lr_find"], sort_keys=True)
+    else:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{version} has no {plot} plot")
+    return Response(_plot(plot, data), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@lru_cache(maxsize=32)
+def _plot(kind: str, data: str) -> bytes:
+    """A version's record never changes, so each plot is drawn once per process (a few hundred ms)."""
+    import json
+
+    from tagger.training.plots import curves_png, lr_find_png
+
+    record = json.loads(data)
+    if kind == "curves":
+        return curves_png(record)
+    return lr_find_png(record["lrs"], record["losses"], record["suggestion"])
 
 
 @router.post("/review/models/{version}/{action}")

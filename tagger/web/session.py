@@ -1,9 +1,10 @@
 """Browser sessions for the review pages: log in with an API token, a signed cookie, a CSRF token per session.
 
-The cookie (Starlette's SessionMiddleware, signed with TAGGER_WEB_SECRET) holds the token's id and a
-CSRF token, never the secret; every request checks that the token is still live, so revoking it logs
-its sessions out. Every state-changing form carries the session's CSRF token (403 without it), and
-the cookie is SameSite=strict.
+The cookie (Starlette's SessionMiddleware, signed with TAGGER_WEB_SECRET) holds a random session id
+and a CSRF token, never the API token. The session itself is a database row (`web_sessions`, the id's
+SHA-256): every request checks that it has not ended and that its token is still live, so logging out
+ends it even where a copy of the cookie survives, and revoking a token ends all its sessions. Every
+state-changing form carries the session's CSRF token (403 without it); the cookie is SameSite=lax.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import secrets
 from typing import Any
 
 from fastapi import HTTPException, Request, status
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from tagger.db.schema import ApiToken
-from tagger.tokens import Principal, authenticate
+from tagger.db.schema import ApiToken, WebSession, utcnow
+from tagger.tokens import Principal, authenticate, digest
 
 
 def csrf_token(request: Request) -> str:
@@ -34,28 +35,52 @@ def check_csrf(request: Request, given: str | None) -> None:
 
 
 def log_in(request: Request, token: str) -> Principal | None:
+    """Start a session for a valid, unrevoked API token; None (and no session) otherwise."""
     principal = authenticate(request.app.state.sessions, token.strip())
     if principal is None:
         return None
-    with request.app.state.sessions() as session:
-        token_id = session.scalar(select(ApiToken.id).where(ApiToken.name == principal.name))
+    secret = secrets.token_urlsafe(32)
+    with request.app.state.sessions() as session, session.begin():
+        token_id = session.scalars(select(ApiToken.id).where(ApiToken.token_sha256 == digest(token.strip()))).one()
+        session.add(WebSession(id_sha256=digest(secret), token_id=token_id))
     request.session.clear()  # a new session on log-in: no fixation
-    request.session["token_id"] = token_id
+    request.session["sid"] = secret
     csrf_token(request)
     return principal
 
 
+def log_out(request: Request) -> None:
+    """End this session: its row is marked ended, so the cookie no longer opens anything anywhere."""
+    secret = request.session.get("sid")
+    request.session.clear()
+    if secret:
+        with request.app.state.sessions() as session, session.begin():
+            session.execute(
+                update(WebSession)
+                .where(WebSession.id_sha256 == digest(str(secret)), WebSession.ended_at.is_(None))
+                .values(ended_at=utcnow())
+            )
+
+
 def user(request: Request) -> Principal | None:
-    """Whoever this session belongs to, while their token is live."""
-    token_id = request.session.get("token_id")
-    if token_id is None:
+    """Whoever this session belongs to, while the session has not ended and its token is live."""
+    secret = request.session.get("sid")
+    if not secret:
         return None
     with request.app.state.sessions() as session:
-        row = session.get(ApiToken, token_id)
-        if row is None or row.revoked_at is not None:
-            request.session.clear()
-            return None
-        return Principal(row.name, row.role)
+        found = session.execute(
+            select(ApiToken.name, ApiToken.role)
+            .join(WebSession, WebSession.token_id == ApiToken.id)
+            .where(
+                WebSession.id_sha256 == digest(str(secret)),
+                WebSession.ended_at.is_(None),
+                ApiToken.revoked_at.is_(None),
+            )
+        ).first()
+    if found is None:
+        request.session.clear()
+        return None
+    return Principal(found.name, found.role)
 
 
 class LoginRequired(Exception):
