@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from tagger.celeryconfig import make_producer_app
 from tagger.cli.local_workers import LocalWorkers
@@ -190,6 +190,59 @@ def test_a_worker_killed_at_any_stage_loses_and_duplicates_nothing(rig: Rig, tmp
     assert result.state.value == "done"
     rig.assert_exact(job, done=40)
     assert not _unacknowledged(rig)
+
+
+def _writes_waiting_on_a_lock(rig: Rig) -> int:
+    """Sessions whose statement is the sink's write, waiting for a row lock (pg_stat_activity)."""
+    with rig.sessions() as session:
+        return int(
+            session.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%claimed AS%' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        )
+
+
+def test_a_worker_killed_mid_commit_leaves_its_batch_written_whole_and_acknowledged_once(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Kill the worker while its batch's write is inside the database: the statement is held on the job's
+    row lock, so it has begun and not committed. The server finishes the orphaned statement, which commits
+    with no one left to acknowledge the message: the batch is written whole, its message comes back to
+    another worker, which finds nothing pending and writes nothing, and the job ends exact. (A statement
+    terminated instead rolls back whole: the `inferred` kill above covers a batch left pending.)"""
+    holds = Holds(rig.settings.var_dir)
+    job = rig.submit(rig.keys[:40])
+    holds.arm("inferred")
+    worker = LocalWorkers(rig.settings, count=1, log_file=rig.log).start()
+    held = holds.wait("inferred", log=rig.log)
+    blocker = make_engine(rig.settings.database_url)
+    try:
+        with blocker.connect() as conn:
+            locked = conn.begin()
+            conn.execute(text("SELECT 1 FROM jobs WHERE id = :job FOR UPDATE"), {"job": job})
+            holds.release(held)
+            rig.until(lambda: _writes_waiting_on_a_lock(rig) == 1, timeout=30)
+            assert held.task_id in _unacknowledged(rig)
+            assert {_attempts(rig, job)[i] for i in held.image_ids} == {("pending", 1)}  # begun, not committed
+            os.killpg(worker.procs[0].pid, signal.SIGKILL)
+            worker.stop()
+            locked.commit()
+    finally:
+        blocker.dispose()
+    rig.until(lambda: _writes_waiting_on_a_lock(rig) == 0, timeout=30)
+    assert {_attempts(rig, job)[i] for i in held.image_ids} == {("done", 1)}  # the whole batch, once
+    second_log = tmp_path / "after.log"
+    with LocalWorkers(rig.settings, count=1, log_file=second_log) as second:
+        received = f"tagger.tag_batch[{held.task_id}] received"
+        rig.until(lambda: received in second_log.read_text(), timeout=60)  # the message came back
+        result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=second.alive)
+        rig.until(lambda: not _unacknowledged(rig), timeout=30)
+    assert {_attempts(rig, job)[i] for i in held.image_ids} == {("done", 1)}  # the redelivery wrote nothing
+    assert result.state.value == "done"
+    rig.assert_exact(job, done=40)
 
 
 def test_a_threads_pool_crash_returns_its_batches_split_one_image_per_message(rig: Rig, tmp_path: Path) -> None:

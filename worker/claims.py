@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from tagger.db.arrays import array_literal
+from tagger.db.engine import run_statement
 from tagger.db.schema import Image, JobItem, Storage, utcnow
 from tagger.jobs.lifecycle import mark_running
 from tagger_client.contract import ItemState
@@ -82,11 +83,7 @@ def claim_fresh(engine: Engine, job_id: str, image_ids: Sequence[int]) -> FreshC
     None when the delivery needs the general path (no such job, a job that is not queued or running, a
     deadline passed, nothing pending, or an image retried before); nothing is written then.
     """
-    with engine.connect() as conn:
-        raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
-        rows = raw.execute(  # type: ignore[union-attr]
-            _CLAIM_FRESH, {"job": job_id, "ids": array_literal(sorted(image_ids))}
-        ).fetchall()
+    rows = run_statement(engine, _CLAIM_FRESH, {"job": job_id, "ids": array_literal(sorted(image_ids))})
     if not rows or rows[0][4] is None:
         return None
     state, queue, max_attempts, active_id = rows[0][:4]

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.db import make_engine, make_sessionmaker
+from tagger.db import make_engine, make_sessionmaker, make_statement_engine
 from tagger.settings import Settings
 from tagger.storage import Storage, open_storage
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class WorkerContext:
     settings: Settings
-    engine: Engine  # the sink writes through it; sessions are bound to it
+    engine: Engine  # the hot path's one-statement claim and write (`run_statement`): no ping on checkout
     sessions: sessionmaker[Session]
     runtime: Any  # worker.runtime.ModelRuntime, imported lazily to keep torch out of the parent
     pool: ThreadPoolExecutor
@@ -70,8 +70,8 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
+    engine = make_statement_engine(settings.database_url)
+    sessions = make_sessionmaker(make_engine(settings.database_url))  # everything else: pinged connections
     device = pick_device(settings.device)
     options = ServingOptions(
         threshold_override=settings.threshold,

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, delete, tuple_, update
 from sqlalchemy.orm import Session
 
 from tagger.db.arrays import array_literal
+from tagger.db.engine import run_statement
 from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert_many
 from tagger.jobs.lifecycle import finish_if_complete, mark_running
@@ -181,9 +182,7 @@ def _write_postgres(
         "reasons": [r.reason[:2000] for r in refused],
         "skipped": array_literal(sorted(skipped)),
     }
-    with engine.connect() as conn:
-        raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
-        done, failed, skip, closed = raw.execute(_WRITE, params).fetchone()  # type: ignore[union-attr]
+    ((done, failed, skip, closed),) = run_statement(engine, _WRITE, params)
     return BatchCounts(done=int(done), failed=int(failed), skipped=int(skip), closed=bool(closed))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tagger.db.engine import is_postgres, make_engine, make_sessionmaker
+from tagger.db.engine import is_postgres, make_engine, make_sessionmaker, make_statement_engine, run_statement
 from tagger.db.migrate import upgrade
 
-__all__ = ["make_engine", "make_sessionmaker", "upgrade", "is_postgres"]
+__all__ = ["make_engine", "make_sessionmaker", "make_statement_engine", "run_statement", "upgrade", "is_postgres"]
