@@ -52,7 +52,9 @@ PER_IMAGE = 10  # suggestions per image, as a trained model gives
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=240, help="stills in the archive (default 240)")
+    p.add_argument(
+        "--images", type=int, default=512, help="stills in the archive; a multiple of batch x workers (default 512)"
+    )
     p.add_argument("--naive-images", type=int, default=60, help="stills for the naive baseline (default 60)")
     p.add_argument("--interactive", type=int, default=8, help="interactive images timed during a bulk job")
     p.add_argument("--arch", default="resnet18")
@@ -216,6 +218,48 @@ def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, im
     return rounds * batch / (time.perf_counter() - start)
 
 
+def _one_torch_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class ModelCeiling:
+    """The model-only ceiling of this machine, as the worker can run the model: one process with every
+    core's threads, and on CPU also one process per core with one thread each (the prefork pool's default),
+    all at once; the better of the two. The per-core processes live as long as this object."""
+
+    def __init__(self, device_name: str) -> None:
+        import multiprocessing
+
+        self.device_name = device_name
+        self.cores = os.cpu_count() or 1
+        self.pool = (
+            ProcessPoolExecutor(
+                self.cores, mp_context=multiprocessing.get_context("spawn"), initializer=_one_torch_thread
+            )
+            if device_name == "cpu" and self.cores > 1
+            else None
+        )
+
+    def measure(self, arch: str, tags: int, size: int, batch: int, images: int) -> dict[str, float]:
+        """images/s: `one_process`, `per_core` (summed over the processes; CPU only) and `best`."""
+        out = {"one_process": model_rate(arch, tags, size, batch, self.device_name, images)}
+        if self.pool is not None:
+            share = max(batch * 3, images // self.cores)
+            futures = [
+                self.pool.submit(model_rate, arch, tags, size, batch, self.device_name, share)
+                for _ in range(self.cores)
+            ]
+            out["per_core"] = sum(f.result() for f in futures)
+        out["best"] = max(out.values())
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
 def _sink_batches(sessions: Any, storage_url: str, tag_ids: list[int], images: int, batch: int) -> Any:
     """A job over `images` fresh images and the sink's rows for it, batch by batch (TaggedRows, as the worker)."""
     from sqlalchemy import select
@@ -362,13 +406,14 @@ def database_write_rate(
     batch: int,
     *,
     decode: tuple[Path, list[str], int, int] | None = None,
+    streams: int = 1,
 ) -> float:
     """The database's own rate for the sink's very write: the same statement (fence, rows, images,
     counters) with the same parameters, one transaction per batch, replayed by the server from one
     query string (PREPARE, then BEGIN; EXECUTE; COMMIT per batch), so no client, driver or GIL sits
-    between batches. With `decode`, the same decode threads as `sink_rate` run meanwhile: on a machine
-    with few cores they take CPU from the server too, and the ratio should show only what the client
-    costs. PostgreSQL only; suggestion rows/s."""
+    between batches; `streams` connections at once, as many as the sink's writers. With `decode`, the
+    same decode threads as `sink_rate` run meanwhile: on a machine with few cores they take CPU from the
+    server too, and the ratio should show only what the client costs. PostgreSQL only; suggestion rows/s."""
     import re
 
     from tagger.db.arrays import array_literal
@@ -397,15 +442,27 @@ def database_write_rate(
         ]
         calls.append(f"BEGIN; EXECUTE bench_write({', '.join(args)}); COMMIT;")
     engine = sessions.kw["bind"]
-    with engine.connect() as conn:
-        raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
-        raw.execute(f"PREPARE bench_write({types}) AS {statement}")  # type: ignore[union-attr]
-        script = "\n".join(calls)
+    with ExitStack() as stack:
+        raws = []
+        for _ in range(streams):
+            conn = stack.enter_context(engine.connect())
+            raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
+            raw.execute(f"PREPARE bench_write({types}) AS {statement}")  # type: ignore[union-attr]
+            raws.append(raw)
+        scripts = ["\n".join(calls[i::streams]) for i in range(streams)]
+        replays = [
+            threading.Thread(target=raw.execute, args=(script,))  # type: ignore[union-attr]
+            for raw, script in zip(raws, scripts, strict=True)
+        ]
         with busy_decoding(decode):
             start = time.perf_counter()
-            raw.execute(script)  # type: ignore[union-attr]
+            for t in replays:
+                t.start()
+            for t in replays:
+                t.join()
             seconds = time.perf_counter() - start
-        raw.execute("DEALLOCATE bench_write")  # type: ignore[union-attr]
+        for raw in raws:
+            raw.execute("DEALLOCATE bench_write")  # type: ignore[union-attr]
     return sum(len(b.row_images) for b in batches) / seconds
 
 
@@ -550,7 +607,9 @@ def main() -> int:
     )
     results["decode_device"] = device_decode_rate(work / "archive", keys, args.size, args.device, args.batch)
     results["decode_other"] = other_decoder_rates(work / "archive", keys, args.size, args.threads)
-    results["model_only"] = model_rate(args.arch, args.tags, args.size, args.batch, args.device, max(args.images, 256))
+    ceiling = ModelCeiling(args.device)
+    first = ceiling.measure(args.arch, args.tags, args.size, args.batch, max(args.images, 256))
+    results["model_only"], results["model_only_ways"] = first["best"], first
 
     with ExitStack() as stack:
         redis = stack.enter_context(EmbeddedRedis())
@@ -603,10 +662,10 @@ def main() -> int:
             run(keys[: args.batch * 2], args.batch, storage=warm.as_uri())  # the model loads in every worker
             rounds = []
             for i in range(args.rounds):  # each run between two model-only measurements: a drifting machine
-                before = model_rate(args.arch, args.tags, args.size, args.batch, args.device, max(args.images, 256))
+                before = ceiling.measure(args.arch, args.tags, args.size, args.batch, max(args.images, 256))["best"]
                 fresh = linked_copy(work / "archive", f"archive-{i}").as_uri()
                 e2e = run(keys, args.batch, storage=fresh)
-                after = model_rate(args.arch, args.tags, args.size, args.batch, args.device, max(args.images, 256))
+                after = ceiling.measure(args.arch, args.tags, args.size, args.batch, max(args.images, 256))["best"]
                 rounds.append({"model_before": before, "end_to_end": e2e, "model_after": after})
                 say(f"      round {i + 1}: {e2e:,.1f} images/s, {e2e / ((before + after) / 2):.0%} of model only")
             results["rounds"] = rounds
@@ -636,7 +695,9 @@ def main() -> int:
             results["naive"] = run(keys[: args.naive_images], 1)
 
         say(f"[6/8] sink: {args.sink_rows} suggestion rows on {args.database}; database and broker ceilings")
-        writers = args.concurrency or (3 if settings.worker_pool == "threads" or results["gpu"] else 1)
+        # As many writers as the worker writes batches at once: its task threads, or one per pool process.
+        threads_pool = settings.worker_pool == "threads" or (settings.worker_pool == "auto" and results["gpu"])
+        writers = args.concurrency or (3 if threads_pool else os.cpu_count() or 1)
         sink_url = (work / "sink").as_uri()
         results["sink_writers"] = writers
         decoding = (work / "archive", keys, args.size, min(args.threads, 8))
@@ -655,14 +716,21 @@ def main() -> int:
             )
             if args.database == "postgresql":
                 one["database_write_beside_decode_rows_per_s"] = database_write_rate(
-                    sessions, sink_url, version_id, tag_ids, args.sink_rows, args.batch, decode=decoding
+                    sessions,
+                    sink_url,
+                    version_id,
+                    tag_ids,
+                    args.sink_rows,
+                    args.batch,
+                    decode=decoding,
+                    streams=writers,
                 )
             one["sink_alone_rows_per_s"] = sink_rate(
-                sessions, sink_url, version_id, tag_ids, args.sink_rows, batch=args.batch, writers=1, decode=None
+                sessions, sink_url, version_id, tag_ids, args.sink_rows, batch=args.batch, writers=writers, decode=None
             )
             if args.database == "postgresql":
                 one["database_write_rows_per_s"] = database_write_rate(
-                    sessions, sink_url, version_id, tag_ids, args.sink_rows, args.batch
+                    sessions, sink_url, version_id, tag_ids, args.sink_rows, args.batch, streams=writers
                 )
             sink_rounds.append(one)
         results["sink_rounds"] = sink_rounds
@@ -691,11 +759,13 @@ def main() -> int:
         def stages() -> dict[str, float]:
             """The overhead scenario's stages, each alone: images/s, and the bound they allow together."""
             decode = decode_rate(work / "small", small_keys, args.overhead_size, args.threads, draft=True)
-            model = model_rate(
-                args.overhead_arch, args.tags, args.overhead_size, args.batch, args.device, args.overhead_images
-            )
+            model = ceiling.measure(
+                args.overhead_arch, args.tags, args.overhead_size, args.batch, args.overhead_images
+            )["best"]
             sink = (
-                sink_rate(sessions, sink_url, version_id, tag_ids, 50_000, batch=args.batch, writers=1, decode=None)
+                sink_rate(
+                    sessions, sink_url, version_id, tag_ids, 50_000, batch=args.batch, writers=writers, decode=None
+                )
                 / PER_IMAGE
             )
             return {"decode": decode, "model": model, "sink": sink, "bound": 1 / (1 / decode + 1 / model + 1 / sink)}
@@ -736,6 +806,7 @@ def main() -> int:
                     run(keys[: args.batch * 2 * n], args.batch)
                     results["scale_out"][n] = run(keys, args.batch)
         engine.dispose()
+    ceiling.close()
 
     report(results)
     if args.json_out:
@@ -767,7 +838,7 @@ def _sink_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             + f"{r['sink_rows_per_s'] / bare:.0%} of a bare INSERT",
         ),
         (
-            "sink: one writer alone",
+            f"sink: {r['sink_writers']} writer thread(s) alone",
             f"{r['sink_alone_rows_per_s']:,.0f} rows/s",
             (f"{r['sink_alone_of_database']:.0%} of the database's own rate for this write alone; " if alone else "")
             + f"{r['sink_alone_rows_per_s'] / bare:.0%} of a bare INSERT",
@@ -776,7 +847,8 @@ def _sink_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     if beside and alone:
         rows += [
             (
-                "database: the sink's write replayed by the server, beside the same decode threads",
+                f"database: the sink's write replayed by the server on {r['sink_writers']} connection(s), "
+                "beside the same decode threads",
                 f"{beside:,.0f} rows/s",
                 "",
             ),

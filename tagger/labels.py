@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tagger import registry
 from tagger.db.images import image_ids, storage_id
 from tagger.db.schema import Image, Label, Storage, Suggestion, Tag, utcnow
-from tagger.db.upsert import upsert
+from tagger.db.upsert import insert_ignore, upsert
 from tagger.errors import ConfigError, PermanentError
 from tagger.storage import canonical_url, validate_key
 
@@ -307,6 +307,20 @@ def accept_above(sessions: sessionmaker[Session], tag: str, min_probability: flo
                 )
             )
         )
+        accepted, now = 0, utcnow()
         for start in range(0, len(ids), 1000):
-            _decide(session, {i: ([name], []) for i in ids[start : start + 1000]}, source="accepted", by=by)
-    return len(ids)
+            rows = [
+                {
+                    "image_id": i,
+                    "tag_id": tag_id,
+                    "positive": True,
+                    "source": "accepted",
+                    "decided_by": by,
+                    "created_at": now,
+                }
+                for i in ids[start : start + 1000]
+            ]
+            # DO NOTHING, not an upsert: a decision someone made since the read above stands.
+            stmt = insert_ignore(session, Label, rows, ["image_id", "tag_id"]).returning(Label.image_id)
+            accepted += len(session.execute(stmt).all())  # the rows inserted: a conflict returns none
+    return accepted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,12 +25,14 @@ def register(session: Session, meta: ArtifactMeta, *, uri: str, activate_if_none
         sha256=meta.weights_sha256,
         status="candidate",
         is_active=False,
-        meta={
-            "tags": meta.tags,
-            "input_size": meta.input_size,
-            "metrics": meta.metrics,
-            "training": _with_image_ids(session, meta.training),
-        },
+        meta=_finite(
+            {
+                "tags": meta.tags,
+                "input_size": meta.input_size,
+                "metrics": meta.metrics,
+                "training": _with_image_ids(session, meta.training),
+            }
+        ),
     )
     session.add(row)
     session.flush()
@@ -37,6 +40,18 @@ def register(session: Session, meta: ArtifactMeta, *, uri: str, activate_if_none
     if activate_if_none and active_or_none(session) is None:
         activate(session, meta.version)
     return row
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float as None: a loss that overflowed in one epoch is history,
+    and PostgreSQL's JSON refuses NaN and Infinity (the row would fail after the artifact was saved)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _with_image_ids(session: Session, training: dict[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class Settings:
         default=0,
         metadata={
             "help": "Batches a `tagger worker` runs at once: pool processes (prefork) or task threads (threads). "
-            "0: 3 threads on a GPU, half the CPU cores as processes on CPU."
+            "0: 3 threads on a GPU; on CPU one process per core, each with one torch thread."
         },
     )
     worker_pool: str = field(

@@ -97,3 +97,38 @@ def test_a_vocabulary_other_than_the_registered_one_is_refused_before_serving(tm
     assert serve(TAGS).version == "v1"  # type: ignore[attr-defined]
     with pytest.raises(ArtifactError, match="vocabulary"):
         serve(["night", "car", "man"])  # same tags, other output order: every probability would be mislabelled
+
+
+def test_registering_keeps_each_highest_loss_image_by_storage_and_no_number_json_refuses(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from tagger import registry
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.db.schema import Image, Storage
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    worst = [
+        {"storage": "file:///one", "key": "same.jpg", "loss": 2.0, "tags": ["night"], "worst": []},
+        {"storage": "file:///two", "key": "same.jpg", "loss": 1.0, "tags": [], "worst": []},
+    ]
+    meta = ArtifactMeta(
+        version="v1",
+        arch="resnet18",
+        tags=TAGS,
+        input_size=32,
+        weights_sha256="0" * 64,
+        metrics={"f2": float("nan"), "map": 0.5},
+        training={"history": [{"epoch": 1, "train_loss": float("inf"), "valid_loss": 0.7}], "highest_losses": worst},
+    )
+    with sessions() as session, session.begin():
+        registry.register(session, meta, uri="file:///models/v1")
+    with sessions() as session:
+        kept = registry.get(session, "v1").meta
+        ids = [e["image_id"] for e in kept["training"]["highest_losses"]]
+        found = dict(session.execute(select(Image.id, Storage.url).join(Storage).where(Image.id.in_(ids))).all())
+    assert [found[i] for i in ids] == ["file:///one", "file:///two"]  # the same key under two roots: two images
+    assert kept["metrics"] == {"f2": None, "map": 0.5}
+    assert kept["training"]["history"] == [{"epoch": 1, "train_loss": None, "valid_loss": 0.7}]
+    engine.dispose()

@@ -142,3 +142,19 @@ def test_highest_losses_rank_held_out_images_by_their_mean_cross_entropy_and_nam
     assert ranked[0]["worst"][0] == {"tag": "car", "probability": 0.99, "labelled": False}
     with pytest.raises(ValueError, match="2 images for 3 rows"):
         highest_losses(probs, targets, ["night", "car", "b/w"], images[:2])
+
+
+def test_a_range_test_is_kept_only_by_a_run_that_starts_where_it_started(tmp_path: Path) -> None:
+    import json
+
+    from tagger.training.train import LR_FIND_RECORD, _recorded_lr_find
+
+    key = {"arch": "resnet18", "size": 64, "data": "abc", "init": "imagenet", "freeze_epochs": 1}
+    assert _recorded_lr_find(tmp_path, key) is None  # no range test was run
+    record = {"run": key, "lrs": [1e-4, 1e-3], "losses": [0.7, 0.5], "suggestion": 1e-3, "frozen": True}
+    (tmp_path / LR_FIND_RECORD).write_text(json.dumps(record))
+    assert _recorded_lr_find(tmp_path, key) == {k: record[k] for k in ("lrs", "losses", "suggestion", "frozen")}
+    for other in ({"data": "abd"}, {"init": "random"}, {"freeze_epochs": 0}, {"arch": "resnet50"}):
+        assert _recorded_lr_find(tmp_path, key | other) is None, other
+    (tmp_path / LR_FIND_RECORD).write_text("{not json")
+    assert _recorded_lr_find(tmp_path, key) is None

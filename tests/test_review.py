@@ -14,16 +14,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.images import image_ids, storage_id
-from tagger.db.schema import Label, Tag
+from tagger.db.schema import Label, Tag, WebSession
 from tagger.settings import Settings
 from tagger.tokens import create
 from tests.conftest import make_model, make_settings, write_stills
@@ -143,6 +144,14 @@ def test_logging_out_ends_the_session_even_for_a_copy_of_its_cookie(site: Site) 
         assert after.status_code == 303 and after.headers["location"].startswith("/login")
     with _logged_in(site, "read") as again:  # the token itself still logs in
         assert again.get("/review").status_code == 200
+        replaced = dict(again.cookies)
+        relogged = again.post("/login", data={"token": site.tokens["read"], "csrf": _csrf(again, "/login")})
+        assert relogged.status_code == 303 and again.get("/review").status_code == 200
+        with httpx.Client(base_url=site.base, cookies=replaced, timeout=30) as replay:
+            assert replay.get("/review").status_code == 303  # logging in again ended the session it replaced
+        with site.sessions() as session, session.begin():  # 13 hours later
+            session.execute(update(WebSession).values(created_at=WebSession.created_at - timedelta(hours=13)))
+        assert again.get("/review").status_code == 303
 
 
 def test_keys_render_as_text_and_thumbnails_stay_in_their_root(site: Site, tmp_path: Path) -> None:

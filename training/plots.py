@@ -40,6 +40,7 @@ def _lr_find_figure(lrs: list[float], losses: list[float], suggestion: float) ->
 
 
 def _curves_figure(history: list[dict[str, Any]]) -> Any:
+    history = [{k: float("nan") if v is None else v for k, v in row.items()} for row in history]  # gaps
     epochs = [row["epoch"] for row in history]
     fig = _figure(10, 4)
     losses, metrics = fig.subplots(1, 2)

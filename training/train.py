@@ -310,8 +310,16 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
     plots_dir = args.plots or settings.var_dir / "train"
     report = TrainReport(version=None, arch=arch, train_images=len(train), valid_images=len(valid))
     run_id = {"arch": arch, "size": args.size, "tags": vocabulary, "data": labelled.fingerprint()}
+    # A range test speaks for a run that starts where it started: same data, weights, phases and batches.
+    finder_key = {
+        **run_id,
+        "init": init,
+        "freeze_epochs": args.freeze_epochs,
+        "batch_size": args.batch_size,
+        "valid_fraction": args.valid_fraction,
+    }
     if args.find_lr:
-        return _find_lr(model, train, device, normalise, args, plots_dir, report, started, run_id), None
+        return _find_lr(model, train, device, normalise, args, plots_dir, report, started, finder_key), None
 
     say(
         f"training {arch} on {len(train)} images, validating on {len(valid)}, {len(vocabulary)} tags, "
@@ -352,7 +360,7 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
             "data_sha256": labelled.fingerprint(),
             "tag_counts": dict(labelled.tag_counts()),
             "history": history,
-            "lr_find": _recorded_lr_find(plots_dir, run_id),
+            "lr_find": _recorded_lr_find(plots_dir, finder_key),
             "highest_losses": highest_losses(
                 probs, targets, vocabulary, list(zip(valid.storage_urls, valid.keys, strict=True))
             ),
@@ -375,6 +383,8 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
     report.plots["curves"] = str(plot_curves(history, plots_dir / f"{meta.version}-curves.png"))
     say(f"training curves: {report.plots['curves']}")
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # a finished run leaves nothing to resume
+    if meta.training.get("lr_find"):  # kept with this model: the range test preceded this run, not later ones
+        (plots_dir / LR_FIND_RECORD).unlink(missing_ok=True)
     report.seconds = time.monotonic() - started
     candidate = Candidate(meta, f"{store.url}/{meta.version}", valid_set, valid, probs)
     return report, candidate
@@ -389,7 +399,7 @@ def _find_lr(
     plots_dir: Path,
     report: TrainReport,
     started: float,
-    run_id: dict[str, Any],
+    finder_key: dict[str, Any],
 ) -> TrainReport:
     from tagger.training.lr_find import lr_find
     from tagger.training.plots import plot_lr_find
@@ -405,7 +415,7 @@ def _find_lr(
     path = plot_lr_find(lrs, losses, suggestion, plots_dir / "lr_find.png")
     finite = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if math.isfinite(loss)]  # JSON has no inf
     record = {
-        "run": run_id,
+        "run": finder_key,
         "lrs": [lr for lr, _ in finite],
         "losses": [loss for _, loss in finite],
         "suggestion": suggestion,
@@ -418,14 +428,15 @@ def _find_lr(
     return report
 
 
-def _recorded_lr_find(plots_dir: Path, run_id: dict[str, Any]) -> dict[str, Any] | None:
-    """The range test `--find-lr` ran on this same data, architecture and size, to keep beside the model
-    it informed (the model pages plot it); None when there was none, or it was for other data."""
+def _recorded_lr_find(plots_dir: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The range test `--find-lr` ran just before this run, on the same data, architecture, size, start
+    weights, phases and batch size, to keep beside the model it informed (the model pages plot it); None
+    when there was none or it was for another run. The next run that keeps it removes the file."""
     try:
         record = json.loads((plots_dir / LR_FIND_RECORD).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("run") != run_id:
+    if not isinstance(record, dict) or record.get("run") != key:
         return None
     return {k: record.get(k) for k in ("lrs", "losses", "suggestion", "frozen")}
 

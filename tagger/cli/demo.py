@@ -62,7 +62,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         f"{report.final['f2_calibrated']:.3f} with calibrated thresholds; curves: {report.plots['curves']}"
     )
 
-    print(f"[3/4] bulk-tagging all {len(stills)} stills through Redis and {args.workers} worker process(es)")
+    print(f"[3/4] bulk-tagging all {len(stills)} stills through Redis and {args.workers} `tagger worker`(s)")
     storage_url = archive.resolve().as_uri()
     with ExitStack() as stack:
         workers = start_local_cluster(stack, settings, args.workers)

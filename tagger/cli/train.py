@@ -23,7 +23,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--size", type=int, default=64, help="model input size; small keeps the demo fast on CPU (default 64)"
     )
-    p.add_argument("--workers", type=int, default=2, help="worker processes to start (default 2)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="`tagger worker`s to start, each with a process per core (default 1)"
+    )
     p.add_argument("--dir", default=None, help="where to write the sample archive (default: VAR/demo)")
     p.set_defaults(func=cmd_demo)
 

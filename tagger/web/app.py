@@ -27,7 +27,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
     from tagger.errors import ConfigError
     from tagger.web.api import router
     from tagger.web.review import router as review_router
-    from tagger.web.session import LoginRequired
+    from tagger.web.session import SESSION_LIFETIME, LoginRequired
     from tagger_client.client import TaggerClient
 
     if not settings.broker_url:
@@ -57,7 +57,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
         SessionMiddleware,
         secret_key=settings.web_secret or secrets.token_urlsafe(32),
         session_cookie="tagger_session",
-        max_age=12 * 3600,
+        max_age=int(SESSION_LIFETIME.total_seconds()),
         same_site="lax",  # every state-changing request also needs the session's CSRF token
         https_only=bool(settings.web_cookie_secure),
     )

@@ -272,9 +272,17 @@ def models_page(request: Request, principal: Principal = Depends(require_user("r
 
     from tagger.db.schema import ModelVersion
 
-    with request.app.state.sessions() as session:
-        versions = list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())))
-        session.expunge_all()
+    with request.app.state.sessions() as session:  # not `meta`: it holds each version's training record
+        versions = session.execute(
+            select(
+                ModelVersion.version,
+                ModelVersion.arch,
+                ModelVersion.status,
+                ModelVersion.is_active,
+                ModelVersion.created_at,
+                ModelVersion.meta["metrics"]["map"].as_float().label("map"),
+            ).order_by(ModelVersion.id.desc())
+        ).all()
     return _page(request, "models.html", principal, versions=versions)
 
 

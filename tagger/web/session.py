@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from fastapi import HTTPException, Request, status
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 
 from tagger.db.schema import ApiToken, WebSession, utcnow
 from tagger.tokens import Principal, authenticate, digest
+
+SESSION_LIFETIME = timedelta(hours=12)  # the cookie's max age, and the session row's
 
 
 def csrf_token(request: Request) -> str:
@@ -39,10 +42,17 @@ def log_in(request: Request, token: str) -> Principal | None:
     principal = authenticate(request.app.state.sessions, token.strip())
     if principal is None:
         return None
+    log_out(request)  # a session already in this browser ends: its cookie opens nothing any more
     secret = secrets.token_urlsafe(32)
     with request.app.state.sessions() as session, session.begin():
         token_id = session.scalars(select(ApiToken.id).where(ApiToken.token_sha256 == digest(token.strip()))).one()
         session.add(WebSession(id_sha256=digest(secret), token_id=token_id))
+        # Ended and expired sessions are kept no longer than a cookie could still present them.
+        session.execute(
+            delete(WebSession).where(
+                or_(WebSession.ended_at.is_not(None), WebSession.created_at < utcnow() - SESSION_LIFETIME)
+            )
+        )
     request.session.clear()  # a new session on log-in: no fixation
     request.session["sid"] = secret
     csrf_token(request)
@@ -74,6 +84,7 @@ def user(request: Request) -> Principal | None:
             .where(
                 WebSession.id_sha256 == digest(str(secret)),
                 WebSession.ended_at.is_(None),
+                WebSession.created_at >= utcnow() - SESSION_LIFETIME,
                 ApiToken.revoked_at.is_(None),
             )
         ).first()
