@@ -85,7 +85,10 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
     p.add_argument("--json-out", type=Path, default=None)
-    return p.parse_args()
+    args = p.parse_args()
+    if args.rounds < 1:
+        p.error("--rounds must be 1 or more")
+    return args
 
 
 def _write_still(args: tuple[Path, int, tuple[int, int], int]) -> str:
@@ -197,7 +200,11 @@ def device_decode_rate(root: Path, keys: list[str], size: int, device_name: str,
     return len(blobs) / (time.perf_counter() - start)
 
 
-def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, images: int) -> float:
+def model_span(
+    arch: str, tags: int, size: int, batch: int, device_name: str, images: int, barrier: Any = None
+) -> tuple[int, float, float]:
+    """(images, start, end in epoch seconds) of `predict` on random batches after a warm-up; with `barrier`,
+    the timing starts when every process sharing it is warm."""
     import torch
 
     from tagger.model.architectures import build_model
@@ -211,11 +218,26 @@ def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, im
     norm = Normalise()
     for _ in range(3):
         predict(model, x, normalise=norm, device=device, dtype=dtype)
+    if barrier is not None:
+        barrier.wait()
     rounds = max(3, images // batch)
-    start = time.perf_counter()
+    start = time.time()
     for _ in range(rounds):
         predict(model, x, normalise=norm, device=device, dtype=dtype)
-    return rounds * batch / (time.perf_counter() - start)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return rounds * batch, start, time.time()
+
+
+def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, images: int) -> float:
+    """The model alone in this process, images/s."""
+    n, start, end = model_span(arch, tags, size, batch, device_name, images)
+    return n / (end - start)
+
+
+def cores() -> int:
+    """The cores this process may use (affinity and cpusets), as the worker counts them."""
+    return len(os.sched_getaffinity(0)) or 1
 
 
 def _one_torch_thread() -> None:
@@ -227,37 +249,44 @@ def _one_torch_thread() -> None:
 class ModelCeiling:
     """The model-only ceiling of this machine, as the worker can run the model: one process with every
     core's threads, and on CPU also one process per core with one thread each (the prefork pool's default),
-    all at once; the better of the two. The per-core processes live as long as this object."""
+    started together at a barrier; the better of the two. The per-core processes live as long as this."""
 
     def __init__(self, device_name: str) -> None:
         import multiprocessing
 
+        from tagger.model.device import pick_device
+
         self.device_name = device_name
-        self.cores = os.cpu_count() or 1
+        self.cores = cores()
+        on_cpu = pick_device(device_name).type == "cpu"
+        context = multiprocessing.get_context("spawn")
         self.pool = (
-            ProcessPoolExecutor(
-                self.cores, mp_context=multiprocessing.get_context("spawn"), initializer=_one_torch_thread
-            )
-            if device_name == "cpu" and self.cores > 1
+            ProcessPoolExecutor(self.cores, mp_context=context, initializer=_one_torch_thread)
+            if on_cpu and self.cores > 1
             else None
         )
+        self.manager = context.Manager() if self.pool is not None else None
 
     def measure(self, arch: str, tags: int, size: int, batch: int, images: int) -> dict[str, float]:
-        """images/s: `one_process`, `per_core` (summed over the processes; CPU only) and `best`."""
+        """images/s: `one_process`, `per_core` (all images over the span from the first start to the last
+        end; CPU only) and `best`."""
         out = {"one_process": model_rate(arch, tags, size, batch, self.device_name, images)}
-        if self.pool is not None:
+        if self.pool is not None and self.manager is not None:
             share = max(batch * 3, images // self.cores)
+            barrier = self.manager.Barrier(self.cores)
             futures = [
-                self.pool.submit(model_rate, arch, tags, size, batch, self.device_name, share)
+                self.pool.submit(model_span, arch, tags, size, batch, self.device_name, share, barrier)
                 for _ in range(self.cores)
             ]
-            out["per_core"] = sum(f.result() for f in futures)
+            spans = [f.result() for f in futures]
+            out["per_core"] = sum(n for n, _, _ in spans) / (max(e for _, _, e in spans) - min(s for _, s, _ in spans))
         out["best"] = max(out.values())
         return out
 
     def close(self) -> None:
-        if self.pool is not None:
+        if self.pool is not None and self.manager is not None:
             self.pool.shutdown()
+            self.manager.shutdown()
 
 
 def _sink_batches(sessions: Any, storage_url: str, tag_ids: list[int], images: int, batch: int) -> Any:
@@ -358,7 +387,8 @@ def sink_rate(
     from tagger.db import make_statement_engine
     from tagger.worker.sink import record_batch
 
-    engine = make_statement_engine(sessions.kw["bind"].url.render_as_string(hide_password=False))  # the worker's
+    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
+    engine = make_statement_engine(url, pool_size=writers)  # the worker's, a connection per writer
     job, batches = _sink_batches(sessions, storage_url, tag_ids, rows // PER_IMAGE, batch)
     queue = list(batches)
     lock = threading.Lock()
@@ -441,8 +471,11 @@ def database_write_rate(
             "'{}'",
         ]
         calls.append(f"BEGIN; EXECUTE bench_write({', '.join(args)}); COMMIT;")
-    engine = sessions.kw["bind"]
+    from tagger.db import make_engine
+
+    engine = make_engine(sessions.kw["bind"].url.render_as_string(hide_password=False), pool_size=streams)
     with ExitStack() as stack:
+        stack.callback(engine.dispose)
         raws = []
         for _ in range(streams):
             conn = stack.enter_context(engine.connect())
@@ -576,6 +609,7 @@ def main() -> int:
     from tagger.embedded_redis import EmbeddedRedis
     from tagger.jobs.producer import celery_sender, submit
     from tagger.jobs.progress import summary, wait
+    from tagger.model.device import pick_device
     from tagger.settings import Settings
     from tagger_client.contract import JobSpec
 
@@ -696,15 +730,16 @@ def main() -> int:
 
         say(f"[6/8] sink: {args.sink_rows} suggestion rows on {args.database}; database and broker ceilings")
         # As many writers as the worker writes batches at once: its task threads, or one per pool process.
-        threads_pool = settings.worker_pool == "threads" or (settings.worker_pool == "auto" and results["gpu"])
-        writers = args.concurrency or (3 if threads_pool else os.cpu_count() or 1)
+        on_gpu = pick_device(args.device).type == "cuda"
+        threads_pool = settings.worker_pool == "threads" or (settings.worker_pool == "auto" and on_gpu)
+        writers = args.concurrency or (3 if threads_pool else cores())
         sink_url = (work / "sink").as_uri()
         results["sink_writers"] = writers
         decoding = (work / "archive", keys, args.size, min(args.threads, 8))
         sink_rounds = []
         for _ in range(args.rounds):  # the sink and its ceiling in turn, beside decode threads and alone
-            one: dict[str, float] = {}
-            one["sink_rows_per_s"] = sink_rate(
+            measured: dict[str, float] = {}
+            measured["sink_rows_per_s"] = sink_rate(
                 sessions,
                 sink_url,
                 version_id,
@@ -715,7 +750,7 @@ def main() -> int:
                 decode=decoding,
             )
             if args.database == "postgresql":
-                one["database_write_beside_decode_rows_per_s"] = database_write_rate(
+                measured["database_write_beside_decode_rows_per_s"] = database_write_rate(
                     sessions,
                     sink_url,
                     version_id,
@@ -725,14 +760,14 @@ def main() -> int:
                     decode=decoding,
                     streams=writers,
                 )
-            one["sink_alone_rows_per_s"] = sink_rate(
+            measured["sink_alone_rows_per_s"] = sink_rate(
                 sessions, sink_url, version_id, tag_ids, args.sink_rows, batch=args.batch, writers=writers, decode=None
             )
             if args.database == "postgresql":
-                one["database_write_rows_per_s"] = database_write_rate(
+                measured["database_write_rows_per_s"] = database_write_rate(
                     sessions, sink_url, version_id, tag_ids, args.sink_rows, args.batch, streams=writers
                 )
-            sink_rounds.append(one)
+            sink_rounds.append(measured)
         results["sink_rounds"] = sink_rounds
         for key in sink_rounds[0]:
             results[key] = statistics.median(r[key] for r in sink_rounds)
@@ -773,14 +808,16 @@ def main() -> int:
         register(sessions, settings, args.overhead_arch, tags, args.overhead_size, activate=True)
         overhead_rounds = []
         with LocalWorkers(settings, count=args.workers, log_file=work / "workers.log"):
-            warm = linked_copy(work / "small", "small-warm").as_uri()
-            run(small_keys[: args.batch * 2], args.batch, storage=warm)
+            warm_small = linked_copy(work / "small", "small-warm").as_uri()
+            run(small_keys[: args.batch * 2], args.batch, storage=warm_small)
             for i in range(args.rounds):  # each run between two measurements of its stages alone
-                before = stages()
+                stages_before = stages()
                 e2e = run(small_keys, args.batch, storage=linked_copy(work / "small", f"small-{i}").as_uri())
-                after = stages()
-                bound = (before["bound"] + after["bound"]) / 2
-                overhead_rounds.append({"before": before, "end_to_end": e2e, "after": after, "bound": bound})
+                stages_after = stages()
+                bound = (stages_before["bound"] + stages_after["bound"]) / 2
+                overhead_rounds.append(
+                    {"before": stages_before, "end_to_end": e2e, "after": stages_after, "bound": bound}
+                )
                 say(f"      round {i + 1}: {e2e:,.1f} images/s, {e2e / bound:.0%} of the bound")
         results["overhead"] = {
             "rounds": overhead_rounds,
@@ -863,6 +900,7 @@ def report(r: dict[str, Any]) -> None:
     on_device = args["decoder"] == "device" or (args["decoder"] == "auto" and r["gpu"])
     decode_ceiling = r["decode_draft"] + r["decode_device"] if on_device else r["decode_draft"]
     model_only = r["model_only_rounds"]  # measured around the end-to-end runs
+    serial = 1 / (1 / r["decode_draft"] + 1 / model_only + PER_IMAGE / r["sink_alone_rows_per_s"])
     ceiling = min(decode_ceiling, model_only)
     e2e = r["end_to_end"]
     o = r["overhead"]
@@ -909,6 +947,17 @@ def report(r: dict[str, Any]) -> None:
             f"**{r['end_to_end_of_model']:.0%} of model only** (rounds: {e2e_rounds}); "
             f"{e2e / ceiling:.0%} of min(decode, model); {e2e / decode_ceiling:.0%} of decode; "
             f"{e2e / r['naive']:.1f}x naive",
+        ),
+        *(
+            []
+            if r["gpu"]
+            else [
+                (
+                    "the bound its stages allow on these shared cores: 1 / (decode + model + sink per image)",
+                    f"{serial:,.1f}",
+                    f"end to end is {e2e / serial:.0%} of it",
+                )
+            ]
         ),
         ("naive: 1 image per task, batch 1, full decode", f"{r['naive']:,.1f}", ""),
         (

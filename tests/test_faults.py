@@ -192,6 +192,28 @@ def test_a_worker_killed_at_any_stage_loses_and_duplicates_nothing(rig: Rig, tmp
     assert not _unacknowledged(rig)
 
 
+def _tagged(rig: Rig, image_ids: list[int]) -> dict[int, list[tuple[int, float, Any]]]:
+    """image id -> its suggestion rows (tag, probability, written at), for images marked tagged (a version
+    and a time on the image row): what a batch's write leaves behind."""
+    with rig.sessions() as session:
+        marked = set(
+            session.scalars(
+                select(Image.id).where(
+                    Image.id.in_(image_ids), Image.model_version_id.is_not(None), Image.tagged_at.is_not(None)
+                )
+            )
+        )
+        rows = session.execute(
+            select(Suggestion.image_id, Suggestion.tag_id, Suggestion.probability, Suggestion.created_at)
+            .where(Suggestion.image_id.in_(image_ids))
+            .order_by(Suggestion.image_id, Suggestion.tag_id)
+        ).all()
+    out: dict[int, list[tuple[int, float, Any]]] = {i: [] for i in marked}
+    for image_id, tag_id, probability, created_at in rows:
+        out.setdefault(image_id, []).append((tag_id, probability, created_at))
+    return out
+
+
 def _writes_waiting_on_a_lock(rig: Rig) -> int:
     """Sessions whose statement is the sink's write, waiting for a row lock (pg_stat_activity)."""
     with rig.sessions() as session:
@@ -212,7 +234,8 @@ def test_a_worker_killed_mid_commit_leaves_its_batch_written_whole_and_acknowled
     row lock, so it has begun and not committed. The server finishes the orphaned statement, which commits
     with no one left to acknowledge the message: the batch is written whole, its message comes back to
     another worker, which finds nothing pending and writes nothing, and the job ends exact. (A statement
-    terminated instead rolls back whole: the `inferred` kill above covers a batch left pending.)"""
+    terminated instead rolls back whole: the `inferred` kill above covers a batch left pending.) The
+    server must not cancel the orphan on its own: `client_connection_check_interval` stays 0 (the default)."""
     holds = Holds(rig.settings.var_dir)
     job = rig.submit(rig.keys[:40])
     holds.arm("inferred")
@@ -232,8 +255,10 @@ def test_a_worker_killed_mid_commit_leaves_its_batch_written_whole_and_acknowled
             locked.commit()
     finally:
         blocker.dispose()
-    rig.until(lambda: _writes_waiting_on_a_lock(rig) == 0, timeout=30)
-    assert {_attempts(rig, job)[i] for i in held.image_ids} == {("done", 1)}  # the whole batch, once
+    # The lock is granted before the orphan commits: wait for its commit, the whole batch at once.
+    rig.until(lambda: {_attempts(rig, job)[i] for i in held.image_ids} == {("done", 1)}, timeout=30)
+    written = _tagged(rig, held.image_ids)
+    assert set(written) == set(held.image_ids)  # every image of the batch marked tagged, its rows with it
     second_log = tmp_path / "after.log"
     with LocalWorkers(rig.settings, count=1, log_file=second_log) as second:
         received = f"tagger.tag_batch[{held.task_id}] received"
@@ -241,6 +266,7 @@ def test_a_worker_killed_mid_commit_leaves_its_batch_written_whole_and_acknowled
         result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=second.alive)
         rig.until(lambda: not _unacknowledged(rig), timeout=30)
     assert {_attempts(rig, job)[i] for i in held.image_ids} == {("done", 1)}  # the redelivery wrote nothing
+    assert _tagged(rig, held.image_ids) == written
     assert result.state.value == "done"
     rig.assert_exact(job, done=40)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from tagger import registry
@@ -222,3 +223,30 @@ def test_query_producers_page_past_a_thousand_images(settings: Settings, session
     ids = fill_job(sessions, job, [f"p/{i:05d}.jpg" for i in range(2345)], tmp_path.as_uri(), batch_size=500)
     streamed = list(paged_ids(sessions, Image.model_version_id.is_(None), page=1000))
     assert streamed == sorted(ids.values())  # every id once, in order, across three pages
+
+
+def test_a_statement_on_a_connection_the_server_dropped_is_sent_again_on_a_new_one(postgres) -> None:  # type: ignore[no-untyped-def]
+    """The hot path's engine does not ping on checkout: a connection the server terminated (a restart, a
+    failover) is found by the statement, and `run_statement` empties the pool and sends it once more."""
+    import time
+
+    from sqlalchemy import text
+
+    from tagger.db import make_engine, make_statement_engine, run_statement
+
+    url = postgres.create_database(f"drop_{threading.get_ident()}")
+    hot, admin = make_statement_engine(url, pool_size=2), make_engine(url)
+    try:
+        first = run_statement(hot, "SELECT pg_backend_pid()", {})[0][0]
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            conn.commit()
+            while conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": first}).scalar():
+                time.sleep(0.05)
+        again = run_statement(hot, "SELECT pg_backend_pid()", {})[0][0]
+        assert again != first
+        with pytest.raises(Exception, match="division by zero"):  # other errors are not retried
+            run_statement(hot, "SELECT 1 / 0", {})
+    finally:
+        hot.dispose()
+        admin.dispose()

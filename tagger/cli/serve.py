@@ -54,7 +54,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     context.configure(settings)
     _wait_for_database(settings)
     gpu = pick_device(settings.device).type == "cuda"
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) or 1  # the cores this worker may use (affinity, cpusets)
     pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
     # On CPU one pool process per core, one torch thread each: measured on 2 cores, 1.1x the model-only
     # rate of one process with 2 threads for ResNet-18 at 224 px and 1.8x for a small model (BENCHMARKS.md).

@@ -19,9 +19,10 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True, pool_size: int = 5, **kwargs: Any) -> Engine:
     """An engine for `url`. PostgreSQL connections are pinged on checkout (`pre_ping`), one round trip that
-    finds a connection the server dropped before a session uses it; see `make_statement_engine`."""
+    finds a connection the server dropped before a session uses it (see `make_statement_engine`); up to
+    `pool_size` stay open, as many again overflow."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -35,31 +36,39 @@ def make_engine(url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     try:
-        return create_engine(url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=5, **kwargs)
+        return create_engine(url, pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=pool_size, **kwargs)
     except ImportError as exc:
         raise ConfigError(f"no driver for {url.split(':', 1)[0]}: {exc}") from exc
 
 
-def make_statement_engine(url: str) -> Engine:
+def make_statement_engine(url: str, *, pool_size: int = 3) -> Engine:
     """The engine of a worker's hot path: one statement per batch to claim and one to write
-    (`run_statement`), without the checkout's ping, which doubled their round trips. A connection the
-    server dropped fails its statement instead (the task waits and retries) and is discarded."""
-    return make_engine(url, pre_ping=False)
+    (`run_statement`), without the checkout's ping, which doubled their round trips. Connections open
+    as they are needed: one per prefork process, one per task thread (3 by default) in the threads pool."""
+    return make_engine(url, pre_ping=False, pool_size=pool_size)
 
 
 def run_statement(engine: Engine, sql: str, params: dict[str, Any]) -> list[Any]:
     """Rows of one statement sent through the driver in autocommit (PostgreSQL): one round trip, no ORM.
 
-    A broken connection is invalidated, so the pool never hands it out again; the error propagates.
+    Without a ping on checkout, a connection the server dropped (a restart, a failover) is found by
+    the statement itself: the engine's pool is then emptied and the statement sent once more on a new
+    connection, which callers allow (the claim and the write change nothing when run twice: what they
+    claimed or wrote is no longer pending). Any other error, or a second failure, propagates.
     """
-    with engine.connect() as conn:
-        raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
-        try:
-            return list(raw.execute(sql, params).fetchall())  # type: ignore[union-attr]
-        except Exception:
-            if getattr(raw, "closed", False) or getattr(raw, "broken", False):
+    for attempt in (1, 2):
+        with engine.connect() as conn:
+            raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
+            try:
+                return list(raw.execute(sql, params).fetchall())  # type: ignore[union-attr]
+            except Exception:
+                if not (getattr(raw, "closed", False) or getattr(raw, "broken", False)):
+                    raise
                 conn.invalidate()
-            raise
+                engine.dispose()  # the other pooled connections went with the same server
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
