@@ -56,8 +56,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     gpu = pick_device(settings.device).type == "cuda"
     cores = len(os.sched_getaffinity(0)) or 1  # the cores this worker may use (affinity, cpusets)
     pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
-    # On CPU one pool process per core, one torch thread each: measured on 2 cores, 1.1x the model-only
-    # rate of one process with 2 threads for ResNet-18 at 224 px and 1.8x for a small model (BENCHMARKS.md).
+    # On CPU one pool process per core, one torch thread each: measured on 2 cores against one process with
+    # 2 threads, model-only 0.9-1.1x for ResNet-18 at 224 px and 1.8x for a small model (BENCHMARKS.md).
     default = 3 if pool == "threads" else cores
     concurrency = args.concurrency or settings.worker_concurrency or default
     info = health.WorkerInfo(
