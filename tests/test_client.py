@@ -326,3 +326,30 @@ def test_a_webhook_receiver_that_never_answers_holds_up_no_tagging(  # type: ign
     engine.dispose()
     assert tagged.state.value == "done"
     assert webhook["state"] == "retrying" and webhook["attempts"] == 1 and webhook["last_error"]
+
+
+def test_a_job_that_ended_as_it_started_has_no_rate() -> None:
+    """A job whose only key was refused ends the instant it starts: no rate (it was once a million/s)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tagger_client.contract import JobState
+    from tagger_client.status import JobStatus
+
+    start = datetime(2026, 11, 30, tzinfo=UTC)
+    ended = JobStatus(
+        id="0" * 32,
+        state=JobState.DONE_WITH_FAILURES,
+        source="keys",
+        total=1,
+        done=0,
+        failed=1,
+        skipped=0,
+        listing_complete=True,
+        error=None,
+        created_at=start,
+        started_at=start,
+        finished_at=start - timedelta(microseconds=32),  # two clocks, microseconds apart
+    )
+    assert ended.rate is None and ended.as_dict()["images_per_second"] is None and ended.eta_seconds == 0.0
+    ran = JobStatus(**{**ended.__dict__, "done": 10, "finished_at": start + timedelta(seconds=2)})
+    assert ran.rate == pytest.approx(5.5)

@@ -163,6 +163,17 @@ def test_a_job_submitted_over_http_is_tagged_and_its_decisions_recorded(api: Api
     assert bad.status_code == 422 and "exactly one" in bad.text
     unknown = api.call("POST", "/api/v1/jobs", role="submit", json={"keys": api.keys, "colour": "red"})
     assert unknown.status_code == 422
+    for body, reason in (  # the storage's key rules, at submission: nothing reaches a worker
+        ({"keys": []}, "keys is empty"),
+        ({"keys": ["stills/../../etc/passwd"]}, "'..'"),
+        ({"keys": ["/etc/passwd"]}, "absolute path"),
+        ({"prefix": "../../"}, "'..'"),
+        ({"keys": ["a\x00b.jpg"]}, "control"),
+    ):
+        refused = api.call("POST", "/api/v1/jobs", role="submit", json=body)
+        assert refused.status_code == 422 and reason in refused.text, (body, refused.text)
+    deep = api.call("GET", "/api/v1/tags/night/images", role="read", params={"offset": 10**20})
+    assert deep.status_code == 422
     elsewhere = api.call("POST", "/api/v1/jobs", role="submit", json={"keys": ["passwd"], "storage_url": "file:///etc"})
     assert elsewhere.status_code == 403 and "admin" in elsewhere.text
     for hook in ("http://169.254.169.254/latest/meta-data", "http://localhost:6379/", "https://evil.example/h"):
@@ -205,8 +216,13 @@ def test_tokens_are_stored_hashed_listed_without_secrets_and_revoked_at_once(api
     secret = create(api.sessions, "short-lived", "read")
     assert httpx.get(api.base + "/api/v1/openapi.json", headers={"Authorization": f"Bearer {secret}"}).is_success
     with api.sessions() as session:
-        stored = session.scalars(select(ApiToken.token_sha256).where(ApiToken.name == "short-lived")).one()
-    assert secret not in stored and len(stored) == 64
+        stored, first_use = session.execute(
+            select(ApiToken.token_sha256, ApiToken.last_used_at).where(ApiToken.name == "short-lived")
+        ).one()
+    assert secret not in stored and len(stored) == 64 and first_use is not None
+    assert httpx.get(api.base + "/api/v1/openapi.json", headers={"Authorization": f"Bearer {secret}"}).is_success
+    with api.sessions() as session:  # kept to the minute: a second request within it writes nothing
+        assert session.scalars(select(ApiToken.last_used_at).where(ApiToken.name == "short-lived")).one() == first_use
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | api.settings.as_env()
     listed = subprocess.run([sys.executable, "-m", "tagger", "tokens", "list"], env=env, capture_output=True, text=True)
     assert listed.returncode == 0 and "short-lived  read  live" in listed.stdout

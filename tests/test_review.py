@@ -103,9 +103,15 @@ def _csrf(client: httpx.Client, path: str) -> str:
 def test_forms_need_their_csrf_token_and_pages_a_session(site: Site) -> None:
     form = {"image_id": "1", "tag": TAG, "decision": "accept", "cursor": "0", "back": f"/review/tags/{TAG}"}
     with httpx.Client(base_url=site.base, timeout=30) as anonymous:
-        page = anonymous.get(f"/review/tags/{TAG}")
-        assert page.status_code == 303 and page.headers["location"].startswith("/login")
-        assert anonymous.post("/login", data={"token": site.tokens["review"]}).status_code == 403  # no CSRF token
+        page = anonymous.get(f"/review/tags/{TAG}?order=least_sure")  # back there, query and all, after logging in
+        assert (
+            page.status_code == 303
+            and page.headers["location"] == f"/login?next=%2Freview%2Ftags%2F{TAG}%3Forder%3Dleast_sure"
+        )
+        posted = anonymous.post("/review/decide", data=form)  # a form whose session is gone: back to /review
+        assert posted.status_code == 303 and posted.headers["location"] == "/login?next=%2Freview"
+        refused = anonymous.post("/login", data={"token": site.tokens["review"]})
+        assert refused.status_code == 403 and "HTTPS-only" not in refused.text  # no CSRF token; plain HTTP allowed here
     with _logged_in(site, "review") as reviewer:
         assert reviewer.post("/review/decide", data=form).status_code == 403
         assert reviewer.post("/review/decide", data=form | {"csrf": "forged"}).status_code == 403
@@ -119,6 +125,10 @@ def test_forms_need_their_csrf_token_and_pages_a_session(site: Site) -> None:
         csrf = _csrf(reviewer, f"/review/tags/{TAG}")
         assert reviewer.post("/review/decide", data=form | {"csrf": csrf, "tag": "made-up"}).status_code == 404
         assert reviewer.post("/review/decide", data=form | {"csrf": csrf, "image_id": "999999"}).status_code == 404
+        huge = str(10**22)  # beyond BIGINT: refused as input, never a database error
+        assert reviewer.post("/review/decide", data=form | {"csrf": csrf, "image_id": huge}).status_code == 422
+        assert reviewer.get(f"/review/images/{huge}").status_code == 422
+        assert reviewer.get(f"/thumbs/{huge}").status_code == 422
     with site.sessions() as session:
         assert session.scalars(select(Label)).all() == []
 

@@ -34,10 +34,13 @@ class JobStatus:
 
     @property
     def seconds(self) -> float | None:
+        """Seconds from the first batch's start to the end (or now); None before the start, or for a job
+        that ended as it started (nothing to take a rate from)."""
         if self.started_at is None:
             return None
         end = self.finished_at or datetime.now(self.started_at.tzinfo)
-        return max((end - self.started_at).total_seconds(), 1e-6)
+        seconds = (end - self.started_at).total_seconds()
+        return seconds if seconds > 0.001 else None
 
     @property
     def rate(self) -> float | None:

@@ -31,7 +31,9 @@ def register(sub: Any) -> None:
         "serve",
         help="run the HTTP API (uvicorn): submit and steer jobs, read suggestions, record decisions",
         description="Every route needs an API token (`tagger tokens create NAME --role ROLE`); the OpenAPI "
-        "schema is at /api/v1/openapi.json. Put a TLS-terminating proxy in front of it for other hosts.",
+        "schema is at /api/v1/openapi.json and the review pages start at /login. It needs TAGGER_BROKER_URL "
+        "(submissions go to the workers as Celery messages) and `tagger worker`s on that broker to do the "
+        "work. Put a TLS-terminating proxy in front of it for other hosts.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
@@ -170,6 +172,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from tagger.web.app import create_app
 
     app = create_app(settings, open_sessions(settings))
-    print(f"serving the HTTP API on http://{args.host}:{args.port}/api/v1", file=sys.stderr)
+    base = f"http://{args.host}:{args.port}"
+    print(f"serving the HTTP API on {base}/api/v1 and the review pages on {base}/login", file=sys.stderr)
+    if settings.web_cookie_secure and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            "note: the session cookie is HTTPS-only (TAGGER_WEB_COOKIE_SECURE=1): browsers reaching this port "
+            "over plain HTTP cannot log in; put a TLS proxy in front, or set TAGGER_WEB_COOKIE_SECURE=0",
+            file=sys.stderr,
+        )
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(), server_header=False)
     return 0

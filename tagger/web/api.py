@@ -16,6 +16,7 @@ from tagger.web.auth import require
 from tagger_client.errors import BrokerUnavailable, ImageNotFound, InvalidSubmission, JobNotFound
 
 router = APIRouter(prefix="/api/v1")
+MAX_OFFSET = 10_000_000  # paging deeper than this is an export's job (`tagger export`), not a page's
 
 
 class Submission(BaseModel):
@@ -88,6 +89,23 @@ def _check_webhook(request: Request, webhook: str | None, principal: Principal) 
         )
 
 
+def _check_source(body: Submission) -> None:
+    """Keys and a prefix follow the storage's key rules here, so a bad one is a 422 now, not a failure
+    the job reports after a worker took it."""
+    from tagger.errors import PermanentError
+    from tagger.storage import validate_key
+
+    if body.keys is not None and not body.keys:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "keys is empty: give at least one key")
+    try:
+        for key in body.keys or ():
+            validate_key(key)
+        if body.prefix and body.prefix.strip("/"):
+            validate_key(body.prefix.rstrip("/"))
+    except PermanentError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
 def _tags(names: list[str]) -> list[str]:
     """Tag names as stored (lower case, one word); 422 for a name that is not one."""
     from tagger.errors import ConfigError
@@ -104,6 +122,7 @@ def submit_job(body: Submission, request: Request, principal: Principal = Depend
     """Queue a job; its id at once (the same idempotency key gives the same id). 422 for a bad submission."""
     _check_storage(request, body.storage_url, principal)
     _check_webhook(request, body.webhook, principal)
+    _check_source(body)
     try:
         job_id = _client(request).submit(**body.model_dump())
     except InvalidSubmission as exc:
@@ -163,7 +182,7 @@ def tag_images(
     request: Request,
     min_probability: float = Query(0.5, ge=0.0, le=1.0),  # noqa: B008
     limit: int = Query(100, ge=1, le=1000),  # noqa: B008
-    offset: int = Query(0, ge=0),  # noqa: B008
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),  # noqa: B008
     _: Principal = Depends(require("read")),  # noqa: B008
 ) -> list[dict[str, Any]]:
     """Images whose last tagging suggested `tag` at `min_probability` or more, most probable first."""

@@ -64,7 +64,10 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
 
     @app.exception_handler(LoginRequired)
     def to_login(request: Request, _: LoginRequired) -> RedirectResponse:
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status.HTTP_303_SEE_OTHER)
+        """Back to the page after logging in, with its query; a form post (its session gone) to /review."""
+        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        back = back if request.method == "GET" else "/review"
+        return RedirectResponse(f"/login?next={quote(back, safe='')}", status.HTTP_303_SEE_OTHER)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     def openapi(_: Principal = Depends(require("read"))) -> dict[str, Any]:  # noqa: B008

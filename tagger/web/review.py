@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -24,6 +25,7 @@ from tagger.web.session import check_csrf, csrf_token, log_in, log_out, require_
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 PAGE = 60
+MAX_ID = 2**63 - 1  # image ids are BIGINT: a larger number names no image (404), not a database error
 
 
 def _page(request: Request, name: str, principal: Principal | None, **context: Any) -> HTMLResponse:
@@ -42,8 +44,10 @@ def _decision(decided: dict[tuple[int, str], bool], image_id: int, tag: str) -> 
 
 
 def _local(path: str) -> str:
-    """A redirect target that stays on this site's review pages (no open redirect)."""
-    return path if re.fullmatch(r"/review(/[^?#\\]*)?", path) and "//" not in path else "/review"
+    """A redirect target that stays on this site's review pages (no open redirect), with its query."""
+    page, _, query = path.partition("?")
+    ok = re.fullmatch(r"/review(/[^?#\\]*)?", page) and "//" not in page and not re.search(r"[#\\\s]", query)
+    return path if ok else "/review"
 
 
 @router.get("/", include_in_schema=False)
@@ -138,8 +142,8 @@ def tag_page(
 
 @router.get("/review/images/{image_id}", response_class=HTMLResponse)
 def image_page(
-    image_id: int,
     request: Request,
+    image_id: int = PathParam(..., ge=1, le=MAX_ID),  # noqa: B008
     principal: Principal = Depends(require_user("read")),  # noqa: B008
 ) -> HTMLResponse:
     from tagger.labels import decisions
@@ -160,7 +164,7 @@ def image_page(
 @router.post("/review/decide")
 def decide(
     request: Request,
-    image_id: int = Form(...),  # noqa: B008
+    image_id: int = Form(..., ge=1, le=MAX_ID),  # noqa: B008
     tag: str = Form(...),  # noqa: B008
     decision: str = Form(...),  # noqa: B008
     cursor: int = Form(0, ge=0, le=1000),  # noqa: B008
@@ -206,7 +210,11 @@ def accept_above(
 
 
 @router.get("/thumbs/{image_id}")
-def thumb(image_id: int, request: Request, _: Principal = Depends(require_user("read"))) -> Response:  # noqa: B008
+def thumb(
+    request: Request,
+    image_id: int = PathParam(..., ge=1, le=MAX_ID),  # noqa: B008
+    _: Principal = Depends(require_user("read")),  # noqa: B008
+) -> Response:
     from tagger.errors import PermanentError, RetryableError
     from tagger.results import image_by_id
     from tagger.web.thumbs import thumbnail
@@ -310,10 +318,24 @@ def model_page(
     done: str | None = None,
     principal: Principal = Depends(require_user("read")),  # noqa: B008
 ) -> HTMLResponse:
+    from sqlalchemy import exists, select
+
+    from tagger.db.schema import ModelVersion
+
     row = _version(request, version)
     metrics = dict((row.meta or {}).get("metrics") or {})
     per_tag = metrics.pop("per_tag", {}) or {}
     training = _training(row)
+    with request.app.state.sessions() as session:  # what `registry.rollback` would go back to
+        earlier = session.scalar(
+            select(
+                exists().where(
+                    ModelVersion.status == "retired",
+                    ModelVersion.activated_at.is_not(None),
+                    ModelVersion.id != row.id,
+                )
+            )
+        )
     return _page(
         request,
         "model.html",
@@ -325,6 +347,7 @@ def model_page(
         lr_find=training.get("lr_find"),
         losses=len(training.get("highest_losses") or []),
         may_switch=principal.may("admin"),
+        can_roll_back=bool(earlier),
         done=done if done in ("activated", "rolled back") else None,
     )
 

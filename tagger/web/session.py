@@ -34,7 +34,13 @@ def csrf_token(request: Request) -> str:
 def check_csrf(request: Request, given: str | None) -> None:
     expected = request.session.get("csrf")
     if not expected or not given or not hmac.compare_digest(str(expected), given):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token: reload the page and try again")
+        reason = "missing or wrong CSRF token: reload the page and try again"
+        if not expected and request.url.scheme == "http" and request.app.state.settings.web_cookie_secure:
+            reason += (
+                " (no session came with this request: the session cookie is HTTPS-only, so a browser on plain "
+                "HTTP never sends it back; use HTTPS, or set TAGGER_WEB_COOKIE_SECURE=0 on a trusted network)"
+            )
+        raise HTTPException(status.HTTP_403_FORBIDDEN, reason)
 
 
 def log_in(request: Request, token: str) -> Principal | None:
