@@ -235,11 +235,6 @@ def model_rate(arch: str, tags: int, size: int, batch: int, device_name: str, im
     return n / (end - start)
 
 
-def cores() -> int:
-    """The cores this process may use (affinity and cpusets), as the worker counts them."""
-    return len(os.sched_getaffinity(0)) or 1
-
-
 def _one_torch_thread() -> None:
     import torch
 
@@ -257,7 +252,9 @@ class ModelCeiling:
         from tagger.model.device import pick_device
 
         self.device_name = device_name
-        self.cores = cores()
+        from tagger.cli.serve import available_cores
+
+        self.cores = available_cores()
         on_cpu = pick_device(device_name).type == "cpu"
         context = multiprocessing.get_context("spawn")
         self.pool = (
@@ -371,6 +368,17 @@ def busy_decoding(decode: tuple[Path, list[str], int, int] | None) -> Iterator[N
             t.join()
 
 
+def timed_threads(threads: list[threading.Thread], decode: tuple[Path, list[str], int, int] | None) -> float:
+    """Seconds from starting `threads` to the last one's end, with `busy_decoding(decode)` around them."""
+    with busy_decoding(decode):
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - start
+
+
 def sink_rate(
     sessions: Any,
     storage_url: str,
@@ -401,14 +409,7 @@ def sink_rate(
                 rows_ = queue.pop()
             record_batch(engine, job_id=job, model_version_id=version_id, tagged=rows_)
 
-    threads_ = [threading.Thread(target=writer) for _ in range(writers)]
-    with busy_decoding(decode):
-        start = time.perf_counter()
-        for t in threads_:
-            t.start()
-        for t in threads_:
-            t.join()
-        seconds = time.perf_counter() - start
+    seconds = timed_threads([threading.Thread(target=writer) for _ in range(writers)], decode)
     engine.dispose()
     return sum(len(b.row_images) for b in batches) / seconds
 
@@ -487,13 +488,7 @@ def database_write_rate(
             threading.Thread(target=raw.execute, args=(script,))  # type: ignore[union-attr]
             for raw, script in zip(raws, scripts, strict=True)
         ]
-        with busy_decoding(decode):
-            start = time.perf_counter()
-            for t in replays:
-                t.start()
-            for t in replays:
-                t.join()
-            seconds = time.perf_counter() - start
+        seconds = timed_threads(replays, decode)
         for raw in raws:
             raw.execute("DEALLOCATE bench_write")  # type: ignore[union-attr]
     return sum(len(b.row_images) for b in batches) / seconds
@@ -605,6 +600,7 @@ def main() -> int:
     from tagger import registry
     from tagger.celeryconfig import make_producer_app
     from tagger.cli.local_workers import LocalWorkers
+    from tagger.cli.serve import worker_shape
     from tagger.db import make_engine, make_sessionmaker, upgrade
     from tagger.embedded_redis import EmbeddedRedis
     from tagger.jobs.producer import celery_sender, submit
@@ -731,8 +727,7 @@ def main() -> int:
         say(f"[6/8] sink: {args.sink_rows} suggestion rows on {args.database}; database and broker ceilings")
         # As many writers as the worker writes batches at once: its task threads, or one per pool process.
         on_gpu = pick_device(args.device).type == "cuda"
-        threads_pool = settings.worker_pool == "threads" or (settings.worker_pool == "auto" and on_gpu)
-        writers = args.concurrency or (3 if threads_pool else cores())
+        writers = worker_shape(settings, gpu=on_gpu, concurrency=args.concurrency)[1]
         sink_url = (work / "sink").as_uri()
         results["sink_writers"] = writers
         decoding = (work / "archive", keys, args.size, min(args.threads, 8))

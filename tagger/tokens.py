@@ -72,16 +72,23 @@ def authenticate(sessions: sessionmaker[Session], token: str) -> Principal | Non
         return None
     wanted = digest(token)
     now = utcnow()
-    with sessions() as session:
-        row = session.scalars(select(ApiToken).where(ApiToken.token_sha256 == wanted)).first()
-        if row is None or row.revoked_at is not None:
+    with sessions() as session, session.begin():
+        row = session.execute(
+            select(ApiToken.id, ApiToken.name, ApiToken.role).where(
+                ApiToken.token_sha256 == wanted, ApiToken.revoked_at.is_(None)
+            )
+        ).first()
+        if row is None:
             return None
-        principal = Principal(row.name, row.role)
-        last, due = row.last_used_at, now - LAST_USED_STEP
-        if last is None or last < (due if last.tzinfo else due.replace(tzinfo=None)):  # SQLite's are naive UTC
-            session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-            session.commit()
-    return principal
+        session.execute(  # writes only when the minute has turned
+            update(ApiToken)
+            .where(
+                ApiToken.id == row.id,
+                (ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < now - LAST_USED_STEP),
+            )
+            .values(last_used_at=now)
+        )
+    return Principal(row.name, row.role)
 
 
 def listed(sessions: sessionmaker[Session]) -> list[TokenInfo]:

@@ -332,6 +332,15 @@ def test_jobs_are_followed_and_steered_from_the_browser_with_the_right_role(site
         sent = steering.post(f"/review/jobs/{job_id}/retry", data={"csrf": csrf})
         assert sent.status_code == 303 and sent.headers["location"] == f"/review/jobs/{job_id}?sent=retry"
         assert steering.post(f"/review/jobs/{job_id}/explode", data={"csrf": csrf}).status_code == 404
+        assert steering.post("/review/jobs/not-a-job/pause", data={"csrf": csrf}).status_code == 422
+        least = steering.get(f"/review/tags/{TAG}?order=least_sure").text  # a decision keeps the page's order
+        back = html.unescape(re.search(r'name="back" value="([^"]+)"', least).group(1))  # type: ignore[union-attr]
+        first = re.search(r'name="image_id" value="(\d+)"', least).group(1)  # type: ignore[union-attr]
+        form = {"csrf": csrf, "image_id": first, "tag": TAG, "decision": "accept", "cursor": "0", "back": back}
+        decided = steering.post("/review/decide", data=form)
+        assert decided.headers["location"] == f"/review/tags/{TAG}?order=least_sure&cursor=1#item-1"
+        bad_tag = steering.post("/review/tags/Two Words/accept-above", data={"csrf": csrf, "min_probability": "0.9"})
+        assert bad_tag.status_code == 422
     assert broker.llen(QUEUE_INTERACTIVE) == waiting + 1  # the control message, as the API and client send it
     broker.close()
 

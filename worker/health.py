@@ -119,7 +119,7 @@ def snapshot(info: WorkerInfo) -> dict[str, Any]:
 
 
 class Readiness:
-    """The three checks, each with a reason when it fails; cheap enough for every probe and scrape."""
+    """The checks, each with a reason when it fails; cheap enough for every probe and scrape."""
 
     def __init__(self, settings: Settings) -> None:
         from sqlalchemy import create_engine
@@ -127,7 +127,6 @@ class Readiness:
 
         from tagger.db.engine import normalise_url
 
-        self.settings = settings
         # A fresh connection per check, bounded in time: a pooled one could hang on a dead server's socket.
         connect_args: dict[str, Any] = {}
         if settings.database_url.startswith("postgresql"):
@@ -137,23 +136,18 @@ class Readiness:
             }
         self.engine = create_engine(normalise_url(settings.database_url), poolclass=NullPool, connect_args=connect_args)
 
-    def database(self) -> tuple[bool, str]:
-        from sqlalchemy import text
+    def database(self) -> tuple[tuple[bool, str], str | None]:
+        """The database check's verdict and the version the registry says is active, from one query."""
+        from sqlalchemy import select
+
+        from tagger.db.schema import ModelVersion
 
         try:
             with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return True, "answers"
+                active = conn.execute(select(ModelVersion.version).where(ModelVersion.is_active.is_(True))).scalar()
+            return (True, "answers"), active
         except Exception as exc:
-            return False, first_line(exc)
-
-    def active_version(self) -> str | None:
-        from tagger.db.schema import ModelVersion
-
-        with self.engine.connect() as conn:
-            from sqlalchemy import select
-
-            return conn.execute(select(ModelVersion.version).where(ModelVersion.is_active.is_(True))).scalar()
+            return (False, first_line(exc)), None
 
     @staticmethod
     def model(registry: CollectorRegistry) -> tuple[bool, str]:
@@ -161,25 +155,38 @@ class Readiness:
         return (True, "loaded") if loaded else (False, "no model loaded yet (none active, or still loading)")
 
 
-class ScrapeCollector(Collector):
-    """What is read at scrape time: queue depths, the active version, readiness and its checks."""
+def observe(
+    settings: Settings, readiness: Readiness, processes: CollectorRegistry, queues: tuple[str, ...] = ()
+) -> tuple[dict[str, tuple[bool, str]], Any, str | None]:
+    """The readiness checks (database, broker, model), the broker's depths of `queues` (None when it does
+    not answer) and the active version: what /readyz and a scrape both report, read once."""
+    depths, broker = _broker(settings.broker_url, queues)
+    database, active = readiness.database()
+    return {"database": database, "broker": broker, "model": Readiness.model(processes)}, depths, active
 
-    def __init__(self, settings: Settings, info: WorkerInfo, readiness: Readiness) -> None:
+
+class ScrapeCollector(Collector):
+    """What is read at scrape time: queue depths, the active version, readiness and its checks. One per
+    scrape, given the processes' registry that scrape already read."""
+
+    def __init__(
+        self, settings: Settings, info: WorkerInfo, readiness: Readiness, processes: CollectorRegistry
+    ) -> None:
         self.settings = settings
         self.info = info
         self.readiness = readiness
+        self.processes = processes
 
     def collect(self) -> Iterator[Metric]:
         from tagger.queues import QUEUES
 
-        checks: dict[str, tuple[bool, str]] = {}
         consuming = GaugeMetricFamily(
             "tagger_worker_consuming", "1 for each queue this worker consumes.", labels=["queue"]
         )
         for queue in self.info.queues:
             consuming.add_metric([queue], 1)
         yield consuming
-        depths, checks["broker"] = _broker(self.settings.broker_url, QUEUES)
+        checks, depths, active = observe(self.settings, self.readiness, self.processes, QUEUES)
         if depths is not None:
             waiting = GaugeMetricFamily(
                 "tagger_queue_messages", "Messages waiting in each broker queue.", labels=["queue"]
@@ -192,16 +199,12 @@ class ScrapeCollector(Collector):
                 "Deliveries taken by some worker and not yet acknowledged (broker-wide).",
                 value=depths.unacked,
             )
-        checks["database"] = self.readiness.database()
-        if checks["database"][0]:
-            active = self.readiness.active_version()
-            if active:
-                family = GaugeMetricFamily(
-                    "tagger_model_active", "1 for the version the registry says is active.", labels=["version"]
-                )
-                family.add_metric([active], 1)
-                yield family
-        checks["model"] = Readiness.model(registry_for_scrape())
+        if active:
+            family = GaugeMetricFamily(
+                "tagger_model_active", "1 for the version the registry says is active.", labels=["version"]
+            )
+            family.add_metric([active], 1)
+            yield family
         per_check = GaugeMetricFamily("tagger_ready_check", "1 where a readiness check passes.", labels=["check"])
         for name, (ok, _) in sorted(checks.items()):
             per_check.add_metric([name], int(ok))
@@ -225,19 +228,12 @@ def all_ok(checks: dict[str, tuple[bool, str]]) -> bool:
     return all(ok for ok, _ in checks.values())
 
 
-def ready_checks(settings: Settings, readiness: Readiness) -> dict[str, tuple[bool, str]]:
-    checks = {"database": readiness.database(), "broker": _broker(settings.broker_url, ())[1]}
-    checks["model"] = Readiness.model(registry_for_scrape())
-    return checks
-
-
 Start = Callable[[str, list[tuple[str, str]]], Any]
 
 
 def make_app(settings: Settings, info: WorkerInfo) -> Callable[[dict[str, Any], Start], Iterable[bytes]]:
     """The WSGI application: /metrics, /livez, /readyz, each behind the bearer token."""
     readiness = Readiness(settings)
-    scrape = ScrapeCollector(settings, info, readiness)
     expected = f"Bearer {settings.metrics_token}".encode()
 
     def app(environ: dict[str, Any], start: Start) -> Iterable[bytes]:
@@ -248,14 +244,15 @@ def make_app(settings: Settings, info: WorkerInfo) -> Callable[[dict[str, Any], 
         if path == "/livez":
             return _reply(start, "200 OK", {"live": True, "pid": os.getpid()})
         if path == "/readyz":
-            checks = ready_checks(settings, readiness)
+            checks = observe(settings, readiness, registry_for_scrape())[0]
             body = {"ready": all_ok(checks), "checks": {k: {"ok": ok, "detail": d} for k, (ok, d) in checks.items()}}
             return _reply(start, "200 OK" if body["ready"] else "503 Service Unavailable", body)
         if path == "/metrics":
             # The processes' metrics, then what is read at scrape time, from a registry of its own per request.
+            processes = registry_for_scrape()
             at_scrape = CollectorRegistry(auto_describe=False)
-            at_scrape.register(scrape)
-            data = generate_latest(registry_for_scrape()) + generate_latest(at_scrape)
+            at_scrape.register(ScrapeCollector(settings, info, readiness, processes))
+            data = generate_latest(processes) + generate_latest(at_scrape)
             start("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(data)))])
             return [data]
         return _reply(start, "404 Not Found", {"error": "no such route: /metrics, /livez or /readyz"})

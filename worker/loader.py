@@ -59,11 +59,7 @@ def load_batch(
 
     def one(item: Item) -> Loaded | Failed:
         def work() -> Loaded:
-            data = _timed_read(item, max_bytes)
-            started = time.perf_counter()
-            pixels = preprocess(data)
-            IMAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
-            return Loaded(item.image_id, pixels)
+            return Loaded(item.image_id, _timed_decode(preprocess, _timed_read(item, max_bytes)))
 
         return _guarded(item.image_id, work)
 
@@ -94,10 +90,7 @@ def _load_with_device(
 
     def pillow(image_id: int, data: bytes) -> Loaded | Failed:
         def work() -> Loaded:
-            started = time.perf_counter()
-            pixels = preprocess(data)
-            IMAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
-            return Loaded(image_id, pixels.to(device, non_blocking=True))
+            return Loaded(image_id, _timed_decode(preprocess, data).to(device, non_blocking=True))
 
         return _guarded(image_id, work)
 
@@ -137,6 +130,13 @@ def _timed_read(item: Item, max_bytes: int) -> bytes:
     data = item.storage.read(item.key, max_bytes=max_bytes)
     IMAGE_SECONDS.labels("fetch").observe(time.perf_counter() - started)
     return data
+
+
+def _timed_decode(preprocess: Callable[[bytes], torch.Tensor], data: bytes) -> torch.Tensor:
+    started = time.perf_counter()
+    pixels = preprocess(data)
+    IMAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
+    return pixels
 
 
 def _guarded(image_id: int, work: Callable[[], T]) -> T | Failed:

@@ -109,14 +109,23 @@ def served(version: str, previous: str | None) -> None:
     MODEL_LOADED.set(1)
 
 
+_utilization_read = 0.0  # when this process last asked NVML (monotonic seconds)
+UTILIZATION_EVERY = 5.0  # NVML's utilisation is a sample over its last period anyway; not on every batch
+
+
 def gpu_memory(device_type: str) -> None:
-    """Record the GPU memory PyTorch holds and the GPU's utilisation, where the model runs on CUDA."""
+    """Record the GPU memory PyTorch holds (every batch) and the GPU's utilisation (every few seconds: each
+    read goes through NVML), where the model runs on CUDA."""
+    global _utilization_read
     if device_type == "cuda":
         import torch
 
         GPU_MEMORY.set(torch.cuda.memory_allocated())
-        with contextlib.suppress(Exception):  # no NVML (nvidia-ml-py) on this host: memory only
-            GPU_UTILIZATION.set(torch.cuda.utilization() / 100.0)
+        now = time.monotonic()
+        if now - _utilization_read >= UTILIZATION_EVERY:
+            _utilization_read = now
+            with contextlib.suppress(Exception):  # no NVML (nvidia-ml-py) on this host: memory only
+                GPU_UTILIZATION.set(torch.cuda.utilization() / 100.0)
 
 
 def process_exited() -> None:

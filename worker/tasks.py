@@ -277,7 +277,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
         t_start - t_claim,
         t_loaded - t_start,
         t_inferred - t_loaded,
-        time.perf_counter() - t_inferred,
+        t_written - t_inferred,
     )
     if counts.closed:
         notify(job.id)

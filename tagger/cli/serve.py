@@ -11,6 +11,20 @@ from tagger.errors import ConfigError
 from tagger.settings import Settings
 
 
+def available_cores() -> int:
+    """The cores this process may use (affinity, cpusets), not the machine's."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
+def worker_shape(settings: Settings, *, gpu: bool, concurrency: int = 0) -> tuple[str, int]:
+    """A `tagger worker`'s pool and how many batches it runs at once: `concurrency`, else the setting, else
+    3 task threads on a GPU and one process per core on CPU (each with one torch thread: measured on 2
+    cores against one process with 2 threads, model-only 0.9-1.1x for ResNet-18 at 224 px and 1.8x for a
+    small model, BENCHMARKS.md)."""
+    pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
+    return pool, concurrency or settings.worker_concurrency or (3 if pool == "threads" else available_cores())
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("worker", help="run a Celery worker serving TAGGER_BROKER_URL")
     p.add_argument(
@@ -18,7 +32,7 @@ def register(sub: Any) -> None:
         type=int,
         default=0,
         help="batches at once: pool processes, or task threads with TAGGER_WORKER_POOL=threads "
-        "(default TAGGER_WORKER_CONCURRENCY, else 3 threads on a GPU / cores/2 processes on CPU)",
+        "(default TAGGER_WORKER_CONCURRENCY, else 3 threads on a GPU, one process per core on CPU)",
     )
     p.add_argument("--queues", default="tagger.interactive,tagger.bulk", help="comma-separated queues to consume")
     p.add_argument("--hostname", default=None, help="Celery node name (default: celery@HOST)")
@@ -56,12 +70,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     context.configure(settings)
     _wait_for_database(settings)
     gpu = pick_device(settings.device).type == "cuda"
-    cores = len(os.sched_getaffinity(0)) or 1  # the cores this worker may use (affinity, cpusets)
-    pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
-    # On CPU one pool process per core, one torch thread each: measured on 2 cores against one process with
-    # 2 threads, model-only 0.9-1.1x for ResNet-18 at 224 px and 1.8x for a small model (BENCHMARKS.md).
-    default = 3 if pool == "threads" else cores
-    concurrency = args.concurrency or settings.worker_concurrency or default
+    cores = available_cores()
+    pool, concurrency = worker_shape(settings, gpu=gpu, concurrency=args.concurrency)
     info = health.WorkerInfo(
         hostname=args.hostname or "",
         pool=pool,

@@ -52,7 +52,8 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
         ]
         if args.json:
             print_json(rows)
-        for r in [] if args.json else rows:
+            return 0
+        for r in rows:
             state = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "live"
             used = f"last used {r['last_used_at']:%Y-%m-%d %H:%M}" if r["last_used_at"] else "never used"
             print(f"{r['name']}  {r['role']}  {state}  {used}")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.tokens import Principal
 from tagger.web.auth import require
-from tagger_client.errors import BrokerUnavailable, ImageNotFound, InvalidSubmission, JobNotFound
+from tagger_client.errors import InvalidSubmission
 
 router = APIRouter(prefix="/api/v1")
 MAX_OFFSET = 10_000_000  # paging deeper than this is an export's job (`tagger export`), not a page's
@@ -106,7 +106,7 @@ def _check_source(body: Submission) -> None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
-def _tags(names: list[str]) -> list[str]:
+def tag_names(names: list[str]) -> list[str]:
     """Tag names as stored (lower case, one word); 422 for a name that is not one."""
     from tagger.errors import ConfigError
     from tagger.labels import normalise_tag
@@ -123,22 +123,13 @@ def submit_job(body: Submission, request: Request, principal: Principal = Depend
     _check_storage(request, body.storage_url, principal)
     _check_webhook(request, body.webhook, principal)
     _check_source(body)
-    try:
-        job_id = _client(request).submit(**body.model_dump())
-    except InvalidSubmission as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    except BrokerUnavailable:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the broker cannot be reached") from None
-    return Submitted(job_id=job_id)
+    return Submitted(job_id=_client(request).submit(**body.model_dump()))
 
 
 @router.get("/jobs/{job_id}")
 def job_status(job_id: str, request: Request, _: Principal = Depends(require("read"))) -> dict[str, object]:  # noqa: B008
     """The job's state, counts, rate and ETA; 404 until a worker has taken the submission."""
-    try:
-        return dict(_client(request).status(job_id).as_dict())
-    except JobNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return dict(_client(request).status(job_id).as_dict())
 
 
 @router.post("/jobs/{job_id}/{action}", status_code=status.HTTP_202_ACCEPTED)
@@ -149,12 +140,7 @@ def control_job(
     _: Principal = Depends(require("submit")),  # noqa: B008
 ) -> dict[str, str]:
     """Cancel, pause, resume or retry the failed images of a job (a message to the workers)."""
-    try:
-        getattr(_client(request), action)(job_id)
-    except InvalidSubmission as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    except BrokerUnavailable:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the broker cannot be reached") from None
+    getattr(_client(request), action)(job_id)
     return {"job_id": job_id, "action": action}
 
 
@@ -169,8 +155,6 @@ def image_suggestions(
     """Suggested tags of one image, best first, from the version that last tagged it (or every version)."""
     try:
         found = _client(request).results(key, storage_url=storage_url, all_versions=all_versions)
-    except ImageNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except InvalidSubmission as exc:  # a bare key in several storages
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return [{"tag": s.tag, "probability": s.probability, "model_version": s.model_version} for s in found]
@@ -186,15 +170,9 @@ def tag_images(
     _: Principal = Depends(require("read")),  # noqa: B008
 ) -> list[dict[str, Any]]:
     """Images whose last tagging suggested `tag` at `min_probability` or more, most probable first."""
-    from tagger.errors import NotFoundError
     from tagger.results import images_with_tag
 
-    try:
-        return images_with_tag(
-            request.app.state.sessions, tag, min_probability=min_probability, limit=limit, offset=offset
-        )
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return images_with_tag(request.app.state.sessions, tag, min_probability=min_probability, limit=limit, offset=offset)
 
 
 @router.post("/labels")
@@ -205,20 +183,16 @@ def record_labels(
 ) -> dict[str, object]:
     """Record decisions on one image (the latest per tag wins), as the token's name; training learns from
     both accepted (positive) and rejected (negative) tags."""
-    from tagger.errors import NotFoundError
     from tagger.labels import decide
     from tagger.results import find_images
 
-    accepted, rejected = _tags(body.accepted), _tags(body.rejected)
+    accepted, rejected = tag_names(body.accepted), tag_names(body.rejected)
     if not accepted and not rejected:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "nothing to record: give accepted or rejected tags")
     if set(accepted) & set(rejected):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a tag cannot be both accepted and rejected")
     sessions = request.app.state.sessions
-    try:
-        images = find_images(sessions, body.key, storage_url=body.storage_url)
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    images = find_images(sessions, body.key, storage_url=body.storage_url)
     if len(images) > 1:
         raise HTTPException(status.HTTP_409_CONFLICT, f"{body.key!r} is in several storages; pass storage_url")
     image = images[0]

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request, status
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.settings import Settings
@@ -24,11 +24,12 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
     """
     from starlette.middleware.sessions import SessionMiddleware
 
-    from tagger.errors import ConfigError
+    from tagger.errors import ConfigError, NotFoundError
     from tagger.web.api import router
     from tagger.web.review import router as review_router
     from tagger.web.session import SESSION_LIFETIME, LoginRequired
     from tagger_client.client import TaggerClient
+    from tagger_client.errors import BrokerUnavailable, ImageNotFound, InvalidSubmission, JobNotFound
 
     if not settings.broker_url:
         raise ConfigError("tagger serve needs TAGGER_BROKER_URL: submissions go to the workers through it")
@@ -61,6 +62,22 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
         same_site="lax",  # every state-changing request also needs the session's CSRF token
         https_only=bool(settings.web_cookie_secure),
     )
+
+    @app.exception_handler(NotFoundError)
+    @app.exception_handler(JobNotFound)
+    @app.exception_handler(ImageNotFound)
+    def not_found(_: Request, exc: Exception) -> JSONResponse:
+        """Nothing by that name, from any route: 404 with the reason (routes do not map it one by one)."""
+        return JSONResponse({"detail": str(exc)}, status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(InvalidSubmission)
+    def invalid(_: Request, exc: InvalidSubmission) -> JSONResponse:
+        """A submission or job control the client refused: 422 with its reason, from the API and the pages."""
+        return JSONResponse({"detail": str(exc)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(BrokerUnavailable)
+    def no_broker(_: Request, __: BrokerUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": "the broker cannot be reached"}, status.HTTP_503_SERVICE_UNAVAILABLE)
 
     @app.exception_handler(LoginRequired)
     def to_login(request: Request, _: LoginRequired) -> RedirectResponse:

@@ -23,7 +23,7 @@ def require(role: str) -> Callable[..., Principal]:
 
     def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:  # noqa: B008
         principal = None
-        if credentials is not None and credentials.scheme.lower() == "bearer":
+        if credentials is not None:  # HTTPBearer(auto_error=False) gives None for any other scheme
             principal = authenticate(request.app.state.sessions, credentials.credentials)
         if principal is None:
             raise HTTPException(

@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
@@ -41,6 +41,11 @@ def _decision(decided: dict[tuple[int, str], bool], image_id: int, tag: str) -> 
     """How a page shows a person's decision on (image, tag): accepted, rejected or not yet ("")."""
     state = decided.get((image_id, tag))
     return "" if state is None else ("accepted" if state else "rejected")
+
+
+def _filters(order: str, min_probability: float) -> dict[str, object]:
+    """A tag page's order and probability filter, where they are not the defaults."""
+    return {k: v for k, v in (("order", order), ("min_probability", min_probability)) if v not in ("best", 0.0)}
 
 
 def _local(path: str) -> str:
@@ -109,17 +114,14 @@ def tag_page(
     from tagger.results import images_with_tag
 
     sessions = request.app.state.sessions
-    try:
-        items = images_with_tag(
-            sessions,
-            tag,
-            min_probability=min_probability,
-            limit=PAGE,
-            offset=page * PAGE,
-            least_sure=order == "least_sure",
-        )
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    items = images_with_tag(
+        sessions,
+        tag,
+        min_probability=min_probability,
+        limit=PAGE,
+        offset=page * PAGE,
+        least_sure=order == "least_sure",
+    )
     decided = decisions(sessions, [i["image_id"] for i in items])
     for item in items:
         item["decision"] = _decision(decided, item["image_id"], tag)
@@ -133,6 +135,9 @@ def tag_page(
         accepted=accepted,
         may_review=principal.may("review"),
         back=f"/review/tags/{quote(tag, safe='/')}",
+        # where a decision returns: this order and filter (page and cursor are added to it)
+        here=f"/review/tags/{quote(tag, safe='/')}"
+        + (f"?{urlencode(filters)}" if (filters := _filters(order, min_probability)) else ""),
         page=page,
         more=len(items) == PAGE,
         min_probability=min_probability,
@@ -150,10 +155,7 @@ def image_page(
     from tagger.results import image_by_id, suggestions_for
 
     sessions = request.app.state.sessions
-    try:
-        image = image_by_id(sessions, image_id)
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    image = image_by_id(sessions, image_id)
     decided = decisions(sessions, [image_id])
     rows = suggestions_for(sessions, image)
     for row in rows:
@@ -183,15 +185,13 @@ def decide(
     sessions = request.app.state.sessions
     if not tag_exists(sessions, tag):  # the pages decide on suggested tags only: no new names from a form
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no tag {tag!r} in the vocabulary")
-    try:
-        image_by_id(sessions, image_id)
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    image_by_id(sessions, image_id)  # 404 for no such image
     accepted, rejected = ([tag], []) if decision == "accept" else ([], [tag])
     record(sessions, image_id, accepted=accepted, rejected=rejected, source="accepted", by=principal.name)
     after = cursor if stay else cursor + 1
     at = f"page={page}&cursor={after}" if page else f"cursor={after}"
-    return RedirectResponse(f"{_local(back)}?{at}#item-{after}", status.HTTP_303_SEE_OTHER)
+    back = _local(back)
+    return RedirectResponse(f"{back}{'&' if '?' in back else '?'}{at}#item-{after}", status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/review/tags/{tag:path}/accept-above")
@@ -203,8 +203,10 @@ def accept_above(
     principal: Principal = Depends(require_user("review")),  # noqa: B008
 ) -> RedirectResponse:
     from tagger.labels import accept_above as accept
+    from tagger.web.api import tag_names
 
     check_csrf(request, csrf)
+    tag = tag_names([tag])[0]  # 422 for a name that is no tag name
     count = accept(request.app.state.sessions, tag, min_probability, by=principal.name)
     return RedirectResponse(f"/review/tags/{quote(tag, safe='/')}?accepted={count}", status.HTTP_303_SEE_OTHER)
 
@@ -223,9 +225,9 @@ def thumb(
     try:
         image = image_by_id(request.app.state.sessions, image_id)
         data = thumbnail(image.storage_url, image.key, settings.max_image_bytes, settings.max_image_pixels)
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except PermanentError as exc:
+        if isinstance(exc, NotFoundError):  # a file gone from the storage: the app's 404
+            raise
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no thumbnail: {exc}") from None
     except RetryableError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the storage cannot be reached") from None
@@ -244,10 +246,7 @@ def job_page(job_id: str, request: Request, principal: Principal = Depends(requi
     from tagger.jobs.progress import failures, summary
 
     sessions = request.app.state.sessions
-    try:
-        job = summary(sessions, job_id)
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    job = summary(sessions, job_id)
     return _page(
         request,
         "job.html",
@@ -267,10 +266,12 @@ def steer_job(
     _: Principal = Depends(require_user("submit")),  # noqa: B008
 ) -> RedirectResponse:
     """Pause, resume, cancel or retry the failed images: the same message the API and the client send."""
+    from tagger_client.contract import ACTIONS
+
     check_csrf(request, csrf)
-    if action not in ("cancel", "pause", "resume", "retry") or not re.fullmatch(r"[0-9a-f]{32}", job_id):
+    if action not in ACTIONS:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job action")
-    getattr(request.app.state.client, action)(job_id)
+    getattr(request.app.state.client, action)(job_id)  # a malformed id: the client refuses it (422)
     return RedirectResponse(f"/review/jobs/{job_id}?sent={action}", status.HTTP_303_SEE_OTHER)
 
 
@@ -295,14 +296,11 @@ def models_page(request: Request, principal: Principal = Depends(require_user("r
 
 
 def _version(request: Request, version: str) -> Any:
-    """The registry row of `version`, detached (404 when there is none)."""
+    """The registry row of `version`, detached (NotFoundError, the app's 404, when there is none)."""
     from tagger import registry
 
     with request.app.state.sessions() as session:
-        try:
-            row = registry.get(session, version)
-        except NotFoundError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        row = registry.get(session, version)
         session.expunge(row)
     return row
 
