@@ -93,7 +93,11 @@ class Settings:
         metadata={"help": "1: decode JPEGs at a reduced DCT scale when bigger than the model input (fast); 0: full."},
     )
     max_image_pixels: int = field(
-        default=100_000_000, metadata={"help": "Larger declared dimensions fail (decompression-bomb guard)."}
+        default=100_000_000,
+        metadata={
+            "help": "Larger declared dimensions fail (decompression-bomb guard); Pillow's own limit (about 89 "
+            "million pixels) applies when it is lower."
+        },
     )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR."})
     retrain_schedule: str = field(

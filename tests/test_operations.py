@@ -230,6 +230,18 @@ def test_prometheus_scrapes_both_workers_during_a_job(fleet: Fleet) -> None:
 
         until(rules_evaluated, 15)
         assert prometheus.query('ALERTS{alertname=~"TaggerActiveModelNotServed|TaggerQueueWithoutConsumer"}') == []
+
+        # Failures are counted by class of reason, each image once: a corrupt file, and two missing keys.
+        folder = Path(fleet.url.removeprefix("file://"))
+        (folder / "ops-corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        job = fleet.tag([*fleet.keys[:2], "ops-corrupt.jpg", "ops-missing-1.jpg", "ops-missing-2.jpg"])
+        assert (job.state.value, job.done, job.failed) == ("done_with_failures", 2, 3)
+
+        def failure_classes() -> dict[str, float]:
+            by_reason = prometheus.query("sum by (reason) (tagger_image_failures_total)")
+            return {r["metric"]["reason"]: float(r["value"][1]) for r in by_reason}  # type: ignore[index]
+
+        until(lambda: failure_classes() == {"image": 1, "storage": 2}, 30, fleet.log)
     finally:
         prometheus.stop()
 

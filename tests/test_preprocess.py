@@ -121,3 +121,31 @@ def test_camera_jpegs_are_decoded_at_a_reduced_scale(fmt: str) -> None:
     assert Image.open(io.BytesIO(buf.getvalue())).format == fmt
     assert decode(buf.getvalue(), size=224).size == (500, 375)
     assert decode(buf.getvalue(), size=224, limits=DecodeLimits(draft=False)).size == (4000, 3000)
+
+
+@pytest.mark.parametrize("warning_filter", ["ignore", "error"])
+def test_a_size_pillow_only_warns_about_is_refused_whatever_the_warning_filters(warning_filter: str) -> None:
+    """Between Pillow's MAX_IMAGE_PIXELS and twice that, Pillow only warns: the refusal must not hang on the
+    process's warning filters, which decode threads share (production ignores the warning; pytest errors)."""
+    import warnings
+
+    side = int(Image.MAX_IMAGE_PIXELS**0.5) + 100  # just over Pillow's limit, under ours (100M) and under 2x
+    with warnings.catch_warnings():
+        warnings.simplefilter(warning_filter, Image.DecompressionBombWarning)
+        with pytest.raises(ImageError, match="decompression bomb refused"):
+            decode(png_with_declared_size(side, side), size=32)
+
+
+def test_squish_is_pillows_bilinear_resize_within_one_level() -> None:
+    """The worker's resize (torch's antialiased uint8 kernel) gives the picture Pillow's BILINEAR gives."""
+    import torch
+
+    from tagger.model.preprocess import squish, to_uint8_tensor
+
+    rng = np.random.default_rng(3)
+    for shape in ((270, 480), (1080, 1920), (50, 20)):  # down 2x, down 8x, up
+        img = Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8))
+        ours = squish(to_uint8_tensor(img), 64)
+        pillow = torch.from_numpy(np.array(img.resize((64, 64), Image.Resampling.BILINEAR))).permute(2, 0, 1)
+        assert ours.shape == (3, 64, 64) and ours.dtype == torch.uint8 and ours.is_contiguous()
+        assert (ours.int() - pillow.int()).abs().max() <= 1, shape

@@ -77,6 +77,21 @@ def test_redelivered_batches_write_each_row_once(settings: Settings, sessions, e
     assert _count(sessions) == 3 * 2 + 2 * 1
 
 
+def test_a_write_names_the_refusals_it_moved_so_failure_classes_go_to_the_right_images(
+    settings: Settings, sessions, engine, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A delivery whose refusals were partly written by an earlier one: only the rest move, and the write
+    says which (the worker's failure metrics are credited per image, not to the first n refusals)."""
+    job_id, ids = _job(sessions, tmp_path)
+    first = record_batch(engine, job_id=job_id, model_version_id=None, refused=[Refused(ids[1], "corrupt")])
+    assert (first.failed, first.failed_ids) == (1, frozenset({ids[1]}))
+    both = [Refused(ids[1], "corrupt"), Refused(ids[2], "missing")]
+    again = record_batch(engine, job_id=job_id, model_version_id=None, refused=both)
+    assert (again.failed, again.failed_ids) == (1, frozenset({ids[2]}))
+    none = record_batch(engine, job_id=job_id, model_version_id=None, refused=both)
+    assert (none.failed, none.failed_ids) == (0, frozenset())
+
+
 def test_a_duplicate_that_outlived_the_visibility_timeout_cannot_write_a_second_version(
     settings: Settings, sessions, engine, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

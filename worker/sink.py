@@ -64,6 +64,7 @@ class BatchCounts:
     failed: int
     skipped: int = 0
     closed: bool = False  # this batch finished the job: time to notify
+    failed_ids: frozenset[int] = frozenset()  # the refused images this write moved (`failed` of them)
 
 
 def record_batch(
@@ -159,7 +160,9 @@ job AS (
     WHERE jobs.id = %(job)s AND m.done + m.failed + m.skipped > 0
     RETURNING jobs.finished_at = now() AS closed
 )
-SELECT m.done, m.failed, m.skipped, COALESCE((SELECT closed FROM job), false) FROM moved m
+SELECT m.done, m.failed, m.skipped, COALESCE((SELECT closed FROM job), false),
+       (SELECT array_agg(image_id) FROM failed)
+FROM moved m
 """
 
 
@@ -182,8 +185,9 @@ def _write_postgres(
         "reasons": [r.reason[:2000] for r in refused],
         "skipped": array_literal(sorted(skipped)),
     }
-    ((done, failed, skip, closed),) = run_statement(engine, _WRITE, params)
-    return BatchCounts(done=int(done), failed=int(failed), skipped=int(skip), closed=bool(closed))
+    ((done, failed, skip, closed, failed_ids),) = run_statement(engine, _WRITE, params)
+    moved = frozenset(failed_ids or ())
+    return BatchCounts(done=int(done), failed=int(failed), skipped=int(skip), closed=bool(closed), failed_ids=moved)
 
 
 def _write_generic(
@@ -200,9 +204,12 @@ def _write_generic(
         )
         if claimed:
             _write_suggestions(session, version_id, rows, claimed)
-        failed = sum(
-            len(_leave_pending(session, job_id, [r.image_id], ItemState.FAILED, error=r.reason[:2000])) for r in refused
+        failed_ids = frozenset(
+            image_id
+            for r in refused
+            for image_id in _leave_pending(session, job_id, [r.image_id], ItemState.FAILED, error=r.reason[:2000])
         )
+        failed = len(failed_ids)
         skip = len(_leave_pending(session, job_id, list(skipped), ItemState.SKIPPED)) if skipped else 0
         if claimed or failed or skip:
             mark_running(session, job_id)
@@ -212,7 +219,7 @@ def _write_generic(
                 .values(done=Job.done + len(claimed), failed=Job.failed + failed, skipped=Job.skipped + skip)
             )
         closed = finish_if_complete(session, job_id)
-    return BatchCounts(done=len(claimed), failed=failed, skipped=skip, closed=closed)
+    return BatchCounts(done=len(claimed), failed=failed, skipped=skip, closed=closed, failed_ids=failed_ids)
 
 
 def _leave_pending(session: Session, job_id: str, image_ids: list[int], state: ItemState, **values: object) -> set[int]:

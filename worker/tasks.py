@@ -265,8 +265,9 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
     metrics.IMAGES.labels("tagged").inc(counts.done)
     if counts.failed:
         metrics.IMAGES.labels("failed").inc(counts.failed)
-        for kind in [f.kind for f in failed][: counts.failed]:  # the fence's count: none twice on redelivery
-            metrics.FAILURES.labels(kind).inc()
+        for f in failed:
+            if f.image_id in counts.failed_ids:  # what the fence moved: none twice on redelivery
+                metrics.FAILURES.labels(f.kind).inc()
     metrics.batch_written(counts.done + counts.failed)
     metrics.gpu_memory(served.model.device.type)
     log.info(

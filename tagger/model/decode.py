@@ -27,6 +27,11 @@ JPEG_FORMATS = ("JPEG", "MPO")
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# Pillow warns between MAX_IMAGE_PIXELS and twice that; `_open_checked` refuses those sizes itself. A
+# per-call `warnings.catch_warnings` to turn the warning into an error would swap the process-wide
+# filter list under the other decode threads (it is not thread-safe), so the warning is silenced once.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 try:
     import simplejpeg as _simplejpeg
 except ImportError:  # a host without its wheel decodes every JPEG with Pillow
@@ -95,6 +100,12 @@ def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageError(f"image has no pixels ({width}x{height})")
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    if pillow_limit is not None and pillow_limit < limits.max_pixels and width * height > pillow_limit:
+        raise ImageError(
+            f"decompression bomb refused: image is {width}x{height} = {width * height} pixels, over Pillow's "
+            f"limit of {pillow_limit}"
+        )
     if width * height > limits.max_pixels:
         raise ImageError(f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}")
     if img.mode.startswith("F"):
@@ -110,9 +121,7 @@ def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
 def _image_errors() -> Iterator[None]:
     """Turn every way Pillow says "bad file" into an ImageError with a reason a person can act on."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+        yield
     except ImageError:
         raise
     except UnidentifiedImageError:

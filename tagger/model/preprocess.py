@@ -1,6 +1,6 @@
 """Preprocessing defined once, shared by training and inference so the two can never drift.
 
-bytes --decode--> RGB PIL image --squish--> size x size --to_uint8--> CHW uint8 tensor
+bytes --decode--> RGB PIL image --to_uint8--> CHW uint8 tensor --squish--> 3 x size x size
 and, on the device, a whole batch at once: uint8 --normalise--> float (ImageNet mean/std).
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from tagger.model.decode import (  # noqa: F401 - the decode API, re-exported where it always was
@@ -21,17 +22,21 @@ from tagger.model.decode import (  # noqa: F401 - the decode API, re-exported wh
 from tagger.model.meta import IMAGENET_MEAN, IMAGENET_STD
 
 
-def squish(img: Image.Image, size: int) -> Image.Image:
-    """Resize to size x size ignoring aspect ratio, as the fastai stills tagger was trained."""
-    if img.size == (size, size):
-        return img
-    return img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+def squish(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """CHW uint8 -> 3 x size x size uint8, aspect ignored, as the fastai stills tagger was trained.
+
+    Antialiased bilinear, the filter of Pillow's BILINEAR resize (within one level) and of the device
+    decoder's resize; torch's uint8 kernel runs it in 0.3 ms for a 360x270 still, Pillow in 0.9 ms.
+    """
+    if tuple(pixels.shape[-2:]) == (size, size):
+        return pixels.contiguous()
+    out = F.interpolate(pixels.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out[0].contiguous()
 
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
-    """CHW uint8; kept as bytes until the batch reaches the device (4x less to copy)."""
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    """CHW uint8 (a view of a fresh HWC copy); kept as bytes until the batch reaches the device (4x less to copy)."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
 
 
 class Preprocess:
@@ -42,7 +47,7 @@ class Preprocess:
         self.limits = limits
 
     def __call__(self, data: bytes) -> torch.Tensor:
-        return to_uint8_tensor(squish(decode(data, size=self.size, limits=self.limits), self.size))
+        return squish(to_uint8_tensor(decode(data, size=self.size, limits=self.limits)), self.size)
 
 
 class Normalise:
