@@ -93,7 +93,7 @@ def predict_all(
 def predict_served(
     model: nn.Module, data: DecodedStills, device: torch.device, normalise: Normalise
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score a copy of a training model prepared exactly as a worker serves it (bf16 + channels_last on CUDA)."""
+    """Score a copy of a training model prepared exactly as a worker serves it (channels_last, bf16 on CUDA)."""
     served, dtype = prepare(copy.deepcopy(model), device)
     return predict_all(served, data, device, normalise, dtype=dtype)
 
