@@ -156,3 +156,20 @@ def test_read_only_commands_and_a_query_submission_never_import_torch(tmp_path: 
         )
         done = subprocess.run([sys.executable, "-c", code], env=settings.as_env(), capture_output=True, text=True)
         assert done.returncode == 0, (argv, done.stderr[-2000:])
+
+
+def test_models_show_says_when_a_version_has_no_training_record(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A version registered without `tagger train` (imported, benchmark) shows no 'None rows' line."""
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tests.conftest import make_model, make_settings
+
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'tagger.db'}")
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    version = make_model(settings, make_sessionmaker(engine))
+    engine.dispose()
+    for name, value in settings.as_env().items():
+        monkeypatch.setenv(name, value)
+    assert main(["models", "show", version]) == 0
+    out = capsys.readouterr().out
+    assert f"version   {version}" in out and "training  no record" in out and "None" not in out

@@ -373,3 +373,75 @@ def test_model_pages_show_metrics_and_an_admin_activates_and_rolls_back(site: Si
             assert registry.active(session).version == serving
         missing = admin.post("/review/models/no-such-version/activate", data={"csrf": csrf})
         assert missing.status_code == 422 and "no model version" in missing.text
+
+
+def test_a_tag_page_links_to_a_next_page_only_when_there_is_one(site: Site) -> None:
+    """Exactly a page of images: no link to an empty page; one more: the link, and the next page holds it."""
+    from tagger import registry
+    from tagger.db.schema import Image, Suggestion
+    from tagger.web.review import PAGE
+
+    def add(keys: list[str], probability: float) -> None:
+        with site.sessions() as session, session.begin():
+            version_id = registry.active(session).id
+            tag_id = registry.ensure_tags(session, ["pager"])["pager"]
+            ids = image_ids(session, storage_id(session, "file:///pager-test"), keys)
+            for image_id in ids.values():
+                session.get(Image, image_id).model_version_id = version_id  # type: ignore[union-attr]
+                session.add(
+                    Suggestion(image_id=image_id, tag_id=tag_id, model_version_id=version_id, probability=probability)
+                )
+
+    add([f"p/{i:03d}.jpg" for i in range(PAGE)], 0.9)
+    with _logged_in(site, "read") as client:
+        first = client.get("/review/tags/pager")
+        assert first.status_code == 200 and first.text.count('class="item ') == PAGE
+        assert 'rel="next"' not in first.text
+        add(["p/last.jpg"], 0.5)
+        first = client.get("/review/tags/pager")
+        assert first.text.count('class="item ') == PAGE and 'rel="next"' in first.text
+        second = client.get("/review/tags/pager?page=1")
+        assert second.text.count('class="item ') == 1 and "p/last.jpg" in second.text
+        assert 'rel="next"' not in second.text
+
+
+def test_errors_on_the_pages_are_pages_and_on_the_api_stay_json(site: Site) -> None:
+    """A person's browser gets a readable, escaped page for 403, 404 and 422; API clients keep the JSON."""
+    from tagger import registry
+
+    with site.sessions() as session:
+        version = registry.active(session).version
+    with _logged_in(site, "read") as reader:
+        hostile = reader.get("/review/tags/<script>alert(1)</script>")
+        assert hostile.status_code == 404 and hostile.headers["content-type"].startswith("text/html")
+        assert "no tag" in hostile.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile.text
+        assert "<script>alert(1)" not in hostile.text
+        bounds = reader.get(f"/review/tags/{TAG}?page=-1")
+        assert bounds.status_code == 422 and bounds.headers["content-type"].startswith("text/html")
+        assert "page: Input should be greater than or equal to 0" in bounds.text
+        refused = reader.post(f"/review/models/{version}/activate", data={"csrf": _csrf(reader, "/review/models")})
+        assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/html")
+        assert "Back to the tags" in refused.text
+    api = httpx.get(f"{site.base}/api/v1/jobs/no-such-job", headers={"Authorization": f"Bearer {site.tokens['read']}"})
+    assert api.status_code == 404 and api.headers["content-type"] == "application/json" and "detail" in api.json()
+    bounds = httpx.get(
+        f"{site.base}/api/v1/tags/{TAG}/images?limit=-1", headers={"Authorization": f"Bearer {site.tokens['read']}"}
+    )
+    assert bounds.status_code == 422 and isinstance(bounds.json()["detail"], list)
+
+
+def test_a_plot_whose_record_was_corrupted_says_so(site: Site) -> None:
+    """A hand-edited range-test record (no suggestion, a string for a list) is refused with its reason."""
+    from sqlalchemy import select, update
+
+    from tagger.db.schema import ModelVersion
+
+    broken = make_model(site.settings, site.sessions, tags=(TAG, "day", "b/w"), seed=9, activate=False)
+    mine = ModelVersion.version == broken
+    for record in ({"lrs": [1e-4, 1e-3], "losses": [0.7, 0.6]}, {"lrs": "many", "losses": 3, "suggestion": 0.1}):
+        with site.sessions() as session, session.begin():
+            meta = dict(session.scalar(select(ModelVersion.meta).where(mine)) or {})
+            session.execute(update(ModelVersion).where(mine).values(meta={**meta, "training": {"lr_find": record}}))
+        with _logged_in(site, "read") as reader:
+            plot = reader.get(f"/review/models/{broken}/lr-find.png")
+            assert plot.status_code == 500 and f"the lr-find record of {broken} cannot be drawn" in plot.text

@@ -92,14 +92,18 @@ def _print_model(data: dict[str, Any]) -> None:
     for name in ("f2", "f2_calibrated", "map", "accuracy", "valid_loss"):
         if isinstance(metrics.get(name), float):
             print(f"{name:<14} {metrics[name]:.4f}")
-    print(
-        f"data      {training.get('rows')} rows, {training.get('train_images')} train / "
-        f"{training.get('valid_images')} held out, sha256 {str(training.get('data_sha256'))[:16]}..."
-    )
-    print(
-        f"training  init {training.get('init')}, {training.get('freeze_epochs')} frozen + {training.get('epochs')} "
-        f"epochs (ran {training.get('epochs_run')}), lr {training.get('lr')}, batch {training.get('batch_size')}"
-    )
+    if not training:
+        print("training  no record: registered without `tagger train` (an imported or benchmark artifact)")
+    else:
+        print(
+            f"data      {training.get('rows')} rows, {training.get('train_images')} train / "
+            f"{training.get('valid_images')} held out, sha256 {str(training.get('data_sha256'))[:16]}..."
+        )
+        print(
+            f"training  init {training.get('init')}, {training.get('freeze_epochs')} frozen + "
+            f"{training.get('epochs')} epochs (ran {training.get('epochs_run')}), lr {training.get('lr')}, "
+            f"batch {training.get('batch_size')}"
+        )
     per_tag = metrics.get("per_tag") or {}
     if per_tag:
         print(f"  {'tag':<24} {'precision':>9} {'recall':>7} {'AP':>6} {'thresh':>6} {'support':>7}")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tagger.settings import Settings
 from tagger.tokens import Principal
@@ -26,6 +29,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
 
     from tagger.errors import ConfigError, NotFoundError
     from tagger.web.api import router
+    from tagger.web.review import error_page, is_page
     from tagger.web.review import router as review_router
     from tagger.web.session import SESSION_LIFETIME, LoginRequired
     from tagger_client.client import TaggerClient
@@ -63,21 +67,39 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
         https_only=bool(settings.web_cookie_secure),
     )
 
+    def answer(request: Request, code: int, detail: str) -> Response:
+        """An error as JSON `{"detail": ...}` for the API, as a page for the review pages' browser."""
+        return error_page(request, code, detail) if is_page(request) else JSONResponse({"detail": detail}, code)
+
     @app.exception_handler(NotFoundError)
     @app.exception_handler(JobNotFound)
     @app.exception_handler(ImageNotFound)
-    def not_found(_: Request, exc: Exception) -> JSONResponse:
+    def not_found(request: Request, exc: Exception) -> Response:
         """Nothing by that name, from any route: 404 with the reason (routes do not map it one by one)."""
-        return JSONResponse({"detail": str(exc)}, status.HTTP_404_NOT_FOUND)
+        return answer(request, status.HTTP_404_NOT_FOUND, str(exc))
 
     @app.exception_handler(InvalidSubmission)
-    def invalid(_: Request, exc: InvalidSubmission) -> JSONResponse:
+    def invalid(request: Request, exc: InvalidSubmission) -> Response:
         """A submission or job control the client refused: 422 with its reason, from the API and the pages."""
-        return JSONResponse({"detail": str(exc)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return answer(request, status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
 
     @app.exception_handler(BrokerUnavailable)
-    def no_broker(_: Request, __: BrokerUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": "the broker cannot be reached"}, status.HTTP_503_SERVICE_UNAVAILABLE)
+    def no_broker(request: Request, __: BrokerUnavailable) -> Response:
+        return answer(request, status.HTTP_503_SERVICE_UNAVAILABLE, "the broker cannot be reached")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """A refusal a route raised (403 without the role or CSRF token, 404, 422): FastAPI's, or a page."""
+        if is_page(request):
+            return error_page(request, exc.status_code, str(exc.detail), exc.headers)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        """A parameter out of its bounds: FastAPI's 422 with each error, or a page saying which."""
+        if is_page(request):
+            return error_page(request, status.HTTP_422_UNPROCESSABLE_CONTENT, _readable(exc.errors()))
+        return await request_validation_exception_handler(request, exc)
 
     @app.exception_handler(LoginRequired)
     def to_login(request: Request, _: LoginRequired) -> RedirectResponse:
@@ -91,3 +113,12 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
         return app.openapi()
 
     return app
+
+
+def _readable(errors: Sequence[Any]) -> str:
+    """FastAPI's validation errors as one line a person can read: 'page: Input should be ...; ...'."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "body", "path", "form"))
+        parts.append(f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", "")))
+    return "; ".join(parts) or "the request was refused"

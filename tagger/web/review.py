@@ -8,6 +8,7 @@ Every decision is a label (who, when, accepted or rejected) that `tagger train -
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,25 @@ def _page(request: Request, name: str, principal: Principal | None, **context: A
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+def is_page(request: Request) -> bool:
+    """A request from the review pages (a browser), which gets its errors as a page, not as JSON."""
+    path = request.url.path
+    return path == "/login" or path == "/logout" or path == "/review" or path.startswith("/review/")
+
+
+def error_page(
+    request: Request, status_code: int, detail: str, headers: Mapping[str, str] | None = None
+) -> HTMLResponse:
+    """An error on the review pages as a page: its status, the reason (escaped) and the way back."""
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {"user": None, "csrf": "", "status_code": status_code, "detail": detail},
+        status_code=status_code,
+        headers={**_NO_STORE, **(headers or {})},
+    )
 
 
 def _decision(decided: dict[tuple[int, str], bool], image_id: int, tag: str) -> str:
@@ -118,10 +138,11 @@ def tag_page(
         sessions,
         tag,
         min_probability=min_probability,
-        limit=PAGE,
+        limit=PAGE + 1,  # one more than shown: whether there is a next page
         offset=page * PAGE,
         least_sure=order == "least_sure",
     )
+    more, items = len(items) > PAGE, items[:PAGE]
     decided = decisions(sessions, [i["image_id"] for i in items])
     for item in items:
         item["decision"] = _decision(decided, item["image_id"], tag)
@@ -139,7 +160,7 @@ def tag_page(
         here=f"/review/tags/{quote(tag, safe='/')}"
         + (f"?{urlencode(filters)}" if (filters := _filters(order, min_probability)) else ""),
         page=page,
-        more=len(items) == PAGE,
+        more=more,
         min_probability=min_probability,
         order=order,
     )
@@ -397,7 +418,14 @@ def model_plot(
         data = json.dumps(training["lr_find"], sort_keys=True)
     else:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{version} has no {plot} plot")
-    return Response(_plot(plot, data), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    try:
+        png = _plot(plot, data)
+    except (KeyError, TypeError, ValueError) as exc:  # a record edited by hand, or from an older release
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            f"the {plot} record of {version} cannot be drawn ({type(exc).__name__}: {exc}); retrain to renew it",
+        ) from None
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @lru_cache(maxsize=32)
@@ -410,7 +438,11 @@ def _plot(kind: str, data: str) -> bytes:
     record = json.loads(data)
     if kind == "curves":
         return curves_png(record)
-    return lr_find_png(record["lrs"], record["losses"], record["suggestion"])
+    lrs, losses, suggestion = record["lrs"], record["losses"], record["suggestion"]
+    numbers = isinstance(lrs, list) and isinstance(losses, list) and len(lrs) == len(losses)
+    if not numbers or not all(isinstance(v, int | float) for v in (*lrs, *losses, suggestion)):
+        raise ValueError("lrs and losses must be lists of numbers of one length, suggestion a number")
+    return lr_find_png(lrs, losses, suggestion)
 
 
 @router.post("/review/models/{version}/{action}")
