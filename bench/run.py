@@ -145,18 +145,20 @@ def decode_rate(
 def other_decoder_rates(root: Path, keys: list[str], size: int, threads: int) -> dict[str, float]:
     """JPEG decoders the worker does not use, where installed: OpenCV (reduced decode, GIL released).
 
-    Each decodes to at least `size` per side (the reduced scale the file allows), then squish-resizes with
-    Pillow as the worker would, so the figures compare with Preprocess + draft.
+    Each decodes to at least `size` per side (the reduced scale the file allows), then squish-resizes as
+    the worker does (`preprocess.squish`), so the figures compare with Preprocess.
     """
     import numpy as np
-    from PIL import Image
+    import torch
+
+    from tagger.model.preprocess import squish
 
     blobs = [(root / k).read_bytes() for k in keys]
     rates: dict[str, float] = {}
 
     def timed(name: str, decode: Any) -> None:
         def one(data: bytes) -> Any:
-            return Image.fromarray(decode(data)).resize((size, size), Image.Resampling.BILINEAR)
+            return squish(torch.from_numpy(decode(data)).permute(2, 0, 1), size)
 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(one, blobs[:8]))
@@ -915,7 +917,7 @@ def report(r: dict[str, Any]) -> None:
         ("decode, CPU: full (no draft)", f"{r['decode_full']:,.1f}", ""),
         *[
             (
-                f"decode, CPU: {name} (+ Pillow resize)",
+                f"decode, CPU: {name} (+ the same resize)",
                 f"{rate:,.1f}",
                 f"{rate / r['decode_draft']:.2f}x the worker's",
             )

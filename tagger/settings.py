@@ -94,10 +94,7 @@ class Settings:
     )
     max_image_pixels: int = field(
         default=100_000_000,
-        metadata={
-            "help": "Larger declared dimensions fail (decompression-bomb guard); Pillow's own limit (about 89 "
-            "million pixels) applies when it is lower."
-        },
+        metadata={"help": "Larger declared dimensions fail (decompression-bomb guard)."},
     )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR."})
     retrain_schedule: str = field(

@@ -124,28 +124,31 @@ def test_camera_jpegs_are_decoded_at_a_reduced_scale(fmt: str) -> None:
 
 
 @pytest.mark.parametrize("warning_filter", ["ignore", "error"])
-def test_a_size_pillow_only_warns_about_is_refused_whatever_the_warning_filters(warning_filter: str) -> None:
-    """Between Pillow's MAX_IMAGE_PIXELS and twice that, Pillow only warns: the refusal must not hang on the
-    process's warning filters, which decode threads share (production ignores the warning; pytest errors)."""
+def test_the_pixel_limit_is_the_settings_whatever_pillows_limit_and_warning_filters(warning_filter: str) -> None:
+    """Pillow only warns between its MAX_IMAGE_PIXELS (89M) and twice that: the refusal must not hang on the
+    process's warning filters, which decode threads share (production ignores the warning; pytest errors),
+    and a limit set above Pillow's is the limit, not silently capped at Pillow's."""
     import warnings
 
-    side = int(Image.MAX_IMAGE_PIXELS**0.5) + 100  # just over Pillow's limit, under ours (100M) and under 2x
+    side = int(Image.MAX_IMAGE_PIXELS**0.5) + 100  # just over Pillow's limit, under twice it
     with warnings.catch_warnings():
         warnings.simplefilter(warning_filter, Image.DecompressionBombWarning)
-        with pytest.raises(ImageError, match="decompression bomb refused"):
-            decode(png_with_declared_size(side, side), size=32)
+        with pytest.raises(ImageError, match="decompression bomb refused|over the limit of 10000000"):
+            decode(png_with_declared_size(side, side), size=32, limits=DecodeLimits(max_pixels=10_000_000))
+        # Allowed by a limit above Pillow's: this PNG is refused for its data, not for its size.
+        with pytest.raises(ImageError, match="corrupt or truncated"):
+            decode(png_with_declared_size(side, side), size=32, limits=DecodeLimits(max_pixels=side * side))
 
 
-def test_squish_is_pillows_bilinear_resize_within_one_level() -> None:
-    """The worker's resize (torch's antialiased uint8 kernel) gives the picture Pillow's BILINEAR gives."""
+def test_preprocess_gives_pillows_resize_within_one_level() -> None:
+    """The worker's resize (a box reduce, then torch's antialiased uint8 bilinear) gives the picture Pillow's
+    BILINEAR resize with reducing_gap=3 gave (what existing models were trained on), for any scale."""
     import torch
 
-    from tagger.model.preprocess import squish, to_uint8_tensor
-
     rng = np.random.default_rng(3)
-    for shape in ((270, 480), (1080, 1920), (50, 20)):  # down 2x, down 8x, up
+    for shape in ((270, 480), (1080, 1920), (4000, 300), (50, 20)):  # down 2x, down 17-30x, mixed, up
         img = Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8))
-        ours = squish(to_uint8_tensor(img), 64)
-        pillow = torch.from_numpy(np.array(img.resize((64, 64), Image.Resampling.BILINEAR))).permute(2, 0, 1)
+        ours = Preprocess(64)(encode(img, "PNG"))
+        pillow = np.array(img.resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=3.0))
         assert ours.shape == (3, 64, 64) and ours.dtype == torch.uint8 and ours.is_contiguous()
-        assert (ours.int() - pillow.int()).abs().max() <= 1, shape
+        assert (ours.int() - torch.from_numpy(pillow).permute(2, 0, 1).int()).abs().max() <= 1, shape

@@ -431,17 +431,28 @@ def test_errors_on_the_pages_are_pages_and_on_the_api_stay_json(site: Site) -> N
 
 
 def test_a_plot_whose_record_was_corrupted_says_so(site: Site) -> None:
-    """A hand-edited range-test record (no suggestion, a string for a list) is refused with its reason."""
+    """Hand-edited training records (no suggestion, a string for a list, rows that are not records): the
+    model page stands and says which record cannot be read; the plot is refused with its reason."""
     from sqlalchemy import select, update
 
     from tagger.db.schema import ModelVersion
 
     broken = make_model(site.settings, site.sessions, tags=(TAG, "day", "b/w"), seed=9, activate=False)
     mine = ModelVersion.version == broken
-    for record in ({"lrs": [1e-4, 1e-3], "losses": [0.7, 0.6]}, {"lrs": "many", "losses": 3, "suggestion": 0.1}):
+    for plot, record in (
+        ("lr-find", {"lr_find": {"lrs": [1e-4, 1e-3], "losses": [0.7, 0.6]}}),
+        ("lr-find", {"lr_find": {"lrs": "many", "losses": 3, "suggestion": 0.1}}),
+        ("lr-find", {"lr_find": "not a record"}),
+        ("curves", {"history": ["epoch 1", "epoch 2"]}),
+        ("curves", {"history": {"epoch": 1}}),
+    ):
         with site.sessions() as session, session.begin():
             meta = dict(session.scalar(select(ModelVersion.meta).where(mine)) or {})
-            session.execute(update(ModelVersion).where(mine).values(meta={**meta, "training": {"lr_find": record}}))
+            session.execute(update(ModelVersion).where(mine).values(meta={**meta, "training": record}))
         with _logged_in(site, "read") as reader:
-            plot = reader.get(f"/review/models/{broken}/lr-find.png")
-            assert plot.status_code == 500 and f"the lr-find record of {broken} cannot be drawn" in plot.text
+            page = reader.get(f"/review/models/{broken}")
+            assert page.status_code == 200 and f"the {plot} record cannot be read" in page.text, record
+            drawn = reader.get(f"/review/models/{broken}/{plot}.png")
+            assert (
+                drawn.status_code == 500 and f"the {plot} record of {broken} cannot be drawn" in drawn.json()["detail"]
+            )

@@ -265,3 +265,20 @@ def test_a_statement_on_a_connection_the_server_dropped_is_sent_again_on_a_new_o
     finally:
         hot.dispose()
         admin.dispose()
+
+
+def test_failure_classes_are_credited_to_the_refusals_the_write_moved() -> None:
+    """Two refusals of different classes, of which an earlier delivery wrote the first: only the second's
+    class is counted (crediting the first `failed` refusals would count the wrong class)."""
+    from prometheus_client import REGISTRY
+
+    from tagger.worker.loader import Failed
+    from tagger.worker.tasks import credit_failures
+
+    def count(kind: str) -> float:
+        return REGISTRY.get_sample_value("tagger_image_failures_total", {"reason": kind}) or 0.0
+
+    before = {kind: count(kind) for kind in ("image", "storage")}
+    refusals = [Failed(1, "corrupt", kind="image"), Failed(2, "no such key", kind="storage")]
+    credit_failures(refusals, frozenset({2}))
+    assert (count("image") - before["image"], count("storage") - before["storage"]) == (0, 1)

@@ -5,7 +5,8 @@ EXIF orientation), so the device never sees a file the CPU path would refuse. On
 colour JPEGs (RGB or greyscale) go to the device; CMYK/YCCK and every other format stay with
 Pillow, and so does any JPEG the device refuses, which Pillow then decodes or fails with its
 precise reason. Orientation and the squish resize run on the device too (antialiased bilinear,
-as Pillow's), and the result is the same CHW uint8 at the model's input size as the CPU path's.
+the CPU path's `preprocess.squish` filter), and the result is the same CHW uint8 at the model's
+input size as the CPU path's.
 On a CPU device the same code runs libjpeg-turbo, which is how CI tests it.
 
 The decoder is TorchCodec's `decode_jpeg` (nvJPEG on CUDA), which replaces torchvision's deprecated

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.exceptions import Retry
@@ -16,6 +17,9 @@ from tagger.db.schema import Job, ModelVersion
 from tagger.worker.app import app
 from tagger.worker.context import WorkerContext, get_context
 from tagger_client.contract import TASK_TAG_BATCH, JobState, MessageError, validate_tag_batch_args
+
+if TYPE_CHECKING:
+    from tagger.worker.loader import Failed
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +269,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
     metrics.IMAGES.labels("tagged").inc(counts.done)
     if counts.failed:
         metrics.IMAGES.labels("failed").inc(counts.failed)
-        for f in failed:
-            if f.image_id in counts.failed_ids:  # what the fence moved: none twice on redelivery
-                metrics.FAILURES.labels(f.kind).inc()
+        credit_failures(failed, counts.failed_ids)
     metrics.batch_written(counts.done + counts.failed)
     metrics.gpu_memory(served.model.device.type)
     log.info(
@@ -286,6 +288,16 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
         countdown = min(MAX_BACKOFF_SECONDS, 2 ** attempts[retry_ids[0]]) + random.random()
         tag_batch.apply_async(args=[job.id, retry_ids], queue=job.queue, countdown=countdown)
     return {"done": counts.done, "failed": counts.failed, "model_version": model.version_id}
+
+
+def credit_failures(failed: Sequence[Failed], moved: frozenset[int]) -> None:
+    """Count each refusal the write moved by its class; one an earlier delivery wrote is not counted again
+    (the fence moved only part of the batch: which part, not how many, says whose class it is)."""
+    from tagger.worker.metrics import FAILURES
+
+    for f in failed:
+        if f.image_id in moved:
+            FAILURES.labels(f.kind).inc()
 
 
 def _hold(ctx: WorkerContext, stage: str, job_id: str, todo: list[Any]) -> None:

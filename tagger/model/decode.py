@@ -27,9 +27,9 @@ JPEG_FORMATS = ("JPEG", "MPO")
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-# Pillow warns between MAX_IMAGE_PIXELS and twice that; `_open_checked` refuses those sizes itself. A
-# per-call `warnings.catch_warnings` to turn the warning into an error would swap the process-wide
-# filter list under the other decode threads (it is not thread-safe), so the warning is silenced once.
+# Pillow warns between its MAX_IMAGE_PIXELS and twice that, and `_open_checked` refuses what is over the
+# caller's limit itself. A per-call `warnings.catch_warnings` to turn the warning into an error would swap
+# the process-wide filter list under the other decode threads (it is not thread-safe), so it is silenced once.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 try:
@@ -96,16 +96,14 @@ def open_checked(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Im
 def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
     if not data:
         raise ImageError("empty file (0 bytes)")
+    if Image.MAX_IMAGE_PIXELS is not None and limits.max_pixels > Image.MAX_IMAGE_PIXELS:
+        # The setting is the limit: Pillow's own guard (89M pixels) is raised to it, never lowered, so
+        # threads with the same setting agree; below it, the check after the header refuses.
+        Image.MAX_IMAGE_PIXELS = limits.max_pixels
     img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageError(f"image has no pixels ({width}x{height})")
-    pillow_limit = Image.MAX_IMAGE_PIXELS
-    if pillow_limit is not None and pillow_limit < limits.max_pixels and width * height > pillow_limit:
-        raise ImageError(
-            f"decompression bomb refused: image is {width}x{height} = {width * height} pixels, over Pillow's "
-            f"limit of {pillow_limit}"
-        )
     if width * height > limits.max_pixels:
         raise ImageError(f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}")
     if img.mode.startswith("F"):

@@ -7,6 +7,7 @@ Every decision is a label (who, when, accepted or rejected) that `tagger train -
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -24,6 +25,7 @@ from tagger.tokens import Principal
 from tagger.web.session import check_csrf, csrf_token, log_in, log_out, require_user, user
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 PAGE = 60
 MAX_ID = 2**63 - 1  # image ids are BIGINT: a larger number names no image (404), not a database error
@@ -39,9 +41,11 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 def is_page(request: Request) -> bool:
-    """A request from the review pages (a browser), which gets its errors as a page, not as JSON."""
+    """A review page (a browser's HTML, or a form it posts), which gets its errors as a page, not as JSON;
+    the images those pages load (`/thumbs/ID`, the plots) keep the short JSON answer like the API."""
     path = request.url.path
-    return path == "/login" or path == "/logout" or path == "/review" or path.startswith("/review/")
+    page = path in ("/login", "/logout", "/review") or path.startswith("/review/")
+    return page and not path.endswith(".png")
 
 
 def error_page(
@@ -345,6 +349,14 @@ def model_page(
     metrics = dict((row.meta or {}).get("metrics") or {})
     per_tag = metrics.pop("per_tag", {}) or {}
     training = _training(row)
+    records: dict[str, Any] = {}
+    unreadable = []
+    for plot in ("curves", "lr-find"):
+        try:
+            records[plot] = _plot_record(training, plot)
+        except ValueError as exc:  # shown as such; the rest of the page stands
+            records[plot] = None
+            unreadable.append(f"the {plot} record cannot be read ({exc}); retrain to renew it")
     with request.app.state.sessions() as session:  # what `registry.rollback` would go back to
         earlier = session.scalar(
             select(
@@ -362,8 +374,9 @@ def model_page(
         model=row,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         per_tag=per_tag,
-        history=training.get("history") or [],
-        lr_find=training.get("lr_find"),
+        history=records["curves"] or [],
+        lr_find=records["lr-find"],
+        unreadable=unreadable,
         losses=len(training.get("highest_losses") or []),
         may_switch=principal.may("admin"),
         can_roll_back=bool(earlier),
@@ -411,21 +424,43 @@ def model_plot(
     """The training curves or the lr-finder plot of a version, drawn from what the registry keeps."""
     import json
 
-    training = _training(_version(request, version))
-    if plot == "curves" and training.get("history"):
-        data = json.dumps(training["history"], sort_keys=True)
-    elif plot == "lr-find" and training.get("lr_find"):
-        data = json.dumps(training["lr_find"], sort_keys=True)
-    else:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{version} has no {plot} plot")
     try:
-        png = _plot(plot, data)
-    except (KeyError, TypeError, ValueError) as exc:  # a record edited by hand, or from an older release
+        record = _plot_record(_training(_version(request, version)), plot)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{version} has no {plot} plot")
+        png = _plot(plot, json.dumps(record, sort_keys=True))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # edited by hand, or from an older release
+        log.warning("%s: its %s record cannot be drawn: %s", version, plot, exc)
         raise HTTPException(
             status.HTTP_500_INTERNAL_SERVER_ERROR,
-            f"the {plot} record of {version} cannot be drawn ({type(exc).__name__}: {exc}); retrain to renew it",
+            f"the {plot} record of {version} cannot be drawn ({exc}); retrain to renew it",
         ) from None
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _plot_record(training: dict[str, Any], plot: str) -> Any:
+    """What a plot is drawn from: the `history` rows, or the range test's parallel lists and suggestion.
+
+    None when the version has none; ValueError when the record is there and cannot be drawn.
+    """
+    if plot == "curves":
+        rows = training.get("history")
+        if rows and (not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows)):
+            raise ValueError("history must be a list of per-epoch records")
+        return rows or None
+    if plot == "lr-find":
+        record = training.get("lr_find")
+        if not record:
+            return None
+        if not isinstance(record, dict):
+            raise ValueError("lr_find must be a record of lrs, losses and a suggestion")
+        lrs, losses, suggestion = (record.get(k) for k in ("lrs", "losses", "suggestion"))
+        if not (isinstance(lrs, list) and isinstance(losses, list) and len(lrs) == len(losses)) or not all(
+            isinstance(v, int | float) for v in (*lrs, *losses, suggestion)
+        ):
+            raise ValueError("lrs and losses must be lists of numbers of one length, suggestion a number")
+        return record
+    return None
 
 
 @lru_cache(maxsize=32)
@@ -438,11 +473,7 @@ def _plot(kind: str, data: str) -> bytes:
     record = json.loads(data)
     if kind == "curves":
         return curves_png(record)
-    lrs, losses, suggestion = record["lrs"], record["losses"], record["suggestion"]
-    numbers = isinstance(lrs, list) and isinstance(losses, list) and len(lrs) == len(losses)
-    if not numbers or not all(isinstance(v, int | float) for v in (*lrs, *losses, suggestion)):
-        raise ValueError("lrs and losses must be lists of numbers of one length, suggestion a number")
-    return lr_find_png(lrs, losses, suggestion)
+    return lr_find_png(record["lrs"], record["losses"], record["suggestion"])
 
 
 @router.post("/review/models/{version}/{action}")
