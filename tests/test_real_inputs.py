@@ -139,7 +139,15 @@ def test_an_interrupted_local_job_leaves_no_process_and_resumes(local: Settings,
     command = [sys.executable, "-m", "tagger", "tag", str(archive), "--wait", "--batch-size", "4"]
     holds = Holds(local.var_dir)
     holds.arm("claimed")  # the first batch waits there: the signal lands mid-job, however fast the worker is
-    proc = subprocess.Popen(command + ["--idempotency-key", "nightly"], env=env, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal sends it, even where this suite was started with SIGINT ignored (`nohup … &`),
+    # which a child would inherit and rightly keep.
+    proc = subprocess.Popen(
+        command + ["--idempotency-key", "nightly"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     engine = make_engine(local.database_url)
     sessions = make_sessionmaker(engine)
     held = holds.wait("claimed", timeout=120)
