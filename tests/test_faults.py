@@ -34,6 +34,7 @@ from tagger.worker.sink import Refused, Tagged, record_batch
 from tagger_client.contract import QUEUE_BULK, ItemState
 from tests.conftest import fill_job, make_model, make_settings, new_job, submit_keys, write_stills
 from tests.holds import Holds
+from tests.waiting import children
 
 pytestmark = pytest.mark.e2e
 
@@ -110,11 +111,6 @@ def rig(postgres, redis_url: str, tmp_path: Path) -> Iterator[Rig]:  # type: ign
     engine.dispose()
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
 def _attempts(rig: Rig, job_id: str) -> dict[int, tuple[str, int]]:
     """image id -> (state, attempts) of every item of the job."""
     with rig.sessions() as session:
@@ -131,7 +127,7 @@ def test_kill_9_of_a_pool_process_mid_batch_is_redelivered(rig: Rig) -> None:
     with LocalWorkers(rig.settings, count=1, log_file=rig.log) as workers:
         job = rig.submit()
         held = holds.wait("fetched", log=rig.log)
-        assert held.pid in _children(workers.procs[0].pid)  # a pool process, not the worker itself
+        assert held.pid in children(workers.procs[0].pid)  # a pool process, not the worker itself
         os.kill(held.pid, signal.SIGKILL)
         holds.release(held)
         result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=workers.alive)

@@ -14,10 +14,9 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ from tagger.model_events import announce
 from tagger.settings import Settings
 from tests.conftest import make_model, make_settings, submit_keys, write_stills
 from tests.servers import PrometheusServer, debian_binary, free_port, wait_port
+from tests.test_e2e import tagger
+from tests.waiting import children, until
 
 pytestmark = pytest.mark.e2e
 
@@ -68,18 +69,9 @@ class Fleet:
         return summary(self.sessions, job)
 
     def cli(self, *args: str) -> Any:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | self.settings.as_env()
-        done = subprocess.run([sys.executable, "-m", "tagger", *args], env=env, capture_output=True, text=True)
+        done = tagger(self.settings, *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
-
-
-def until(ok: Callable[[], object], timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        tail = log.read_text()[-3000:] if log and log.exists() else ""
-        assert time.monotonic() < deadline, f"not within {timeout}s; workers log:\n{tail}"
-        time.sleep(0.2)
 
 
 def http(port: int, path: str, token: str | None = TOKEN) -> tuple[int, Any]:
@@ -316,13 +308,13 @@ def test_tagger_workers_lists_the_live_workers_and_drops_a_killed_one(fleet: Fle
     assert before["queues"]["tagger.bulk"] == 0 and before["jobs"] == []
 
     # A pool process killed outright never says it left: its gauges must not be counted once it is gone.
-    (child,) = _children(fleet.workers.procs[0].pid)
+    (child,) = children(fleet.workers.procs[0].pid)
     os.kill(child, signal.SIGKILL)
 
     def replaced() -> bool:
         status, text = http(fleet.ports[0], "/metrics")
         served = re.findall(rf'^tagger_model_served{{version="{version}"}} (\S+)$', text, re.M) if status == 200 else []
-        return _children(fleet.workers.procs[0].pid) not in ([], [child]) and served == ["1.0"]
+        return children(fleet.workers.procs[0].pid) not in ([], [child]) and served == ["1.0"]
 
     until(replaced, 60, fleet.log)
     assert http(fleet.ports[0], "/readyz")[0] == 200
@@ -333,15 +325,3 @@ def test_tagger_workers_lists_the_live_workers_and_drops_a_killed_one(fleet: Fle
     assert [w["hostname"] for w in after["workers"]] == [before["workers"][0]["hostname"]]
     text = fleet.cli("workers")
     assert "1 worker(s) answered" in text and f"model {version} (1 proc)" in text
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return sorted(found)

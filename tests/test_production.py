@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -24,14 +22,7 @@ from tagger_client import TaggerClient
 from tagger_client.contract import QUEUE_TRAINING
 from tests.conftest import make_settings
 from tests.test_e2e import tagger
-
-
-def until(ok: Callable[[], object], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < deadline, f"not within {timeout}s"
-        time.sleep(0.2)
-
+from tests.waiting import until
 
 TINY = ["--size", "32", "--batch-size", "16", "--random-init", "--lr-spread", "1", "--epochs", "1"]
 

@@ -22,6 +22,7 @@ from tagger.db.schema import Job, JobItem
 from tagger.settings import Settings
 from tests.conftest import make_model, make_settings, write_stills
 from tests.test_e2e import tagger
+from tests.waiting import descendants
 
 # Names a listing really meets that cannot be keys, and the readable form their reason must show.
 BAD_NAMES: dict[bytes, str] = {
@@ -158,7 +159,7 @@ def test_an_interrupted_local_job_leaves_no_process_and_resumes(local: Settings,
                 break
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
-    family = _descendants(proc.pid)
+    family = descendants(proc.pid)
     assert len(family) >= 3  # redis-server, the worker and its pool
     proc.send_signal(stop)
     log = local.var_dir / "workers.log"
@@ -189,22 +190,6 @@ def test_an_interrupted_local_job_leaves_no_process_and_resumes(local: Settings,
         assert session.execute(select(Job.state, Job.done, Job.failed)).one() == ("done", 160, 0)
     assert _items(local, job_id) == {"done": 160}
     engine.dispose()
-
-
-def _descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        parent = todo.pop()
-        for path in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = path.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent:
-                child = int(path.parent.name)
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def _until_gone(pids: set[int], timeout: float = 30) -> None:
