@@ -251,11 +251,10 @@ class ModelCeiling:
     def __init__(self, device_name: str) -> None:
         import multiprocessing
 
+        from tagger.cli.serve import available_cores
         from tagger.model.device import pick_device
 
         self.device_name = device_name
-        from tagger.cli.serve import available_cores
-
         self.cores = available_cores()
         on_cpu = pick_device(device_name).type == "cpu"
         context = multiprocessing.get_context("spawn")

@@ -61,10 +61,13 @@ class TaggedRows:
 @dataclass(frozen=True)
 class BatchCounts:
     done: int
-    failed: int
+    failed_ids: frozenset[int] = frozenset()  # the refused images this write moved: the fence's, not the batch's
     skipped: int = 0
     closed: bool = False  # this batch finished the job: time to notify
-    failed_ids: frozenset[int] = frozenset()  # the refused images this write moved (`failed` of them)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_ids)
 
 
 def record_batch(
@@ -160,8 +163,7 @@ job AS (
     WHERE jobs.id = %(job)s AND m.done + m.failed + m.skipped > 0
     RETURNING jobs.finished_at = now() AS closed
 )
-SELECT m.done, m.failed, m.skipped, COALESCE((SELECT closed FROM job), false),
-       (SELECT array_agg(image_id) FROM failed)
+SELECT m.done, (SELECT array_agg(image_id) FROM failed), m.skipped, COALESCE((SELECT closed FROM job), false)
 FROM moved m
 """
 
@@ -185,9 +187,8 @@ def _write_postgres(
         "reasons": [r.reason[:2000] for r in refused],
         "skipped": array_literal(sorted(skipped)),
     }
-    ((done, failed, skip, closed, failed_ids),) = run_statement(engine, _WRITE, params)
-    moved = frozenset(failed_ids or ())
-    return BatchCounts(done=int(done), failed=int(failed), skipped=int(skip), closed=bool(closed), failed_ids=moved)
+    ((done, failed_ids, skip, closed),) = run_statement(engine, _WRITE, params)
+    return BatchCounts(done=int(done), failed_ids=frozenset(failed_ids or ()), skipped=int(skip), closed=bool(closed))
 
 
 def _write_generic(
@@ -209,17 +210,16 @@ def _write_generic(
             for r in refused
             for image_id in _leave_pending(session, job_id, [r.image_id], ItemState.FAILED, error=r.reason[:2000])
         )
-        failed = len(failed_ids)
         skip = len(_leave_pending(session, job_id, list(skipped), ItemState.SKIPPED)) if skipped else 0
-        if claimed or failed or skip:
+        if claimed or failed_ids or skip:
             mark_running(session, job_id)
             session.execute(
                 update(Job)
                 .where(Job.id == job_id)
-                .values(done=Job.done + len(claimed), failed=Job.failed + failed, skipped=Job.skipped + skip)
+                .values(done=Job.done + len(claimed), failed=Job.failed + len(failed_ids), skipped=Job.skipped + skip)
             )
         closed = finish_if_complete(session, job_id)
-    return BatchCounts(done=len(claimed), failed=failed, skipped=skip, closed=closed, failed_ids=failed_ids)
+    return BatchCounts(done=len(claimed), failed_ids=failed_ids, skipped=skip, closed=closed)
 
 
 def _leave_pending(session: Session, job_id: str, image_ids: list[int], state: ItemState, **values: object) -> set[int]:

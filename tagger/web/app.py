@@ -11,7 +11,7 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -67,32 +67,30 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
         https_only=bool(settings.web_cookie_secure),
     )
 
-    def answer(request: Request, code: int, detail: str) -> Response:
-        """An error as JSON `{"detail": ...}` for the API, as a page for the review pages' browser."""
-        return error_page(request, code, detail) if is_page(request) else JSONResponse({"detail": detail}, code)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Every refusal, raised by a route or mapped below: FastAPI's JSON `{"detail": ...}` for the API, a
+        page with the reason for the review pages' browser."""
+        if is_page(request):
+            return error_page(request, exc.status_code, str(exc.detail), exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(NotFoundError)
     @app.exception_handler(JobNotFound)
     @app.exception_handler(ImageNotFound)
-    def not_found(request: Request, exc: Exception) -> Response:
+    async def not_found(request: Request, exc: Exception) -> Response:
         """Nothing by that name, from any route: 404 with the reason (routes do not map it one by one)."""
-        return answer(request, status.HTTP_404_NOT_FOUND, str(exc))
+        return await http_error(request, StarletteHTTPException(status.HTTP_404_NOT_FOUND, str(exc)))
 
     @app.exception_handler(InvalidSubmission)
-    def invalid(request: Request, exc: InvalidSubmission) -> Response:
+    async def invalid(request: Request, exc: InvalidSubmission) -> Response:
         """A submission or job control the client refused: 422 with its reason, from the API and the pages."""
-        return answer(request, status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+        return await http_error(request, StarletteHTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)))
 
     @app.exception_handler(BrokerUnavailable)
-    def no_broker(request: Request, __: BrokerUnavailable) -> Response:
-        return answer(request, status.HTTP_503_SERVICE_UNAVAILABLE, "the broker cannot be reached")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        """A refusal a route raised (403 without the role or CSRF token, 404, 422): FastAPI's, or a page."""
-        if is_page(request):
-            return error_page(request, exc.status_code, str(exc.detail), exc.headers)
-        return await http_exception_handler(request, exc)
+    async def no_broker(request: Request, __: BrokerUnavailable) -> Response:
+        reason = "the broker cannot be reached"
+        return await http_error(request, StarletteHTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, reason))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
