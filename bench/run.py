@@ -17,7 +17,7 @@ In one run on the machine it is given, it:
      --rounds times; a bare INSERT of the same rows; the broker's rate for task messages;
   7. the system-overhead scenario: small stills and a trivial model, so inference is nearly free; its
      end-to-end rate against 1 / (decode + model + sink seconds per image, each measured alone, before
-     and after each of --rounds runs);
+     and after each of --rounds runs of seconds); and a job of one batch on idle workers, a job's fixed cost;
   8. with --scale 1,2,4: the end-to-end rate of 1, 2 and 4 worker processes with a light model;
 and prints a table of rates with their ratios (also written as JSON with --json-out). It is a
 measurement, not a test: nothing is asserted.
@@ -71,7 +71,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="TAGGER_COMPILE=1 (torch.compile, warmed up)")
     p.add_argument("--scale", default="", help="worker counts for the scale-out table, e.g. 1,2,4 (default: skip)")
     p.add_argument("--scale-size", type=int, default=64, help="input size of the light scale-out model")
-    p.add_argument("--overhead-images", type=int, default=1200, help="small stills for the overhead scenario")
+    p.add_argument(
+        "--overhead-images",
+        type=int,
+        default=6000,
+        help="small stills for the overhead scenario: a run of seconds, so the steady state is measured and a "
+        "job's fixed cost (measured on its own) does not dominate it",
+    )
     p.add_argument("--overhead-arch", default="mobilenet_v3_small", help="the overhead scenario's trivial model")
     p.add_argument("--overhead-size", type=int, default=32, help="its input size")
     p.add_argument("--broker-messages", type=int, default=5000, help="task messages for the broker ceiling")
@@ -88,6 +94,8 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if args.rounds < 1:
         p.error("--rounds must be 1 or more")
+    if args.overhead_images < 5 * args.batch:
+        p.error("--overhead-images must be at least 5 batches (warm-up and the one-batch jobs take that many)")
     return args
 
 
@@ -806,6 +814,11 @@ def main() -> int:
         with LocalWorkers(settings, count=args.workers, log_file=work / "workers.log"):
             warm_small = linked_copy(work / "small", "small-warm").as_uri()
             run(small_keys[: args.batch * 2], args.batch, storage=warm_small)
+            # A job's fixed cost on idle workers: one batch, from the submission to the job's end.
+            one_batch = [
+                args.batch / run(small_keys[j * args.batch : (j + 1) * args.batch], args.batch, storage=warm_small)
+                for j in range(2, 5)
+            ]
             for i in range(args.rounds):  # each run between two measurements of its stages alone
                 stages_before = stages()
                 e2e = run(small_keys, args.batch, storage=linked_copy(work / "small", f"small-{i}").as_uri())
@@ -826,6 +839,7 @@ def main() -> int:
             "bound_per_s": statistics.median(r["bound"] for r in overhead_rounds),
             "end_to_end": statistics.median(r["end_to_end"] for r in overhead_rounds),
             "of_bound": statistics.median(r["end_to_end"] / r["bound"] for r in overhead_rounds),
+            "one_batch_job_s": statistics.median(one_batch),
         }
         results["overhead"]["sink_images_per_s"] = results["overhead"].pop("sink_per_s")
 
@@ -979,6 +993,12 @@ def report(r: dict[str, Any]) -> None:
             f"**{o['end_to_end']:,.1f}**",
             f"**{o['of_bound']:.0%}** of the bound its own stages allow, measured before and after each run "
             f"(rounds: {overhead_rounds})",
+        ),
+        (
+            f"overhead scenario: a job of one batch ({args['batch']} stills) on idle workers",
+            f"{o['one_batch_job_s'] * 1000:,.0f} ms",
+            "a job's fixed cost, submission to end: "
+            f"{o['one_batch_job_s'] * o['end_to_end'] / int(args['overhead_images']):.1%} of the scenario's run",
         ),
     ]
     for n, rate in (r.get("scale_out") or {}).items():

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db.schema import Image, ModelVersion, Storage, Suggestion, Tag
@@ -42,14 +42,19 @@ class ImageRef:
         return f"{self.storage_url}/{self.key}"
 
 
-def find_images(sessions: sessionmaker[Session], ref: str, *, storage_url: str | None = None) -> list[ImageRef]:
-    """The images `ref` names: a key under `storage_url`, a file:// or s3:// URL, a path to a local file,
-    or a bare key under any storage. Raises NotFoundError when none is known."""
-    query = (
+def _image_refs() -> Select[int, str, str, str, datetime | None]:
+    """The columns of an ImageRef, in its order: an image, its storage and the version that last tagged it."""
+    return (
         select(Image.id, Storage.url, Image.key, ModelVersion.version, Image.tagged_at)
         .join(Storage, Storage.id == Image.storage_id)
         .outerjoin(ModelVersion, ModelVersion.id == Image.model_version_id)
     )
+
+
+def find_images(sessions: sessionmaker[Session], ref: str, *, storage_url: str | None = None) -> list[ImageRef]:
+    """The images `ref` names: a key under `storage_url`, a file:// or s3:// URL, a path to a local file,
+    or a bare key under any storage. Raises NotFoundError when none is known."""
+    query = _image_refs()
     with sessions() as session:
         candidates = [(canonical_url(storage_url), ref)] if storage_url else _locations(session, ref)
         found: list[ImageRef] = []
@@ -136,12 +141,7 @@ def images_with_tag(
 def image_by_id(sessions: sessionmaker[Session], image_id: int) -> ImageRef:
     """One image by its id (as the review pages link to it). Raises NotFoundError."""
     with sessions() as session:
-        row = session.execute(
-            select(Image.id, Storage.url, Image.key, ModelVersion.version, Image.tagged_at)
-            .join(Storage, Storage.id == Image.storage_id)
-            .outerjoin(ModelVersion, ModelVersion.id == Image.model_version_id)
-            .where(Image.id == image_id)
-        ).first()
+        row = session.execute(_image_refs().where(Image.id == image_id)).first()
     if row is None:
         raise NotFoundError(f"no image with id {image_id}")
     return ImageRef(*row)

@@ -30,6 +30,7 @@ class Principal:
 
     name: str
     role: str
+    token_id: int  # the token's row: a browser session opened with it is bound to it
 
     def may(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -88,7 +89,7 @@ def authenticate(sessions: sessionmaker[Session], token: str) -> Principal | Non
             )
             .values(last_used_at=now)
         )
-    return Principal(row.name, row.role)
+    return Principal(row.name, row.role, row.id)
 
 
 def listed(sessions: sessionmaker[Session]) -> list[TokenInfo]:

@@ -187,7 +187,8 @@ def _thumbnails_and_escaping(site: Site, reader: httpx.Client, tmp_path: Path) -
     shown = reader.get(f"/thumbs/{ids['stills/still_00001.jpg']}")
     assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
     for path in ("/thumbs/..%2F..%2Fetc%2Fpasswd", "/thumbs/%2Fetc%2Fpasswd", "/thumbs/../../etc/passwd"):
-        assert reader.get(path).status_code in (404, 422), path
+        answer = reader.get(path)  # a path where an image id belongs: refused before any file is opened
+        assert answer.status_code in (404, 422) and "root:" not in answer.text, path
 
 
 def _train(site: Site, *extra: str) -> dict[str, Any]:
@@ -274,11 +275,28 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
     assert decided is (choice == "accept")
 
 
-def test_training_keeps_its_worst_held_out_images_and_the_pages_plot_from_the_registry(site: Site) -> None:
+@pytest.fixture()
+def trained(site: Site) -> str:
+    """The version the Chromium test trained on its decisions; when that test did not run first (`-k`, a
+    failure before it trained), the same training on the same kind of decisions, made here."""
+    if site.trained is None:
+        from tagger.labels import accept_above, decide
+        from tagger.results import images_with_tag
+
+        order = [row["image_id"] for row in images_with_tag(site.sessions, TAG, min_probability=0.0, limit=100)]
+        decide(site.sessions, order[3], rejected=[TAG], by="review-person")
+        accept_above(site.sessions, TAG, 0.0, by="review-person")
+        _train(site, "--find-lr")
+        site.trained = _train(site)["version"]
+    return site.trained
+
+
+def test_training_keeps_its_worst_held_out_images_and_the_pages_plot_from_the_registry(
+    site: Site, trained: str
+) -> None:
     from tagger.storage import canonical_url
 
-    version = site.trained
-    assert version, "needs the version trained by the Chromium test above"
+    version = trained
     with site.sessions() as session:
         from tagger.db.schema import ModelVersion
 

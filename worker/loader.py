@@ -21,6 +21,10 @@ from tagger.storage import Storage
 from tagger.worker.device_decode import Header, OnDevice, read_header
 from tagger.worker.metrics import IMAGE_SECONDS
 
+# Bound once: a labelled child is a dict look-up under a lock, and these are observed for every image.
+FETCH_SECONDS = IMAGE_SECONDS.labels("fetch")
+DECODE_SECONDS = IMAGE_SECONDS.labels("decode")
+
 T = TypeVar("T")
 
 
@@ -114,7 +118,7 @@ def _load_with_device(
             pixels = on_device.decoder([d for _, d, _ in gpu_jpegs], [h for _, _, h in gpu_jpegs])
         each = (time.perf_counter() - started) / len(gpu_jpegs)  # one batched call: its share per image
         for _ in gpu_jpegs:
-            IMAGE_SECONDS.labels("decode").observe(each)
+            DECODE_SECONDS.observe(each)
         for (image_id, data, _), px in zip(gpu_jpegs, pixels, strict=True):
             if px is None:  # the device refused it: Pillow decodes it or says precisely why not
                 on_cpu[image_id] = pool.submit(pillow, image_id, data)
@@ -128,14 +132,14 @@ def _load_with_device(
 def _timed_read(item: Item, max_bytes: int) -> bytes:
     started = time.perf_counter()
     data = item.storage.read(item.key, max_bytes=max_bytes)
-    IMAGE_SECONDS.labels("fetch").observe(time.perf_counter() - started)
+    FETCH_SECONDS.observe(time.perf_counter() - started)
     return data
 
 
 def _timed_decode(preprocess: Callable[[bytes], torch.Tensor], data: bytes) -> torch.Tensor:
     started = time.perf_counter()
     pixels = preprocess(data)
-    IMAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
+    DECODE_SECONDS.observe(time.perf_counter() - started)
     return pixels
 
 

@@ -51,8 +51,7 @@ def log_in(request: Request, token: str) -> Principal | None:
     log_out(request)  # a session already in this browser ends: its cookie opens nothing any more
     secret = secrets.token_urlsafe(32)
     with request.app.state.sessions() as session, session.begin():
-        token_id = session.scalars(select(ApiToken.id).where(ApiToken.token_sha256 == digest(token.strip()))).one()
-        session.add(WebSession(id_sha256=digest(secret), token_id=token_id))
+        session.add(WebSession(id_sha256=digest(secret), token_id=principal.token_id))
         # Ended and expired sessions are kept no longer than a cookie could still present them.
         session.execute(
             delete(WebSession).where(
@@ -85,7 +84,7 @@ def user(request: Request) -> Principal | None:
         return None
     with request.app.state.sessions() as session:
         found = session.execute(
-            select(ApiToken.name, ApiToken.role)
+            select(ApiToken.name, ApiToken.role, ApiToken.id)
             .join(WebSession, WebSession.token_id == ApiToken.id)
             .where(
                 WebSession.id_sha256 == digest(str(secret)),
@@ -97,7 +96,7 @@ def user(request: Request) -> Principal | None:
     if found is None:
         request.session.clear()
         return None
-    return Principal(found.name, found.role)
+    return Principal(found.name, found.role, found.id)
 
 
 class LoginRequired(Exception):
