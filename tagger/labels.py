@@ -23,7 +23,7 @@ from tagger import registry
 from tagger.db.images import image_ids, storage_id
 from tagger.db.schema import Image, Label, Storage, Suggestion, Tag, utcnow
 from tagger.db.upsert import insert_ignore, upsert
-from tagger.errors import ConfigError, PermanentError
+from tagger.errors import ConfigError, NotFoundError, PermanentError
 from tagger.storage import canonical_url, validate_key
 
 TAG_NAME = re.compile(r"^[^\W_][\w.&'+:/-]*$")
@@ -180,6 +180,17 @@ def decide(
     """Record a person's decisions on one image's tags (the latest decision per tag wins); returns how many."""
     with sessions() as session, session.begin():
         return _decide(session, {image_id: (list(accepted), list(rejected))}, source=source, by=by)
+
+
+def decide_known(sessions: sessionmaker[Session], image_id: int, tag: str, *, positive: bool, by: str) -> None:
+    """A person's decision from a page, in one transaction: only on a tag already in the vocabulary (a
+    form never adds names) and an image already known. Raises NotFoundError saying which is missing."""
+    with sessions() as session, session.begin():
+        if session.scalar(select(Tag.id).where(Tag.name == tag)) is None:
+            raise NotFoundError(f"no tag {tag!r} in the vocabulary")
+        if session.get(Image, image_id) is None:
+            raise NotFoundError(f"no image with id {image_id}")
+        _decide(session, {image_id: ([tag], []) if positive else ([], [tag])}, source="accepted", by=by)
 
 
 def add(

@@ -131,6 +131,7 @@ def test_forms_need_their_csrf_token_and_pages_a_session(site: Site) -> None:
         assert reviewer.get(f"/thumbs/{huge}").status_code == 422
     with site.sessions() as session:
         assert session.scalars(select(Label)).all() == []
+        assert session.scalar(select(Tag.id).where(Tag.name == "made-up")) is None  # a form adds no names
 
 
 def test_revoking_a_token_ends_its_browser_sessions(site: Site) -> None:

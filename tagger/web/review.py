@@ -201,18 +201,13 @@ def decide(
     csrf: str = Form(""),  # noqa: B008
     principal: Principal = Depends(require_user("review")),  # noqa: B008
 ) -> RedirectResponse:
-    from tagger.labels import decide as record
-    from tagger.results import image_by_id, tag_exists
+    from tagger.labels import decide_known
 
     check_csrf(request, csrf)
     if decision not in ("accept", "reject"):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "decision is accept or reject")
-    sessions = request.app.state.sessions
-    if not tag_exists(sessions, tag):  # the pages decide on suggested tags only: no new names from a form
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no tag {tag!r} in the vocabulary")
-    image_by_id(sessions, image_id)  # 404 for no such image
-    accepted, rejected = ([tag], []) if decision == "accept" else ([], [tag])
-    record(sessions, image_id, accepted=accepted, rejected=rejected, source="accepted", by=principal.name)
+    # 404 (the app's NotFoundError page) for a tag not in the vocabulary or an image not known.
+    decide_known(request.app.state.sessions, image_id, tag, positive=decision == "accept", by=principal.name)
     after = cursor if stay else cursor + 1
     at = f"page={page}&cursor={after}" if page else f"cursor={after}"
     back = _local(back)
