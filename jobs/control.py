@@ -30,22 +30,53 @@ def _job(session: Session, job_id: str) -> Job:
     return job
 
 
+def _not_allowed(job: Job, allowed: tuple[JobState, ...]) -> ConfigError:
+    return ConfigError(f"job {job.id} is {job.state}; this needs it to be {' or '.join(s.value for s in allowed)}")
+
+
 def _transition(sessions: sessionmaker[Session], job_id: str, allowed: tuple[JobState, ...], **values: Any) -> str:
     with sessions() as session, session.begin():
         job = _job(session, job_id)
         if JobState(job.state) not in allowed:
-            raise ConfigError(
-                f"job {job_id} is {job.state}; this needs it to be {' or '.join(s.value for s in allowed)}"
-            )
+            raise _not_allowed(job, allowed)
         session.execute(update(Job).where(Job.id == job_id, Job.state.in_(allowed)).values(**values))
         return JobState(values.get("state", job.state)).value
 
 
+def _skip_pending(session: Session, job_id: str) -> int:
+    """Skip the job's images not written yet, now: a cancelled or expired job adds up at once (done + failed +
+    skipped = total), even when its remaining batches die with a command's own broker. A batch in flight
+    then writes nothing (its fence finds no pending image). Items before the job row: every write's order."""
+    return affected(
+        session.execute(
+            update(JobItem)
+            .where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING)
+            .values(state=ItemState.SKIPPED, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
 def cancel(sessions: sessionmaker[Session], job_id: str, *, send: Send | None = None) -> str:
-    """Remaining batches are skipped without I/O; images already tagged keep their tags."""
-    state = _transition(sessions, job_id, _ACTIVE, state=JobState.CANCELLED, finished_at=utcnow())
+    """Every image not yet written is skipped, and its batches are then dropped without I/O; images already
+    tagged keep their tags."""
+    with sessions() as session, session.begin():
+        job = _job(session, job_id)
+        if JobState(job.state) not in _ACTIVE:
+            raise ConfigError(
+                f"job {job_id} is {job.state}; this needs it to be {' or '.join(s.value for s in _ACTIVE)}"
+            )
+        skipped = _skip_pending(session, job_id)
+        ended = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state.in_(_ACTIVE))
+            .values(state=JobState.CANCELLED, finished_at=utcnow(), skipped=Job.skipped + skipped)
+            .execution_options(synchronize_session=False)
+        )
+        if not affected(ended):  # it ended meanwhile: nothing of this transaction stays
+            raise ConfigError(f"job {job_id} ended while it was being cancelled; see `tagger jobs show {job_id[:8]}`")
     announce_end(send, job_id)
-    return state
+    return JobState.CANCELLED.value
 
 
 def pause(sessions: sessionmaker[Session], job_id: str, *, send: Send | None = None) -> str:
@@ -93,11 +124,24 @@ def retry_failed(sessions: sessionmaker[Session], send: Send, job_id: str) -> in
 
 
 def expire_if_overdue(session: Session, job_id: str) -> bool:
-    """Fail a job past its time limit (the rest of its batches are then skipped); true if it expired now."""
+    """Fail a job past its time limit (counted from its submission) and skip every image not yet written;
+    true if it expired now."""
+    overdue = select(Job.id).where(
+        Job.id == job_id, Job.deadline_at.is_not(None), Job.deadline_at < utcnow(), Job.state.in_(_ACTIVE)
+    )
+    if session.scalar(overdue) is None:
+        return False
+    skipped = _skip_pending(session, job_id)
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.deadline_at.is_not(None), Job.deadline_at < utcnow(), Job.state.in_(_ACTIVE))
+        .where(Job.id == job_id, Job.state.in_(_ACTIVE))
         .values(state=JobState.FAILED, error="job time limit exceeded", finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(  # counted whether or not this call was the one that ended the job
+        update(Job)
+        .where(Job.id == job_id)
+        .values(skipped=Job.skipped + skipped)
         .execution_options(synchronize_session=False)
     )
     return bool(affected(result))

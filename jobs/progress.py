@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db.schema import Image, Job, JobItem, Storage
+from tagger.errors import WorkersExitedError
 from tagger_client.contract import ItemState, JobState
 from tagger_client.status import JobStatus
 
@@ -137,7 +138,9 @@ def wait(
                 )
                 warned = True
             if alive is not None and not alive():
-                raise RuntimeError(f"worker processes exited while job {job_id} was {current.state.value}")
+                raise WorkersExitedError(
+                    f"the worker processes exited while job {job_id} was {current.state.value}", job_id=job_id
+                )
             if deadline is not None and now > deadline:
                 raise TimeoutError(f"job {job_id} still {current.state.value} after {timeout}s")
             time.sleep(poll)

@@ -27,6 +27,15 @@ class UnavailableError(TaggerError):
     exit_code = 5
 
 
+class WorkersExitedError(TaggerError):
+    """The local worker processes a command started stopped while it waited on them; the message says why,
+    from their own log, where it can."""
+
+    def __init__(self, message: str, *, job_id: str = "") -> None:
+        super().__init__(message)
+        self.job_id = job_id  # the job that was waiting: unfinished, so it can be run again
+
+
 class PermanentError(TaggerError):
     """Retrying cannot help (a corrupt image, a bad key): record it and move on."""
 

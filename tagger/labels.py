@@ -12,9 +12,10 @@ import csv
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import Integer, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -100,7 +101,7 @@ def read_labels_csv(path: Path) -> LabelledSet:
     lowered: Counter[str] = Counter()
     header = False
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
+        for lineno, row in _rows(path, fh):
             cells = [c.strip() for c in row]
             if not any(cells):
                 continue
@@ -143,6 +144,17 @@ def read_labels_csv(path: Path) -> LabelledSet:
     if merged:
         notes.append(f"{len(merged)} image(s) listed on several rows, their tags merged (e.g. {merged[0]})")
     return LabelledSet(list(by_key), list(by_key.values()), notes=notes)
+
+
+def _rows(path: Path, fh: TextIO) -> Iterator[tuple[int, list[str]]]:
+    """The CSV's rows, numbered from 1; a file that is not UTF-8 text (a spreadsheet's Latin-1 export) is a
+    ConfigError saying so, not a UnicodeDecodeError (text is decoded ahead in blocks, so no line is named)."""
+    try:
+        yield from enumerate(csv.reader(fh), start=1)
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1].hex()
+        why = f"{path} is not UTF-8 text (byte 0x{bad}): save it as UTF-8 (a spreadsheet's CSV UTF-8)"
+        raise ConfigError(why) from None
 
 
 def labels_from_db(session: Session) -> LabelledSet:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import unquote, urlparse
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -72,14 +73,27 @@ def find_images(sessions: sessionmaker[Session], ref: str, *, storage_url: str |
 
 
 def _locations(session: Session, ref: str) -> list[tuple[str | None, str]]:
-    """(storage root, key) pairs `ref` could mean; a None root means "a bare key, under any storage"."""
-    url = ref
-    if not ref.startswith(("file://", "s3://")) and os.path.exists(ref):
-        url = Path(ref).resolve().as_uri()
-    if not url.startswith(("file://", "s3://")):
+    """(storage root, key) pairs `ref` could mean; a None root means "a bare key, under any storage".
+
+    A path or file:// URL is matched as a path: roots are stored as file URIs (percent-encoded: a space is
+    %20) and keys as the names themselves, so `photos/été 1.jpg` must not be compared as `%C3%A9t%C3%A9%201`.
+    The folder is resolved and the file name kept: a link inside the folder is its own image, not its target.
+    """
+    if ref.startswith("s3://"):
+        roots = [r for r in session.scalars(select(Storage.url)) if ref.startswith(r.rstrip("/") + "/")]
+        return [(root, ref[len(root.rstrip("/")) + 1 :]) for root in sorted(roots, key=len, reverse=True)]
+    if ref.startswith("file://"):
+        path = unquote(urlparse(ref).path)
+    elif os.path.lexists(ref):
+        path = str(Path(ref).parent.resolve() / Path(ref).name)
+    else:
         return [(None, ref)]
-    roots = [r for r in session.scalars(select(Storage.url)) if url.startswith(r.rstrip("/") + "/")]
-    return [(root, url[len(root.rstrip("/")) + 1 :]) for root in sorted(roots, key=len, reverse=True)]
+    found: list[tuple[str, str]] = []
+    for root in session.scalars(select(Storage.url).where(Storage.url.startswith("file://"))):
+        folder = unquote(urlparse(root).path).rstrip("/")
+        if path.startswith(folder + "/"):
+            found.append((root, path[len(folder) + 1 :]))
+    return [(root, key) for root, key in sorted(found, key=lambda pair: len(pair[0]), reverse=True)]
 
 
 def suggestions_for(

@@ -40,7 +40,13 @@ class Settings:
     batch_size: int = field(
         default=32, metadata={"help": "Images per task message and per forward pass (64-256 on a GPU)."}
     )
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N. auto picks CUDA when present."})
+    device: str = field(
+        default="auto",
+        metadata={
+            "help": "auto, cpu, cuda or cuda:N. auto picks CUDA when present; a CUDA device the machine lacks stops "
+            "a worker at its start."
+        },
+    )
     threshold: float | None = field(
         default=None, metadata={"help": "Override the model's tag threshold (0-1). Default: the artifact's."}
     )

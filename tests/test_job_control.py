@@ -29,6 +29,14 @@ def _processed(sessions, job_id: str) -> int:  # type: ignore[no-untyped-def]
     return job.done + job.failed
 
 
+def _item_states(sessions, job_id: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        rows = session.execute(
+            select(JobItem.state, func.count()).where(JobItem.job_id == job_id).group_by(JobItem.state)
+        ).all()
+    return {str(state): int(n) for state, n in rows}
+
+
 def _stable(value, quiet: float, timeout: float = 90) -> int:  # type: ignore[no-untyped-def]
     """The value once it has not changed for `quiet` seconds."""
     deadline = time.monotonic() + timeout
@@ -72,11 +80,17 @@ def test_pause_resume_cancel_retry_time_limit_and_queries(postgres, redis_url: s
         assert control.resume(sessions, job) == "running"
         _until(lambda: _processed(sessions, job) >= held + 20)
         assert control.cancel(sessions, job) == "cancelled"
-        at_cancel = _processed(sessions, job)
-        _until(lambda: summary(sessions, job).skipped + _processed(sessions, job) >= len(keys))
+        at_cancel = summary(sessions, job)  # it adds up at once, not as the workers next meet its batches
+        assert at_cancel.skipped > 0 and at_cancel.done + at_cancel.failed + at_cancel.skipped == len(keys)
+        assert _item_states(sessions, job).get("pending", 0) == 0
+        assert _item_states(sessions, job)["skipped"] == at_cancel.skipped
+        _stable(lambda: _processed(sessions, job), quiet=3.0)  # the batch in flight and the queued ones write nothing
         cancelled = summary(sessions, job)
-        assert cancelled.state.value == "cancelled" and cancelled.skipped > 0
-        assert cancelled.done <= at_cancel + 2  # at most the one batch already in flight
+        assert (cancelled.state.value, cancelled.done, cancelled.skipped) == (
+            "cancelled",
+            at_cancel.done,
+            at_cancel.skipped,
+        )
         with pytest.raises(ConfigError, match="cancelled"):
             control.resume(sessions, job)
 
@@ -94,6 +108,7 @@ def test_pause_resume_cancel_retry_time_limit_and_queries(postgres, redis_url: s
         late = submit_keys(sessions, send, keys[:40], storage_url=url, batch_size=2, time_limit=0.001).job_id
         expired = wait(sessions, late, timeout=60, show_progress=False, alive=workers.alive)
         assert expired.state.value == "failed" and expired.skipped > 0
+        assert expired.done + expired.failed + expired.skipped == 40 and "pending" not in _item_states(sessions, late)
 
         # Database queries. Images never tagged: the cancelled job's skipped ones.
         with sessions() as session:

@@ -130,6 +130,67 @@ def test_key_files_as_people_make_them(local: Settings, tmp_path: Path) -> None:
     assert (shown["state"], shown["done"], shown["failed"]) == ("done_with_failures", 5, 1)
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:7"])
+def test_workers_that_cannot_start_say_why_and_fail_no_image(local: Settings, tmp_path: Path, device: str) -> None:
+    """A device this machine lacks: the command ends at once with the workers' own reason (exit 2), and
+    no image is given up on a configuration no attempt could pass; the same command later resumes the job."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the CUDA device the test names as missing")
+    archive = tmp_path / "archive"
+    write_stills(archive, 3, seed=5)
+    started = time.monotonic()
+    done = tagger(local, "tag", str(archive), extra_env={"TAGGER_DEVICE": device}, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"the local workers could not start: TAGGER_DEVICE={device}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 60  # not five attempts per image
+    engine = make_engine(local.database_url)
+    with make_sessionmaker(engine)() as session:
+        job_id, state = session.execute(select(Job.id, Job.state)).one()
+    engine.dispose()
+    assert state == "queued" and _items(local, job_id) == {"pending": 3}
+    assert f"`tagger jobs reconcile {job_id[:8]}` runs it" in done.stderr
+    again = tagger(local, "jobs", "reconcile", job_id[:8], timeout=120)  # as the message says
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _items(local, job_id) == {"done": 3}
+
+
+def _as_from_a_terminal(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """The command with its stderr read here, taking Ctrl-C as a terminal sends it: even where this suite was
+    started with SIGINT ignored (`nohup … &`), which a child would inherit and rightly keep."""
+    return subprocess.Popen(
+        command,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def test_an_interrupt_after_the_job_ended_does_not_call_it_paused(local: Settings, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    write_stills(archive, 2, seed=6)
+    proc = _as_from_a_terminal(
+        [sys.executable, "-m", "tagger", "tag", str(archive)], dict(os.environ, **local.as_env())
+    )
+    engine = make_engine(local.database_url)
+    sessions = make_sessionmaker(engine)
+    deadline = time.monotonic() + 120
+    while True:  # the job's end is recorded; the command then notices it and stops its workers (a second or so)
+        with sessions() as session:
+            if session.scalar(select(Job.state)) == "done":
+                break
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    engine.dispose()
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert "had already ended (done)" in err and "paused" not in err
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_local_job_leaves_no_process_and_resumes(local: Settings, tmp_path: Path, stop: int) -> None:
     from tests.holds import Holds
@@ -140,15 +201,7 @@ def test_an_interrupted_local_job_leaves_no_process_and_resumes(local: Settings,
     command = [sys.executable, "-m", "tagger", "tag", str(archive), "--wait", "--batch-size", "4"]
     holds = Holds(local.var_dir)
     holds.arm("claimed")  # the first batch waits there: the signal lands mid-job, however fast the worker is
-    # Ctrl-C as a terminal sends it, even where this suite was started with SIGINT ignored (`nohup … &`),
-    # which a child would inherit and rightly keep.
-    proc = subprocess.Popen(
-        command + ["--idempotency-key", "nightly"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = _as_from_a_terminal(command + ["--idempotency-key", "nightly"], env)
     engine = make_engine(local.database_url)
     sessions = make_sessionmaker(engine)
     held = holds.wait("claimed", timeout=120)
@@ -214,7 +267,7 @@ def _state(pid: int) -> str:
         (["tag", "--query", "missing"], 2, "needs tags"),
         (["tag", "--tags", "night"], 2, "what to tag?"),
         (["tag", "{archive}", "--stale"], 2, "not both"),
-        (["tag", "{archive}/nothing-here"], 2, "is not a folder"),
+        (["tag", "{archive}/nothing-here"], 3, "nothing is there"),  # the README: a folder not there is 3
         (["tag", "file:///nowhere/at/all"], 3, "no such folder: /nowhere/at/all"),
         (["export", "--tag", "no-such-tag"], 3, "no tag 'no-such-tag'"),
         (["results", "never-submitted.jpg"], 3, "no image 'never-submitted.jpg'"),
@@ -366,3 +419,32 @@ def test_version_and_help_say_what_they_should(capsys) -> None:  # type: ignore[
         return found
 
     assert undocumented(build_parser(), "tagger") == []
+
+
+def test_an_image_is_found_by_its_path_or_file_url_whatever_its_name(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Spaces, accents, CJK, a literal percent sign, a link inside the folder, a folder name with a space:
+    a path and a file:// URL (encoded, as browsers and `Path.as_uri` write it) name the image itself."""
+    from tagger.db.images import image_ids, storage_id
+    from tagger.results import find_images
+    from tagger.storage import canonical_url
+
+    folder = tmp_path / "my stills"
+    (folder / "sub dir").mkdir(parents=True)
+    names = ["with space é ü.jpg", "日本語.JPG", "100%25 done.jpg", "sub dir/ça.jpg", "plain.jpg"]
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    (folder / "link_in.jpg").symlink_to(folder / "plain.jpg")
+    engine = make_engine(f"sqlite:///{tmp_path / 'tagger.db'}")
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    root = canonical_url(folder.as_uri())
+    with sessions() as session, session.begin():
+        ids = image_ids(session, storage_id(session, root), [*names, "link_in.jpg"])
+    monkeypatch.chdir(tmp_path)
+    for name in [*names, "link_in.jpg"]:
+        for ref in (str(folder / name), f"my stills/{name}", (folder / name).as_uri(), f"file://{folder / name}"):
+            if ref == f"file://{folder / name}" and "%" in name:
+                continue  # an unencoded URL is read as the URI it would be: its "%25" means "%"
+            found = find_images(sessions, ref)
+            assert [(f.id, f.key) for f in found] == [(ids[name], name)], (ref, found)
+    engine.dispose()

@@ -9,6 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tagger.argtypes import float_between, int_between, positive_float, positive_int
+from tagger.model.meta import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+# Every number is checked here, before any data is read or any model built: a run with a size no worker
+# could load, or no epoch at all, must never register (let alone activate) a version.
+_fraction = float_between(0.0, 1.0, open_low=True, open_high=True)
+
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="tagger train", description="Train a multi-label tagging model.")
@@ -21,8 +28,12 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     data.add_argument(
         "--images", default=None, help="folder or s3://bucket/prefix holding the images (default: TAGGER_STORAGE_URL)"
     )
-    data.add_argument("--valid-fraction", type=float, default=0.2, help="share of images held out, chosen by key hash")
-    data.add_argument("--rare", type=int, default=5, help="report tags seen fewer than this many times (default 5)")
+    data.add_argument(
+        "--valid-fraction", type=_fraction, default=0.2, help="share of images held out, chosen by key hash"
+    )
+    data.add_argument(
+        "--rare", type=int_between(0), default=5, help="report tags seen fewer than this many times (default 5)"
+    )
     data.add_argument("--drop-rare", action="store_true", help="drop the rare tags from the vocabulary")
 
     model = p.add_argument_group("model")
@@ -33,25 +44,50 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         help="`imagenet` (torchvision weights API, needs network once) or a local .safetensors/.pth file",
     )
     model.add_argument("--random-init", action="store_true", help="start from random weights (much weaker; warns)")
-    model.add_argument("--size", type=int, default=224, help="square input size after squish resize (default 224)")
+    model.add_argument(
+        "--size",
+        type=int_between(MIN_INPUT_SIZE, MAX_INPUT_SIZE),
+        default=224,
+        help=f"square input size after squish resize, {MIN_INPUT_SIZE}-{MAX_INPUT_SIZE} (default 224)",
+    )
 
     fit = p.add_argument_group("fit")
-    fit.add_argument("--epochs", type=int, default=5, help="epochs with every layer trainable (default 5)")
+    fit.add_argument("--epochs", type=int_between(0), default=5, help="epochs with every layer trainable (default 5)")
     fit.add_argument(
         "--freeze-epochs",
-        type=int,
+        type=int_between(0),
         default=None,
         help="epochs training only the new head first (default 1 with pretrained weights; 0 with --random-init, "
         "whose body has nothing to keep)",
     )
-    fit.add_argument("--batch-size", type=int, default=32, help="images per optimisation step (default 32)")
-    fit.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the head (fastai default 2e-3)")
-    fit.add_argument("--lr-spread", type=float, default=100.0, help="the first layers train at lr/spread")
-    fit.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default 0.01)")
-    fit.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a lower valid loss")
-    fit.add_argument("--max-rotate", type=float, default=10.0, help="augmentation: rotation in degrees (0 = off)")
-    fit.add_argument("--max-zoom", type=float, default=1.1, help="augmentation: zoom factor (1 = off)")
-    fit.add_argument("--max-lighting", type=float, default=0.2, help="augmentation: brightness/contrast change")
+    fit.add_argument("--batch-size", type=positive_int, default=32, help="images per optimisation step (default 32)")
+    fit.add_argument(
+        "--lr", type=positive_float, default=2e-3, help="peak learning rate of the head (fastai default 2e-3)"
+    )
+    fit.add_argument(
+        "--lr-spread", type=float_between(1.0, float("inf")), default=100.0, help="the first layers train at lr/spread"
+    )
+    fit.add_argument(
+        "--weight-decay", type=float_between(0.0, float("inf")), default=1e-2, help="AdamW weight decay (default 0.01)"
+    )
+    fit.add_argument(
+        "--patience",
+        type=int_between(0),
+        default=3,
+        help="stop after this many epochs without a lower valid loss (0: never stop early)",
+    )
+    fit.add_argument(
+        "--max-rotate", type=float_between(0.0, 180.0), default=10.0, help="augmentation: rotation in degrees (0 = off)"
+    )
+    fit.add_argument(
+        "--max-zoom", type=float_between(1.0, float("inf")), default=1.1, help="augmentation: zoom factor (1 = off)"
+    )
+    fit.add_argument(
+        "--max-lighting",
+        type=float_between(0.0, 1.0, open_high=True),
+        default=0.2,
+        help="augmentation: brightness/contrast change",
+    )
     fit.add_argument("--seed", type=int, default=0, help="seeds the weights, the shuffling and the augmentation")
     fit.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default VAR/train/checkpoint)")
     fit.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run")
@@ -59,11 +95,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     fit.add_argument("--plots", type=Path, default=None, help="where to write PNG plots (default VAR/train)")
 
     out = p.add_argument_group("evaluation and promotion")
-    out.add_argument("--threshold", type=float, default=0.2, help="global tag threshold (default 0.2, as fastai)")
+    out.add_argument("--threshold", type=_fraction, default=0.2, help="global tag threshold (default 0.2, as fastai)")
     out.add_argument("--no-calibrate", action="store_true", help="keep the global threshold for every tag")
     out.add_argument(
         "--gate-margin",
-        type=float,
+        type=float_between(-1.0, 1.0),
         default=0.0,
         help="promote only if F2 >= active model's F2 - margin on the same held-out images (default 0)",
     )

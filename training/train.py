@@ -278,6 +278,8 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
     started = time.monotonic()
     if args.freeze_epochs is None:
         args.freeze_epochs = 0 if args.random_init else 1
+    if args.freeze_epochs + args.epochs < 1 and not args.find_lr:
+        raise ConfigError("nothing to train: --epochs and --freeze-epochs are both 0")
     if not args.find_lr:  # found now, not after the last epoch
         check_writable(settings, args)
     torch.manual_seed(args.seed)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from tagger.cli import jobs, labels, models, results, serve, system, tag, tokens, train, workers
-from tagger.errors import TaggerError, UnavailableError
+from tagger.errors import ConfigError, NotFoundError, TaggerError, UnavailableError
 from tagger.logs import configure as configure_logging
 from tagger.settings import Settings
 
@@ -74,10 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:
         unreachable = _unreachable(exc)
-        if unreachable is None:
-            raise
-        print(f"tagger: error: {unreachable}", file=sys.stderr)
-        return UnavailableError.exit_code
+        if unreachable is not None:
+            print(f"tagger: error: {unreachable}", file=sys.stderr)
+            return UnavailableError.exit_code
+        if isinstance(exc, OSError) and exc.filename is not None:  # a path given on the command line, mostly
+            print(f"tagger: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+            missing = isinstance(exc, FileNotFoundError | NotADirectoryError)
+            return NotFoundError.exit_code if missing else ConfigError.exit_code
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tagger.cli.shared import open_sessions, positive_int, print_job, print_json
+from tagger.argtypes import positive_int
+from tagger.cli.shared import open_sessions, print_job, print_json
 from tagger.settings import Settings
 
 
@@ -127,7 +128,8 @@ def _requeue(args: argparse.Namespace, settings: Settings, sessions: Any, job_id
             jobs = list(requeued)
         if not where.local:
             return 0
-        return max([follow(sessions, jid, settings, alive=where.alive) for jid in jobs], default=0)
+        with where.explaining():
+            return max([follow(sessions, jid, settings, alive=where.alive) for jid in jobs], default=0)
 
 
 def follow(

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tagger.errors import ConfigError, TaggerError, WorkersExitedError
 from tagger.jobs.lifecycle import Send
 from tagger.processes import die_with_parent
 from tagger.settings import Settings
@@ -87,6 +88,23 @@ class LocalWorkers:
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
 
+    def stopped_error(self, waiting: WorkersExitedError) -> TaggerError:
+        """Why the workers stopped, as the error to show instead of `waiting`: the last `tagger: error:` line
+        they wrote to their log (a ConfigError when they exited with its code), else `waiting` naming the log."""
+        codes = {p.returncode for p in self.procs if p.poll() is not None}
+        said = ""
+        if self.log_file is not None and self.log_file.is_file():
+            with open(self.log_file, "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 64 * 1024))
+                tail = log.read().decode(errors="replace").splitlines()
+            said = next((line for line in reversed(tail) if line.startswith("tagger: error: ")), "")
+        if said and codes == {ConfigError.exit_code}:
+            job = waiting.job_id
+            again = f"; job {job} waits: `tagger jobs reconcile {job[:8]}` runs it" if job else ""
+            return ConfigError(f"the local workers could not start: {said.removeprefix('tagger: error: ')}{again}")
+        where = f"; their log: {self.log_file}" if self.log_file else ""
+        return WorkersExitedError(f"{waiting} (exit codes {sorted(codes)}{', ' + said if said else ''}){where}")
+
     def __enter__(self) -> LocalWorkers:
         return self.start()
 
@@ -100,11 +118,28 @@ class Dispatch:
 
     send: Send
     broker_url: str
-    alive: Callable[[], bool] | None  # local workers still running (None: remote workers)
+    workers: LocalWorkers | None  # this command's own workers (None: the broker's)
 
     @property
     def local(self) -> bool:
-        return self.alive is not None
+        return self.workers is not None
+
+    @property
+    def alive(self) -> Callable[[], bool] | None:
+        """Whether this command's workers still run, for a waiter (None: remote workers, not watched)."""
+        return self.workers.alive if self.workers is not None else None
+
+    def explained(self, exc: WorkersExitedError) -> TaggerError:
+        """The error to show when the workers stopped under a waiter: theirs, where they said it."""
+        return self.workers.stopped_error(exc) if self.workers is not None else exc
+
+    @contextmanager
+    def explaining(self) -> Iterator[None]:
+        """Inside it, workers that stop under a waiter raise their own reason (`explained`), not the wait's."""
+        try:
+            yield
+        except WorkersExitedError as exc:
+            raise self.explained(exc) from None
 
 
 @contextmanager
@@ -122,7 +157,7 @@ def dispatch(settings: Settings, *, workers: int = 1) -> Iterator[Dispatch]:
             f"no TAGGER_BROKER_URL: started an embedded Redis and {workers} local worker(s) for this command",
             file=sys.stderr,
         )
-        yield Dispatch(broker_sender(settings, local.settings.broker_url), local.settings.broker_url, local.alive)
+        yield Dispatch(broker_sender(settings, local.settings.broker_url), local.settings.broker_url, local)
 
 
 def start_local_cluster(stack: ExitStack, settings: Settings, count: int) -> LocalWorkers:

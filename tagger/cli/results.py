@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from tagger.cli.shared import open_sessions, print_json, probability
+from tagger.argtypes import probability
+from tagger.cli.shared import open_sessions, print_json
 from tagger.errors import ConfigError, NotFoundError
 from tagger.settings import Settings
 

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from tagger.argtypes import port
 from tagger.errors import ConfigError
 from tagger.settings import Settings
 
@@ -50,7 +51,7 @@ def register(sub: Any) -> None:
         "work. Put a TLS-terminating proxy in front of it for other hosts.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
     p.set_defaults(func=cmd_serve)
 
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.errors import ConfigError, NotFoundError, UnavailableError, first_line
 from tagger.settings import Settings
-
-T = TypeVar("T")
 
 
 def open_sessions(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
@@ -48,26 +44,6 @@ def open_sessions(settings: Settings, *, migrate: bool = True) -> sessionmaker[S
     except OperationalError as exc:
         raise UnavailableError(f"cannot reach the database at {shown}: {first_line(exc)}") from None
     return make_sessionmaker(engine)
-
-
-def _checked(convert: Callable[[str], T], ok: Callable[[T], bool], must: str) -> Callable[[str], T]:
-    """An argparse type: `convert` the text, then refuse a value that is not `ok`, saying what it `must` be."""
-
-    def parse(text: str) -> T:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"{text} {must}")
-        return value
-
-    return parse
-
-
-probability = _checked(float, lambda v: 0.0 <= v <= 1.0, "is not a probability (0 to 1)")
-positive_int = _checked(int, lambda v: v >= 1, "must be a whole number of at least 1")
-positive_float = _checked(float, lambda v: v > 0, "must be above 0")
 
 
 def print_json(data: Any) -> None:

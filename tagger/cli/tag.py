@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tagger.cli.shared import open_sessions, positive_float, positive_int, print_json
+from tagger.argtypes import positive_float, positive_int
+from tagger.cli.shared import open_sessions, print_json
 from tagger.errors import ConfigError
 from tagger.settings import Settings
 
@@ -129,7 +130,7 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
         registry.active(session)  # fail now, not in the workers, when there is no model
     job_id = None
     try:
-        with dispatch(settings, workers=args.workers) as where:
+        with dispatch(settings, workers=args.workers) as where, where.explaining():
             submitted = submit(sessions, where.send, spec, settings)
             job_id = submitted.job_id
             job = summary(sessions, job_id)
@@ -157,7 +158,10 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         if job_id is not None and not settings.broker_url:
             state = summary(sessions, job_id).state
-            if not state.finished and state.value != "paused":
+            if state.finished:  # the interrupt came after the job's end: nothing to pause
+                print(f"\ninterrupted: job {job_id} had already ended ({state.value})", file=sys.stderr)
+                raise
+            if state.value != "paused":
                 pause(sessions, job_id)
             print(
                 f"\ninterrupted: job {job_id} is paused; `tagger jobs resume {job_id[:8]}` continues it",

@@ -6,7 +6,8 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from tagger.cli.shared import positive_int, print_json
+from tagger.argtypes import positive_int
+from tagger.cli.shared import print_json
 from tagger.settings import Settings
 
 

@@ -6,7 +6,8 @@ import argparse
 import time
 from typing import Any
 
-from tagger.cli.shared import open_sessions, positive_float, print_json
+from tagger.argtypes import positive_float
+from tagger.cli.shared import open_sessions, print_json
 from tagger.errors import ConfigError
 from tagger.settings import Settings
 

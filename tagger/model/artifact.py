@@ -17,13 +17,17 @@ from tagger.storage import Storage
 
 
 def save(model: nn.Module, meta: ArtifactMeta, store: Storage) -> ArtifactMeta:
-    """Write weights then metadata (with the weights' sha256) under meta.version; returns final meta."""
+    """Write weights then metadata (with the weights' sha256) under meta.version; returns final meta.
+
+    Raises ArtifactError, before writing anything, for metadata a worker's load would refuse.
+    """
     from safetensors.torch import save
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     blob = save(state, metadata={"version": meta.version, "arch": meta.arch})
     digest = hashlib.sha256(blob).hexdigest()
     final = ArtifactMeta(**{**asdict(meta), "weights_sha256": digest})
+    final.check()  # what a worker's load would refuse is never written, so never registered or activated
     store.write(f"{meta.version}/{WEIGHTS}", blob)
     store.write(f"{meta.version}/{METADATA}", final.to_json().encode())
     return final

@@ -12,6 +12,9 @@ from typing import Any
 
 from tagger.errors import ArtifactError
 
+# The input sizes an artifact may declare (px, square): what a worker loads and `tagger train` accepts.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
+
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 METADATA = "model.json"
@@ -58,7 +61,7 @@ class ArtifactMeta:
             raise ArtifactError(f"resize mode {self.resize!r} is not supported (squish)")
         if not self.tags or len(set(self.tags)) != len(self.tags):
             raise ArtifactError("tag vocabulary is empty or has duplicates")
-        if not 8 <= self.input_size <= 1024:
+        if not MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE:
             raise ArtifactError(f"input size {self.input_size} is out of range")
         bad = {t: v for t, v in self.tag_thresholds.items() if t not in self.tags or not 0 < v < 1}
         if bad or not 0 < self.threshold < 1:

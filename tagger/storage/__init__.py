@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from tagger.errors import ConfigError
+from tagger.errors import ConfigError, NotFoundError
 from tagger.storage.base import Storage, is_image_key
 from tagger.storage.keys import readable, validate_key
 from tagger.storage.local import LocalStorage
@@ -41,6 +41,8 @@ def storage_url_for(source: str) -> str:
     if source.startswith(("s3://", "file://")):
         return source
     path = Path(source)
+    if not path.exists():
+        raise NotFoundError(f"no folder {source!r}: nothing is there (a folder, s3://bucket/prefix or file:// URL)")
     if not path.is_dir():
         raise ConfigError(f"{source!r} is not a folder, an s3://bucket/prefix or a file:// URL")
     return path.resolve().as_uri()
