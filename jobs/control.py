@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.db.schema import Job, JobItem, utcnow
+from tagger.db.schema import Image, Job, JobItem, utcnow
 from tagger.db.upsert import affected
 from tagger.errors import ConfigError, NotFoundError
 from tagger.jobs.lifecycle import Send, announce_end, finish_if_complete
@@ -95,7 +95,8 @@ def resume(sessions: sessionmaker[Session], job_id: str, *, send: Send | None = 
 
 
 def retry_failed(sessions: sessionmaker[Session], send: Send, job_id: str) -> int:
-    """Put the job's failed images back to pending and queue them again; returns how many.
+    """Put the job's failed images back to pending and queue them again; returns how many (a name no storage
+    could read keeps its failure).
 
     The queuing is `reconcile` for this job: any image of it still pending is queued again too,
     which is harmless (a second delivery of a written image writes nothing).
@@ -104,10 +105,13 @@ def retry_failed(sessions: sessionmaker[Session], send: Send, job_id: str) -> in
         job = _job(session, job_id)
         if JobState(job.state) in (JobState.CANCELLED, JobState.PAUSED):
             raise ConfigError(f"job {job_id} is {job.state}; resume it (or submit a new job) before retrying")
+        # A name refused at listing is stored as its readable form, which holds a backslash that no valid key
+        # holds: it can never be read, so it keeps its failure and its reason rather than gaining a wrong one.
+        unreadable = exists().where(Image.id == JobItem.image_id, Image.key.contains("\\", autoescape=True))
         moved = affected(
             session.execute(
                 update(JobItem)
-                .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED)
+                .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED, ~unreadable)
                 .values(state=ItemState.PENDING, error=None, attempts=0, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )

@@ -91,6 +91,13 @@ def test_one_bad_entry_fails_alone_and_clutter_is_counted(local: Settings, tmp_p
     }
     assert _items(local, report["id"]) == {"done": 10, "failed": 6}  # nothing left pending
 
+    # A retry cannot make these names readable: each keeps its failure and its own reason.
+    retried = tagger(local, "jobs", "retry", report["id"][:8])
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    again = json.loads(tagger(local, "jobs", "show", report["id"], "--json").stdout)
+    assert (again["done"], again["failed"]) == (10, 6)
+    assert {f["key"]: f["reason"] for f in again["failures"]} == reasons
+
     # `tagger export | head`: the reader goes away first (`true` reads nothing); no traceback, exit 0.
     exported = subprocess.run(
         ["bash", "-c", f"{sys.executable} -m tagger export --format csv | true; exit ${{PIPESTATUS[0]}}"],
