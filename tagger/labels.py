@@ -219,7 +219,11 @@ def add(
 def accept(
     sessions: sessionmaker[Session], image_id: int, tags: Sequence[str] | None = None, *, by: str | None = None
 ) -> list[str]:
-    """Accept the suggestions of the version that last tagged the image (all of them, or only `tags`)."""
+    """Accept the suggestions of the version that last tagged the image (all of them, or only `tags`).
+
+    Raises NotFoundError, recording nothing, when a named tag is not among those suggestions (`add` confirms
+    a tag the model did not suggest).
+    """
     with sessions() as session, session.begin():
         version = session.scalar(select(Image.model_version_id).where(Image.id == image_id))
         query = (
@@ -227,9 +231,16 @@ def accept(
             .join(Suggestion, Suggestion.tag_id == Tag.id)
             .where(Suggestion.image_id == image_id, Suggestion.model_version_id == version)
         )
-        if tags:
-            query = query.where(Tag.name.in_([normalise_tag(t) for t in tags]))
+        wanted = sorted({normalise_tag(t) for t in tags or ()})
+        if wanted:
+            query = query.where(Tag.name.in_(wanted))
         names = sorted(session.scalars(query))
+        unsuggested = [t for t in wanted if t not in names]
+        if unsuggested:
+            raise NotFoundError(
+                f"not suggested for this image: {', '.join(unsuggested)} (`tagger labels add` confirms a tag "
+                "the model did not suggest)"
+            )
         _decide(session, {image_id: (names, [])}, source="accepted", by=by)
         return names
 

@@ -328,8 +328,9 @@ def test_a_webhook_receiver_that_never_answers_holds_up_no_tagging(  # type: ign
     assert webhook["state"] == "retrying" and webhook["attempts"] == 1 and webhook["last_error"]
 
 
-def test_a_job_that_ended_as_it_started_has_no_rate() -> None:
-    """A job whose only key was refused ends the instant it starts: no rate (it was once a million/s)."""
+def test_a_job_that_ended_as_it_started_has_no_rate_and_a_paused_one_no_eta() -> None:
+    """A job whose only key was refused ends the instant it starts: no rate (it was once a million/s). A paused
+    job has no time left to count down (its ETA grew while nothing moved)."""
     from datetime import UTC, datetime, timedelta
 
     from tagger_client.contract import JobState
@@ -353,3 +354,7 @@ def test_a_job_that_ended_as_it_started_has_no_rate() -> None:
     assert ended.rate is None and ended.as_dict()["images_per_second"] is None and ended.eta_seconds == 0.0
     ran = JobStatus(**{**ended.__dict__, "done": 10, "finished_at": start + timedelta(seconds=2)})
     assert ran.rate == pytest.approx(5.5)
+    running = JobStatus(**{**ran.__dict__, "state": JobState.RUNNING, "total": 100, "finished_at": None})
+    assert running.eta_seconds is not None and running.eta_seconds > 0
+    paused = JobStatus(**{**running.__dict__, "state": JobState.PAUSED})
+    assert paused.eta_seconds is None and paused.as_dict()["eta_seconds"] is None  # nothing moves: no countdown

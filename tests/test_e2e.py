@@ -94,6 +94,8 @@ def test_one_command_tags_a_folder_and_reports_bad_files(tmp_path: Path) -> None
     accepted = tagger(settings, "labels", "accept", str(archive / keys[1]))
     assert accepted.returncode == 0, accepted.stderr
     suggested = {r["tag"] for r in json.loads(tagger(settings, "results", keys[1], "--json").stdout)[0]["suggestions"]}
+    refused = tagger(settings, "labels", "accept", str(archive / keys[2]), "no-such-tag")  # nothing recorded
+    assert refused.returncode == 3 and "not suggested for this image: no-such-tag" in refused.stderr
     stats = json.loads(tagger(settings, "labels", "stats", "--json").stdout)
     assert stats["images"] == 1 and set(stats["tags"]) == suggested
 

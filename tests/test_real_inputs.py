@@ -272,6 +272,8 @@ def _state(pid: int) -> str:
         (["tag", "{archive}", "--batch-size", "0"], 2, "batch_size must be an integer from 1 to 1024"),
         (["tag", "{archive}", "--batch-size", "5000"], 2, "batch_size must be an integer from 1 to 1024"),
         (["tag", "--query", "missing"], 2, "needs tags"),
+        (["tag", "--query", "missing", "--tags", "no-such-tag"], 3, "no tag 'no-such-tag' in the vocabulary"),
+        (["tag", "--query", "untagged", "--storage", "file:///nowhere"], 3, "no images were ever submitted from"),
         (["tag", "--tags", "night"], 2, "what to tag?"),
         (["tag", "{archive}", "--stale"], 2, "not both"),
         (["tag", "{archive}/nothing-here"], 3, "nothing is there"),  # the README: a folder not there is 3

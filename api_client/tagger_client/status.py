@@ -49,10 +49,11 @@ class JobStatus:
 
     @property
     def eta_seconds(self) -> float | None:
-        """Seconds left at the rate so far; None while the listing goes on or before the first batch."""
+        """Seconds left at the rate so far; None while the listing goes on, before the first batch, or while
+        paused (nothing moves, so no time is left to count down)."""
         if self.state.finished:
             return 0.0
-        if not self.rate or not self.listing_complete:
+        if not self.rate or not self.listing_complete or self.state == JobState.PAUSED:
             return None
         return max(0, self.total - self.done - self.failed - self.skipped) / self.rate
 

@@ -128,6 +128,11 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
     sessions = open_sessions(settings)
     with sessions() as session:
         registry.active(session)  # fail now, not in the workers, when there is no model
+    if spec.query is not None:  # an unknown tag or storage: said before a broker or worker starts
+        from tagger.jobs.queries import query_ids
+        from tagger.storage import canonical_url
+
+        query_ids(sessions, spec, storage_url=canonical_url(spec.storage_url) if spec.storage_url else "")
     job_id = None
     try:
         with dispatch(settings, workers=args.workers) as where, where.explaining():
