@@ -63,9 +63,7 @@ def cancel(sessions: sessionmaker[Session], job_id: str, *, send: Send | None = 
     with sessions() as session, session.begin():
         job = _job(session, job_id)
         if JobState(job.state) not in _ACTIVE:
-            raise ConfigError(
-                f"job {job_id} is {job.state}; this needs it to be {' or '.join(s.value for s in _ACTIVE)}"
-            )
+            raise _not_allowed(job, _ACTIVE)
         skipped = _skip_pending(session, job_id)
         ended = session.execute(
             update(Job)

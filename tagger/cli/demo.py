@@ -24,7 +24,6 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     from tagger.cli.local_workers import start_local_cluster
     from tagger.cli.train import train_and_promote
     from tagger.db import make_engine, make_sessionmaker
-    from tagger.errors import WorkersExitedError
     from tagger.jobs.producer import broker_sender, submit
     from tagger.jobs.progress import wait
     from tagger.sample_archive import generate, write_labels
@@ -69,10 +68,8 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         workers = start_local_cluster(stack, settings, args.workers)
         spec = JobSpec.new(prefix="", storage_url=storage_url)
         job = submit(sessions, broker_sender(settings, workers.settings.broker_url), spec, settings)
-        try:
+        with workers.explaining():
             result = wait(sessions, job.job_id, timeout=600, alive=workers.alive)
-        except WorkersExitedError as exc:
-            raise workers.stopped_error(exc) from None
 
     print("[4/4] measuring suggestions against the known tags of the held-out stills")
     predicted = _suggestions(sessions, version)

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -105,6 +105,14 @@ class LocalWorkers:
         where = f"; their log: {self.log_file}" if self.log_file else ""
         return WorkersExitedError(f"{waiting} (exit codes {sorted(codes)}{', ' + said if said else ''}){where}")
 
+    @contextmanager
+    def explaining(self) -> Iterator[None]:
+        """Inside it, these workers stopping under a waiter raise their own reason (`stopped_error`)."""
+        try:
+            yield
+        except WorkersExitedError as exc:
+            raise self.stopped_error(exc) from None
+
     def __enter__(self) -> LocalWorkers:
         return self.start()
 
@@ -129,17 +137,9 @@ class Dispatch:
         """Whether this command's workers still run, for a waiter (None: remote workers, not watched)."""
         return self.workers.alive if self.workers is not None else None
 
-    def explained(self, exc: WorkersExitedError) -> TaggerError:
-        """The error to show when the workers stopped under a waiter: theirs, where they said it."""
-        return self.workers.stopped_error(exc) if self.workers is not None else exc
-
-    @contextmanager
-    def explaining(self) -> Iterator[None]:
-        """Inside it, workers that stop under a waiter raise their own reason (`explained`), not the wait's."""
-        try:
-            yield
-        except WorkersExitedError as exc:
-            raise self.explained(exc) from None
+    def explaining(self) -> AbstractContextManager[None]:
+        """This command's workers stopping under a waiter raise their own reason; remote ones are not watched."""
+        return self.workers.explaining() if self.workers is not None else nullcontext()
 
 
 @contextmanager
