@@ -72,8 +72,8 @@ def main() -> int:
     p.add_argument("--databases", default="sqlite,postgresql")
     args = p.parse_args()
 
+    from tagger.broker.embedded import EmbeddedRedis
     from tagger.db import make_engine, make_sessionmaker, upgrade
-    from tagger.embedded_redis import EmbeddedRedis
     from tagger.settings import Settings
     from tests.conftest import make_model
     from tests.servers import Postgres

@@ -607,12 +607,13 @@ def main() -> int:
     import torch
 
     from tagger import registry
-    from tagger.celeryconfig import make_producer_app
+    from tagger.broker.config import make_producer_app
+    from tagger.broker.embedded import EmbeddedRedis
+    from tagger.broker.send import celery_sender
     from tagger.cli.local_workers import LocalWorkers
     from tagger.cli.serve import worker_shape
     from tagger.db import make_engine, make_sessionmaker, upgrade
-    from tagger.embedded_redis import EmbeddedRedis
-    from tagger.jobs.producer import celery_sender, submit
+    from tagger.jobs.producer import submit
     from tagger.jobs.progress import summary, wait
     from tagger.model.device import pick_device
     from tagger.settings import Settings

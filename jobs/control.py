@@ -12,10 +12,11 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tagger.broker.send import Send
 from tagger.db.schema import Image, Job, JobItem, utcnow
 from tagger.db.upsert import affected
 from tagger.errors import ConfigError, NotFoundError
-from tagger.jobs.lifecycle import Send, announce_end, finish_if_complete
+from tagger.jobs.lifecycle import announce_end, finish_if_complete
 from tagger.jobs.sources import chunked, paged_ids
 from tagger_client.contract import FINISHED_JOB_STATES, TASK_TAG_BATCH, ItemState, JobState
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from sqlalchemy import case, update
 from sqlalchemy.orm import Session
 
+from tagger.broker.send import Send
 from tagger.db.schema import Job, utcnow
 from tagger.db.upsert import affected
 from tagger_client.contract import QUEUE_INTERACTIVE, TASK_NOTIFY_JOB, JobState
-
-Send = Callable[[str, list[Any], str], None]
-"""How job code sends a task message: send(task name, positional args, queue)."""
 
 
 def announce_end(send: Send | None, job_id: str) -> None:

@@ -8,28 +8,25 @@ fails midway fails the job with the reason, never leaving it half-enqueued and q
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tagger.broker.send import Send, send_tag_batches
 from tagger.db.arrays import array_literal
 from tagger.db.images import image_ids, sqlite_now, storage_id
 from tagger.db.schema import Job, utcnow
 from tagger.db.upsert import affected
 from tagger.errors import ConfigError, InvalidKeyError
-from tagger.jobs.lifecycle import Send, announce_end, fail, finish_if_complete
+from tagger.jobs.lifecycle import announce_end, fail, finish_if_complete
 from tagger.jobs.sources import PassedOver, chunked
 from tagger.settings import Settings
 from tagger.storage import canonical_url, readable, validate_key
-from tagger_client.contract import TASK_TAG_BATCH, ItemState, JobSpec
-
-log = logging.getLogger(__name__)
+from tagger_client.contract import ItemState, JobSpec
 
 DEFAULT_MAX_ATTEMPTS = 5  # deliveries per image: a poison image fails with a reason instead of looping
 
@@ -287,62 +284,6 @@ def complete_listing(sessions: sessionmaker[Session], send: Send, job_id: str, p
         announce_end(send, job_id)
 
 
-class CelerySender:
-    """A `Send` through a Celery app (JSON messages); a page of batch messages goes out in one pipeline."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def __call__(self, task: str, args: list[Any], queue: str) -> None:
-        self.app.send_task(task, args=args, queue=queue, argsrepr=_shown(task, args))
-
-    def send_batches(self, job_id: str, batches: list[list[int]], queue: str) -> None:
-        """One `tagger.tag_batch` message per id list, buffered by kombu's `Producer.batch` and flushed
-        as one Redis pipeline (one round trip per page, not per message).
-
-        A pipeline flush is not retried by kombu; if it fails, the page is sent again message by message
-        with Celery's publish retry. A message that had gone out is then delivered twice, which the
-        batch task's fence makes harmless (the second delivery finds nothing pending)."""
-        from kombu.exceptions import KombuError
-
-        try:
-            with self.app.producer_or_acquire() as producer, producer.batch(max_size=len(batches) + 1):
-                for ids in batches:
-                    args = [job_id, ids]
-                    shown = _shown(TASK_TAG_BATCH, args)
-                    self.app.send_task(TASK_TAG_BATCH, args=args, queue=queue, producer=producer, argsrepr=shown)
-        except (KombuError, OSError, *self.app.connection_for_write().connection_errors) as exc:
-            log.warning("job %s: a pipelined page of %d messages failed (%s); sending it again one by one",
-                        job_id, len(batches), exc)  # fmt: skip
-            for ids in batches:
-                self(TASK_TAG_BATCH, [job_id, ids], queue)
-
-
-def _shown(task: str, args: list[Any]) -> str | None:
-    """What logs and Flower show of a message's arguments: Celery's own safe repr of an id list is a
-    third of a send's cost, and says less than this."""
-    return f"[{args[0]!r}, <{len(args[1])} image ids>]" if task == TASK_TAG_BATCH else None
-
-
-def celery_sender(app: Any) -> Send:
-    return CelerySender(app)
-
-
 def send_batches(send: Send, job_id: str, ids: list[int], batch_size: int, queue: str) -> None:
     """`ids` as messages of `batch_size` sorted ids: pipelined where the sender can, else one by one."""
-    batches = [sorted(batch) for batch in chunked(ids, batch_size)]
-    if isinstance(send, CelerySender):
-        send.send_batches(job_id, batches, queue)
-    else:
-        for batch in batches:
-            send(TASK_TAG_BATCH, [job_id, batch], queue)
-
-
-def broker_sender(settings: Settings, broker_url: str | None = None) -> Send:
-    """A sender to TAGGER_BROKER_URL (or `broker_url`) through a producer-only Celery app (no torch)."""
-    from tagger.celeryconfig import make_producer_app
-
-    url = broker_url or settings.broker_url
-    if not url:
-        raise ConfigError("this needs TAGGER_BROKER_URL, the Redis the workers listen on")
-    return celery_sender(make_producer_app(settings, url))
+    send_tag_batches(send, job_id, [sorted(batch) for batch in chunked(ids, batch_size)], queue)

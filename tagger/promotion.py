@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger import registry
-from tagger.model_events import announce
+from tagger.broker.events import announce
 from tagger.settings import Settings
 
 

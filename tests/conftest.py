@@ -19,7 +19,7 @@ for _var in [v for v in os.environ if v.startswith("TAGGER_")]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    from tagger.embedded_redis import EmbeddedRedis
+    from tagger.broker.embedded import EmbeddedRedis
 
     server = EmbeddedRedis().start()
     yield server.url

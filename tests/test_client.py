@@ -245,8 +245,8 @@ def test_an_interactive_image_is_taken_before_a_waiting_bulk_backlog(  # type: i
     interactive image queue up. Released, the worker must take the interactive one next: workers poll
     tagger.interactive first (kombu's round-robin would take a bulk batch here, as the queue just used
     goes to the back)."""
-    from tagger.celeryconfig import make_producer_app
-    from tagger.jobs.producer import celery_sender
+    from tagger.broker.config import make_producer_app
+    from tagger.broker.send import celery_sender
     from tagger.jobs.progress import summary
     from tests.conftest import submit_keys
     from tests.holds import Holds

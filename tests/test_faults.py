@@ -21,13 +21,13 @@ import pytest
 import redis
 from sqlalchemy import func, select, text
 
-from tagger.celeryconfig import make_producer_app
+from tagger.broker.config import make_producer_app
+from tagger.broker.embedded import EmbeddedRedis
+from tagger.broker.send import celery_sender
 from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, Job, JobItem, Suggestion
-from tagger.embedded_redis import EmbeddedRedis
 from tagger.jobs.control import reconcile
-from tagger.jobs.producer import celery_sender
 from tagger.jobs.progress import summary, wait
 from tagger.settings import Settings
 from tagger.worker.sink import Refused, Tagged, record_batch

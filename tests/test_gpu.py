@@ -78,9 +78,9 @@ def test_a_compiled_model_serves_as_the_eager_one_on_the_gpu() -> None:
 def test_a_gpu_worker_reports_its_gpu_memory_in_its_metrics(tmp_path: Path, redis_url: str) -> None:
     import re
 
-    from tagger.celeryconfig import make_producer_app
+    from tagger.broker.config import make_producer_app
+    from tagger.broker.send import celery_sender
     from tagger.cli.local_workers import LocalWorkers
-    from tagger.jobs.producer import celery_sender
     from tagger.jobs.progress import summary
     from tests.conftest import make_settings, submit_keys
     from tests.servers import free_port

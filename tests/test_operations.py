@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
+from tagger.broker.events import announce
+from tagger.broker.send import celery_sender
 from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
-from tagger.jobs.producer import celery_sender
 from tagger.jobs.progress import summary
-from tagger.model_events import announce
 from tagger.settings import Settings
 from tests.conftest import make_model, make_settings, submit_keys, write_stills
 from tests.servers import PrometheusServer, debian_binary, free_port, wait_port
@@ -61,7 +61,7 @@ class Fleet:
 
     def tag(self, keys: list[str]) -> Any:
         """A job over `keys` in batches of 4, through the real producer, followed to its end."""
-        from tagger.celeryconfig import make_producer_app
+        from tagger.broker.config import make_producer_app
 
         send = celery_sender(make_producer_app(self.settings, self.settings.broker_url))
         job = submit_keys(self.sessions, send, keys, storage_url=self.url, batch_size=4).job_id

@@ -51,9 +51,9 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    from tagger.celeryconfig import make_producer_app
+    from tagger.broker.config import make_producer_app
+    from tagger.broker.send import celery_sender
     from tagger.cli.local_workers import LocalWorkers
-    from tagger.jobs.producer import celery_sender
     from tagger.jobs.progress import wait
     from tests.conftest import submit_keys
 

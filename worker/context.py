@@ -97,7 +97,7 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
 
 def init_process(settings: Settings, *, torch_threads: int | None = None) -> WorkerContext:
     """Build this process's context (called in each pool process after fork) and warm the model."""
-    from tagger.model_events import listen
+    from tagger.broker.events import listen
 
     global _context
     configure(settings)

@@ -178,7 +178,7 @@ class ScrapeCollector(Collector):
         self.processes = processes
 
     def collect(self) -> Iterator[Metric]:
-        from tagger.queues import QUEUES
+        from tagger.broker.queues import QUEUES
 
         consuming = GaugeMetricFamily(
             "tagger_worker_consuming", "1 for each queue this worker consumes.", labels=["queue"]
@@ -216,7 +216,7 @@ class ScrapeCollector(Collector):
 
 def _broker(broker_url: str, queues: tuple[str, ...]) -> tuple[Any, tuple[bool, str]]:
     """The broker's depths of `queues` (None when it does not answer) and the readiness check's verdict."""
-    from tagger.queues import broker_depths
+    from tagger.broker.queues import broker_depths
 
     try:
         return broker_depths(broker_url, queues, timeout=CHECK_TIMEOUT_SECONDS), (True, "answers")

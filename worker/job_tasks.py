@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import update
 
+from tagger.broker.send import celery_sender
 from tagger.jobs.lifecycle import announce_end
-from tagger.jobs.producer import celery_sender
 from tagger.worker.app import app
 from tagger.worker.context import get_context
 from tagger_client.contract import (

@@ -1,6 +1,6 @@
 """The model a worker process serves: loaded once, swapped between batches when a new one is active.
 
-A new version is noticed by an announcement over the broker (`tagger.model_events`) or by a
+A new version is noticed by an announcement over the broker (`tagger.broker.events`) or by a
 periodic check of the database. It is loaded and validated beside the old one (checksum,
 tensor names and shapes, tag vocabulary, a smoke forward pass); only then does one reference
 change. A batch takes that reference once, so no batch mixes versions. A version that fails

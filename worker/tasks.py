@@ -316,7 +316,7 @@ def _gave_up(attempts: int, last_error: str | None) -> str:
 
 
 def notify(job_id: str) -> None:
+    from tagger.broker.send import celery_sender
     from tagger.jobs.lifecycle import announce_end
-    from tagger.jobs.producer import celery_sender
 
     announce_end(celery_sender(app), job_id)

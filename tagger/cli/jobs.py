@@ -88,8 +88,8 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         assert job_id is not None
         return follow(sessions, job_id, settings, timeout=args.timeout)
     if command in ("cancel", "pause"):
+        from tagger.broker.send import broker_sender
         from tagger.jobs import control
-        from tagger.jobs.producer import broker_sender
 
         send = broker_sender(settings) if settings.broker_url else None  # so that a cancelled job's webhook fires
         print(f"job {job_id}: {getattr(control, command)(sessions, job_id, send=send)}")

@@ -13,8 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tagger.broker.send import Send
 from tagger.errors import ConfigError, TaggerError, WorkersExitedError
-from tagger.jobs.lifecycle import Send
 from tagger.processes import die_with_parent
 from tagger.settings import Settings
 
@@ -146,7 +146,7 @@ class Dispatch:
 def dispatch(settings: Settings, *, workers: int = 1) -> Iterator[Dispatch]:
     """TAGGER_BROKER_URL's workers; or, with no broker configured, an embedded Redis and `workers` local
     worker processes that live exactly as long as this block (stopped on exit, Ctrl-C or SIGTERM)."""
-    from tagger.jobs.producer import broker_sender
+    from tagger.broker.send import broker_sender
 
     with ExitStack() as stack:
         if settings.broker_url:
@@ -165,7 +165,7 @@ def start_local_cluster(stack: ExitStack, settings: Settings, count: int) -> Loc
 
     The returned workers carry the broker URL in their settings; `alive()` tells a waiter when they died.
     """
-    from tagger.embedded_redis import EmbeddedRedis
+    from tagger.broker.embedded import EmbeddedRedis
 
     redis = stack.enter_context(EmbeddedRedis())
     settings.var_dir.mkdir(parents=True, exist_ok=True)

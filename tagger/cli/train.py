@@ -134,7 +134,8 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Any:
 
 def retag_stale(sessions: Any, settings: Settings) -> str | None:
     """Queue a low-priority job for every image tagged by an older version; None without a broker."""
-    from tagger.jobs.producer import broker_sender, submit
+    from tagger.broker.send import broker_sender
+    from tagger.jobs.producer import submit
     from tagger.training.train import say
     from tagger_client.contract import JobSpec
 

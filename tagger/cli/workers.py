@@ -31,10 +31,10 @@ def fleet(settings: Settings, timeout: float) -> dict[str, Any]:
     """What `tagger workers` shows, as data: workers (sorted by name), queues, unacked, unfinished jobs."""
     from sqlalchemy import select
 
-    from tagger.celeryconfig import make_producer_app
+    from tagger.broker.config import make_producer_app
+    from tagger.broker.queues import broker_depths
     from tagger.db.schema import Job
     from tagger.jobs.progress import summary
-    from tagger.queues import broker_depths
     from tagger.worker.health import STATUS_COMMAND
 
     app = make_producer_app(settings, settings.broker_url)
