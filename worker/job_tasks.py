@@ -12,9 +12,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from tagger.broker.send import celery_sender
 from tagger.jobs.lifecycle import announce_end
-from tagger.worker.app import app
+from tagger.worker.app import app, send
 from tagger.worker.context import get_context
 from tagger_client.contract import (
     QUEUE_INTERACTIVE,
@@ -30,8 +29,6 @@ from tagger_client.contract import (
 )
 
 log = logging.getLogger(__name__)
-
-_send = celery_sender(app)
 
 
 @app.task(name=TASK_SUBMIT_JOB, acks_late=True)
@@ -54,7 +51,7 @@ def submit_job(**kwargs: Any) -> dict[str, Any]:
         return {"refused": str(exc)}
     ctx = get_context()
     try:
-        job = submit(ctx.sessions, _send, spec, ctx.settings)
+        job = submit(ctx.sessions, send, spec, ctx.settings)
     except TaggerError as exc:  # no storage, a missing folder or bucket: the reason goes on a failed job
         return _refuse(spec, str(exc))
     log.info("job %s: %s", job.job_id, "queued" if job.created else "already queued")
@@ -71,7 +68,7 @@ def _refuse(spec: JobSpec, reason: str) -> dict[str, Any]:
     with ctx.sessions() as session, session.begin():
         fail(session, spec.job_id, reason)
     log.error("job %s refused: %s", spec.job_id, reason)
-    announce_end(_send, spec.job_id)
+    announce_end(send, spec.job_id)
     return {"job_id": spec.job_id, "refused": reason}
 
 
@@ -86,8 +83,8 @@ def control_job(**kwargs: Any) -> dict[str, Any]:
         return {"refused": str(exc)}
     sessions = get_context().sessions
     if action == "retry":
-        return {"job_id": job_id, "retried": control.retry_failed(sessions, _send, job_id)}
-    state = getattr(control, action)(sessions, job_id, send=_send)
+        return {"job_id": job_id, "retried": control.retry_failed(sessions, send, job_id)}
+    state = getattr(control, action)(sessions, job_id, send=send)
     return {"job_id": job_id, "state": state}
 
 

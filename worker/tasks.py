@@ -14,7 +14,7 @@ from celery.exceptions import Retry
 from sqlalchemy import select
 
 from tagger.db.schema import Job, ModelVersion
-from tagger.worker.app import app
+from tagger.worker.app import app, send
 from tagger.worker.context import WorkerContext, get_context
 from tagger_client.contract import TASK_TAG_BATCH, JobState, MessageError, validate_tag_batch_args
 
@@ -316,7 +316,6 @@ def _gave_up(attempts: int, last_error: str | None) -> str:
 
 
 def notify(job_id: str) -> None:
-    from tagger.broker.send import celery_sender
     from tagger.jobs.lifecycle import announce_end
 
-    announce_end(celery_sender(app), job_id)
+    announce_end(send, job_id)
