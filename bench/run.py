@@ -259,8 +259,8 @@ class ModelCeiling:
     def __init__(self, device_name: str) -> None:
         import multiprocessing
 
-        from tagger.cli.serve import available_cores
         from tagger.model.device import pick_device
+        from tagger.worker.shape import available_cores
 
         self.device_name = device_name
         self.cores = available_cores()
@@ -610,13 +610,13 @@ def main() -> int:
     from tagger.broker.config import make_producer_app
     from tagger.broker.embedded import EmbeddedRedis
     from tagger.broker.send import celery_sender
-    from tagger.cli.local_workers import LocalWorkers
-    from tagger.cli.serve import worker_shape
     from tagger.db import make_engine, make_sessionmaker, upgrade
     from tagger.jobs.producer import submit
     from tagger.jobs.progress import summary, wait
     from tagger.model.device import pick_device
     from tagger.settings import Settings
+    from tagger.worker.local import LocalWorkers
+    from tagger.worker.shape import worker_shape
     from tagger_client.contract import JobSpec
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="tagger-bench-"))

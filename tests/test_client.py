@@ -17,10 +17,10 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Job, JobItem
 from tagger.settings import Settings
+from tagger.worker.local import LocalWorkers
 from tagger_client import TaggerClient, job_id_for
 from tagger_client.contract import QUEUE_INTERACTIVE, QUEUE_NOTIFICATIONS, TASK_SUBMIT_JOB
 from tagger_client.errors import InvalidSubmission, JobNotFound

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, ModelVersion, Suggestion
 from tagger.settings import Settings
+from tagger.worker.local import LocalWorkers
 from tests.conftest import make_model, make_settings, write_bad_files, write_stills
 
 pytestmark = pytest.mark.e2e

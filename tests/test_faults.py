@@ -24,12 +24,12 @@ from sqlalchemy import func, select, text
 from tagger.broker.config import make_producer_app
 from tagger.broker.embedded import EmbeddedRedis
 from tagger.broker.send import celery_sender
-from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, Job, JobItem, Suggestion
 from tagger.jobs.control import reconcile
 from tagger.jobs.progress import summary, wait
 from tagger.settings import Settings
+from tagger.worker.local import LocalWorkers
 from tagger.worker.sink import Refused, Tagged, record_batch
 from tagger_client.contract import QUEUE_BULK, ItemState
 from tests.conftest import fill_job, make_model, make_settings, new_job, submit_keys, write_stills

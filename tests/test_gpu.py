@@ -80,8 +80,8 @@ def test_a_gpu_worker_reports_its_gpu_memory_in_its_metrics(tmp_path: Path, redi
 
     from tagger.broker.config import make_producer_app
     from tagger.broker.send import celery_sender
-    from tagger.cli.local_workers import LocalWorkers
     from tagger.jobs.progress import summary
+    from tagger.worker.local import LocalWorkers
     from tests.conftest import make_settings, submit_keys
     from tests.servers import free_port
     from tests.test_client import _deployment

@@ -16,13 +16,13 @@ from sqlalchemy import func, select
 from tagger import promotion, registry
 from tagger.broker.config import make_producer_app
 from tagger.broker.send import celery_sender
-from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, JobItem, ModelVersion, Suggestion, Tag
 from tagger.errors import ArtifactError
 from tagger.jobs.producer import submit
 from tagger.jobs.progress import summary, wait
 from tagger.settings import Settings
+from tagger.worker.local import LocalWorkers
 from tagger_client.contract import ItemState, JobSpec
 from tests.conftest import make_model, make_settings, submit_keys, write_stills
 from tests.holds import Holds

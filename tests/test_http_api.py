@@ -18,11 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import ApiToken, Label, Tag
 from tagger.settings import Settings
 from tagger.tokens import ROLES, create, revoke
+from tagger.worker.local import LocalWorkers
 from tests.conftest import make_model, make_settings, write_stills
 from tests.servers import tagger_serve
 

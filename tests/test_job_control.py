@@ -12,13 +12,13 @@ from sqlalchemy import delete, func, select
 
 from tagger.broker.config import make_producer_app
 from tagger.broker.send import celery_sender
-from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, JobItem, Suggestion, Tag
 from tagger.errors import ConfigError
 from tagger.jobs import control
 from tagger.jobs.producer import submit
 from tagger.jobs.progress import summary, wait
+from tagger.worker.local import LocalWorkers
 from tagger_client.contract import ItemState, JobSpec
 from tests.conftest import make_model, make_settings, submit_keys, write_bad_files, write_stills
 

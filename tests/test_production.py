@@ -14,10 +14,10 @@ from pathlib import Path
 import redis
 from sqlalchemy import func, select
 
-from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker
 from tagger.db.schema import Image, Job, ModelVersion
 from tagger.jobs.progress import wait
+from tagger.worker.local import LocalWorkers
 from tagger_client import TaggerClient
 from tagger_client.contract import QUEUE_TRAINING
 from tests.conftest import make_settings

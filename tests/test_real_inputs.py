@@ -376,7 +376,7 @@ def test_a_worker_started_before_postgresql_waits_for_it(tmp_path: Path, redis_u
     server = Postgres()  # not started yet: a worker that comes up first must wait, not exit with a traceback
     settings = make_settings(tmp_path, server.url(), broker_url=redis_url)
     log = tmp_path / "worker.log"
-    from tagger.cli.local_workers import LocalWorkers
+    from tagger.worker.local import LocalWorkers
 
     workers = LocalWorkers(settings, count=1, log_file=log).start()
     try:

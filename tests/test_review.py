@@ -53,8 +53,8 @@ class Site:
 def site(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:  # type: ignore[no-untyped-def]
     from tagger.broker.config import make_producer_app
     from tagger.broker.send import celery_sender
-    from tagger.cli.local_workers import LocalWorkers
     from tagger.jobs.progress import wait
+    from tagger.worker.local import LocalWorkers
     from tests.conftest import submit_keys
 
     tmp = tmp_path_factory.mktemp("review")

@@ -18,9 +18,9 @@ import pytest
 from tagger.broker.config import make_producer_app
 from tagger.broker.events import announce
 from tagger.broker.send import celery_sender
-from tagger.cli.local_workers import LocalWorkers
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.jobs.progress import wait
+from tagger.worker.local import LocalWorkers
 from tests.conftest import make_model, make_settings, submit_keys, write_stills
 from tests.test_e2e import tagger
 

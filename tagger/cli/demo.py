@@ -22,13 +22,13 @@ from tagger.settings import Settings, redacted
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     from tagger import registry
     from tagger.broker.send import broker_sender
-    from tagger.cli.local_workers import start_local_cluster
     from tagger.cli.train import train_and_promote
     from tagger.db import make_engine, make_sessionmaker
     from tagger.jobs.producer import submit
     from tagger.jobs.progress import wait
     from tagger.sample_archive import generate, write_labels
     from tagger.training.options import get_args_parser
+    from tagger.worker.local import start_local_cluster
     from tagger_client.contract import JobSpec
 
     started = time.monotonic()

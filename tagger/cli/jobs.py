@@ -99,9 +99,9 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def _requeue(args: argparse.Namespace, settings: Settings, sessions: Any, job_id: str | None) -> int:
     """resume, retry and reconcile: put work back on a queue; with no broker, run it here and wait."""
-    from tagger.cli.local_workers import dispatch
     from tagger.jobs import control
     from tagger.jobs.progress import summary
+    from tagger.worker.local import dispatch
 
     with dispatch(settings, workers=args.workers) as where:
         if args.jobs_command == "resume":

@@ -12,20 +12,6 @@ from tagger.errors import ConfigError
 from tagger.settings import Settings
 
 
-def available_cores() -> int:
-    """The cores this process may use (affinity, cpusets), not the machine's."""
-    return len(os.sched_getaffinity(0)) or 1
-
-
-def worker_shape(settings: Settings, *, gpu: bool, concurrency: int = 0) -> tuple[str, int]:
-    """A `tagger worker`'s pool and how many batches it runs at once: `concurrency`, else the setting, else
-    3 task threads on a GPU and one process per core on CPU (each with one torch thread: measured on 2
-    cores against one process with 2 threads, model-only 0.9-1.1x for ResNet-18 at 224 px and 1.8x for a
-    small model, BENCHMARKS.md)."""
-    pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
-    return pool, concurrency or settings.worker_concurrency or (3 if pool == "threads" else available_cores())
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser("worker", help="run a Celery worker serving TAGGER_BROKER_URL")
     p.add_argument(
@@ -67,6 +53,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from tagger.model.device import pick_device
     from tagger.worker import context, health, metrics
     from tagger.worker.app import configure
+    from tagger.worker.shape import available_cores, worker_shape
 
     context.configure(settings)
     _wait_for_database(settings)

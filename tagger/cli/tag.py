@@ -114,10 +114,10 @@ def job_spec(args: argparse.Namespace, settings: Settings) -> Any:
 def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
     from tagger import registry
     from tagger.cli.jobs import follow
-    from tagger.cli.local_workers import dispatch
     from tagger.jobs.control import pause, reconcile, resume
     from tagger.jobs.producer import submit
     from tagger.jobs.progress import summary
+    from tagger.worker.local import dispatch
 
     spec = job_spec(args, settings)
     if spec.query is None:  # a folder, bucket or prefix that is not there: say so before anything starts
