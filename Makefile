@@ -29,11 +29,14 @@ test: $(STAMP)
 mutation: $(STAMP)
 	$(BIN)/python tests/mutation.py
 
+## Ruff, formatting, mypy, the import floors, and the manual built as a site with --strict (mkdocs.yml):
+## a broken link or anchor, or a page missing from the nav, fails it.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 clean:
-	rm -rf $(VENV) var .pytest_cache mutants
+	rm -rf $(VENV) var .pytest_cache mutants site

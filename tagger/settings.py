@@ -338,7 +338,7 @@ def _env_names() -> list[str]:
 
 
 def describe() -> list[tuple[str, str, str]]:
-    """(variable, default, help) rows for the README and `tagger config`."""
+    """(variable, default, help) rows for the table in docs/operate.md and `tagger config`."""
     rows = []
     for f in fields(Settings):
         default = f.default if f.default is not dataclasses.MISSING else ""

@@ -1,4 +1,4 @@
-"""The README's production walk-through, command by command, on empty servers: a real PostgreSQL, Redis and
+"""The production walk-through of docs/operate.md, command by command, on empty servers: a real PostgreSQL, Redis and
 S3 (with enforced credentials), two real worker processes, the CLI as an operator types it, the client as a
 web backend calls it, and scheduled retraining as beat and a training worker run it. It ends with every
 image, in two storages, tagged by the retrained model."""
@@ -73,7 +73,7 @@ def test_from_empty_servers_to_an_archive_tagged_and_retagged_by_a_retrained_mod
             in_uploads = client.results(key, storage_url=uploads.as_uri())  # the same name, another image
             assert all(s.model_version == first.version for s in in_s3 + in_uploads)
 
-        # Retraining on a schedule, as the README runs it: `tagger beat` queues the retrain message, a worker
+        # Retraining on a schedule, as docs/operate.md runs it: `tagger beat` queues the retrain message, a worker
         # on tagger.training runs `tagger train` (gate, activation) and queues the stale re-tag of both storages.
         scheduled = settings.replace(
             retrain_schedule="1",

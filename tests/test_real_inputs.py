@@ -36,7 +36,7 @@ BAD_NAMES: dict[bytes, str] = {
 
 @pytest.fixture
 def local(tmp_path: Path) -> Settings:
-    """SQLite and no broker: `tagger tag` starts its own Redis and workers (the README's first steps)."""
+    """SQLite and no broker: `tagger tag` starts its own Redis and workers (the first steps of docs/tour.md)."""
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'tagger.db'}")
     engine = make_engine(settings.database_url)
     upgrade(engine)
@@ -262,7 +262,7 @@ def _state(pid: int) -> str:
         (["tag", "--query", "untagged", "--storage", "file:///nowhere"], 3, "no images were ever submitted from"),
         (["tag", "--tags", "night"], 2, "what to tag?"),
         (["tag", "{archive}", "--stale"], 2, "not both"),
-        (["tag", "{archive}/nothing-here"], 3, "nothing is there"),  # the README: a folder not there is 3
+        (["tag", "{archive}/nothing-here"], 3, "nothing is there"),  # docs/tour.md: a folder not there is 3
         (["tag", "file:///nowhere/at/all"], 3, "no such folder: /nowhere/at/all"),
         (["export", "--tag", "no-such-tag"], 3, "no tag 'no-such-tag'"),
         (["results", "never-submitted.jpg"], 3, "no image 'never-submitted.jpg'"),

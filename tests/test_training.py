@@ -56,7 +56,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: the README tour trains on it
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: the tour (docs/tour.md) trains on it
 def test_train_learns_calibrates_exports_and_registers(archive: Path, sessions, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     result = train(settings, archive, "--freeze-epochs", "1", "--epochs", "3", "--json")
     assert result.returncode == 0, result.stderr[-3000:]

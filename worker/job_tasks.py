@@ -1,7 +1,7 @@
 """Job-level tasks: submit a job from one message, control a job, and notify when it ends.
 
-These are the tasks a web backend in any language sends (see README, "Queue jobs from your
-web backend"); they do no image work themselves and run on the interactive queue.
+These are the tasks a web backend in any language sends (see docs/integrate.md, "Queue jobs from
+your web backend"); they do no image work themselves and run on the interactive queue.
 """
 
 from __future__ import annotations
