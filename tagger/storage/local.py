@@ -26,8 +26,11 @@ class LocalStorage:
     def list_keys(self, prefix: str = "", *, passed_over: Counter[str] | None = None) -> Iterator[str]:
         """Depth-first, in lexicographic order (as S3 lists), holding one directory's names at a time.
 
-        Links out of the root are never followed, and an unreadable folder does not stop the listing:
-        both are counted in `passed_over`. Names that are not UTF-8 come as Python's surrogate escapes.
+        Links out of the root are never followed, and each folder is walked once however links inside the
+        root are arranged (a link back to an ancestor, two folders linking to each other, a second link to
+        one folder): the first way in is walked, the others are passed over. Those, and an unreadable
+        folder, are counted in `passed_over` and never stop the listing. Names that are not UTF-8 come as
+        Python's surrogate escapes.
         """
         skipped = passed_over if passed_over is not None else Counter()
         start = self._path(prefix.rstrip("/")) if prefix else self.root
@@ -36,12 +39,18 @@ class LocalStorage:
         # (path, its key relative to the root, is a folder): keys are built by joining names, not Paths.
         rel = start.relative_to(self.root).as_posix()
         stack: list[tuple[str, str, bool]] = [(str(start), "" if rel == "." else f"{rel}/", True)]
+        walked: set[tuple[int, int]] = set()  # (device, inode) of every folder listed so far
         while stack:
             path, key, is_dir = stack.pop()
             if not is_dir:
                 yield key
                 continue
             try:
+                folder = os.stat(path)
+                if (folder.st_dev, folder.st_ino) in walked:
+                    skipped["a folder reached again through a link"] += 1
+                    continue
+                walked.add((folder.st_dev, folder.st_ino))
                 with os.scandir(path) as it:
                     entries = sorted(it, key=lambda e: e.name, reverse=True)
             except OSError as exc:
