@@ -65,7 +65,7 @@ def decode(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> 
     with _image_errors(data):
         img = _open_checked(data, limits)
         if img.format in ANIMATED_FORMATS and getattr(img, "is_animated", False):
-            img.seek(min(img.n_frames, ANIMATION_FRAMES) // 2)
+            img.seek(min(getattr(img, "n_frames", 1), ANIMATION_FRAMES) // 2)
         if img.format in JPEG_FORMATS and limits.draft:
             scaled = _decode_scaled_jpeg(data, img, size)
             if scaled is not None:
