@@ -14,9 +14,12 @@ make that easy to spot).
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
-import urllib.error
-import urllib.request
+import socket
+import threading
+import urllib.parse
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +28,7 @@ from tagger_client.webhooks import SIGNATURE_HEADER, sign
 
 MAX_ATTEMPTS = 9
 MAX_FAILURES = 100  # failures listed in a payload; the summary's counts cover the rest
+_ANSWER_BYTES = 65536  # of a receiver's answer body read (within the deadline); the rest is not waited for
 
 
 class DeliveryError(Exception):
@@ -61,6 +65,17 @@ def record_attempt(sessions: sessionmaker[Session], job_id: str, *, attempt: int
 
 
 def post_webhook(url: str, payload: dict[str, Any], *, secret: str, attempt: int, timeout: float = 10) -> int:
+    """POST the payload once; returns the receiver's 2xx status.
+
+    One deadline of `timeout` seconds covers the whole attempt: connecting, the status line and headers,
+    and the body of the answer. A receiver that trickles its answer is cut off at the deadline. No
+    redirect is followed (a 3xx is a failed attempt that names where it pointed): following one would turn
+    the POST into a bodyless GET or lead outside TAGGER_WEBHOOK_HOSTS. Proxies from the environment are
+    not used either: the request goes to the host the job names, or nowhere.
+
+    Raises:
+        DeliveryError: no 2xx within the deadline, with the reason (status, redirect, timeout, unreachable).
+    """
     body = json.dumps(payload, sort_keys=True, default=str).encode()
     headers = {
         "Content-Type": "application/json",
@@ -70,11 +85,56 @@ def post_webhook(url: str, payload: dict[str, Any], *, secret: str, attempt: int
     }
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DeliveryError(f"webhook {url} is not an http(s) URL")
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    deadline = _Deadline(connection, timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http/https checked on submit)
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        raise DeliveryError(f"webhook {url} answered {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        connection.connect()
+        if deadline.expired:  # it fired while the socket was being made: nothing to shut yet
+            raise TimeoutError
+        connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(_ANSWER_BYTES)
+        status, location = response.status, response.getheader("Location")
+    except (OSError, http.client.HTTPException) as exc:
+        if deadline.expired:
+            raise DeliveryError(f"webhook {url} gave no complete answer within {timeout:g} s") from None
         raise DeliveryError(f"webhook {url} unreachable: {exc}") from None
+    finally:
+        deadline.cancel()
+        connection.close()
+    if deadline.expired:
+        raise DeliveryError(f"webhook {url} gave no complete answer within {timeout:g} s")
+    if 300 <= status < 400:
+        raise DeliveryError(
+            f"webhook {url} answered {status}, a redirect to {location or 'nowhere'}: webhooks follow no "
+            "redirect; give the receiver's final URL"
+        )
+    if not 200 <= status < 300:
+        raise DeliveryError(f"webhook {url} answered {status}")
+    return status
+
+
+class _Deadline:
+    """Shuts a connection's socket when its attempt runs out of time, which ends a blocked read at once."""
+
+    def __init__(self, connection: http.client.HTTPConnection, seconds: float) -> None:
+        self.expired = False
+        self._connection = connection  # its socket exists once connected; before that, connect's own timeout
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        sock = self._connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()

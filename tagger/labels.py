@@ -2,15 +2,21 @@
 
 Label files are read as spreadsheets and scripts write them: a byte-order mark, Windows line ends and
 quoted fields are fine, a header row is recognised (`image_id,tags`, `image_name,tags`, ...), tags are
-split on spaces or commas and lower-cased, and one image listed on several rows gets the union of its
-tags. What was normalised is reported, never silent.
+split on spaces or commas, and one image listed on several rows gets the union of its tags. A line that
+cannot be read (a bad key, a bad tag name, no tags column) is refused alone, with its line number, and the
+other lines are read. What was normalised or refused is reported, never silent.
+
+Tag names are Unicode NFKC, then lower case (`str.lower`): a name typed decomposed (e + combining acute),
+in full-width letters or in capitals is the same tag as its plain composed lower-case spelling.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ class LabelledSet:
     tags: list[list[str]]
     storage_urls: list[str] = field(default_factory=list)  # parallel to keys; empty: the caller's --images
     notes: list[str] = field(default_factory=list)  # what reading normalised, for people
+    refused: list[str] = field(default_factory=list)  # "file:line: reason" for each line not read
 
     @property
     def vocabulary(self) -> list[str]:
@@ -51,7 +58,7 @@ class LabelledSet:
 
     def under(self, storage_url: str) -> LabelledSet:
         """The same set with every image under `storage_url` (a CSV's keys are relative to --images)."""
-        return LabelledSet(self.keys, self.tags, [storage_url] * len(self.keys), self.notes)
+        return dataclasses.replace(self, storage_urls=[storage_url] * len(self.keys))
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -78,8 +85,8 @@ class LabelledSet:
 
 
 def normalise_tag(name: str) -> str:
-    """A tag name as stored: lower case, one word (no spaces: label files separate tags with them)."""
-    tag = name.strip().lower()
+    """A tag name as stored: NFKC, lower case, one word (no spaces: label files separate tags with them)."""
+    tag = unicodedata.normalize("NFKC", name).strip().lower()
     if not tag:
         raise ConfigError("an empty tag name")
     if any(ch.isspace() for ch in tag):
@@ -93,11 +100,15 @@ def normalise_tag(name: str) -> str:
 
 
 def read_labels_csv(path: Path) -> LabelledSet:
-    """Read `image_id,tags` rows as people save them (see the module's docstring); image_id is the storage key."""
+    """Read `image_id,tags` rows as people save them (see the module's docstring); image_id is the storage key.
+
+    Raises ConfigError when the file is missing, is not UTF-8, or has no line that could be read.
+    """
     if not path.is_file():
         raise ConfigError(f"labels file not found: {path}")
     by_key: dict[str, list[str]] = {}
     merged: list[str] = []
+    refused: list[str] = []
     lowered: Counter[str] = Counter()
     header = False
     with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -108,42 +119,50 @@ def read_labels_csv(path: Path) -> LabelledSet:
             if (
                 not by_key
                 and not header
+                and not refused
                 and cells[0].lower() in _KEY_HEADERS
                 and (len(cells) < 2 or cells[1].lower() in _TAG_HEADERS)
             ):
                 header = True
                 continue
-            if len(cells) < 2:
-                raise ConfigError(f"{path}:{lineno}: expected `image_id,tags`, got one field: {row[0]!r}")
             try:
-                key = validate_key(cells[0])
-            except PermanentError as exc:
-                raise ConfigError(f"{path}:{lineno}: {exc}") from None
-            tags: list[str] = []
-            for raw in re.split(r"[\s,]+", " ".join(cells[1:])):
-                if not raw:
-                    continue
-                try:
-                    tag = normalise_tag(raw)
-                except ConfigError as exc:
-                    raise ConfigError(f"{path}:{lineno}: {exc}") from None
-                if tag != raw:
-                    lowered[f"{raw} -> {tag}"] += 1
-                tags.append(tag)
+                key, tags = _read_row(cells, lowered)
+            except (ConfigError, PermanentError) as exc:
+                refused.append(f"{path}:{lineno}: {exc}")
+                continue
             if key in by_key:
                 merged.append(key)
             by_key.setdefault(key, [])
             by_key[key] = sorted(set(by_key[key]) | set(tags))
     if not by_key:
-        raise ConfigError(f"{path} has no labelled rows")
+        raise ConfigError(f"{path} has no labelled rows" + "".join(f"\n  refused {line}" for line in refused[:10]))
     notes = []
     if header:
         notes.append("the first row is a header")
     if lowered:
-        notes.append("tags lower-cased: " + ", ".join(f"{m} ({n} rows)" for m, n in lowered.most_common(10)))
+        changed = ", ".join(f"{m} ({n} rows)" for m, n in lowered.most_common(10))
+        notes.append(f"tags normalised (NFKC, lower case): {changed}")
     if merged:
         notes.append(f"{len(merged)} image(s) listed on several rows, their tags merged (e.g. {merged[0]})")
-    return LabelledSet(list(by_key), list(by_key.values()), notes=notes)
+    if refused:
+        notes.append(f"{len(refused)} line(s) refused and not read, the others were: " + "; ".join(refused[:5]))
+    return LabelledSet(list(by_key), list(by_key.values()), notes=notes, refused=refused)
+
+
+def _read_row(cells: list[str], normalised: Counter[str]) -> tuple[str, list[str]]:
+    """One line's key and tags; ConfigError or PermanentError (a bad key) says why it cannot be read."""
+    if len(cells) < 2:
+        raise ConfigError(f"expected `image_id,tags`, got one field: {cells[0]!r}")
+    key = validate_key(cells[0])
+    tags: list[str] = []
+    for raw in re.split(r"[\s,]+", " ".join(cells[1:])):
+        if not raw:
+            continue
+        tag = normalise_tag(raw)
+        if tag != raw:
+            normalised[f"{raw} -> {tag}"] += 1
+        tags.append(tag)
+    return key, tags
 
 
 def _rows(path: Path, fh: TextIO) -> Iterator[tuple[int, list[str]]]:

@@ -94,6 +94,13 @@ class Settings:
     max_image_bytes: int = field(
         default=50 * 1024 * 1024, metadata={"help": "Larger files fail with a reason instead of being read."}
     )
+    read_timeout: float = field(
+        default=60.0,
+        metadata={
+            "help": "Seconds a batch's images have to be read from storage; one whose read has not finished "
+            "(a hung network file or server) fails alone with that reason and its batch-mates are tagged."
+        },
+    )
     jpeg_draft: int = field(
         default=1,
         metadata={"help": "1: decode JPEGs at a reduced DCT scale when bigger than the model input (fast); 0: full."},
@@ -230,6 +237,8 @@ class Settings:
             raise ConfigError(f"TAGGER_CPU_JPEG_SHARE={self.cpu_jpeg_share}: must be between 0 and 1")
         if self.compile not in (0, 1):
             raise ConfigError("TAGGER_COMPILE must be 1 (torch.compile) or 0 (eager)")
+        if not 0 < self.read_timeout <= 3600:
+            raise ConfigError(f"TAGGER_READ_TIMEOUT={self.read_timeout}: seconds, above 0 and at most 3600")
         if not 0 < self.webhook_timeout <= 600:
             raise ConfigError(f"TAGGER_WEBHOOK_TIMEOUT={self.webhook_timeout}: seconds, above 0 and at most 600")
         if self.test_holds not in (0, 1):

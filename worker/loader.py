@@ -4,13 +4,18 @@ Two ways to decode. Pillow in the thread pool: every image read and decoded on t
 way on a CPU worker). Or a device decoder (nvJPEG on a GPU): the pool reads the bytes and checks
 each header, Pillow decodes the non-JPEGs and a share of the JPEGs in the pool while the device
 decodes the rest of the JPEGs in one batched call, so both decoders work at once.
+
+A batch's images have `read_timeout` seconds from the batch's start to be read (and decoded): an image
+whose read has not finished by then (a hung network file, a storage server that trickles) fails alone
+with that reason, and its batch-mates are tagged. Its thread is left to its read (Python cannot cancel
+one); images still queued behind it are failed with the same reason rather than waited for.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -57,9 +62,14 @@ def load_batch(
     preprocess: Callable[[bytes], torch.Tensor],
     pool: ThreadPoolExecutor,
     max_bytes: int,
+    read_timeout: float = 60.0,
     on_device: OnDevice | None = None,
 ) -> tuple[list[Loaded], list[Failed]]:
-    """Storage reads and decodes overlap in the pool; a bad key fails in storage before any I/O."""
+    """Storage reads and decodes overlap in the pool; a bad key fails in storage before any I/O.
+
+    `read_timeout`: seconds from now in which every image must be read (see the module's docstring).
+    """
+    deadline = time.monotonic() + read_timeout
 
     def one(item: Item) -> Loaded | Failed:
         def work() -> Loaded:
@@ -68,9 +78,9 @@ def load_batch(
         return _guarded(item.image_id, work)
 
     if on_device is None:
-        outcomes = list(pool.map(one, items))
+        outcomes = _within(items, pool, one, deadline, read_timeout)
     else:
-        outcomes = _load_with_device(items, preprocess, pool, max_bytes, on_device)
+        outcomes = _load_with_device(items, preprocess, pool, max_bytes, on_device, deadline, read_timeout)
     loaded = [o for o in outcomes if isinstance(o, Loaded)]
     failed = [o for o in outcomes if isinstance(o, Failed)]
     return loaded, failed
@@ -82,6 +92,8 @@ def _load_with_device(
     pool: ThreadPoolExecutor,
     max_bytes: int,
     on_device: OnDevice,
+    deadline: float,
+    read_timeout: float,
 ) -> list[Loaded | Failed]:
     device = on_device.decoder.device
 
@@ -101,7 +113,7 @@ def _load_with_device(
     outcomes: dict[int, Loaded | Failed] = {}
     jpegs: list[tuple[int, bytes, Header]] = []
     on_cpu: dict[int, Future[Loaded | Failed]] = {}
-    for item, fetched in zip(items, pool.map(fetch, items), strict=True):
+    for item, fetched in zip(items, _within(items, pool, fetch, deadline, read_timeout), strict=True):
         if isinstance(fetched, Failed):
             outcomes[item.image_id] = fetched
         elif fetched[1].device_decodable:
@@ -127,6 +139,27 @@ def _load_with_device(
     for image_id, future in on_cpu.items():
         outcomes[image_id] = future.result()
     return [outcomes[item.image_id] for item in items]
+
+
+def _within(
+    items: Sequence[Item],
+    pool: ThreadPoolExecutor,
+    work: Callable[[Item], T | Failed],
+    deadline: float,
+    read_timeout: float,
+) -> list[T | Failed]:
+    """`work` on every item in the pool, in order; what has not finished by `deadline` is that item's Failed."""
+    futures = [pool.submit(work, item) for item in items]
+    wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+    late = f"not read within {read_timeout:g} s (TAGGER_READ_TIMEOUT): a hung file, pipe or storage server"
+    out: list[T | Failed] = []
+    for item, future in zip(items, futures, strict=True):
+        if future.done():
+            out.append(future.result())
+        else:
+            future.cancel()  # still queued: never started; running: left to its read
+            out.append(Failed(item.image_id, late, kind="storage"))
+    return out
 
 
 def _timed_read(item: Item, max_bytes: int) -> bytes:

@@ -230,6 +230,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
         preprocess=model.preprocess,
         pool=ctx.pool,
         max_bytes=ctx.settings.max_image_bytes,
+        read_timeout=ctx.settings.read_timeout,
         on_device=served.on_device,
     )
     t_loaded = time.perf_counter()

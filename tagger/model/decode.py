@@ -3,6 +3,15 @@ the review app's thumbnails). No torch here, so the web app can use it.
 
 Only an allow-list of Pillow decoders is ever opened; the header is checked (format, pixel limit,
 modes) before a pixel is decoded; JPEGs decode at a reduced DCT scale through libjpeg-turbo.
+
+What a still looks like is decided here, once:
+- every kind of transparency (an alpha channel, a palette's transparent entries, PNG `tRNS` in an RGB or
+  greyscale picture, 8- or 16-bit) is composited onto white;
+- an animation (GIF, WebP, APNG) is tagged from its middle frame, counting at most its first 100 frames,
+  so a fade-in from a blank first frame is not what gets tagged; MPO's extra pictures are not frames, so
+  a camera's MPO is its first picture;
+- 16-bit pixels are scaled to 8; 32-bit floating-point pixels are refused;
+- JPEGs that are not 8-bit DCT (12- and 16-bit, lossless, hierarchical) are refused as such.
 """
 
 from __future__ import annotations
@@ -20,6 +29,10 @@ from tagger.errors import ImageError
 
 # Only these decoders are ever opened; Pillow's exotic plugins are never consulted.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+# An animation is tagged from frame min(n_frames, ANIMATION_FRAMES) // 2 (see the module's docstring).
+ANIMATION_FRAMES = 100
+ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")
 
 # JPEG and the camera JPEGs Pillow reads as MPO (multi-picture: a JPEG whose trailer holds more pictures,
 # from Panasonic, Sony and Canon bodies); the first picture of an MPO is a plain JPEG stream.
@@ -49,8 +62,10 @@ def decode(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> 
 
     Raises ImageError with a precise reason for anything that is not an acceptable image.
     """
-    with _image_errors():
+    with _image_errors(data):
         img = _open_checked(data, limits)
+        if img.format in ANIMATED_FORMATS and getattr(img, "is_animated", False):
+            img.seek(min(getattr(img, "n_frames", 1), ANIMATION_FRAMES) // 2)
         if img.format in JPEG_FORMATS and limits.draft:
             scaled = _decode_scaled_jpeg(data, img, size)
             if scaled is not None:
@@ -89,7 +104,7 @@ def open_checked(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Im
 
     For decoders other than Pillow's (nvJPEG), which must never see a file Pillow would refuse.
     """
-    with _image_errors():
+    with _image_errors(data):
         return _open_checked(data, limits)
 
 
@@ -116,33 +131,90 @@ def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
 
 
 @contextmanager
-def _image_errors() -> Iterator[None]:
+def _image_errors(data: bytes) -> Iterator[None]:
     """Turn every way Pillow says "bad file" into an ImageError with a reason a person can act on."""
     try:
         yield
     except ImageError:
         raise
-    except UnidentifiedImageError:
-        raise ImageError(f"not a recognised image format (allowed: {', '.join(ALLOWED_FORMATS)})") from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"decompression bomb refused: {exc}") from None
-    except Image.DecompressionBombWarning as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # UnidentifiedImageError is an OSError
+        why = unsupported_jpeg_coding(data)
+        if why is not None:
+            raise ImageError(why) from None
+        if isinstance(exc, UnidentifiedImageError):
+            raise ImageError(f"not a recognised image format (allowed: {', '.join(ALLOWED_FORMATS)})") from None
         raise ImageError(f"corrupt or truncated image: {exc}") from None
 
 
+# Start-of-frame markers (ITU T.81, table B.1) of JPEG codings Pillow's libjpeg does not decode.
+_SOF_CODINGS = {
+    0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical progressive", 0xC7: "hierarchical lossless",
+    0xCB: "lossless (arithmetic)", 0xCD: "hierarchical (arithmetic)", 0xCE: "hierarchical progressive (arithmetic)",
+    0xCF: "hierarchical lossless (arithmetic)",
+}  # fmt: skip
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA, *_SOF_CODINGS})
+
+
+def unsupported_jpeg_coding(data: bytes) -> str | None:
+    """Why a JPEG stream cannot be decoded when its coding is the reason (12- or 16-bit samples, lossless or
+    hierarchical), read from its start-of-frame header; None for anything else, including a non-JPEG.
+
+    Called only after Pillow refused a file, so the usual path pays nothing for it.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None  # not at a marker: a corrupt stream, Pillow's reason stands
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            at += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            return None
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _SOF_MARKERS:
+            if at + 5 > len(data):
+                return None
+            bits = data[at + 4]
+            if marker in _SOF_CODINGS:
+                return (
+                    f"a {_SOF_CODINGS[marker]} JPEG ({bits}-bit): only 8-bit baseline, extended and progressive "
+                    "JPEGs can be decoded; export it as an 8-bit JPEG, or as PNG or TIFF"
+                )
+            if bits != 8:
+                return (
+                    f"a {bits}-bit JPEG: only 8-bit JPEGs can be decoded; export it as an 8-bit JPEG, or as a "
+                    "16-bit PNG or TIFF to keep its depth"
+                )
+            return None
+        at += 2 + length
+    return None
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Normalise any mode to RGB; transparency is composited onto white, 16-bit is scaled down."""
-    if img.mode == "RGB":
-        return img
+    """Normalise any mode to RGB: every kind of transparency is composited onto white, 16-bit is scaled down."""
+    transparency = img.info.get("transparency")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        return Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if img.mode == "P" or img.mode == "PA":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        grey = Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8), "L")
+        if not isinstance(transparency, int):
+            return grey.convert("RGB")
+        # PNG tRNS in 16-bit greyscale: the one sample value that is transparent
+        alpha = Image.fromarray(np.where(np.asarray(img) == transparency, 0, 255).astype(np.uint8), "L")
+        img = Image.merge("LA", (grey, alpha))
+    elif transparency is not None or img.mode in ("P", "PA"):
+        img = img.convert("RGBA")  # a palette's transparent entries, or tRNS in RGB or L, become alpha
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +27,11 @@ class LocalStorage:
     def list_keys(self, prefix: str = "", *, passed_over: Counter[str] | None = None) -> Iterator[str]:
         """Depth-first, in lexicographic order (as S3 lists), holding one directory's names at a time.
 
-        Links out of the root are never followed, and an unreadable folder does not stop the listing:
-        both are counted in `passed_over`. Names that are not UTF-8 come as Python's surrogate escapes.
+        Links out of the root are never followed, and each folder is walked once however links inside the
+        root are arranged (a link back to an ancestor, two folders linking to each other, a second link to
+        one folder): the first way in is walked, the others are passed over. Those, and an unreadable
+        folder, are counted in `passed_over` and never stop the listing. Names that are not UTF-8 come as
+        Python's surrogate escapes.
         """
         skipped = passed_over if passed_over is not None else Counter()
         start = self._path(prefix.rstrip("/")) if prefix else self.root
@@ -36,12 +40,18 @@ class LocalStorage:
         # (path, its key relative to the root, is a folder): keys are built by joining names, not Paths.
         rel = start.relative_to(self.root).as_posix()
         stack: list[tuple[str, str, bool]] = [(str(start), "" if rel == "." else f"{rel}/", True)]
+        walked: set[tuple[int, int]] = set()  # (device, inode) of every folder listed so far
         while stack:
             path, key, is_dir = stack.pop()
             if not is_dir:
                 yield key
                 continue
             try:
+                folder = os.stat(path)
+                if (folder.st_dev, folder.st_ino) in walked:
+                    skipped["a folder reached again through a link"] += 1
+                    continue
+                walked.add((folder.st_dev, folder.st_ino))
                 with os.scandir(path) as it:
                     entries = sorted(it, key=lambda e: e.name, reverse=True)
             except OSError as exc:
@@ -66,13 +76,11 @@ class LocalStorage:
             raise ObjectMissingError(f"no folder {prefix!r} in {self.root}")
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The file's bytes. Only a regular file is read: a named pipe or a device under the key is refused
+        before a byte is read (opened non-blocking, so a pipe with no writer cannot hold the reader)."""
         path = self._path(key)
         try:
-            with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if max_bytes is not None and size > max_bytes:
-                    raise ImageError(f"file is {size} bytes, over the limit of {max_bytes}")
-                return fh.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise ObjectMissingError(f"no such file: {key}") from None
         except IsADirectoryError:
@@ -81,6 +89,22 @@ class LocalStorage:
             raise PermanentError(f"cannot read {key}: permission denied ({exc.strerror})") from None
         except OSError as exc:
             raise StorageError(f"cannot read {key}: {exc}") from exc
+        try:
+            status = os.fstat(fd)
+            if stat.S_ISDIR(status.st_mode):
+                raise ObjectMissingError(f"is a directory: {key}")
+            if not stat.S_ISREG(status.st_mode):
+                raise PermanentError(f"cannot read {key}: not a regular file ({_file_kind(status.st_mode)})")
+            if max_bytes is not None and status.st_size > max_bytes:
+                raise ImageError(f"file is {status.st_size} bytes, over the limit of {max_bytes}")
+            with open(fd, "rb") as fh:
+                fd = -1  # the file object owns it now
+                return fh.read()
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc}") from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -102,3 +126,9 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+    kinds += [(stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "not a file")
