@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from tagger.argtypes import port
+from tagger.argtypes import port, positive_int
 from tagger.errors import ConfigError
 from tagger.settings import Settings
 
@@ -32,12 +32,20 @@ def register(sub: Any) -> None:
         "serve",
         help="run the HTTP API (uvicorn): submit and steer jobs, read suggestions, record decisions",
         description="Every route needs an API token (`tagger tokens create NAME --role ROLE`); the OpenAPI "
-        "schema is at /api/v1/openapi.json and the review pages start at /login. It needs TAGGER_BROKER_URL "
-        "(submissions go to the workers as Celery messages) and `tagger worker`s on that broker to do the "
-        "work. Put a TLS-terminating proxy in front of it for other hosts.",
+        "schema is at /api/v1/openapi.json and the review pages start at /login. Submissions go to the "
+        "workers as Celery messages: with TAGGER_BROKER_URL, to the `tagger worker`s on that broker; without "
+        "it (the embedded defaults, as `tagger tag` uses them), to an embedded Redis and --workers local "
+        "worker processes that live as long as the server. Put a TLS-terminating proxy in front of it for "
+        "other hosts.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="worker processes to start when no broker is configured (default 1)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -164,19 +172,31 @@ def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
     import uvicorn
 
     from tagger.cli.shared import open_sessions
     from tagger.web.app import create_app
 
-    app = create_app(settings, open_sessions(settings))
-    base = f"http://{args.host}:{args.port}"
-    print(f"serving the HTTP API on {base}/api/v1 and the review pages on {base}/login", file=sys.stderr)
-    if settings.web_cookie_secure and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            "note: the session cookie is HTTPS-only (TAGGER_WEB_COOKIE_SECURE=1): browsers reaching this port "
-            "over plain HTTP cannot log in; put a TLS proxy in front, or set TAGGER_WEB_COOKIE_SECURE=0",
-            file=sys.stderr,
-        )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(), server_header=False)
+    with ExitStack() as stack:
+        if not settings.broker_url:
+            from tagger.worker.local import start_local_cluster
+
+            settings = start_local_cluster(stack, settings, args.workers).settings
+            print(
+                f"no TAGGER_BROKER_URL: started an embedded Redis and {args.workers} local worker(s) for this server "
+                f"(their log: {settings.var_dir / 'workers.log'})",
+                file=sys.stderr,
+            )
+        app = create_app(settings, open_sessions(settings))
+        base = f"http://{args.host}:{args.port}"
+        print(f"serving the HTTP API on {base}/api/v1 and the review pages on {base}/login", file=sys.stderr)
+        if settings.web_cookie_secure and args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                "note: the session cookie is HTTPS-only (TAGGER_WEB_COOKIE_SECURE=1): browsers reaching this port "
+                "over plain HTTP cannot log in; put a TLS proxy in front, or set TAGGER_WEB_COOKIE_SECURE=0",
+                file=sys.stderr,
+            )
+        uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(), server_header=False)
     return 0
