@@ -7,6 +7,7 @@ import difflib
 import math
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -113,6 +114,13 @@ class Settings:
     retrain_schedule: str = field(
         default="0 3 1 * *",
         metadata={"help": "When `tagger beat` queues retraining: cron `min hour day month weekday`, or seconds."},
+    )
+    retrain_timezone: str = field(
+        default="UTC",
+        metadata={
+            "help": "The time zone TAGGER_RETRAIN_SCHEDULE's cron fields are read in (an IANA name such as "
+            "Europe/Paris or Asia/Tokyo); UTC whatever the host's TZ."
+        },
     )
     retrain_labels: str = field(
         default="db", metadata={"help": "Labels for scheduled retraining: `db` (confirmed tags) or a CSV path."}
@@ -245,6 +253,13 @@ class Settings:
             raise ConfigError("TAGGER_TEST_HOLDS must be 0 (production) or 1 (tests)")
         if self.visibility_timeout < 10:
             raise ConfigError("TAGGER_VISIBILITY_TIMEOUT must be at least 10 seconds")
+        try:
+            zoneinfo.ZoneInfo(self.retrain_timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"TAGGER_RETRAIN_TIMEZONE={self.retrain_timezone!r} is not a time zone: use an IANA name such as "
+                "UTC, Europe/Paris or Asia/Tokyo"
+            ) from None
         problem = _schedule_problem(self.retrain_schedule)
         if problem:
             raise ConfigError(

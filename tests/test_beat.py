@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,6 +33,39 @@ def test_default_schedule_is_monthly_and_runs_the_gate_and_stale_retag() -> None
     ]
     with pytest.raises(ConfigError, match="cron"):
         Settings(retrain_schedule="monthly")
+
+
+NEXT_RUN = """
+from datetime import UTC, datetime
+from tagger.settings import Settings
+from tagger.worker.app import configure
+from tagger.worker.retrain import beat_schedule
+settings = Settings.from_env().replace(retrain_schedule="0 3 * * *")  # the zone: from the environment
+configure(settings, "redis://127.0.0.1:1/0")  # configuration only: nothing connects
+when = beat_schedule(settings)["retrain"]["schedule"]
+start = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)  # winter: New York is UTC-5, Tokyo UTC+9
+when.nowfun = lambda: start
+print((start + when.remaining_estimate(start)).astimezone(UTC).isoformat())
+"""
+
+
+@pytest.mark.parametrize(
+    ("zone", "next_run"),
+    [(None, "2026-01-16T03:00:00+00:00"), ("Asia/Tokyo", "2026-01-15T18:00:00+00:00"),
+     ("America/New_York", "2026-01-16T08:00:00+00:00")],
+)  # fmt: skip
+def test_the_schedule_is_read_in_its_configured_zone_not_the_host_s(zone: str | None, next_run: str) -> None:
+    """`0 3 * * *` is 03:00 in TAGGER_RETRAIN_TIMEZONE (UTC when unset) whatever the host's TZ says. In a
+    process of its own, as `tagger beat` runs: Celery reads an app's zone once."""
+    env = {"TZ": "Pacific/Auckland", "PATH": os.environ["PATH"]} | ({"TAGGER_RETRAIN_TIMEZONE": zone} if zone else {})
+    done = subprocess.run([sys.executable, "-c", NEXT_RUN], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == next_run
+
+
+def test_a_zone_that_is_not_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="TAGGER_RETRAIN_TIMEZONE='JST' is not a time zone"):
+        Settings(retrain_timezone="JST")
 
 
 def test_beat_queues_a_json_retrain_message(redis_url: str, tmp_path: Path) -> None:

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The beat schedule from TAGGER_RETRAIN_SCHEDULE: five cron fields, or a number of seconds."""
+    """The beat schedule from TAGGER_RETRAIN_SCHEDULE: five cron fields (read in TAGGER_RETRAIN_TIMEZONE, the
+    app's `timezone`), or a number of seconds."""
     parts = settings.retrain_schedule.split()
     if len(parts) == 1:
         when: Any = schedule(float(parts[0]))
@@ -38,6 +39,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             day_of_month=day_of_month,
             month_of_year=month_of_year,
             day_of_week=day_of_week,
+            app=app,
         )
     return {"retrain": {"task": TASK_RETRAIN, "schedule": when, "options": {"queue": QUEUE_TRAINING}}}
 

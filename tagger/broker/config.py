@@ -68,6 +68,8 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_send_sent_event": False,
         # On a lost broker connection, stop late-ack tasks so they are redelivered (writes are idempotent).
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # The zone `tagger beat` reads TAGGER_RETRAIN_SCHEDULE's cron fields in (Celery's default: UTC).
+        "timezone": settings.retrain_timezone,
     }
 
 

@@ -162,7 +162,8 @@ def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
     app = configure(settings, settings.broker_url)
     app.conf.beat_schedule = beat_schedule(settings)
     print(
-        f"beat: retraining on {settings.retrain_schedule!r} into queue tagger.training; "
+        f"beat: retraining on {settings.retrain_schedule!r} ({settings.retrain_timezone}) into queue "
+        "tagger.training; "
         "run `tagger worker --queues tagger.training` to execute it",
         file=sys.stderr,
     )
