@@ -29,6 +29,15 @@ def open_sessions(settings: Settings, *, migrate: bool = True) -> sessionmaker[S
             f"no database at {shown}: nothing was tagged with these settings (TAGGER_DATABASE_URL, "
             "TAGGER_VAR_DIR; relative to the current folder). `tagger db upgrade` creates an empty one"
         )
+    if migrate and url.startswith("sqlite:///"):
+        from tagger.db.engine import sqlite_read_only
+
+        why = sqlite_read_only(url.removeprefix("sqlite:///"))
+        if why:
+            raise ConfigError(
+                f"the database at {shown} can only be read ({why}): the read commands (results, export, "
+                "jobs list/show, models list/show, labels stats) work on it; this one writes"
+            )
     engine = make_engine(url)
     try:
         if migrate:

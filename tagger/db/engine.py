@@ -29,6 +29,8 @@ def make_engine(url: str, *, pre_ping: bool = True, pool_size: int = 5, **kwargs
         if path and path != ":memory:":
             from pathlib import Path
 
+            if sqlite_read_only(path):
+                return _read_only_sqlite(path, **kwargs)
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -39,6 +41,39 @@ def make_engine(url: str, *, pre_ping: bool = True, pool_size: int = 5, **kwargs
         return create_engine(url, pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=pool_size, **kwargs)
     except ImportError as exc:
         raise ConfigError(f"no driver for {url.split(':', 1)[0]}: {exc}") from exc
+
+
+def sqlite_read_only(path: str) -> str | None:
+    """Why the SQLite file at `path` can only be read (it, or its folder, is not writable: read-only media, a
+    snapshot, another user's file), or None when it can be written (or does not exist yet)."""
+    import os
+    from pathlib import Path
+
+    file = Path(path)
+    if "?" in path or not file.is_file():
+        return None
+    if not os.access(file, os.W_OK):
+        return f"{file} is not writable"
+    if not os.access(file.parent, os.W_OK):
+        return f"its folder {file.parent} is not writable (SQLite needs it for its journal)"
+    return None
+
+
+def _read_only_sqlite(path: str, **kwargs: Any) -> Engine:
+    """The file opened `immutable`: read without the WAL index, journal or locks that SQLite would have to
+    create beside it, which read-only media cannot hold. Nothing can write through this engine."""
+    import sqlite3
+    from pathlib import Path
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(Path(path).resolve()))}?immutable=1"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+    engine = create_engine("sqlite://", creator=connect, **kwargs)
+    event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
+    return engine
 
 
 def make_statement_engine(url: str, *, pool_size: int = 3) -> Engine:
