@@ -30,6 +30,13 @@ class Settings:
     var_dir: Path = field(default=Path("var"), metadata={"help": "Local state: SQLite file, models, embedded Redis."})
     database_url: str = field(default="", metadata={"help": "SQLAlchemy URL. Default: SQLite file under var_dir."})
     broker_url: str = field(default="", metadata={"help": "Redis URL. Empty: tagger starts an embedded redis-server."})
+    broker_allow_eviction: int = field(
+        default=0,
+        metadata={
+            "help": "1: run on a broker Redis whose maxmemory-policy may evict keys (queued batches can vanish); "
+            "0: a worker refuses to start on one, and /readyz reports it."
+        },
+    )
     storage_url: str = field(
         default="",
         metadata={"help": "Where images live when a job names only keys: file:///dir or s3://bucket/prefix."},

@@ -140,7 +140,12 @@ def test_readiness_waits_for_a_model_and_follows_the_database(fleet: Fleet, post
         assert http(port, "/metrics", token="not-the-token-of-this-fleet")[0] == 401
         status, body = http(port, "/readyz")
         assert status == 503, body
-        assert {k: v["ok"] for k, v in body["checks"].items()} == {"database": True, "broker": True, "model": False}
+        assert {k: v["ok"] for k, v in body["checks"].items()} == {
+            "database": True,
+            "broker": True,
+            "broker_eviction": True,
+            "model": False,
+        }
     fleet.model()
     until(lambda: all(http(p, "/readyz")[0] == 200 for p in fleet.ports), 60, fleet.log)
     postgres.stop()

@@ -162,7 +162,10 @@ def observe(
     not answer) and the active version: what /readyz and a scrape both report, read once."""
     depths, broker = _broker(settings.broker_url, queues)
     database, active = readiness.database()
-    return {"database": database, "broker": broker, "model": Readiness.model(processes)}, depths, active
+    checks = {"database": database, "broker": broker, "model": Readiness.model(processes)}
+    if broker[0]:
+        checks["broker_eviction"] = _eviction(settings)
+    return checks, depths, active
 
 
 class ScrapeCollector(Collector):
@@ -222,6 +225,19 @@ def _broker(broker_url: str, queues: tuple[str, ...]) -> tuple[Any, tuple[bool, 
         return broker_depths(broker_url, queues, timeout=CHECK_TIMEOUT_SECONDS), (True, "answers")
     except Exception as exc:
         return None, (False, first_line(exc))
+
+
+def _eviction(settings: Settings) -> tuple[bool, str]:
+    """The broker keeps every message (noeviction), or evicting was allowed on purpose."""
+    from tagger.broker.eviction import eviction_problem
+
+    try:
+        problem = eviction_problem(settings.broker_url, timeout=CHECK_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return False, first_line(exc)
+    if problem is None:
+        return True, "keeps every message"
+    return (True, f"allowed: {problem}") if settings.broker_allow_eviction else (False, problem)
 
 
 def all_ok(checks: dict[str, tuple[bool, str]]) -> bool:

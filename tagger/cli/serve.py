@@ -64,6 +64,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from tagger.worker.shape import available_cores, worker_shape
 
     context.configure(settings)
+    _check_eviction(settings)
     _wait_for_database(settings)
     gpu = pick_device(settings.device).type == "cuda"
     cores = available_cores()
@@ -103,6 +104,23 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         argv.append(f"--hostname={args.hostname}")
     app.worker_main(argv=argv)
     return 0
+
+
+def _check_eviction(settings: Settings) -> None:
+    """Refuse a broker that may evict queued batches (TAGGER_BROKER_ALLOW_EVICTION=1 only warns); a broker
+    that does not answer yet is left to Celery's own reconnecting."""
+    import logging
+
+    from tagger.broker.eviction import eviction_problem
+
+    try:
+        problem = eviction_problem(settings.broker_url)
+    except Exception:  # unreachable now: the worker waits for it as for any broker outage
+        return
+    if problem and not settings.broker_allow_eviction:
+        raise ConfigError(problem)
+    if problem:
+        logging.getLogger("tagger.worker").warning("%s (allowed by TAGGER_BROKER_ALLOW_EVICTION=1)", problem)
 
 
 def _metrics_dir() -> str:
