@@ -13,7 +13,7 @@ import csv
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlparse
@@ -94,6 +94,43 @@ def _locations(session: Session, ref: str) -> list[tuple[str | None, str]]:
         if path.startswith(folder + "/"):
             found.append((root, path[len(folder) + 1 :]))
     return [(root, key) for root, key in sorted(found, key=lambda pair: len(pair[0]), reverse=True)]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image's latest attempt, when it failed after the image was last tagged (or it never was)."""
+
+    job_id: str
+    reason: str
+    at: datetime
+
+    def as_dict(self) -> dict[str, str]:
+        return {"job_id": self.job_id, "reason": self.reason, "at": self.at.isoformat()}
+
+
+def latest_failure(sessions: sessionmaker[Session], image: ImageRef) -> Failure | None:
+    """The image's most recent job item, if it failed and is newer than the image's tags: the picture under
+    its key may have changed since the tags shown were made (a still replaced by a truncated file)."""
+    from tagger.db.schema import JobItem
+
+    with sessions() as session:
+        row = session.execute(
+            select(JobItem.job_id, JobItem.state, JobItem.error, JobItem.updated_at)
+            .where(JobItem.image_id == image.id, JobItem.state.in_(("done", "failed")))
+            .order_by(JobItem.updated_at.desc())
+            .limit(1)
+        ).first()
+    if row is None or row.state != "failed":
+        return None
+    at = _aware(row.updated_at)
+    if image.tagged_at is not None and at < _aware(image.tagged_at):
+        return None
+    return Failure(row.job_id, row.error or "failed", at)
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time tagger stores is UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def suggestions_for(

@@ -18,7 +18,9 @@ def register(sub: Any) -> None:
         help="suggested tags of one image",
         description="Suggested tags of one image, from the version that last tagged it. Name the image by a "
         "path to its file, a file:// or s3:// URL, or a key (with --storage, or alone: every storage holding "
-        "that key is shown). Exit code 3 when no such image was ever submitted.",
+        "that key is shown). When the image's latest attempt failed after the tags shown were made (its file "
+        "replaced by one that cannot be read), that failure is shown above them and the exit code is 1. Exit "
+        "code 3 when no such image was ever submitted.",
     )
     p.add_argument("image", help="a path to the file, a file:// or s3:// URL, or a key")
     p.add_argument("--storage", default=None, help="the storage the key is under (folder, file:// or s3:// URL)")
@@ -42,24 +44,40 @@ def register(sub: Any) -> None:
 
 
 def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
-    from tagger.results import find_images, suggestions_for
+    from tagger.results import find_images, latest_failure, suggestions_for
     from tagger.storage import storage_url_for
 
     sessions = open_sessions(settings, migrate=False)
     storage = storage_url_for(args.storage) if args.storage else None
     images = find_images(sessions, args.image, storage_url=storage)
-    shown = [(image, suggestions_for(sessions, image, all_versions=args.all_versions)) for image in images]
+    shown = [
+        (image, suggestions_for(sessions, image, all_versions=args.all_versions), latest_failure(sessions, image))
+        for image in images
+    ]
+    code = 1 if any(failure for _, _, failure in shown) else 0
     if args.json:
         print_json(
             [
-                {"storage": i.storage_url, "key": i.key, "model_version": i.version, "suggestions": rows}
-                for i, rows in shown
+                {
+                    "storage": i.storage_url,
+                    "key": i.key,
+                    "model_version": i.version,
+                    "suggestions": rows,
+                    "latest_failure": failure.as_dict() if failure else None,
+                }
+                for i, rows, failure in shown
             ]
         )
-        return 0
-    for image, rows in shown:
+        return code
+    for image, rows, failure in shown:
         if len(shown) > 1 or storage is None:
             print(image.location)
+        if failure is not None:
+            print(
+                f"  latest attempt failed (job {failure.job_id[:8]}, {failure.at:%Y-%m-%d %H:%M} UTC): {failure.reason}"
+            )
+            if rows:
+                print("  the tags below were made before it, from the file as it was then:")
         if image.version is None:
             print("  not tagged yet")
         elif not rows:
@@ -67,7 +85,7 @@ def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
         for row in rows:
             note = "" if row["active"] else ", not the active model"
             print(f"  {row['tag']:<24} {row['probability']:.3f}  ({row['model_version']}{note})")
-    return 0
+    return code
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:

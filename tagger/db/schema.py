@@ -170,7 +170,11 @@ class JobItem(Base):
     # (job, state, image): a batch's "its items still pending" is one index range, whatever the planner
     # knows. With (job, state) alone, a planner without statistics (a job's first minutes, before
     # autovacuum's ANALYZE) scanned all of the job's pending items for each batch (issue 15).
-    __table_args__ = (Index("ix_job_items_job_state", "job_id", "state", "image_id"),)
+    # (image, updated): an image's latest attempt, for `tagger results`, from its own few rows.
+    __table_args__ = (
+        Index("ix_job_items_job_state", "job_id", "state", "image_id"),
+        Index("ix_job_items_image", "image_id", "updated_at"),
+    )
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
