@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tagger.settings import Settings
-from tests.servers import Postgres, SeaweedS3
+from tests.servers import PgBouncer, Postgres, SeaweedS3
 
 # Tests must not pick up a developer's own TAGGER_* configuration.
 for _var in [v for v in os.environ if v.startswith("TAGGER_")]:
@@ -37,6 +37,14 @@ def postgres() -> Iterator[Postgres]:
     server = Postgres().start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres: Postgres) -> Iterator[PgBouncer]:
+    """Debian's PgBouncer in transaction pooling before the session's PostgreSQL, two server connections."""
+    server = PgBouncer(postgres).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -305,6 +305,47 @@ def debian_binary(name: str, package: str) -> str:
     return found
 
 
+class PgBouncer:
+    """Debian's PgBouncer in transaction pooling (the usual pooler in front of managed PostgreSQL) before
+    `postgres`, with `pool_size` server connections per database, on a free loopback port."""
+
+    def __init__(self, postgres: Postgres, *, pool_size: int = 2) -> None:
+        self.binary = debian_binary("pgbouncer", "pgbouncer")
+        self.postgres = postgres
+        self.port = free_port()
+        self.base = Path(tempfile.mkdtemp(prefix="tagger-pgbouncer-"))
+        self.base.chmod(0o755)
+        self.log = self.base / "pgbouncer.log"
+        self.config = self.base / "pgbouncer.ini"
+        self.config.write_text(
+            f"[databases]\n* = host=127.0.0.1 port={postgres.port} user=postgres\n"
+            f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = any\npool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
+            f"logfile = {self.log}\npidfile =\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PgBouncer:
+        user = "postgres" if os.geteuid() == 0 else None  # PgBouncer refuses to run as root
+        if user:
+            for path in (self.base, self.config):
+                shutil.chown(path, user, user)
+        self.proc = subprocess.Popen(
+            [self.binary, str(self.config)], user=user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_port(self.port, 30, self.proc, self.log)
+        return self
+
+    def url(self, database: str) -> str:
+        """The URL of `database` (made on the server behind it) through the pooler."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        stop_process(self.proc, 10)
+        self.proc = None
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 class PrometheusServer:
     """Debian's `prometheus` on a free loopback port with the given scrape configuration."""
 
@@ -376,7 +417,13 @@ def tagger_serve(env: dict[str, str], log: Path) -> Iterator[str]:
 
 
 if __name__ == "__main__":  # `make test`: the Debian packages the tests use, before the run (`apt-get` as root)
-    for binary, package in (("prometheus", "prometheus"), ("promtool", "prometheus"), ("chromium", "chromium")):
+    needed = (
+        ("prometheus", "prometheus"),
+        ("promtool", "prometheus"),
+        ("chromium", "chromium"),
+        ("pgbouncer", "pgbouncer"),
+    )
+    for binary, package in needed:
         try:
             debian_binary(binary, package)
         except RuntimeError as exc:  # the tests that need it fail with this message; the rest run

@@ -128,12 +128,12 @@ class Readiness:
         from tagger.db.engine import normalise_url
 
         # A fresh connection per check, bounded in time: a pooled one could hang on a dead server's socket.
+        # The statement's own limit is set inside its transaction (SET LOCAL), not as a startup option,
+        # which a transaction pooler such as PgBouncer refuses ("unsupported startup parameter: options").
+        self.postgres = settings.database_url.startswith("postgresql")
         connect_args: dict[str, Any] = {}
-        if settings.database_url.startswith("postgresql"):
-            connect_args = {
-                "connect_timeout": int(CHECK_TIMEOUT_SECONDS),
-                "options": f"-c statement_timeout={int(CHECK_TIMEOUT_SECONDS * 1000)}",
-            }
+        if self.postgres:
+            connect_args = {"connect_timeout": int(CHECK_TIMEOUT_SECONDS), "prepare_threshold": None}
         self.engine = create_engine(normalise_url(settings.database_url), poolclass=NullPool, connect_args=connect_args)
 
     def database(self) -> tuple[tuple[bool, str], str | None]:
@@ -143,7 +143,9 @@ class Readiness:
         from tagger.db.schema import ModelVersion
 
         try:
-            with self.engine.connect() as conn:
+            with self.engine.begin() as conn:
+                if self.postgres:
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(CHECK_TIMEOUT_SECONDS * 1000)}")
                 active = conn.execute(select(ModelVersion.version).where(ModelVersion.is_active.is_(True))).scalar()
             return (True, "answers"), active
         except Exception as exc:

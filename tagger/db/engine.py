@@ -37,8 +37,20 @@ def make_engine(url: str, *, pre_ping: bool = True, pool_size: int = 5, **kwargs
         # Let SQLAlchemy, not pysqlite, emit BEGIN, so transactions take the write lock up front.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
+    # No server-side prepared statements: behind a transaction pooler (PgBouncer before 1.21, or with
+    # max_prepared_statements = 0) psycopg's automatic ones, made on one server connection, are then looked
+    # for on another ("prepared statement _pg3_0 does not exist / already exists"). tagger's hot statements
+    # run once per batch, so planning them each time costs nothing measurable.
+    connect_args = {"prepare_threshold": None} | kwargs.pop("connect_args", {})
     try:
-        return create_engine(url, pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=pool_size, **kwargs)
+        return create_engine(
+            url,
+            pool_pre_ping=pre_ping,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args=connect_args,
+            **kwargs,
+        )
     except ImportError as exc:
         raise ConfigError(f"no driver for {url.split(':', 1)[0]}: {exc}") from exc
 
