@@ -40,12 +40,14 @@ class WorkerContext:
 _context: WorkerContext | None = None
 _context_lock = threading.Lock()
 _settings: Settings | None = None  # the settings `tagger worker` read once; pool processes inherit them
+_tasks = 1  # batches one process runs at once: 1 in a prefork process, the concurrency in the threads pool
 
 
-def configure(settings: Settings) -> None:
-    """Hand this process (and the pool processes it forks) the settings the command line read."""
-    global _settings
-    _settings = settings
+def configure(settings: Settings, *, tasks: int = 1) -> None:
+    """Hand this process (and the pool processes it forks) the settings the command line read, and how many
+    batches each process runs at once (its database pools are sized to it: worker/shape.py's budget)."""
+    global _settings, _tasks
+    _settings, _tasks = settings, tasks
 
 
 def get_context() -> WorkerContext:
@@ -70,8 +72,10 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    engine = make_statement_engine(settings.database_url)
-    sessions = make_sessionmaker(make_engine(settings.database_url))  # everything else: pinged connections
+    # One claim-and-write connection per batch at once; as many for the rest, and one more for the webhook
+    # deliveries' thread (connections_per_process): a fleet's budget is known, and `tagger config` says it.
+    engine = make_statement_engine(settings.database_url, pool_size=_tasks)
+    sessions = make_sessionmaker(make_engine(settings.database_url, pool_size=_tasks, max_overflow=1))
     device = pick_device(settings.device)
     options = ServingOptions(
         threshold_override=settings.threshold,

@@ -1,4 +1,5 @@
-"""A `tagger worker`'s shape: which pool it runs, and how many batches at once."""
+"""A `tagger worker`'s shape: which pool it runs, how many batches at once, and how many database
+connections that takes (the connection budget `tagger config` prints)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,24 @@ def worker_shape(settings: Settings, *, gpu: bool, concurrency: int = 0) -> tupl
     small model, BENCHMARKS.md)."""
     pool = settings.worker_pool if settings.worker_pool != "auto" else ("threads" if gpu else "prefork")
     return pool, concurrency or settings.worker_concurrency or (3 if pool == "threads" else available_cores())
+
+
+# PostgreSQL connections, at most, that each part of a deployment holds (the pools are sized to these).
+COMMAND_CONNECTIONS = 2  # a command (`tagger tag --wait`, `jobs wait`, `train`): its reads and its follower
+SERVE_CONNECTIONS = 10  # `tagger serve`: a pool of 5 and 5 more at its busiest
+
+
+def connections_per_process(tasks: int) -> int:
+    """Connections one worker process may hold when `tasks` batches run in it at once (1 in a prefork
+    process): one claim-and-write connection per batch, one connection for the rest per batch, and one for
+    its webhook deliveries."""
+    return 2 * tasks + 1
+
+
+def worker_connections(settings: Settings, *, gpu: bool, concurrency: int = 0) -> int:
+    """Connections one `tagger worker` of this shape may hold: its pool processes', and one more for the
+    main process's readiness checks."""
+    pool, batches = worker_shape(settings, gpu=gpu, concurrency=concurrency)
+    if pool == "threads":
+        return connections_per_process(batches) + 1
+    return batches * connections_per_process(1) + 1

@@ -49,6 +49,8 @@ def tag_batch(self: Task, job_id: str, image_ids: list[int]) -> Outcome:
         countdown = min(MAX_BACKOFF_SECONDS, 2**self.request.retries) + random.random()
         if _is_infrastructure(exc):
             log.warning("job %s: batch of %d waits for the database/broker: %s", job_id, len(image_ids), exc)
+            if _out_of_connections(exc):
+                _let_go_of_idle_connections()
         else:
             log.exception("job %s: batch of %d failed; retrying", job_id, len(image_ids))
             _note_error(job_id, image_ids, f"{type(exc).__name__}: {exc}")
@@ -70,6 +72,26 @@ def _is_infrastructure(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | psycopg.OperationalError | ConnectionError | TimeoutError) or (
         isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
     )
+
+
+# What PostgreSQL says when it has no connection slot left (SQLSTATE 53300, which a refused connection
+# does not carry in psycopg's error): the server's max_connections, a database's or a role's limit.
+_OUT_OF_SLOTS = ("too many clients", "too many connections", "connection slots are reserved")
+
+
+def _out_of_connections(exc: BaseException) -> bool:
+    """The server refused a connection for want of slots (SQLSTATE 53300: max_connections, a database's or a
+    role's connection limit, or the slots reserved for superusers)."""
+    return any(words in str(exc) for words in _OUT_OF_SLOTS)
+
+
+def _let_go_of_idle_connections() -> None:
+    """Close this process's idle pooled connections while it waits: a fleet one connection short then takes
+    turns and slows down, where every process holding an idle connection while waiting for a second one
+    stopped them all (a livelock with every slot idle in tagger's own pools)."""
+    ctx = get_context()
+    ctx.engine.dispose()
+    ctx.sessions.kw["bind"].dispose()
 
 
 def _note_error(job_id: str, image_ids: list[int], error: str) -> None:

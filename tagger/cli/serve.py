@@ -61,7 +61,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from tagger.model.device import pick_device
     from tagger.worker import context, health, metrics
     from tagger.worker.app import configure
-    from tagger.worker.shape import available_cores, worker_shape
+    from tagger.worker.shape import available_cores, worker_connections, worker_shape
 
     context.configure(settings)
     _check_eviction(settings)
@@ -69,6 +69,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     gpu = pick_device(settings.device).type == "cuda"
     cores = available_cores()
     pool, concurrency = worker_shape(settings, gpu=gpu, concurrency=args.concurrency)
+    context.configure(settings, tasks=concurrency if pool == "threads" else 1)
+    _check_connections(settings, worker_connections(settings, gpu=gpu, concurrency=args.concurrency))
     info = health.WorkerInfo(
         hostname=args.hostname or "",
         pool=pool,
@@ -104,6 +106,46 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         argv.append(f"--hostname={args.hostname}")
     app.worker_main(argv=argv)
     return 0
+
+
+def _check_connections(settings: Settings, needed: int) -> None:
+    """Warn when this worker's connections may not fit in what the PostgreSQL server has left: the fleet then
+    slows down (a process refused a connection lets go of its idle ones and retries), it does not stop."""
+    if not settings.database_url.startswith("postgresql"):
+        return
+    import logging
+
+    from sqlalchemy import text
+
+    from tagger.db import make_engine
+
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            limit = int(conn.execute(text("SHOW max_connections")).scalar_one())
+            reserved = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar_one())
+            used = int(
+                conn.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+                ).scalar_one()
+            )
+    except Exception:  # a pooler that hides these, or no server yet: nothing to compare against
+        return
+    finally:
+        engine.dispose()
+    free = limit - reserved - used + 1  # this check's own connection is about to close
+    if needed > free:
+        logging.getLogger("tagger.worker").warning(
+            "this worker may hold %d database connections and the server has %d free (max_connections %d, %d "
+            "reserved, %d in use): the fleet will slow down while processes wait for connections; raise "
+            "max_connections, put PgBouncer in front, or lower TAGGER_WORKER_CONCURRENCY (`tagger config` "
+            "prints the budget)",
+            needed,
+            free,
+            limit,
+            reserved,
+            used,
+        )
 
 
 def _check_eviction(settings: Settings) -> None:

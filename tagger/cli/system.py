@@ -71,7 +71,36 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
         value = os.environ.get(var) or ""
         shown = ("********" if "SECRET" in var else value) if value else "(not set)"
         print(f"{var:<28} = {shown:<40} read by boto3 for s3:// storage and model stores")
+    print()
+    for line in connection_budget(settings):
+        print(line)
     return 0
+
+
+def connection_budget(settings: Settings) -> list[str]:
+    """What each part of a deployment with these settings may hold of PostgreSQL's max_connections."""
+    from tagger.worker.shape import (
+        COMMAND_CONNECTIONS,
+        SERVE_CONNECTIONS,
+        available_cores,
+        connections_per_process,
+        worker_connections,
+        worker_shape,
+    )
+
+    cpu_pool, cpu_batches = worker_shape(settings, gpu=False)
+    gpu_pool, gpu_batches = worker_shape(settings, gpu=True)
+    return [
+        "PostgreSQL connections (the budget: sum it over the fleet, below max_connections less the reserved):",
+        f"  a `tagger worker` on a CPU here ({cpu_pool}, {cpu_batches} batches at once, {available_cores()} cores): "
+        f"{worker_connections(settings, gpu=False)}",
+        f"  a `tagger worker` on a GPU ({gpu_pool}, {gpu_batches} batches at once): "
+        f"{worker_connections(settings, gpu=True)}",
+        f"  per worker process running one batch at a time: {connections_per_process(1)}, and 1 per worker "
+        "for its readiness checks",
+        f"  `tagger serve`: {SERVE_CONNECTIONS}; every other command (`tag --wait`, `jobs wait`, `train`): "
+        f"{COMMAND_CONNECTIONS}",
+    ]
 
 
 def cmd_storage(args: argparse.Namespace, settings: Settings) -> int:

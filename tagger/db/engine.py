@@ -19,10 +19,12 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pre_ping: bool = True, pool_size: int = 5, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str, *, pre_ping: bool = True, pool_size: int = 5, max_overflow: int | None = None, **kwargs: Any
+) -> Engine:
     """An engine for `url`. PostgreSQL connections are pinged on checkout (`pre_ping`), one round trip that
     finds a connection the server dropped before a session uses it (see `make_statement_engine`); up to
-    `pool_size` stay open, as many again overflow."""
+    `pool_size` stay open, and `max_overflow` more (default: as many again) open while they are busy."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -47,7 +49,7 @@ def make_engine(url: str, *, pre_ping: bool = True, pool_size: int = 5, **kwargs
             url,
             pool_pre_ping=pre_ping,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=pool_size if max_overflow is None else max_overflow,
             connect_args=connect_args,
             **kwargs,
         )
@@ -90,9 +92,9 @@ def _read_only_sqlite(path: str, **kwargs: Any) -> Engine:
 
 def make_statement_engine(url: str, *, pool_size: int = 3) -> Engine:
     """The engine of a worker's hot path: one statement per batch to claim and one to write
-    (`run_statement`), without the checkout's ping, which doubled their round trips. Connections open
-    as they are needed: one per prefork process, one per task thread (3 by default) in the threads pool."""
-    return make_engine(url, pre_ping=False, pool_size=pool_size)
+    (`run_statement`), without the checkout's ping, which doubled their round trips. At most `pool_size`
+    connections, opened as they are needed: one per batch the process runs at once."""
+    return make_engine(url, pre_ping=False, pool_size=pool_size, max_overflow=0)
 
 
 def run_statement(engine: Engine, sql: str, params: dict[str, Any]) -> list[Any]:
