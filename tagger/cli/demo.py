@@ -12,14 +12,26 @@ import time
 from collections import defaultdict
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
-
-from tagger.db.schema import Image, ModelVersion, Suggestion, Tag
 from tagger.settings import Settings, redacted
 
 
-def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="generate a sample archive, train on it, bulk-tag it, report")
+    p.add_argument("--images", type=int, default=2000, help="stills to generate (default 2000)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    p.add_argument(
+        "--size", type=int, default=64, help="model input size; small keeps the demo fast on CPU (default 64)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="`tagger worker`s to start, each with a process per core (default 1)"
+    )
+    p.add_argument("--dir", default=None, help="where to write the sample archive (default: VAR/demo)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from tagger import registry
     from tagger.cli.local_workers import start_local_cluster
     from tagger.cli.train import train_and_promote
@@ -80,6 +92,10 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _suggestions(sessions, version: str) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from tagger.db.schema import Image, ModelVersion, Suggestion, Tag
+
     out: dict[str, dict[str, float]] = defaultdict(dict)
     with sessions() as session:
         rows = session.execute(

@@ -1,4 +1,4 @@
-"""`tagger train` and `tagger demo`: run the training recipe, then register, gate, promote and re-tag."""
+"""`tagger train` and `tagger sample`: run the training recipe, then register, gate, promote and re-tag."""
 
 from __future__ import annotations
 
@@ -17,18 +17,6 @@ def register(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model from `image_id,tags` CSV and register it")
     get_args_parser(p)
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("demo", help="generate a sample archive, train on it, bulk-tag it, report")
-    p.add_argument("--images", type=int, default=2000, help="stills to generate (default 2000)")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
-    p.add_argument(
-        "--size", type=int, default=64, help="model input size; small keeps the demo fast on CPU (default 64)"
-    )
-    p.add_argument(
-        "--workers", type=int, default=1, help="`tagger worker`s to start, each with a process per core (default 1)"
-    )
-    p.add_argument("--dir", default=None, help="where to write the sample archive (default: VAR/demo)")
-    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
         "sample",
@@ -86,12 +74,6 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
     write_labels(Path(args.labels), stills)
     print(f"wrote {len(stills)} stills under {storage.url}/stills and their tags in {args.labels}")
     return 0
-
-
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from tagger.cli.demo import run_demo
-
-    return run_demo(args, settings)
 
 
 def train_and_promote(args: argparse.Namespace, settings: Settings) -> Any:
