@@ -21,7 +21,7 @@ from tagger.storage import open_storage
 from tagger.training.data import DecodedStills
 from tagger.training.evaluate import CHUNK
 from tagger.training.metrics import fbeta_samples, mean_average_precision
-from tagger.training.train import Candidate
+from tagger.training.recipe import Candidate
 
 log = logging.getLogger(__name__)
 

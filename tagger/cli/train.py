@@ -82,8 +82,8 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Any:
     from tagger.cli.shared import open_sessions
     from tagger.model.device import pick_device
     from tagger.training.gate import compare
-    from tagger.training.train import main as recipe
-    from tagger.training.train import say
+    from tagger.training.recipe import main as recipe
+    from tagger.training.recipe import say
 
     report, candidate = recipe(args, settings)
     if candidate is None:  # --find-lr: a plot, no model
@@ -117,7 +117,7 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Any:
 def retag_stale(sessions: Any, settings: Settings) -> str | None:
     """Queue a low-priority job for every image tagged by an older version; None without a broker."""
     from tagger.jobs.producer import broker_sender, submit
-    from tagger.training.train import say
+    from tagger.training.recipe import say
     from tagger_client.contract import JobSpec
 
     if not settings.broker_url:
