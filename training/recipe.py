@@ -1,10 +1,11 @@
 """The training recipe: fine-tune a torchvision classifier into a multi-label tagger, measure it, export it.
 
-Stages, one function each: labels -> split -> decode (the inference preprocessing) -> model
-(ImageNet, local or random weights) -> [find-lr] -> fit (head first, then every layer with
-discriminative rates; one-cycle; early stopping; checkpoints) -> evaluate (F2, mAP, per-tag AP,
-calibrated thresholds, scored as served) -> export safetensors + JSON. Registering, the promotion
-gate, activation and re-tagging are the caller's (`tagger.cli.train`).
+Stages, one function each, on the labelled images the caller read: split -> decode (the inference
+preprocessing) -> model (ImageNet, local or random weights) -> [find-lr] -> fit (head first, then every
+layer with discriminative rates; one-cycle; early stopping; checkpoints) -> evaluate (F2, mAP, per-tag
+AP, calibrated thresholds, scored as served) -> export safetensors + JSON. Reading the labels (from a
+CSV or the database), registering, the promotion gate, activation and re-tagging are the caller's
+(`tagger.cli.train`); the recipe never opens a database.
 """
 
 from __future__ import annotations
@@ -27,20 +28,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.errors import ConfigError, TaggerError
-from tagger.labels import LabelledSet, labels_from_db, read_labels_csv
+from tagger.labels import LabelledSet
 from tagger.model import artifact
 from tagger.model.architectures import build_model, load_imagenet_weights, load_pretrained_backbone
 from tagger.model.device import pick_device
 from tagger.model.meta import ArtifactMeta, new_version
 from tagger.model.preprocess import Normalise, Preprocess
 from tagger.settings import Settings
-from tagger.storage import canonical_url, open_storage, storage_url_for
+from tagger.storage import open_storage
 from tagger.training import checkpoint
 from tagger.training.augment import Augment
-from tagger.training.data import DecodedStills, drop_rare
-from tagger.training.evaluate import bce, evaluate, highest_losses, predict_all, predict_served
+from tagger.training.data import DecodedStills
+from tagger.training.evaluate import Candidate, bce, evaluate, highest_losses, predict_all, predict_served
 from tagger.training.metrics import accuracy_multi, fbeta_samples, mean_average_precision
 from tagger.training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
 from tagger.training.schedule import discriminative, layer_groups, one_cycle, set_frozen
@@ -59,47 +59,14 @@ class TrainReport:
     valid_images: int
     epochs: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
-    activated: bool = False
-    gate: dict[str, Any] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)
     suggested_lr: float | None = None
-    stale_job: str | None = None
     seconds: float = 0.0
 
 
 def say(message: str) -> None:
     """Status lines go to stderr (above any progress bar), so `--json` output stays clean."""
     tqdm.write(message, file=sys.stderr)
-
-
-def load_labels(args: argparse.Namespace, settings: Settings) -> LabelledSet:
-    """The dataset, each image with its storage: from a CSV (under --images) or the decisions in the database."""
-    if args.labels == "db":
-        engine = _migrated_engine(settings)
-        try:
-            with make_sessionmaker(engine)() as session:
-                labelled = labels_from_db(session)
-        finally:
-            engine.dispose()
-        if args.images:
-            labelled = labelled.under(canonical_url(storage_url_for(args.images)))
-    else:
-        labelled = read_labels_csv(Path(args.labels))
-        images = storage_url_for(args.images) if args.images else settings.storage_url
-        if not images:
-            raise ConfigError("where are the images? pass --images FOLDER|s3://bucket/prefix or set TAGGER_STORAGE_URL")
-        labelled = labelled.under(canonical_url(images))
-    for note in labelled.notes:
-        say(f"labels: {note}")
-    counts = labelled.tag_counts()
-    rare = sorted((t for t, n in counts.items() if n < args.rare), key=counts.__getitem__)
-    if rare:
-        shown = ", ".join(f"{t} ({counts[t]})" for t in rare[:10])
-        action = "dropped" if args.drop_rare else "kept (pass --drop-rare to drop them)"
-        say(f"{len(rare)} tag(s) seen fewer than {args.rare} times, {action}: {shown}")
-        if args.drop_rare:
-            labelled, _ = drop_rare(labelled, args.rare)
-    return labelled
 
 
 def init_weights(model: nn.Module, args: argparse.Namespace, arch: str) -> str:
@@ -228,17 +195,6 @@ def fit(
     return list(state["history"])
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A trained model saved as an artifact, with the held-out stills the promotion gate judges it on."""
-
-    meta: ArtifactMeta
-    uri: str  # where the artifact was saved: <model store>/<version>
-    valid_set: LabelledSet
-    valid: DecodedStills
-    probs: torch.Tensor  # the served model's probabilities on `valid`, N x tags
-
-
 def check_writable(settings: Settings, args: argparse.Namespace) -> None:
     """Every place a run writes (checkpoint, plots, model store), tried before the first epoch: a run must
     not find out after hours of training that it cannot keep what it learnt. Raises ConfigError."""
@@ -269,11 +225,11 @@ def check_writable(settings: Settings, args: argparse.Namespace) -> None:
         log.warning("could not remove the write check %s/%s: %s", store.url, probe_key, exc)
 
 
-def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Candidate | None]:
-    """The recipe: labels -> split -> decode -> model -> fit -> evaluate -> artifact in the model store.
+def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) -> tuple[TrainReport, Candidate | None]:
+    """The recipe: `labelled` -> split -> decode -> model -> fit -> evaluate -> artifact in the model store.
 
-    Returns the report and the saved candidate (None after `--find-lr`, which only plots). Registering,
-    the promotion gate, activation and re-tagging belong to the caller (`tagger train`).
+    Returns the report and the saved candidate (None after `--find-lr`, which only plots). Reading the
+    labels, registering, the promotion gate, activation and re-tagging belong to the caller (`tagger train`).
     """
     started = time.monotonic()
     if args.freeze_epochs is None:
@@ -285,10 +241,8 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
     torch.manual_seed(args.seed)
     device = pick_device(settings.device)
     arch = args.arch or ("resnet50" if device.type == "cuda" else "resnet18")
-    labelled = load_labels(args, settings)
     vocabulary = labelled.vocabulary
     train_set, valid_set = labelled.split(args.valid_fraction)
-    images_url = " ".join(sorted(set(labelled.storage_urls)))
     preprocess = Preprocess(args.size)
     train = DecodedStills(train_set, vocabulary, preprocess, desc="decode train")
     valid = DecodedStills(valid_set, vocabulary, preprocess, desc="decode valid")
@@ -339,31 +293,17 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
         threshold=args.threshold,
         tag_thresholds=tag_thresholds,
         metrics=final,
-        training={
-            "labels": str(args.labels),
-            "images": images_url,
-            "init": init,
-            "freeze_epochs": args.freeze_epochs,
-            "epochs": args.epochs,
-            "epochs_run": len(history),
-            "lr": args.lr,
-            "lr_spread": args.lr_spread,
-            "batch_size": args.batch_size,
-            "weight_decay": args.weight_decay,
-            "seed": args.seed,
-            "rows": len(labelled.keys),
-            "train_images": len(train),
-            "valid_images": len(valid),
-            "valid_fraction": args.valid_fraction,
-            "data_sha256": labelled.fingerprint(),
-            "tag_counts": dict(labelled.tag_counts()),
-            "history": history,
-            "lr_find": _recorded_lr_find(plots_dir, finder_key),
-            "highest_losses": highest_losses(
-                probs, targets, vocabulary, list(zip(valid.storage_urls, valid.keys, strict=True))
-            ),
-            "code_version": _code_version(),
-        },
+        training=_training_record(
+            args,
+            labelled,
+            train,
+            valid,
+            init=init,
+            history=history,
+            lr_find=_recorded_lr_find(plots_dir, finder_key),
+            probs=probs,
+            targets=targets,
+        ),
     )
     store = open_storage(settings.model_store)
     try:
@@ -386,6 +326,47 @@ def main(args: argparse.Namespace, settings: Settings) -> tuple[TrainReport, Can
     report.seconds = time.monotonic() - started
     candidate = Candidate(meta, f"{store.url}/{meta.version}", valid_set, valid, probs)
     return report, candidate
+
+
+def _training_record(
+    args: argparse.Namespace,
+    labelled: LabelledSet,
+    train: DecodedStills,
+    valid: DecodedStills,
+    *,
+    init: str,
+    history: list[dict[str, Any]],
+    lr_find: dict[str, Any] | None,
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+) -> dict[str, Any]:
+    """What the artifact keeps of the run that made it: the data, the options, the history, the range
+    test that informed it and the held-out images it got most wrong (the model pages show them)."""
+    return {
+        "labels": str(args.labels),
+        "images": " ".join(sorted(set(labelled.storage_urls))),
+        "init": init,
+        "freeze_epochs": args.freeze_epochs,
+        "epochs": args.epochs,
+        "epochs_run": len(history),
+        "lr": args.lr,
+        "lr_spread": args.lr_spread,
+        "batch_size": args.batch_size,
+        "weight_decay": args.weight_decay,
+        "seed": args.seed,
+        "rows": len(labelled.keys),
+        "train_images": len(train),
+        "valid_images": len(valid),
+        "valid_fraction": args.valid_fraction,
+        "data_sha256": labelled.fingerprint(),
+        "tag_counts": dict(labelled.tag_counts()),
+        "history": history,
+        "lr_find": lr_find,
+        "highest_losses": highest_losses(
+            probs, targets, labelled.vocabulary, list(zip(valid.storage_urls, valid.keys, strict=True))
+        ),
+        "code_version": _code_version(),
+    }
 
 
 def _find_lr(
@@ -437,12 +418,6 @@ def _recorded_lr_find(plots_dir: Path, key: dict[str, Any]) -> dict[str, Any] | 
     if not isinstance(record, dict) or record.get("run") != key:
         return None
     return {k: record.get(k) for k in ("lrs", "losses", "suggestion", "frozen")}
-
-
-def _migrated_engine(settings: Settings) -> Any:
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    return engine
 
 
 def _code_version() -> str:

@@ -62,11 +62,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         + ["--random-init", "--lr-spread", "1", "--max-rotate", "0", "--max-zoom", "1", "--max-lighting", "0.1"]
         + ["--plots", str(root), "--checkpoint", str(root / "checkpoint")]
     )
-    report = train_and_promote(train_args, settings)
-    version: str = report.version
+    trained = train_and_promote(train_args, settings)
+    report = trained.report
+    assert report.version is not None  # not --find-lr: a model was saved
+    version = report.version
     engine = make_engine(settings.database_url)  # training migrated it when registering the model
     sessions = make_sessionmaker(engine)
-    if not report.activated:  # an earlier demo's model is active and the gate kept it; this demo measures its own
+    if not trained.activated:  # an earlier demo's model is active and the gate kept it; this demo measures its own
         with sessions() as session, session.begin():
             registry.activate(session, version)
     print(
