@@ -132,7 +132,7 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Trained:
     if not gate.promote and not args.force:
         say(f"{version} stays a candidate; `tagger models activate {version}` (or --force) overrides")
         return trained
-    promotion.activate(sessions, settings, version, check=False)
+    promotion.activate(sessions, version, broker_url=settings.broker_url, check=False)
     trained.activated = True
     if args.retag_stale:
         trained.stale_job = retag_stale(sessions, settings)
