@@ -494,15 +494,9 @@ def switch_model(
 
 
 def _run_models_command(request: Request, *args: str) -> None:
-    import os
-    import subprocess
-    import sys
+    from tagger.processes import run_tagger
 
-    settings = request.app.state.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
-    done = subprocess.run(
-        [sys.executable, "-m", "tagger", "models", *args], env=env, capture_output=True, text=True, timeout=600
-    )
+    done = run_tagger(request.app.state.settings, "models", *args, timeout=600)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["failed"])[-1].removeprefix("tagger: error: ")
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, reason)
