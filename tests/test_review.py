@@ -398,7 +398,7 @@ def test_a_tag_page_links_to_a_next_page_only_when_there_is_one(site: Site) -> N
     """Exactly a page of images: no link to an empty page; one more: the link, and the next page holds it."""
     from tagger import registry
     from tagger.db.schema import Image, Suggestion
-    from tagger.web.review import PAGE
+    from tagger.web.pages.shared import PAGE
 
     def add(keys: list[str], probability: float) -> None:
         with site.sessions() as session, session.begin():
