@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ COMMANDS = [
 
 def main() -> None:
     from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.processes import run_tagger
     from tagger.settings import Settings
     from tests.conftest import make_model
 
@@ -41,13 +41,12 @@ def main() -> None:
         upgrade(engine)
         make_model(settings, make_sessionmaker(engine))
         engine.dispose()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
         print(f"{'command':<40} {'median s':>9} {'worst s':>8}   (n={runs}, {os.cpu_count()} cores)")
         for argv in COMMANDS:
             times = []
             for _ in range(runs):
                 start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "tagger", *argv], env=env, capture_output=True, check=False)
+                run_tagger(settings, *argv)
                 times.append(time.perf_counter() - start)
             print(f"{'tagger ' + ' '.join(argv):<40} {statistics.median(times):>9.2f} {max(times):>8.2f}")
 

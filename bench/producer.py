@@ -74,6 +74,7 @@ def main() -> int:
 
     from tagger.broker.embedded import EmbeddedRedis
     from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.processes import child_env
     from tagger.settings import Settings
     from tests.conftest import make_model
     from tests.servers import Postgres
@@ -108,7 +109,7 @@ def main() -> int:
                 upgrade(engine)
                 make_model(settings, make_sessionmaker(engine), size=32)
                 engine.dispose()
-                env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
+                env = child_env(settings)
                 for kind, source in (("key file", key_file), ("folder", folder)):
                     rate, peak = run(env, source, count, work / "producer.log")
                     rows.append((count, database, kind, rate, peak))

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tagger import registry
 from tagger.broker.events import announce
-from tagger.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class Switch:
     listeners: int
 
 
-def verify(sessions: sessionmaker[Session], settings: Settings, version: str) -> None:
+def verify(sessions: sessionmaker[Session], version: str) -> None:
     """Raise ArtifactError unless `version` loads and passes the worker's checks (on CPU)."""
     import torch
 
@@ -44,27 +43,22 @@ def verify(sessions: sessionmaker[Session], settings: Settings, version: str) ->
     )
 
 
-def activate(
-    sessions: sessionmaker[Session],
-    settings: Settings,
-    version: str,
-    *,
-    check: bool = True,
-    broker_url: str | None = None,
-) -> Switch:
+def activate(sessions: sessionmaker[Session], version: str, *, broker_url: str | None, check: bool = True) -> Switch:
+    """Make `version` the active one (loaded and checked first, unless `check` is False), then announce
+    it on `broker_url`'s Redis to the running workers."""
     if check:
-        verify(sessions, settings, version)
+        verify(sessions, version)
     with sessions() as session, session.begin():
         previous = registry.active_or_none(session)
         previous_version = previous.version if previous else None
         if previous_version == version:
             return Switch(version, version, 0)
         registry.activate(session, version)
-    return Switch(previous_version, version, announce(broker_url or settings.broker_url, version))
+    return Switch(previous_version, version, announce(broker_url, version))
 
 
-def rollback(sessions: sessionmaker[Session], settings: Settings, *, broker_url: str | None = None) -> Switch:
+def rollback(sessions: sessionmaker[Session], *, broker_url: str | None) -> Switch:
     with sessions() as session, session.begin():
         current, target = registry.rollback(session)
         switch = (current.version, target.version)
-    return Switch(switch[0], switch[1], announce(broker_url or settings.broker_url, switch[1]))
+    return Switch(switch[0], switch[1], announce(broker_url, switch[1]))

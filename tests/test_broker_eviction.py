@@ -3,7 +3,6 @@ worker's start and reported by /readyz, with the fix; only `noeviction` keeps ev
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import redis
 
 from tagger.broker.embedded import EmbeddedRedis
 from tagger.broker.eviction import eviction_problem
+from tagger.processes import child_env
 from tagger.settings import Settings
 from tagger.worker.health import _eviction
 
@@ -47,8 +47,7 @@ def test_an_evicting_policy_is_named_with_its_fix(broker: str, policy: str) -> N
 def test_a_worker_refuses_to_start_on_an_evicting_broker(broker: str, tmp_path: Path) -> None:
     _policy(broker, "allkeys-lru")
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-        env |= Settings(var_dir=tmp_path, broker_url=broker, database_url=f"sqlite:///{tmp_path}/t.db").as_env()
+        env = child_env(Settings(var_dir=tmp_path, broker_url=broker, database_url=f"sqlite:///{tmp_path}/t.db"))
         done = subprocess.run(
             [sys.executable, "-m", "tagger", "worker"], env=env, capture_output=True, text=True, timeout=120
         )

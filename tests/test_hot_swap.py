@@ -105,7 +105,7 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
         # A batch inferred by A is held before its write while both workers swap to B: it must be
         # recorded as A's, the version that inferred it (its rows carry A's `night`).
         held = holds.wait("inferred", log=log)
-        switched = promotion.activate(sessions, settings, b)
+        switched = promotion.activate(sessions, b, broker_url=settings.broker_url)
         assert switched.previous == a and switched.listeners >= 1  # workers heard the broadcast
         deadline = time.monotonic() + 60
         while log.read_text().count(f"serving model {b}") < 2:
@@ -113,15 +113,15 @@ def test_models_swap_and_roll_back_mid_job_and_a_corrupt_one_is_refused(
             time.sleep(0.1)
         holds.release(held)
         _wait_for(sessions, job.job_id, 350)
-        rolled = promotion.rollback(sessions, settings)
+        rolled = promotion.rollback(sessions, broker_url=settings.broker_url)
         assert (rolled.previous, rolled.active) == (b, a)
         result = wait(sessions, job.job_id, timeout=180, show_progress=False, alive=workers.alive)
 
         # A corrupt artifact is refused at the door...
         with pytest.raises(ArtifactError, match="checksum"):
-            promotion.activate(sessions, settings, c)
+            promotion.activate(sessions, c, broker_url=settings.broker_url)
         # ...and by the workers when it is activated behind the door's back: the old model keeps serving.
-        promotion.activate(sessions, settings, c, check=False)
+        promotion.activate(sessions, c, broker_url=settings.broker_url, check=False)
         second = submit_keys(sessions, send, keys[:30], storage_url=archive.as_uri(), batch_size=2)
         after = wait(sessions, second.job_id, timeout=120, show_progress=False, alive=workers.alive)
 

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import ApiToken, Label, Tag
+from tagger.processes import child_env
 from tagger.settings import Settings
 from tagger.tokens import ROLES, create, revoke
 from tagger.worker.local import LocalWorkers
@@ -61,7 +62,7 @@ def api(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     make_model(settings, sessions)
     keys = write_stills(tmp / "archive", 8, seed=21)
     tokens = {role: create(sessions, f"{role}-user", role) for role in ROLES}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
+    env = child_env(settings)
     try:
         with tagger_serve(env, tmp / "serve.log") as base:
             yield Api(settings, sessions, base, tokens, (tmp / "archive").as_uri(), keys, tmp / "w.log")
@@ -223,7 +224,7 @@ def test_tokens_are_stored_hashed_listed_without_secrets_and_revoked_at_once(api
     assert httpx.get(api.base + "/api/v1/openapi.json", headers={"Authorization": f"Bearer {secret}"}).is_success
     with api.sessions() as session:  # kept to the minute: a second request within it writes nothing
         assert session.scalars(select(ApiToken.last_used_at).where(ApiToken.name == "short-lived")).one() == first_use
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | api.settings.as_env()
+    env = child_env(api.settings)
     listed = subprocess.run([sys.executable, "-m", "tagger", "tokens", "list"], env=env, capture_output=True, text=True)
     assert listed.returncode == 0 and "short-lived  read  live" in listed.stdout
     assert not any(t in listed.stdout + listed.stderr for t in [secret, *api.tokens.values()])

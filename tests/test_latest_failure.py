@@ -4,12 +4,12 @@ cannot be read fails in the new job, and its old picture's tags are no longer sh
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from tagger import registry
+from tagger.processes import child_env
 from tagger.results import find_images, latest_failure
 from tagger.settings import Settings
 from tagger.worker.sink import Refused, Tagged, record_batch
@@ -19,7 +19,7 @@ from tests.conftest import fill_job, make_model, new_job
 def _results(settings: Settings, key: str, storage: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tagger", "results", key, "--storage", storage, "--json"],
-        env={k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env(),
+        env=child_env(settings),
         capture_output=True,
         text=True,
         timeout=120,

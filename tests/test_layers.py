@@ -18,9 +18,9 @@ WRONG_WAY = [
     ("tagger/model/meta.py", "tagger.cli", "Floors"),
     ("tagger/registry.py", "tagger.worker.sink", "Floors"),
     # the worker and training share a floor and import neither way: the worker runs `tagger train`
-    ("worker/retrain.py", "tagger.training.train", "Floors"),
-    ("training/train.py", "tagger.worker.app", "Floors"),
-    ("training/train.py", "tagger.jobs.producer", "Training is a recipe"),
+    ("worker/retrain.py", "tagger.training.recipe", "Floors"),
+    ("training/recipe.py", "tagger.worker.app", "Floors"),
+    ("training/recipe.py", "tagger.jobs.producer", "Training is a recipe"),
     ("jobs/queries.py", "torch", "Producers, job control and the read side never load torch"),
     # the broker floor: nothing of the floors above comes in, nothing beside it (db, storage) reaches in,
     # and job code never goes around it to kombu

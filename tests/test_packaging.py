@@ -46,7 +46,7 @@ def test_the_wheels_install_only_the_project_s_own_namespaces(wheels: tuple[Path
     with zipfile.ZipFile(server) as zf:
         server_names = zf.namelist()
     # tagger.worker, tagger.jobs and tagger.training travel inside `tagger`, as files, not links.
-    assert {"tagger/worker/tasks.py", "tagger/jobs/producer.py", "tagger/training/train.py"} <= set(server_names)
+    assert {"tagger/worker/tasks.py", "tagger/jobs/producer.py", "tagger/training/recipe.py"} <= set(server_names)
     assert "tagger/db/migrations/versions/0001_initial_schema.py" in server_names
     assert any(r.startswith("tagger-client") for r in _requires(server))
 

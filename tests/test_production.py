@@ -5,7 +5,6 @@ image, in two storages, tagged by the retrained model."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -17,6 +16,7 @@ from sqlalchemy import func, select
 from tagger.db import make_engine, make_sessionmaker
 from tagger.db.schema import Image, Job, ModelVersion
 from tagger.jobs.progress import wait
+from tagger.processes import child_env
 from tagger.worker.local import LocalWorkers
 from tagger_client import TaggerClient
 from tagger_client.contract import QUEUE_TRAINING
@@ -83,7 +83,7 @@ def test_from_empty_servers_to_an_archive_tagged_and_retagged_by_a_retrained_mod
         beat = subprocess.Popen(
             [sys.executable, "-m", "tagger", "beat"],
             cwd=tmp_path,
-            env={k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | scheduled.as_env(),
+            env=child_env(scheduled),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

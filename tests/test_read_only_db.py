@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tagger.db import make_engine, make_sessionmaker, upgrade
+from tagger.processes import child_env
 from tests.conftest import fill_job, make_model, make_settings, new_job, write_stills
 
 
@@ -43,8 +44,7 @@ def test_read_commands_work_on_a_read_only_sqlite_file(tmp_path: Path, read_only
     for cmd in (["mount", "--bind", str(rw), str(read_only)], ["mount", "-o", "remount,ro,bind", str(read_only)]):
         subprocess.run(cmd, check=True)
     assert not os.access(read_only / "tagger.db", os.W_OK)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-    env |= settings.replace(database_url=f"sqlite:///{read_only / 'tagger.db'}", var_dir=tmp_path / "var").as_env()
+    env = child_env(settings.replace(database_url=f"sqlite:///{read_only / 'tagger.db'}", var_dir=tmp_path / "var"))
     for argv in (
         ["jobs", "list"],
         ["jobs", "show", job[:8]],

@@ -13,7 +13,7 @@ from tagger.training.augment import Augment
 from tagger.training.calibrate import calibrate
 from tagger.training.lr_find import lr_find
 from tagger.training.metrics import average_precision, fbeta_samples
-from tagger.training.recipe import discriminative, layer_groups, one_cycle, set_frozen
+from tagger.training.schedule import discriminative, layer_groups, one_cycle, set_frozen
 
 
 def test_one_cycle_warms_up_then_anneals() -> None:
@@ -147,7 +147,7 @@ def test_highest_losses_rank_held_out_images_by_their_mean_cross_entropy_and_nam
 def test_a_range_test_is_kept_only_by_a_run_that_starts_where_it_started(tmp_path: Path) -> None:
     import json
 
-    from tagger.training.train import LR_FIND_RECORD, _recorded_lr_find
+    from tagger.training.recipe import LR_FIND_RECORD, _recorded_lr_find
 
     key = {"arch": "resnet18", "size": 64, "data": "abc", "init": "imagenet", "freeze_epochs": 1}
     assert _recorded_lr_find(tmp_path, key) is None  # no range test was run

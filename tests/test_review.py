@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.images import image_ids, storage_id
 from tagger.db.schema import Label, Tag, WebSession
+from tagger.processes import child_env
 from tagger.settings import Settings
 from tagger.tokens import create
 from tests.conftest import make_model, make_settings, write_stills
@@ -78,7 +79,7 @@ def site(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         job = submit_keys(sessions, send, [*keys, HOSTILE_KEY], storage_url=archive.as_uri()).job_id
         assert wait(sessions, job, timeout=120, show_progress=False, alive=workers.alive).done == 24
     tokens = {role: create(sessions, f"{role}-person", role) for role in ("read", "review")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
+    env = child_env(settings)
     try:
         with tagger_serve(env, tmp / "serve.log") as base:
             yield Site(settings, sessions, base, tokens, archive, env)
@@ -398,7 +399,7 @@ def test_a_tag_page_links_to_a_next_page_only_when_there_is_one(site: Site) -> N
     """Exactly a page of images: no link to an empty page; one more: the link, and the next page holds it."""
     from tagger import registry
     from tagger.db.schema import Image, Suggestion
-    from tagger.web.review import PAGE
+    from tagger.web.pages.shared import PAGE
 
     def add(keys: list[str], probability: float) -> None:
         with site.sessions() as session, session.begin():

@@ -41,7 +41,7 @@ def test_a_version_no_worker_can_load_is_refused_and_the_served_one_reactivated(
     (tmp_path / "models" / b / "model.json").unlink()  # the artifact is gone from its store
     runtime = _runtime(sessions, interval=0.0)
     assert runtime.current().version == a
-    promotion.activate(sessions, settings, b, check=False)
+    promotion.activate(sessions, b, broker_url=settings.broker_url, check=False)
     assert runtime.current().version == a  # still serving; no exception reaches the batch
     with sessions() as session:
         refused = registry.get(session, b)
@@ -53,8 +53,7 @@ def test_a_version_loads_from_where_it_was_stored_whatever_this_machine_s_store(
     settings: Settings, sessions, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     version = make_model(settings, sessions, tags=("a",))
-    elsewhere = settings.replace(model_store=(tmp_path / "another-store").as_uri())
-    promotion.verify(sessions, elsewhere, version)  # activation's check reads the recorded store
+    promotion.verify(sessions, version)  # activation's check reads the recorded store: it is given no other
     assert _runtime(sessions, interval=0.0).current().version == version
 
 

@@ -3,13 +3,13 @@ own Redis and a local worker, the review pages open, and a job submitted over HT
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import httpx
 
 from tagger.db import make_engine, make_sessionmaker, upgrade
+from tagger.processes import child_env
 from tagger.tokens import create
 from tests.conftest import make_model, make_settings, write_stills
 from tests.servers import tagger_serve
@@ -31,7 +31,7 @@ def test_serve_starts_on_the_embedded_defaults_and_its_jobs_are_tagged(tmp_path:
     token = create(sessions, "ana", "admin")
     engine.dispose()
     log = tmp_path / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
+    env = child_env(settings)
     with tagger_serve(env, log) as base, httpx.Client(base_url=base, timeout=30) as client:
         assert client.get("/login").status_code == 200
         headers = {"Authorization": f"Bearer {token}"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from tagger import registry
 from tagger.db.schema import ModelVersion
 from tagger.labels import read_labels_csv
 from tagger.model import artifact
+from tagger.processes import child_env
 from tagger.settings import Settings
 from tagger.storage import open_storage
 from tests.conftest import make_settings, write_stills
@@ -117,7 +117,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(
     """kill -9 after the first checkpoint; --resume continues from the saved epoch, not from scratch."""
     ckpt = tmp_path / "ckpt"
     args = ["--freeze-epochs", "0", "--epochs", "40", "--patience", "0", "--checkpoint", str(ckpt), "--no-activate"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | sqlite_settings.as_env()
+    env = child_env(sqlite_settings)
     cmd = [sys.executable, "-m", "tagger", "train", "--labels", str(archive / "labels.csv"), "--images", str(archive)]
     proc = subprocess.Popen([*cmd, *TINY, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

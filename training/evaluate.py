@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from tagger.labels import LabelledSet
+from tagger.model.meta import ArtifactMeta
 from tagger.model.predict import predict, prepare
 from tagger.model.preprocess import Normalise
 from tagger.training.calibrate import calibrate
@@ -24,6 +27,17 @@ from tagger.training.metrics import (
 CHUNK = 128  # images per forward pass while scoring
 HIGHEST_LOSSES = 100  # held-out images kept per version for the review page, worst first
 WORST_TAGS = 5  # per kept image: the tags where the model and the label disagree most
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model saved as an artifact, with the held-out stills the promotion gate judges it on."""
+
+    meta: ArtifactMeta
+    uri: str  # where the artifact was saved: <model store>/<version>
+    valid_set: LabelledSet
+    valid: DecodedStills
+    probs: torch.Tensor  # the served model's probabilities on `valid`, N x tags
 
 
 def bce(probs: torch.Tensor, targets: torch.Tensor) -> float:

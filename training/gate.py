@@ -19,9 +19,8 @@ from tagger.errors import TaggerError
 from tagger.model.serving import load_serving
 from tagger.storage import open_storage
 from tagger.training.data import DecodedStills
-from tagger.training.evaluate import CHUNK
+from tagger.training.evaluate import CHUNK, Candidate
 from tagger.training.metrics import fbeta_samples, mean_average_precision
-from tagger.training.train import Candidate
 
 log = logging.getLogger(__name__)
 

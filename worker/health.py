@@ -1,7 +1,7 @@
 """A worker's HTTP endpoint: /metrics for Prometheus, /livez and /readyz for orchestrators.
 
 It runs in the `tagger worker` main process, beside Celery's consumer. Its figures come from the
-multiprocess metric files every pool process writes (`tagger.worker.metrics`), plus what only a
+multiprocess metric files every pool process writes (`tagger.worker.prometheus`), plus what only a
 scrape-time look can say: the broker's queue depths, the registry's active version and readiness.
 
 Ready means: the database answers, the broker answers, and a process of this worker has a model to
@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from tagger.errors import first_line
 from tagger.settings import Settings
-from tagger.worker.metrics import RATE_WINDOW_SECONDS
+from tagger.worker.prometheus import RATE_WINDOW_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import torch
 from tagger.errors import ImageError, PermanentError, RetryableError
 from tagger.storage import Storage
 from tagger.worker.device_decode import Header, OnDevice, read_header
-from tagger.worker.metrics import IMAGE_SECONDS
+from tagger.worker.prometheus import IMAGE_SECONDS
 
 # Bound once: a labelled child is a dict look-up under a lock, and these are observed for every image.
 FETCH_SECONDS = IMAGE_SECONDS.labels("fetch")

@@ -42,8 +42,9 @@ class LocalWorkers:
         self._log: Any = None
 
     def start(self) -> LocalWorkers:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-        env.update(self.settings.as_env())
+        from tagger.processes import child_env
+
+        env = child_env(self.settings)
         env.update(self.extra_env)
         log = self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
         for i in range(self.count):

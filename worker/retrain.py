@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
-import subprocess
-import sys
 from typing import Any
 
 from celery.schedules import crontab, schedule
 
+from tagger.processes import run_tagger
 from tagger.settings import Settings
 from tagger.worker.app import app
 from tagger.worker.context import get_context
@@ -53,10 +51,9 @@ def retrain() -> dict[str, Any]:
     """Run `tagger train` in a child process: training's memory (and GPU) is returned when it ends, and
     the command that people run by hand is the one that runs on schedule."""
     settings = get_context().settings
-    argv = [sys.executable, "-m", "tagger", "train", *retrain_args(settings), "--json"]
-    log.info("scheduled retraining: %s", shlex.join(argv[3:]))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    argv = ["train", *retrain_args(settings), "--json"]
+    log.info("scheduled retraining: %s", shlex.join(argv))
+    done = run_tagger(settings, *argv)
     if done.returncode != 0:
         log.error("scheduled retraining failed (exit %d): %s", done.returncode, done.stderr[-4000:])
         return {"exit_code": done.returncode}

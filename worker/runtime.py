@@ -23,7 +23,7 @@ from tagger import registry
 from tagger.errors import ArtifactError, PermanentError, RetryableError
 from tagger.model.serving import DEFAULT_OPTIONS, ServingModel, ServingOptions, load_serving
 from tagger.storage import Storage, open_storage
-from tagger.worker import metrics
+from tagger.worker import prometheus
 from tagger.worker.device_decode import DeviceDecoder, OnDevice
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class ModelRuntime:
         )
         previous = self.serving_version
         self._served = Served(model, on_device)
-        metrics.served(version, previous)
+        prometheus.served(version, previous)
         log.info(
             "serving model %s (%s, %d tags) on %s%s%s, loaded in %.1fs%s",
             version,
@@ -160,7 +160,7 @@ class ModelRuntime:
         )
 
     def _refuse(self, version: str, reason: str, version_id: int | None = None) -> None:
-        metrics.MODEL_REFUSALS.inc()
+        prometheus.MODEL_REFUSALS.inc()
         self._refused.add(version)
         if version_id is not None:
             self._refused_ids.add(str(version_id))

@@ -120,7 +120,7 @@ def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
     Callable without Celery (tests); each step is a function of its own.
     """
     from tagger.logs import log_context
-    from tagger.worker.metrics import IN_FLIGHT
+    from tagger.worker.prometheus import IN_FLIGHT
 
     with IN_FLIGHT.track_inprogress(), log_context(job=job_id):
         return _run_batch(get_context(), job_id, image_ids)
@@ -188,7 +188,7 @@ def _gate(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> Outcome | N
     from tagger.worker.sink import record_batch
 
     if job.state in (JobState.CANCELLED, JobState.FAILED):
-        from tagger.worker.metrics import IMAGES
+        from tagger.worker.prometheus import IMAGES
 
         counts = record_batch(ctx.engine, job_id=job.id, model_version_id=None, skipped=image_ids)
         IMAGES.labels("skipped").inc(counts.skipped)
@@ -215,7 +215,7 @@ def _claim(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> list[Any] 
     given_up = [p for p in pending if p.attempts >= job.max_attempts]
     todo = [p for p in pending if p.attempts < job.max_attempts]
     if given_up:
-        from tagger.worker.metrics import FAILURES, IMAGES
+        from tagger.worker.prometheus import FAILURES, IMAGES
 
         refused = [Refused(p.image_id, _gave_up(p.attempts, p.last_error)) for p in given_up]
         counts = record_batch(ctx.engine, job_id=job.id, model_version_id=None, refused=refused)
@@ -238,7 +238,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
     """storage -> loader -> inference -> sink, timed per stage (from `t_claim`, when the delivery began
     reading its job); retryable storage errors are queued again."""
     from tagger.logs import model_version
-    from tagger.worker import metrics
+    from tagger.worker import prometheus
     from tagger.worker.inference import device_lock, suggestion_rows
     from tagger.worker.loader import Item, load_batch
     from tagger.worker.sink import Refused, record_batch
@@ -288,13 +288,13 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
         ("inference", t_inferred - t_loaded),
         ("write", t_written - t_inferred),
     ):
-        metrics.STAGE_SECONDS.labels(stage).observe(seconds)
-    metrics.IMAGES.labels("tagged").inc(counts.done)
+        prometheus.STAGE_SECONDS.labels(stage).observe(seconds)
+    prometheus.IMAGES.labels("tagged").inc(counts.done)
     if counts.failed:
-        metrics.IMAGES.labels("failed").inc(counts.failed)
+        prometheus.IMAGES.labels("failed").inc(counts.failed)
         credit_failures(failed, counts.failed_ids)
-    metrics.batch_written(counts.done + counts.failed)
-    metrics.gpu_memory(served.model.device.type)
+    prometheus.batch_written(counts.done + counts.failed)
+    prometheus.gpu_memory(served.model.device.type)
     log.info(
         "job %s: batch of %d in %.2fs: claim %.3fs, fetch+decode %.2fs, inference %.2fs, write %.3fs",
         job.id,
@@ -316,7 +316,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
 def credit_failures(failed: Sequence[Failed], moved: frozenset[int]) -> None:
     """Count each refusal the write moved by its class; one an earlier delivery wrote is not counted again
     (the fence moved only part of the batch: which part, not how many, says whose class it is)."""
-    from tagger.worker.metrics import FAILURES
+    from tagger.worker.prometheus import FAILURES
 
     for f in failed:
         if f.image_id in moved:

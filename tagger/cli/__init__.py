@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tagger.cli import jobs, labels, models, results, serve, system, tag, tokens, train, workers
+from tagger.cli import demo, jobs, labels, models, results, sample, serve, system, tag, tokens, train, workers
 from tagger.errors import ConfigError, NotFoundError, TaggerError, UnavailableError
 from tagger.logs import configure as configure_logging
 from tagger.settings import Settings
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"tagger {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for noun in (train, tag, serve, workers, results, models, labels, jobs, tokens, system):
+    for noun in (train, demo, sample, tag, serve, workers, results, models, labels, jobs, tokens, system):
         noun.register(sub)
     return parser
 

@@ -12,14 +12,26 @@ import time
 from collections import defaultdict
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
-
-from tagger.db.schema import Image, ModelVersion, Suggestion, Tag
 from tagger.settings import Settings, redacted
 
 
-def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="generate a sample archive, train on it, bulk-tag it, report")
+    p.add_argument("--images", type=int, default=2000, help="stills to generate (default 2000)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    p.add_argument(
+        "--size", type=int, default=64, help="model input size; small keeps the demo fast on CPU (default 64)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="`tagger worker`s to start, each with a process per core (default 1)"
+    )
+    p.add_argument("--dir", default=None, help="where to write the sample archive (default: VAR/demo)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from tagger import registry
     from tagger.broker.send import broker_sender
     from tagger.cli.train import train_and_promote
@@ -51,11 +63,13 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         + ["--random-init", "--lr-spread", "1", "--max-rotate", "0", "--max-zoom", "1", "--max-lighting", "0.1"]
         + ["--plots", str(root), "--checkpoint", str(root / "checkpoint")]
     )
-    report = train_and_promote(train_args, settings)
-    version: str = report.version
+    trained = train_and_promote(train_args, settings)
+    report = trained.report
+    assert report.version is not None  # not --find-lr: a model was saved
+    version = report.version
     engine = make_engine(settings.database_url)  # training migrated it when registering the model
     sessions = make_sessionmaker(engine)
-    if not report.activated:  # an earlier demo's model is active and the gate kept it; this demo measures its own
+    if not trained.activated:  # an earlier demo's model is active and the gate kept it; this demo measures its own
         with sessions() as session, session.begin():
             registry.activate(session, version)
     print(
@@ -81,6 +95,10 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _suggestions(sessions, version: str) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from tagger.db.schema import Image, ModelVersion, Suggestion, Tag
+
     out: dict[str, dict[str, float]] = defaultdict(dict)
     with sessions() as session:
         rows = session.execute(

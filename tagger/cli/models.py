@@ -28,7 +28,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
     sessions = open_sessions(settings, migrate=args.models_command in ("activate", "rollback"))
     if args.models_command == "activate":
-        switch = promotion.activate(sessions, settings, args.version)
+        switch = promotion.activate(sessions, args.version, broker_url=settings.broker_url)
         if switch.previous == switch.active:
             print(f"{switch.active} is already the active version; nothing changed")
             return 0
@@ -38,7 +38,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     if args.models_command == "rollback":
-        switch = promotion.rollback(sessions, settings)
+        switch = promotion.rollback(sessions, broker_url=settings.broker_url)
         print(f"rolled back from {switch.previous} to {switch.active}; {switch.listeners} worker process(es) notified")
         return 0
     if args.models_command == "show":

@@ -1,14 +1,34 @@
-"""`tagger train` and `tagger demo`: run the training recipe, then register, gate, promote and re-tag."""
+"""`tagger train`: read the labels, run the training recipe, then register, gate, promote and re-tag."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from tagger.argtypes import positive_int
 from tagger.cli.shared import print_json
 from tagger.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from tagger.labels import LabelledSet
+    from tagger.training.recipe import TrainReport
+
+
+@dataclass
+class Trained:
+    """What `tagger train` did: the recipe's report, then the gate's verdict, whether the model became the
+    active one, and the job re-tagging images from older models (`--retag-stale`)."""
+
+    report: TrainReport
+    activated: bool = False
+    gate: dict[str, Any] = field(default_factory=dict)
+    stale_job: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report's fields and the caller's, as one record (`tagger train --json`)."""
+        return asdict(self.report) | {"activated": self.activated, "gate": self.gate, "stale_job": self.stale_job}
 
 
 def register(sub: Any) -> None:
@@ -18,95 +38,37 @@ def register(sub: Any) -> None:
     get_args_parser(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="generate a sample archive, train on it, bulk-tag it, report")
-    p.add_argument("--images", type=int, default=2000, help="stills to generate (default 2000)")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
-    p.add_argument(
-        "--size", type=int, default=64, help="model input size; small keeps the demo fast on CPU (default 64)"
-    )
-    p.add_argument(
-        "--workers", type=int, default=1, help="`tagger worker`s to start, each with a process per core (default 1)"
-    )
-    p.add_argument("--dir", default=None, help="where to write the sample archive (default: VAR/demo)")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser(
-        "sample",
-        help="write generated stills with known tags, and their labels.csv, to try tagger on",
-        description="Writes FOLDER/stills/still_NNNNN.jpg (small synthetic stills whose tags a CNN can see: "
-        "shapes, stripes, night, black-and-white, ...) and FOLDER/labels.csv (image_id,tags). FOLDER may be "
-        "an s3://bucket/prefix, to try a deployment out; its labels then go where --labels says.",
-    )
-    p.add_argument("folder", help="where to write them (created if missing): a folder or s3://bucket/prefix")
-    p.add_argument("--labels", default=None, help="where to write labels.csv (default FOLDER/labels.csv)")
-    p.add_argument("--count", type=positive_int, default=200, help="how many stills (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same stills (default 0)")
-    p.set_defaults(func=cmd_sample)
-
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    report = train_and_promote(args, settings)
+    trained = train_and_promote(args, settings)
+    report = trained.report
     if args.json:
-        print_json(asdict(report))
+        print_json(trained.as_dict())
     elif report.version:
         print(
             f"model {report.version}: F2 {report.final['f2']:.4f}, accuracy {report.final['accuracy']:.4f} "
             f"on {report.valid_images} held-out images ({report.seconds:.0f}s)"
-            + (" - now active" if report.activated else " - registered as candidate")
+            + (" - now active" if trained.activated else " - registered as candidate")
         )
     return 0
 
 
-def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from tagger.errors import ConfigError
-    from tagger.sample_archive import generate, write_labels
-    from tagger.storage import open_storage
-
-    if not args.folder.startswith(("s3://", "file://")):
-        root = Path(args.folder)
-        stills = generate(root, args.count, seed=args.seed)
-        labels = Path(args.labels) if args.labels else root / "labels.csv"
-        if labels != root / "labels.csv":
-            labels.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(root / "labels.csv", labels)
-        print(f"wrote {len(stills)} stills under {root / 'stills'} and their tags in {labels}")
-        return 0
-    if not args.labels:
-        raise ConfigError("writing to storage needs --labels FILE: where the labels CSV for `tagger train` goes")
-    storage = open_storage(args.folder)
-    with tempfile.TemporaryDirectory(prefix="tagger-sample-") as tmp:
-        stills = generate(Path(tmp), args.count, seed=args.seed)
-        for still in stills:
-            storage.write(still.key, (Path(tmp) / still.key).read_bytes())
-    Path(args.labels).parent.mkdir(parents=True, exist_ok=True)
-    write_labels(Path(args.labels), stills)
-    print(f"wrote {len(stills)} stills under {storage.url}/stills and their tags in {args.labels}")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from tagger.cli.demo import run_demo
-
-    return run_demo(args, settings)
-
-
-def train_and_promote(args: argparse.Namespace, settings: Settings) -> Any:
-    """The recipe, then: register the candidate, judge it at the gate, activate it, queue the stale re-tag."""
+def train_and_promote(args: argparse.Namespace, settings: Settings) -> Trained:
+    """Read the labels, run the recipe, then: register the candidate, judge it at the gate, activate it,
+    queue the stale re-tag."""
     from tagger import promotion, registry
     from tagger.cli.shared import open_sessions
     from tagger.model.device import pick_device
     from tagger.training.gate import compare
-    from tagger.training.train import main as recipe
-    from tagger.training.train import say
+    from tagger.training.recipe import main as recipe
+    from tagger.training.recipe import say
 
-    report, candidate = recipe(args, settings)
+    sessions = open_sessions(settings) if args.labels == "db" else None  # else opened once there is a model
+    report, candidate = recipe(args, settings, load_labels(args, settings, sessions))
+    trained = Trained(report)
     if candidate is None:  # --find-lr: a plot, no model
-        return report
-    sessions = open_sessions(settings)
+        return trained
+    sessions = sessions or open_sessions(settings)
     with sessions() as session, session.begin():
         registry.register(session, candidate.meta, uri=candidate.uri, activate_if_none=False)
     gate = compare(
@@ -116,27 +78,63 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Any:
         margin=args.gate_margin,
         device=pick_device(settings.device),
     )
-    report.gate = gate.as_dict()
+    trained.gate = gate.as_dict()
     say(f"promotion gate: {gate.reason}")
     version = candidate.meta.version
     if args.no_activate:
         say(f"registered {version} as a candidate (--no-activate)")
-        return report
+        return trained
     if not gate.promote and not args.force:
         say(f"{version} stays a candidate; `tagger models activate {version}` (or --force) overrides")
-        return report
-    promotion.activate(sessions, settings, version, check=False)
-    report.activated = True
+        return trained
+    promotion.activate(sessions, version, broker_url=settings.broker_url, check=False)
+    trained.activated = True
     if args.retag_stale:
-        report.stale_job = retag_stale(sessions, settings)
-    return report
+        trained.stale_job = retag_stale(sessions, settings)
+    return trained
+
+
+def load_labels(args: argparse.Namespace, settings: Settings, sessions: sessionmaker[Session] | None) -> LabelledSet:
+    """The dataset, each image with its storage: from a CSV (under --images) or the decisions in the
+    database (`--labels db`, through `sessions`, else sessions of its own)."""
+    from pathlib import Path
+
+    from tagger.cli.shared import open_sessions
+    from tagger.errors import ConfigError
+    from tagger.labels import labels_from_db, read_labels_csv
+    from tagger.storage import canonical_url, storage_url_for
+    from tagger.training.data import drop_rare
+    from tagger.training.recipe import say
+
+    if args.labels == "db":
+        with (sessions or open_sessions(settings))() as session:
+            labelled = labels_from_db(session)
+        if args.images:
+            labelled = labelled.under(canonical_url(storage_url_for(args.images)))
+    else:
+        labelled = read_labels_csv(Path(args.labels))
+        images = storage_url_for(args.images) if args.images else settings.storage_url
+        if not images:
+            raise ConfigError("where are the images? pass --images FOLDER|s3://bucket/prefix or set TAGGER_STORAGE_URL")
+        labelled = labelled.under(canonical_url(images))
+    for note in labelled.notes:
+        say(f"labels: {note}")
+    counts = labelled.tag_counts()
+    rare = sorted((t for t, n in counts.items() if n < args.rare), key=counts.__getitem__)
+    if rare:
+        shown = ", ".join(f"{t} ({counts[t]})" for t in rare[:10])
+        action = "dropped" if args.drop_rare else "kept (pass --drop-rare to drop them)"
+        say(f"{len(rare)} tag(s) seen fewer than {args.rare} times, {action}: {shown}")
+        if args.drop_rare:
+            labelled, _ = drop_rare(labelled, args.rare)
+    return labelled
 
 
 def retag_stale(sessions: Any, settings: Settings) -> str | None:
     """Queue a low-priority job for every image tagged by an older version; None without a broker."""
     from tagger.broker.send import broker_sender
     from tagger.jobs.producer import submit
-    from tagger.training.train import say
+    from tagger.training.recipe import say
     from tagger_client.contract import JobSpec
 
     if not settings.broker_url:
