@@ -25,7 +25,8 @@ from tagger_client.contract import QUERIES, JobSpec
 def _where(session: Session, query: str, tags: Sequence[str]) -> Any:
     if query == "untagged":
         return Image.model_version_id.is_(None)
-    active_id = registry.active(session).id
+    active = registry.active(session)
+    active_id = active.id
     if query == "stale":
         return and_(Image.model_version_id.is_not(None), Image.model_version_id != active_id)
     if query == "missing":
@@ -35,6 +36,13 @@ def _where(session: Session, query: str, tags: Sequence[str]) -> Any:
         unknown = sorted(set(tags) - set(known))
         if unknown:
             raise NotFoundError(f"no tag {', '.join(map(repr, unknown))} in the vocabulary; see `tagger models show`")
+        unserved = sorted(set(tags) - set(active.tags or tags))
+        if unserved:
+            raise ConfigError(
+                f"the active model {active.version} does not suggest {', '.join(map(repr, unserved))}: no job could "
+                "give an image that tag, so `missing` would select every image on every run; train a model whose "
+                "labels have it, or leave it out of --tags"
+            )
         tag_ids = list(known.values())
         return ~exists().where(
             Suggestion.image_id == Image.id,

@@ -233,3 +233,32 @@ def test_a_place_training_cannot_write_stops_it_before_the_first_epoch(
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"cannot write the {where}" in result.stderr or f"cannot write to the {where}" in result.stderr
     assert "training resnet18" not in result.stderr and "epoch" not in result.stderr.lower()
+
+
+def test_a_candidate_that_drops_a_tag_is_held_back_and_queries_for_it_refused(
+    archive: Path, sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    """Labels without one tag make a candidate that cannot suggest it: the gate compares the tags both know,
+    holds it back naming the dropped tag (--force promotes it), and a `missing` query for that tag, which
+    could never be satisfied, is refused."""
+    from tagger.sample_archive import TAGS
+
+    dropped = TAGS[-1]
+    rows = (archive / "labels.csv").read_text().splitlines()
+    without = tmp_path / "labels-without.csv"
+    kept = [(key, " ".join(t for t in tags.split() if t != dropped)) for key, tags in (r.split(",", 1) for r in rows)]
+    without.write_text("".join(f"{key},{tags}\n" for key, tags in kept))
+    untrained = ["--epochs", "1", "--lr", "1e-9", "--json", "--gate-margin", "1"]  # margin: the F2s always pass
+    first = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "1").stdout)
+    assert first["activated"]
+    held = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "2", labels=str(without)).stdout)
+    assert not held["gate"]["promote"] and not held["activated"]
+    assert held["gate"]["dropped"] == [dropped] and f"it drops {dropped}" in held["gate"]["reason"]
+    assert f"on the {len(TAGS) - 1} tags both know" in held["gate"]["reason"]
+    forced = json.loads(
+        train(sqlite_settings, archive, *untrained, "--seed", "3", "--force", labels=str(without)).stdout
+    )
+    assert forced["activated"] and forced["gate"]["dropped"] == [dropped]
+    refused = tagger(sqlite_settings, "tag", "--query", "missing", "--tags", dropped)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"the active model {forced['version']} does not suggest '{dropped}'" in refused.stderr

@@ -2,8 +2,11 @@
 
 Both models are measured on the candidate's held-out split (the same images), each scored as a
 worker serves it (`tagger.model.predict`), with the metric fastai reports: samples-averaged F2 at
-the global threshold. Calibrated thresholds are left out of the comparison because the
-candidate's were fitted on that very split.
+the global threshold, over the tags both models know. Calibrated thresholds are left out of the
+comparison because the candidate's were fitted on that very split.
+
+A vocabulary change is explicit: a candidate that drops a tag the active model suggests is not promoted
+(its verdict names the tags; `--force` promotes anyway), and tags it adds are named as not compared.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class GateResult:
     candidate_map: float | None = None
     active_map: float | None = None
     margin: float = 0.0
+    dropped: tuple[str, ...] = ()  # tags the active model suggests and the candidate does not
+    added: tuple[str, ...] = ()  # tags the candidate suggests and the active model does not (not compared)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -76,24 +81,31 @@ def compare(
     if meta.input_size != data.pixels.shape[-1]:
         data = DecodedStills(candidate.valid_set, candidate.meta.tags, active.preprocess, desc=f"decode for {version}")
     active_probs = torch.cat([active.predict(data.pixels[i : i + CHUNK]) for i in range(0, len(data), CHUNK)])
-    active_targets = data.targets
-    # Score the active model over the candidate's vocabulary; a tag it does not know scores 0.
+    # Compared on the tags both know, the same columns of the same images for both models.
     columns = {t: i for i, t in enumerate(meta.tags)}
-    mapped = torch.zeros_like(active_targets)
-    for j, tag in enumerate(candidate.meta.tags):
-        if tag in columns:
-            mapped[:, j] = active_probs[:, columns[tag]]
-    active_f2 = fbeta_samples(mapped, active_targets, threshold)
-    active_map = mean_average_precision(mapped, active_targets)
-    promote = cand_f2 >= active_f2 - margin
-    verdict = "at least as good as" if promote else "worse than"
+    shared = [j for j, tag in enumerate(candidate.meta.tags) if tag in columns]
+    dropped = tuple(t for t in meta.tags if t not in set(candidate.meta.tags))
+    added = tuple(t for t in candidate.meta.tags if t not in columns)
+    if not shared:
+        reason = f"the candidate shares no tag with active {version}: nothing to compare (--force promotes it)"
+        return GateResult(False, reason, cand_f2, version, dropped=dropped, added=added)
+    targets = data.targets[:, shared]
+    cand_f2 = fbeta_samples(candidate.probs[:, shared], candidate.valid.targets[:, shared], threshold)
+    cand_map = mean_average_precision(candidate.probs[:, shared], candidate.valid.targets[:, shared])
+    mapped = active_probs[:, [columns[candidate.meta.tags[j]] for j in shared]]
+    active_f2 = fbeta_samples(mapped, targets, threshold)
+    active_map = mean_average_precision(mapped, targets)
+    better = cand_f2 >= active_f2 - margin
+    verdict = "at least as good as" if better else "worse than"
+    reason = f"F2 {cand_f2:.4f} is {verdict} active {version}'s {active_f2:.4f} (margin {margin}"
+    reason += f", on the {len(shared)} tags both know)" if dropped or added else ")"
+    if added:
+        reason += f"; it adds {', '.join(added)} (not compared: {version} does not know them)"
+    if dropped:
+        reason += (
+            f"; it drops {', '.join(dropped)}, which {version} suggests: not promoted, since no image would get "
+            "those tags again (label images with them, or --force to promote without them)"
+        )
     return GateResult(
-        promote,
-        f"F2 {cand_f2:.4f} is {verdict} active {version}'s {active_f2:.4f} (margin {margin})",
-        cand_f2,
-        version,
-        active_f2,
-        cand_map,
-        active_map,
-        margin,
+        better and not dropped, reason, cand_f2, version, active_f2, cand_map, active_map, margin, dropped, added
     )
