@@ -172,6 +172,13 @@ class Settings:
         default="text",
         metadata={"help": "text, or json: one JSON object per line with job_id, task_id and model_version."},
     )
+    api_max_body_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata={
+            "help": "Largest request body `tagger serve` reads, in bytes; larger ones are refused with 413 "
+            "(a job over more keys than fit: a prefix, a query, or several jobs)."
+        },
+    )
     web_secret: str = field(
         default="",
         metadata={
@@ -252,6 +259,8 @@ class Settings:
             raise ConfigError(f"TAGGER_CPU_JPEG_SHARE={self.cpu_jpeg_share}: must be between 0 and 1")
         if self.compile not in (0, 1):
             raise ConfigError("TAGGER_COMPILE must be 1 (torch.compile) or 0 (eager)")
+        if self.api_max_body_bytes < 1024:
+            raise ConfigError(f"TAGGER_API_MAX_BODY_BYTES={self.api_max_body_bytes}: at least 1024 bytes")
         if not 0 < self.read_timeout <= 3600:
             raise ConfigError(f"TAGGER_READ_TIMEOUT={self.read_timeout}: seconds, above 0 and at most 3600")
         if not 0 < self.webhook_timeout <= 600:

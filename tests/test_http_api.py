@@ -55,6 +55,7 @@ def api(postgres, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         web_cookie_secure=0,  # plain HTTP on loopback
         storage_url=(tmp / "archive").as_uri(),  # the deployment's storage: HTTP jobs read from it only
         webhook_hosts="hooks.site.example",
+        api_max_body_bytes=65536,  # small, so the 413 test sends little
     )
     engine = make_engine(settings.database_url)
     upgrade(engine)
@@ -231,3 +232,68 @@ def test_tokens_are_stored_hashed_listed_without_secrets_and_revoked_at_once(api
     revoke(api.sessions, "short-lived")
     after = httpx.get(api.base + "/api/v1/openapi.json", headers={"Authorization": f"Bearer {secret}"})
     assert after.status_code == 401
+
+
+NUL_PARAMETERS = [
+    ("GET", "/api/v1/images/suggestions?key=a%00b"),
+    ("GET", "/api/v1/images/suggestions?storage_url=file%3A%2F%2F%2Fx%00&key=a.jpg"),
+    ("GET", "/api/v1/tags/night%00/images"),
+    ("GET", "/api/v1/jobs/abc%00def"),
+    ("POST", "/api/v1/jobs/abc%00def/cancel"),
+]
+
+
+def test_bad_input_is_a_4xx_never_a_500(api: Api) -> None:
+    """NUL characters, which PostgreSQL cannot store, in each kind of parameter (query, path) and in a JSON
+    body; a body over TAGGER_API_MAX_BODY_BYTES by its length and streamed in chunks without one."""
+    for method, path in NUL_PARAMETERS:
+        answer = api.call(method, path)
+        assert answer.status_code == 422 and "NUL" in answer.json()["detail"], (method, path, answer.text)
+    nul_body = api.call("POST", "/api/v1/labels", json={"image_id": 1, "accepted": ["night\u0000"], "rejected": []})
+    assert 400 <= nul_body.status_code < 500, nul_body.text
+    nul_key = api.call("POST", "/api/v1/jobs", json={"keys": ["a\u0000.jpg"]})
+    assert nul_key.status_code == 422, nul_key.text
+    limit = api.settings.api_max_body_bytes
+    big = api.call("POST", "/api/v1/jobs", json={"keys": [f"k/{i:09d}.jpg" for i in range(limit // 16)]})
+    assert big.status_code == 413 and "TAGGER_API_MAX_BODY_BYTES" in big.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused as it streams past the limit
+        yield b'{"keys": ['
+        for _ in range(limit // 65536 + 2):
+            yield b'"k/x.jpg",' * 6553
+        yield b'"k/y.jpg"]}'
+
+    streamed = httpx.post(api.base + "/api/v1/jobs", content=chunks(), headers=_bearer(api.tokens["admin"]), timeout=60)
+    assert streamed.status_code == 413, streamed.text
+
+
+def test_schemathesis_finds_no_server_error_over_the_whole_schema(api: Api) -> None:
+    """Property-based requests from the app's own OpenAPI schema (Schemathesis), against the real server on
+    PostgreSQL: every operation, its documented examples, boundary values and fuzzed ones."""
+    st = Path(sys.executable).parent / "st"
+    done = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{api.base}/api/v1/openapi.json",
+            "--header",
+            f"Authorization: Bearer {api.tokens['admin']}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--workers",
+            "1",
+            "--seed",
+            "7",
+            "--request-timeout",
+            "30",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", done.stdout)
+    assert selected and len(set(selected.groups())) == 1 and int(selected.group(1)) >= 6, done.stdout[-2000:]

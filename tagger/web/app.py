@@ -25,6 +25,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
     from tagger.errors import ConfigError
     from tagger.web import errors
     from tagger.web.api import router
+    from tagger.web.limits import RequestLimits
     from tagger.web.pages import ROUTERS
     from tagger.web.session import SESSION_LIFETIME
     from tagger_client.client import TaggerClient
@@ -52,6 +53,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session]) -> FastAPI:
     app.state.settings = settings
     for each in (router, *ROUTERS):
         app.include_router(each)
+    app.add_middleware(RequestLimits, max_body=settings.api_max_body_bytes)  # before any route reads a body
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.web_secret or secrets.token_urlsafe(32),

@@ -12,9 +12,10 @@ from fastapi import FastAPI, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tagger.errors import NotFoundError
+from tagger.errors import NotFoundError, first_line
 from tagger.web.pages.shared import error_page, is_page
 from tagger.web.session import LoginRequired
 from tagger_client.errors import BrokerUnavailable, ImageNotFound, InvalidSubmission, JobNotFound
@@ -31,6 +32,7 @@ def install(app: FastAPI) -> None:
         BrokerUnavailable: no_broker,
         RequestValidationError: bad_request,
         LoginRequired: to_login,
+        DataError: unstorable,
     }
     for failure, handler in handlers.items():
         app.add_exception_handler(failure, handler)
@@ -57,6 +59,13 @@ async def invalid(request: Request, exc: InvalidSubmission) -> Response:
 async def no_broker(request: Request, __: BrokerUnavailable) -> Response:
     reason = "the broker cannot be reached"
     return await http_error(request, StarletteHTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, reason))
+
+
+async def unstorable(request: Request, exc: DataError) -> Response:
+    """A value the database refuses to store or compare (a NUL character in a JSON string, a number out of
+    its column's range): 422 with the database's reason, never a 500."""
+    reason = f"a value in this request cannot be stored: {first_line(exc.orig or exc)}"
+    return await http_error(request, StarletteHTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, reason))
 
 
 async def bad_request(request: Request, exc: RequestValidationError) -> Response:
