@@ -179,3 +179,36 @@ def reconcile(sessions: sessionmaker[Session], send: Send, job_id: str | None = 
             send(TASK_TAG_BATCH, [jid, chunk], queue)
             requeued[jid] += len(chunk)
     return requeued
+
+
+def orphaned(sessions: sessionmaker[Session]) -> list[str]:
+    """Unfinished jobs (queued or running, their listing complete) that still have a pending image: when the
+    broker holds no message at all, waiting or in a worker's hands, nothing will ever move them.
+
+    One indexed probe per unfinished job (its first pending item), so the cost does not grow with a job's size.
+    """
+    with sessions() as session:
+        jobs = session.scalars(
+            select(Job.id).where(Job.state.in_([JobState.QUEUED, JobState.RUNNING]), Job.listing_complete.is_(True))
+        ).all()
+        return [
+            job_id
+            for job_id in jobs
+            if session.scalar(
+                select(JobItem.image_id).where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING).limit(1)
+            )
+            is not None
+        ]
+
+
+def heal(sessions: sessionmaker[Session], send: Send, *, broker_idle: bool) -> dict[str, int]:
+    """Re-queue the pending images of jobs whose messages the broker lost (evicted, a Redis restarted without
+    persistence, a batch dropped after its retries): only when `broker_idle` (no message waiting in any
+    queue, none delivered and unacknowledged), which is when nothing else can move them. Safe under the
+    fence: an image queued twice writes its rows once. Returns job -> images re-queued."""
+    if not broker_idle:
+        return {}
+    healed: dict[str, int] = {}
+    for job_id in orphaned(sessions):
+        healed |= reconcile(sessions, send, job_id)
+    return healed

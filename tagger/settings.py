@@ -37,6 +37,14 @@ class Settings:
             "0: a worker refuses to start on one, and /readyz reports it."
         },
     )
+    heal_seconds: int = field(
+        default=60,
+        metadata={
+            "help": "How often one worker of the fleet checks for jobs whose messages the broker lost (evicted, "
+            "a restart without persistence) and queues their pending images again; 0: never (then "
+            "`tagger jobs reconcile` does it by hand)."
+        },
+    )
     storage_url: str = field(
         default="",
         metadata={"help": "Where images live when a job names only keys: file:///dir or s3://bucket/prefix."},
@@ -259,6 +267,8 @@ class Settings:
             raise ConfigError(f"TAGGER_CPU_JPEG_SHARE={self.cpu_jpeg_share}: must be between 0 and 1")
         if self.compile not in (0, 1):
             raise ConfigError("TAGGER_COMPILE must be 1 (torch.compile) or 0 (eager)")
+        if self.heal_seconds < 0 or 0 < self.heal_seconds < 2:
+            raise ConfigError(f"TAGGER_HEAL_SECONDS={self.heal_seconds}: 0 (never), or at least 2 seconds")
         if self.api_max_body_bytes < 1024:
             raise ConfigError(f"TAGGER_API_MAX_BODY_BYTES={self.api_max_body_bytes}: at least 1024 bytes")
         if not 0 < self.read_timeout <= 3600:

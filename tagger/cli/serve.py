@@ -59,7 +59,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
     from tagger.model.device import pick_device
-    from tagger.worker import context, health, prometheus
+    from tagger.worker import context, healer, health, prometheus
     from tagger.worker.app import configure
     from tagger.worker.shape import available_cores, worker_connections, worker_shape
 
@@ -81,6 +81,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     health.register_status_command(info)
     # First: /livez answers while the threads pool loads its model (receivers run in connection order).
     worker_ready.connect(lambda sender, **_: _serve_health(settings, info, sender), weak=False)
+    worker_ready.connect(lambda **_: healer.start(settings), weak=False)
     worker_process_shutdown.connect(lambda **_: prometheus.process_exited(), weak=False)
     if pool == "threads":
         # One process, one model, `concurrency` batches in flight: while one batch holds the
