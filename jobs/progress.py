@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,7 +48,31 @@ def _summarise(job: Job) -> JobSummary:
         started_at=job.started_at,
         finished_at=job.finished_at,
         passed_over=dict(job.passed_over or {}),
+        progress_at=job.progress_at,
+        waiting_reason=job.waiting_reason,
+        waiting_since=job.waiting_since,
     )
+
+
+def with_broker_note(job: JobSummary, broker_url: str | None) -> JobSummary:
+    """The job with the broker's note on why it waits, when its row has none: a worker that could not
+    reach the database to say so said it there. A note older than the job's last progress is over."""
+    if job.waiting_reason or job.state.finished or not broker_url:
+        return job
+    from dataclasses import replace
+
+    from tagger.broker.waiting import read
+
+    note = read(broker_url, job.id)
+    if note is None:
+        return job
+    moved = job.progress_at
+    if moved is not None and moved.tzinfo is None:
+        moved = moved.replace(tzinfo=UTC)  # SQLite's timestamps come back naive, in UTC
+    if moved is not None and note.updated <= moved:
+        return job
+    since = note.since if moved is None else max(note.since, moved)  # a wait that began before progress: since then
+    return replace(job, waiting_reason=note.reason, waiting_since=since)
 
 
 def failures(sessions: sessionmaker[Session], job_id: str, limit: int = 1000) -> list[tuple[str, str]]:
@@ -92,12 +117,16 @@ def wait(
     progress_every: float = 15.0,
     idle_warning: float = 30.0,
     say: Callable[[str], None] | None = None,
+    broker_url: str | None = None,
+    live_workers: Callable[[], int | None] | None = None,
 ) -> JobSummary:
     """Block until the job reaches a finished state (or timeout), following it for people.
 
     On a terminal: a progress bar whose rate is the job's own (the same figure as the final summary).
-    Elsewhere (logs, CI): one progress line every `progress_every` seconds. Either way, a job that
-    stays queued for `idle_warning` seconds gets one line saying that no worker seems to take it.
+    Elsewhere (logs, CI): one progress line every `progress_every` seconds, with why the job waits when
+    a worker said so (on its row, or in the broker at `broker_url`). A job that stays queued for
+    `idle_warning` seconds gets one line saying why: the wait a worker noted, or that no worker is running
+    when `live_workers` (the registry's count; None: unknown) says none is.
     """
     from tqdm import tqdm
 
@@ -125,17 +154,18 @@ def wait(
                 return current
             now = time.monotonic()
             if lines and now - last_line >= progress_every and say is not None:
-                eta = f", about {current.eta_seconds:.0f}s left" if current.eta_seconds else ""
+                current = with_broker_note(current, broker_url)
+                eta = f", about {current.eta_seconds:.0f}s left" if current.eta_seconds and not current.waiting else ""
+                why = f"; {current.waiting}" if current.waiting else ""
                 say(
                     f"job {job_id[:8]}: {current.state.value}, {bar.n}/{current.total} ({current.done} tagged, "
-                    f"{current.failed} failed), {rate}{eta}"
+                    f"{current.failed} failed), {rate}{eta}{why}"
                 )
                 last_line = now
             if not warned and current.state == JobState.QUEUED and now - started >= idle_warning and say is not None:
-                say(
-                    f"job {job_id[:8]} has been queued for {idle_warning:.0f}s and no worker has taken a batch: "
-                    "is a `tagger worker` running against this broker and consuming the job's queue?"
-                )
+                idle = _idle_words(with_broker_note(current, broker_url), idle_warning, live_workers)
+                if idle:
+                    say(idle)
                 warned = True
             if alive is not None and not alive():
                 raise WorkersExitedError(
@@ -146,6 +176,20 @@ def wait(
             time.sleep(poll)
     finally:
         bar.close()
+
+
+def _idle_words(job: JobSummary, seconds: float, live_workers: Callable[[], int | None] | None) -> str | None:
+    """Why a job queued for `seconds` has not started: the wait a worker noted, or that no worker runs (only
+    when the registry says so, or cannot be asked); None while live workers are simply busy elsewhere."""
+    if job.waiting:
+        return f"job {job.id[:8]} has been queued for {seconds:.0f}s, {job.waiting}"
+    count = live_workers() if live_workers is not None else None
+    if count:
+        return None
+    return (
+        f"job {job.id[:8]} has been queued for {seconds:.0f}s and no worker has taken a batch: "
+        "is a `tagger worker` running against this broker and consuming the job's queue?"
+    )
 
 
 def outcomes(sessions: sessionmaker[Session], job_id: str, limit: int = 1000) -> list[dict[str, object]]:

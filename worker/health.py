@@ -151,6 +151,32 @@ class Readiness:
         except Exception as exc:
             return (False, first_line(exc)), None
 
+    def stalls(self) -> dict[str, float]:
+        """Seconds since each queued or running job's items last moved (since its creation before any did);
+        empty when the database does not answer (the database check says so)."""
+        from datetime import UTC, datetime
+
+        from sqlalchemy import func, select
+
+        from tagger.db.schema import Job
+
+        try:
+            with self.engine.begin() as conn:
+                if self.postgres:
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(CHECK_TIMEOUT_SECONDS * 1000)}")
+                rows = conn.execute(
+                    select(Job.id, func.coalesce(Job.progress_at, Job.created_at)).where(
+                        Job.state.in_(("queued", "running"))
+                    )
+                ).all()
+        except Exception:  # the database check reports why, in the same scrape
+            return {}
+        now = datetime.now(UTC)
+        return {
+            job_id: max(0.0, (now - (at if at.tzinfo else at.replace(tzinfo=UTC))).total_seconds())
+            for job_id, at in rows
+        }
+
     @staticmethod
     def model(registry: CollectorRegistry) -> tuple[bool, str]:
         loaded = any(v > 0 for _, v in samples(registry, "tagger_model_loaded"))
@@ -217,6 +243,14 @@ class ScrapeCollector(Collector):
         yield GaugeMetricFamily(
             "tagger_ready", "1 when database, broker and a loaded model are all there.", value=int(all_ok(checks))
         )
+        stalled = GaugeMetricFamily(
+            "tagger_job_seconds_since_progress",
+            "Seconds since a queued or running job's items last moved (since it was created, before any did).",
+            labels=["job_id"],
+        )
+        for job_id, seconds in sorted(self.readiness.stalls().items()):
+            stalled.add_metric([job_id], seconds)
+        yield stalled
 
 
 def _broker(broker_url: str, queues: tuple[str, ...]) -> tuple[Any, tuple[bool, str]]:

@@ -6,8 +6,9 @@ the same batch (a redelivery, or a duplicate that outlived the visibility timeou
 another model version) waits on the first one's row locks, finds nothing pending and writes nothing.
 
 On PostgreSQL the whole outcome is one statement in one round trip (`_WRITE`): the fence, the
-suggestions of exactly the fenced images, the images' versions, the job's counters and, when this
-batch is the last, the job's end. Elsewhere (SQLite, embedded) the same steps run in one transaction.
+suggestions of exactly the fenced images, the images' versions, the job's counters with its liveness
+(`progress_at` now, any waiting reason cleared) and, when this batch is the last, the job's end.
+Elsewhere (SQLite, embedded) the same steps run in one transaction.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ job AS (
             WHEN jobs.state = 'queued' THEN 'running'
             ELSE jobs.state END,
         started_at = COALESCE(jobs.started_at, now()),
+        progress_at = now(), waiting_reason = NULL, waiting_since = NULL,
         finished_at = CASE
             WHEN jobs.state IN ('queued', 'running') AND jobs.listing_complete
                  AND jobs.done + jobs.failed + jobs.skipped + m.done + m.failed + m.skipped >= jobs.total
@@ -216,7 +218,14 @@ def _write_generic(
             session.execute(
                 update(Job)
                 .where(Job.id == job_id)
-                .values(done=Job.done + len(claimed), failed=Job.failed + len(failed_ids), skipped=Job.skipped + skip)
+                .values(
+                    done=Job.done + len(claimed),
+                    failed=Job.failed + len(failed_ids),
+                    skipped=Job.skipped + skip,
+                    progress_at=utcnow(),
+                    waiting_reason=None,
+                    waiting_since=None,
+                )
             )
         closed = finish_if_complete(session, job_id)
     return BatchCounts(done=len(claimed), failed_ids=failed_ids, skipped=skip, closed=closed)

@@ -49,6 +49,7 @@ def tag_batch(self: Task, job_id: str, image_ids: list[int]) -> Outcome:
         countdown = min(MAX_BACKOFF_SECONDS, 2**self.request.retries) + random.random()
         if _is_infrastructure(exc):
             log.warning("job %s: batch of %d waits for the database/broker: %s", job_id, len(image_ids), exc)
+            _note_waiting(job_id, exc)
             if _out_of_connections(exc):
                 _let_go_of_idle_connections()
         else:
@@ -92,6 +93,13 @@ def _let_go_of_idle_connections() -> None:
     ctx = get_context()
     ctx.engine.dispose()
     ctx.sessions.kw["bind"].dispose()
+
+
+def _note_waiting(job_id: str, exc: BaseException) -> None:
+    """Say on the job why it waits (its row, else the broker), so that every reader shows it."""
+    from tagger.worker.liveness import note_waiting, reason
+
+    note_waiting(get_context(), job_id, reason(exc, out_of_connections=_out_of_connections(exc)))
 
 
 def _note_error(job_id: str, image_ids: list[int], error: str) -> None:

@@ -195,6 +195,9 @@ class TaggerClient:
             started_at=row["started_at"],
             finished_at=row["finished_at"],
             passed_over=dict(row["passed_over"] or {}),
+            progress_at=row["progress_at"],
+            waiting_reason=row["waiting_reason"],
+            waiting_since=row["waiting_since"],
         )
 
     def wait(

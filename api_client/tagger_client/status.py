@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from tagger_client.contract import JobState
 
@@ -23,6 +23,19 @@ class JobStatus:
     started_at: datetime | None
     finished_at: datetime | None
     passed_over: dict[str, int] = field(default_factory=dict)  # files the listing left out, by reason
+    progress_at: datetime | None = None  # when items last moved
+    waiting_reason: str | None = None  # while items cannot move: why (a worker's infrastructure error)
+    waiting_since: datetime | None = None
+
+    @property
+    def waiting(self) -> str | None:
+        """The wait in words ("waiting 3 min: the database refuses connections: ..."), or None when the job
+        is not known to wait (or has ended)."""
+        if not self.waiting_reason or self.state.finished:
+            return None
+        if self.waiting_since is None:
+            return f"waiting: {self.waiting_reason}"
+        return f"waiting {_duration(self.waiting_since)}: {self.waiting_reason}"
 
     @property
     def finished(self) -> bool:
@@ -74,4 +87,19 @@ class JobStatus:
             "eta_seconds": round(self.eta_seconds, 1) if self.eta_seconds is not None else None,
             "error": self.error,
             "passed_over": dict(self.passed_over),
+            "progress_at": self.progress_at.isoformat() if self.progress_at else None,
+            "waiting_reason": self.waiting_reason,
+            "waiting_since": self.waiting_since.isoformat() if self.waiting_since else None,
+            "waiting": self.waiting,
         }
+
+
+def _duration(since: datetime) -> str:
+    """Time from `since` to now in words a person reads at a glance: 40 s, 3 min, 2 h 5 min."""
+    now = datetime.now(UTC).replace(tzinfo=None) if since.tzinfo is None else datetime.now(since.tzinfo)
+    seconds = max(0, int((now - since).total_seconds()))  # a naive `since` is UTC (SQLite)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

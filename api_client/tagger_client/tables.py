@@ -22,6 +22,9 @@ jobs = Table(
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
     Column("passed_over", JSON),
+    Column("progress_at", DateTime(timezone=True)),
+    Column("waiting_reason", Text),
+    Column("waiting_since", DateTime(timezone=True)),
 )
 storages = Table("storages", metadata, Column("id", Integer, primary_key=True), Column("url", Text))
 images = Table(

@@ -62,10 +62,10 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     job_id = resolve(sessions, args.job_id) if getattr(args, "job_id", None) else None
     if command == "show":
-        from tagger.jobs.progress import delivery, outcomes, summary
+        from tagger.jobs.progress import delivery, outcomes, summary, with_broker_note
 
         assert job_id is not None
-        job, failed = summary(sessions, job_id), failures(sessions, job_id)
+        job, failed = with_broker_note(summary(sessions, job_id), settings.broker_url), failures(sessions, job_id)
         items = outcomes(sessions, job_id, limit=args.items) if args.items else []
         if args.json:
             failures_out = [{"key": k, "reason": r} for k, r in failed]
@@ -140,11 +140,20 @@ def follow(
     timeout: float | None = None,
     alive: Callable[[], bool] | None = None,
 ) -> int:
-    """Wait for the job and print its summary; exit code 0 if it ended done (with or without failures)."""
+    """Wait for the job and print its summary; exit code 0 if it ended done (with or without failures).
+    While it waits, the progress lines say why (a worker's note, on the job's row or in the broker)."""
+    from tagger.cli.workers import live_workers
     from tagger.jobs.progress import failures, wait
 
     job = wait(
-        sessions, job_id, timeout=timeout, alive=alive, say=lambda line: print(line, file=sys.stderr, flush=True)
+        sessions,
+        job_id,
+        timeout=timeout,
+        alive=alive,
+        say=lambda line: print(line, file=sys.stderr, flush=True),
+        broker_url=settings.broker_url or None,
+        # workers started here are running while `alive` says so; elsewhere, the broker's registry knows
+        live_workers=(lambda: int(alive())) if alive is not None else lambda: live_workers(settings),
     )
     print_job(job, failures(sessions, job_id))
     return 0 if job.state.value in ("done", "done_with_failures") else 1

@@ -61,11 +61,14 @@ def print_json(data: Any) -> None:
 
 def print_job(job: Any, failed: list[tuple[str, str]]) -> None:
     rate = f"{job.rate:.1f} images/s" if job.rate else "-"
-    eta = f", about {job.eta_seconds:.0f}s left" if job.eta_seconds else ""
+    waiting = getattr(job, "waiting", None)
+    eta = f", about {job.eta_seconds:.0f}s left" if job.eta_seconds and not waiting else ""
     print(
         f"job {job.id}: {job.state.value}: {job.done} tagged, {job.failed} failed, "
         f"{job.skipped} skipped of {job.total} ({rate}{eta})" + (f"; {job.error}" if job.error else "")
     )
+    if waiting:
+        print(f"  {waiting}")
     passed = getattr(job, "passed_over", None) or {}
     if passed:
         print("  passed over: " + ", ".join(f"{n} {why}" for why, n in sorted(passed.items(), key=lambda kv: -kv[1])))

@@ -31,23 +31,11 @@ def fleet(settings: Settings, timeout: float) -> dict[str, Any]:
     """What `tagger workers` shows, as data: workers (sorted by name), queues, unacked, unfinished jobs."""
     from sqlalchemy import select
 
-    from tagger.broker.config import make_producer_app
     from tagger.broker.queues import broker_depths
     from tagger.db.schema import Job
     from tagger.jobs.progress import summary
-    from tagger.worker.health import STATUS_COMMAND
 
-    app = make_producer_app(settings, settings.broker_url)
-    replies = app.control.broadcast(STATUS_COMMAND, reply=True, timeout=timeout) or []
-    workers = sorted(
-        (
-            {**info, "hostname": name}
-            for reply in replies
-            for name, info in reply.items()
-            if isinstance(info, dict) and "error" not in info  # a worker without the command (older) says so
-        ),
-        key=lambda w: w["hostname"],
-    )
+    workers = _answers(settings, timeout)
     depths = broker_depths(settings.broker_url)
     sessions = open_sessions(settings)
     with sessions() as session:
@@ -58,6 +46,35 @@ def fleet(settings: Settings, timeout: float) -> dict[str, Any]:
         "unacked": depths.unacked,
         "jobs": [summary(sessions, job_id).as_dict() for job_id in ids],
     }
+
+
+def _answers(settings: Settings, timeout: float) -> list[dict[str, Any]]:
+    """The live workers on the broker, as each answers the status broadcast, sorted by name."""
+    from tagger.broker.config import make_producer_app
+    from tagger.worker.health import STATUS_COMMAND
+
+    app = make_producer_app(settings, settings.broker_url)
+    replies = app.control.broadcast(STATUS_COMMAND, reply=True, timeout=timeout) or []
+    return sorted(
+        (
+            {**info, "hostname": name}
+            for reply in replies
+            for name, info in reply.items()
+            if isinstance(info, dict) and "error" not in info  # a worker without the command (older) says so
+        ),
+        key=lambda w: w["hostname"],
+    )
+
+
+def live_workers(settings: Settings, timeout: float = 2.0) -> int | None:
+    """How many workers answer on TAGGER_BROKER_URL; None when that cannot be asked (no broker URL, or the
+    broker does not answer)."""
+    if not settings.broker_url:
+        return None
+    try:
+        return len(_answers(settings, timeout))
+    except Exception:  # the broker's own errors, whatever transport raised them: unknown, not zero
+        return None
 
 
 def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:

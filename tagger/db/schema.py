@@ -161,6 +161,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Liveness: when items last moved, and while they cannot, why (a worker's infrastructure error) and
+    # since when. The sink clears the reason in the write that moves items.
+    progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    waiting_reason: Mapped[str | None] = mapped_column(Text)
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class JobItem(Base):

@@ -128,8 +128,11 @@ def submit_job(body: Submission, request: Request, principal: Principal = Depend
 
 @router.get("/jobs/{job_id}")
 def job_status(job_id: str, request: Request, _: Principal = Depends(require("read"))) -> dict[str, object]:  # noqa: B008
-    """The job's state, counts, rate and ETA; 404 until a worker has taken the submission."""
-    return dict(_client(request).status(job_id).as_dict())
+    """The job's state, counts, rate and ETA, and while it waits, why; 404 until a worker has taken the
+    submission."""
+    from tagger.jobs.progress import with_broker_note
+
+    return dict(with_broker_note(_client(request).status(job_id), request.app.state.settings.broker_url).as_dict())
 
 
 @router.post("/jobs/{job_id}/{action}", status_code=status.HTTP_202_ACCEPTED)

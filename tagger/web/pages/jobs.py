@@ -21,10 +21,10 @@ def jobs_page(request: Request, principal: Principal = Depends(require_user("rea
 
 @router.get("/review/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(job_id: str, request: Request, principal: Principal = Depends(require_user("read"))) -> HTMLResponse:  # noqa: B008
-    from tagger.jobs.progress import failures, summary
+    from tagger.jobs.progress import failures, summary, with_broker_note
 
     sessions = request.app.state.sessions
-    job = summary(sessions, job_id)
+    job = with_broker_note(summary(sessions, job_id), request.app.state.settings.broker_url)
     return render(
         request,
         "job.html",
