@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+import uuid
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -154,3 +159,71 @@ def test_jobs_show_prints_the_wait(settings: Settings, sessions: Any, capsys: py
     note_waiting(SimpleNamespace(sessions=sessions, settings=settings), job, "the broker cannot be reached: X: y")  # type: ignore[arg-type]
     print_job(summary(sessions, job), [])
     assert "\n  waiting 0 s: the broker cannot be reached: X: y\n" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_a_worker_refused_by_postgresql_says_so_on_the_job_and_the_job_ends_when_it_may_connect(
+    postgres: Any, redis_url: str, tmp_path: Path
+) -> None:
+    """A real `tagger worker` whose role PostgreSQL refuses (a connection limit): `tagger jobs show` says the
+    job waits and why, read from the broker since the worker cannot write the job's row; lifting the limit
+    lets the job end."""
+    import psycopg
+    import redis
+
+    from tagger.broker.config import make_producer_app
+    from tagger.broker.send import celery_sender
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.jobs.progress import wait
+    from tagger.worker.local import LocalWorkers
+    from tests.conftest import make_model, make_settings, submit_keys, write_stills
+
+    name = f"liv_{uuid.uuid4().hex[:10]}"
+    admin_url = postgres.create_database(name)
+
+    def admin(sql: str) -> None:
+        dsn = f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql)
+
+    admin(f"CREATE ROLE {name} LOGIN")
+    admin(f"ALTER DATABASE {name} OWNER TO {name}")  # the role owns the schema it migrates
+    worker = make_settings(tmp_path, admin_url.replace("//postgres@", f"//{name}@"), broker_url=redis_url)
+    engine = make_engine(worker.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(worker, sessions)
+    engine.dispose()
+    looker = replace(worker, database_url=admin_url)  # a person's `tagger jobs show`, as another role
+    admin_engine = make_engine(admin_url)
+    people = make_sessionmaker(admin_engine)
+    keys = write_stills(tmp_path / "archive", 16, seed=27)
+    send = celery_sender(make_producer_app(worker, redis_url))
+    log = tmp_path / "workers.log"
+    redis.Redis.from_url(redis_url).flushdb()
+    try:
+        with LocalWorkers(worker, count=1, log_file=log) as workers:
+            warm = submit_keys(people, send, keys[:4], storage_url=(tmp_path / "archive").as_uri()).job_id
+            assert wait(people, warm, timeout=120, show_progress=False, alive=workers.alive).state.value == "done"
+            admin(f"ALTER ROLE {name} CONNECTION LIMIT 0")
+            admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'")
+            job = submit_keys(people, send, keys, storage_url=(tmp_path / "archive").as_uri()).job_id
+            deadline, shown = time.monotonic() + 60, ""
+            while "too many connections" not in shown:
+                assert time.monotonic() < deadline, shown + "\nworkers log:\n" + log.read_text()[-3000:]
+                time.sleep(1)
+                shown = _tagger(looker, "jobs", "show", job).stdout
+            assert "\n  waiting " in shown and "the database refuses connections: OperationalError: " in shown, shown
+            admin(f"ALTER ROLE {name} CONNECTION LIMIT -1")
+            result = wait(people, job, timeout=150, show_progress=False, alive=workers.alive)
+        assert (result.state.value, result.done) == ("done", len(keys))
+        assert "waiting" not in _tagger(looker, "jobs", "show", job).stdout
+    finally:
+        admin(f"ALTER ROLE {name} CONNECTION LIMIT -1")
+        admin_engine.dispose()
+
+
+def _tagger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
+    return subprocess.run([sys.executable, "-m", "tagger", *args], env=env, capture_output=True, text=True, timeout=60)
