@@ -227,3 +227,56 @@ def test_a_worker_refused_by_postgresql_says_so_on_the_job_and_the_job_ends_when
 def _tagger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
     return subprocess.run([sys.executable, "-m", "tagger", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_http_api_and_the_job_page_carry_the_wait_escaped(
+    settings: Settings, sessions: Any, redis_url: str, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tagger.processes import child_env
+    from tagger.tokens import create
+    from tagger.worker.liveness import note_waiting
+    from tests.servers import tagger_serve
+
+    site = replace(settings, broker_url=redis_url, web_cookie_secure=0, web_secret="s" * 40)
+    job, _ = _job(site, sessions)
+    why = "the database refuses connections: OperationalError: <script>alert(1)</script>"
+    note_waiting(SimpleNamespace(sessions=sessions, settings=site), job, why)  # type: ignore[arg-type]
+    token = create(sessions, "liveness-reader", "read")
+    with tagger_serve(child_env(site), tmp_path / "serve.log") as base, httpx.Client(base_url=base, timeout=30) as web:
+        status = web.get(f"/api/v1/jobs/{job}", headers={"Authorization": f"Bearer {token}"}).json()
+        assert status["waiting_reason"] == why and status["waiting"].endswith(f" s: {why}"), status
+        assert status["waiting_since"] is not None
+        page = web.get("/login").text
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        assert web.post("/login", data={"token": token, "csrf": csrf}).status_code == 303
+        shown = web.get(f"/review/jobs/{job}").text
+    assert " s: the database refuses connections: OperationalError: &lt;script&gt;alert(1)&lt;/script&gt;" in shown
+    assert "<script>alert(1)" not in shown
+
+
+def test_each_unfinished_job_is_scraped_with_its_seconds_since_progress(
+    settings: Settings, sessions: Any, redis_url: str
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from tagger.worker.health import Readiness, ScrapeCollector
+    from tagger.worker.sink import record_batch
+
+    job, images = _job(settings, sessions)
+    scraped = replace(settings, broker_url=redis_url)
+    readiness = Readiness(scraped)
+    collector = ScrapeCollector(scraped, SimpleNamespace(queues=()), readiness, CollectorRegistry())  # type: ignore[arg-type]
+
+    def seconds() -> dict[str, float]:
+        family = next(m for m in collector.collect() if m.name == "tagger_job_seconds_since_progress")
+        return {s.labels["job_id"]: s.value for s in family.samples}
+
+    time.sleep(1.1)
+    assert seconds()[job] >= 1.0  # queued since its creation, nothing moved
+    record_batch(sessions.kw["bind"], job_id=job, model_version_id=None, skipped=[images["a.jpg"]])
+    assert seconds()[job] < 1.0  # its items moved just now
+    record_batch(sessions.kw["bind"], job_id=job, model_version_id=None, skipped=[images["b.jpg"]])
+    assert job not in seconds()  # ended: nothing to watch
+    readiness.engine.dispose()
