@@ -129,7 +129,8 @@ def _requeue(args: argparse.Namespace, settings: Settings, sessions: Any, job_id
         if not where.local:
             return 0
         with where.explaining():
-            return max([follow(sessions, jid, settings, alive=where.alive) for jid in jobs], default=0)
+            followed = settings.replace(broker_url=where.broker_url)  # the embedded one too: its notes
+            return max([follow(sessions, jid, followed, alive=where.alive) for jid in jobs], default=0)
 
 
 def follow(

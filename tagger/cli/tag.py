@@ -159,7 +159,7 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
                 failed = [{"key": k, "reason": r} for k, r in failures(sessions, job_id)]
                 print_json(result.as_dict() | {"failures": failed})
                 return 0 if result.state.value in ("done", "done_with_failures") else 1
-            return follow(sessions, job_id, settings, alive=where.alive)
+            return follow(sessions, job_id, settings.replace(broker_url=where.broker_url), alive=where.alive)
     except KeyboardInterrupt:
         if job_id is not None and not settings.broker_url:
             state = summary(sessions, job_id).state
