@@ -236,7 +236,7 @@ def test_a_place_training_cannot_write_stops_it_before_the_first_epoch(
 
 
 def test_a_candidate_that_drops_a_tag_is_held_back_and_queries_for_it_refused(
-    archive: Path, sqlite_settings: Settings, tmp_path: Path
+    sqlite_settings: Settings, tmp_path: Path
 ) -> None:
     """Labels without one tag make a candidate that cannot suggest it: the gate compares the tags both know,
     holds it back naming the dropped tag (--force promotes it), and a `missing` query for that tag, which
@@ -244,6 +244,8 @@ def test_a_candidate_that_drops_a_tag_is_held_back_and_queries_for_it_refused(
     from tagger.sample_archive import TAGS
 
     dropped = TAGS[-1]
+    archive = tmp_path / "small"  # the verdict does not depend on the archive's size: 40 stills, 8 held out
+    write_stills(archive, 40, seed=12)
     rows = (archive / "labels.csv").read_text().splitlines()
     without = tmp_path / "labels-without.csv"
     kept = [(key, " ".join(t for t in tags.split() if t != dropped)) for key, tags in (r.split(",", 1) for r in rows)]
