@@ -22,12 +22,12 @@ demo: $(STAMP)
 ## The whole test suite, against real Redis, PostgreSQL and S3 started by the fixtures; Prometheus and
 ## headless Chromium from Debian's packages, installed first when missing (apt-get, as root).
 test: $(STAMP)
-	$(BIN)/python -m tests.servers
+	$(BIN)/python -m tests.support.servers
 	$(BIN)/python -m pytest
 
 ## Mutation testing of the fenced write, the claims and the job lifecycle (mutmut; ~10 minutes on 2 cores).
 mutation: $(STAMP)
-	$(BIN)/python tests/mutation.py
+	$(BIN)/python tools/mutation.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -76,7 +76,7 @@ def main() -> int:
     from tagger.embedded_redis import EmbeddedRedis
     from tagger.settings import Settings
     from tests.conftest import make_model
-    from tests.servers import Postgres
+    from tests.support.servers import Postgres
 
     counts = [int(c) for c in args.counts.split(",")]
     rows = []

@@ -1,4 +1,9 @@
-"""Session-wide real servers and small factories. Servers that cannot start fail the run."""
+"""Session-wide real servers and small factories. Servers that cannot start fail the run.
+
+The tests sit in tiers by folder, and each test is marked by its folder here (never by a decorator):
+tests/unit (pure, in-process: `make test-unit`), tests/integration (real servers driven in-process),
+tests/system (real processes), tests/gpu and tests/meta. tests/support holds the helpers, not tests.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,21 @@ from pathlib import Path
 import pytest
 
 from tagger.settings import Settings
-from tests.servers import Postgres, SeaweedS3
+from tests.support.servers import Postgres, SeaweedS3
+
+TIERS = ("unit", "integration", "system", "gpu", "meta")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its tier folder (tests/<tier>/...); a test outside every tier folder is an error."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ("",)
+        tier = parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
+
 
 # Tests must not pick up a developer's own TAGGER_* configuration.
 for _var in [v for v in os.environ if v.startswith("TAGGER_")]:
@@ -64,6 +83,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Settings:
+    """SQLite with an active model, and no broker: `tagger tag` starts its own Redis and workers (the
+    README's first steps). No server: unit tests use it too."""
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'tagger.db'}")
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    make_model(settings, make_sessionmaker(engine))
+    engine.dispose()
+    return settings
 
 
 def make_settings(tmp_path: Path, database_url: str, **extra: object) -> Settings:
