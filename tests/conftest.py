@@ -21,7 +21,12 @@ TIERS = ("unit", "integration", "system", "gpu", "meta")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by its tier folder (tests/<tier>/...); a test outside every tier folder is an error."""
+    """Mark each test by its tier folder (tests/<tier>/...); a test outside every tier folder is an error.
+
+    Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`), the tests of a module that share a
+    module-scoped fixture (a fleet of workers, a served site, built wheels) stay in one process, so the
+    fixture is built once; every other test goes wherever a process is free.
+    """
     root = Path(__file__).parent
     for item in items:
         parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ("",)
@@ -29,6 +34,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{{{','.join(TIERS)}}}/")
         item.add_marker(tier)
+        if _shares_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))  # type: ignore[attr-defined]
+
+
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(d.scope in ("module", "package", "class") for defs in info.name2fixturedefs.values() for d in defs)
 
 
 # Tests must not pick up a developer's own TAGGER_* configuration.

@@ -10,6 +10,7 @@ is parametrised over PostgreSQL). tests/meta/test_tiers.py checks this guard fai
 
 from __future__ import annotations
 
+import _posixsubprocess  # the C module behind subprocess and multiprocessing
 import os
 import subprocess
 from collections.abc import Iterator
@@ -47,8 +48,10 @@ def _no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
         return start
 
-    # Popen._execute_child is where every subprocess call (run, check_output, Popen) starts its child.
+    # Popen._execute_child starts every subprocess child (run, check_output, Popen); fork_exec is what it and
+    # multiprocessing's spawn call underneath.
     monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse("subprocess"))
+    monkeypatch.setattr(_posixsubprocess, "fork_exec", refuse("multiprocessing or _posixsubprocess"))
     for name in _OS_STARTS:
         if hasattr(os, name):
             monkeypatch.setattr(os, name, refuse(f"os.{name}"))
