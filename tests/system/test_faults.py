@@ -147,16 +147,73 @@ def _unacknowledged(rig: Rig) -> set[str]:
         client.close()
 
 
+@dataclass
+class Relay:
+    """The kill-at-a-stage tests in turn, on one database, model, broker and holds folder of their own: the
+    worker that recovered one stage's job is left running, idle, to be the next stage's victim (killed as a
+    fresh one would be), so the four stages start five workers instead of eight. Each stage tags its own
+    archive (its own storage, so its own images), and its message is its own."""
+
+    settings: Settings
+    sessions: Any
+    send: Any
+    logs: Path
+    standby: LocalWorkers | None = None
+    started: int = 0
+
+    def rig(self, tmp_path: Path) -> Rig:
+        archive = tmp_path / "archive"
+        keys = write_stills(archive, 120, seed=21)
+        return Rig(self.settings, self.sessions, keys, archive.as_uri(), self.send, self.logs / "worker-1.log")
+
+    def start(self) -> LocalWorkers:
+        self.started += 1
+        return LocalWorkers(self.settings, count=1, log_file=self.logs / f"worker-{self.started}.log").start()
+
+    def victim(self) -> LocalWorkers:
+        """The idle worker the last stage left, or a new one."""
+        worker, self.standby = self.standby, None
+        if worker is not None and worker.alive():
+            return worker
+        if worker is not None:
+            worker.stop()
+        return self.start()
+
+
+@pytest.fixture(scope="module")
+def relay(postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("relay")
+    broker = EmbeddedRedis().start()  # its own: the idle worker must never take another test's messages
+    settings = make_settings(
+        root,
+        postgres.create_database(f"rly_{uuid.uuid4().hex[:10]}"),
+        broker_url=broker.url,
+        visibility_timeout=10,
+        test_holds=1,
+    )
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(settings, sessions)
+    relay = Relay(settings, sessions, celery_sender(make_producer_app(settings, broker.url)), root)
+    yield relay
+    if relay.standby is not None:
+        relay.standby.stop()
+    engine.dispose()
+    broker.stop()
+
+
 @pytest.mark.parametrize("stage", ["claimed", "fetched", "inferred", "written"])
-def test_a_worker_killed_at_any_stage_loses_and_duplicates_nothing(rig: Rig, tmp_path: Path, stage: str) -> None:
+def test_a_worker_killed_at_any_stage_loses_and_duplicates_nothing(relay: Relay, tmp_path: Path, stage: str) -> None:
     """Kill the whole worker (main process and pool) with a batch held at each stage of its pipeline: its
     message is still unacknowledged there, even once its write has committed (`written`), and comes back
     after the visibility timeout to another worker, which tags what was not written and rewrites nothing."""
+    rig = relay.rig(tmp_path)
     holds = Holds(rig.settings.var_dir)
-    job = rig.submit(rig.keys[:40])
     holds.arm(stage)
-    worker = LocalWorkers(rig.settings, count=1, log_file=rig.log).start()
-    held = holds.wait(stage, log=rig.log)
+    worker = relay.victim()  # idle until this job is sent: the first batch it takes stops at `stage`
+    job = rig.submit(rig.keys[:40])
+    held = holds.wait(stage, log=worker.log_file)
     assert held.task_id in _unacknowledged(rig), "acknowledged before its batch was written"
     os.killpg(worker.procs[0].pid, signal.SIGKILL)
     worker.stop()
@@ -168,11 +225,17 @@ def test_a_worker_killed_at_any_stage_loses_and_duplicates_nothing(rig: Rig, tmp
         written_before = session.scalar(
             select(func.count()).select_from(Suggestion).where(Suggestion.image_id.in_(held.image_ids))
         )
-    second_log = tmp_path / "after.log"
-    with LocalWorkers(rig.settings, count=1, log_file=second_log) as second:
+    second = relay.start()
+    second_log = rig.log = second.log_file  # type: ignore[assignment]
+    try:
         received = f"tagger.tag_batch[{held.task_id}] received"
         rig.until(lambda: received in second_log.read_text(), timeout=60)
         result = wait(rig.sessions, job, timeout=120, show_progress=False, alive=second.alive)
+        rig.until(lambda: not _unacknowledged(rig), timeout=30)  # the last batch's acknowledgement
+    except BaseException:
+        second.stop()
+        raise
+    relay.standby = second  # idle now: the next stage's victim
     after = _attempts(rig, job)
     # written: the redelivery found nothing pending and wrote nothing; else it tagged them, a 2nd attempt
     assert {after[i] for i in held.image_ids} == {("done", 1) if stage == "written" else ("done", 2)}
