@@ -25,17 +25,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`), the tests of a module that share a
     module-scoped fixture (a fleet of workers, a served site, built wheels) stay in one process, so the
-    fixture is built once; every other test goes wherever a process is free.
+    fixture is built once; every other test goes wherever a process is free. The slow tiers run first
+    (system, meta, integration) and the many short unit tests last, to fill the processes' last gaps;
+    within a module the order stays as written.
     """
     root = Path(__file__).parent
+    rank = {tier: i for i, tier in enumerate(("system", "gpu", "meta", "integration", "unit"))}
+    items.sort(key=lambda item: rank.get(_tier(item, root), len(rank)))
     for item in items:
-        parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ("",)
-        tier = parts[0]
+        tier = _tier(item, root)
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{{{','.join(TIERS)}}}/")
         item.add_marker(tier)
         if _shares_a_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))  # type: ignore[attr-defined]
+
+
+def _tier(item: pytest.Item, root: Path) -> str:
+    return item.path.relative_to(root).parts[0] if item.path.is_relative_to(root) else ""
 
 
 def _shares_a_module_fixture(item: pytest.Item) -> bool:
