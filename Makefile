@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # How `make test` spreads the suite over processes (pytest-xdist); `make test PYTEST_PARALLEL=` runs it in one.
-PYTEST_PARALLEL ?= -n 2 --dist loadgroup
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: demo test test-unit lint mutation setup clean
 
@@ -23,8 +23,8 @@ demo: $(STAMP)
 
 ## The whole test suite, every tier (tests/unit, integration, system, gpu, meta), against real Redis,
 ## PostgreSQL and S3 started by the fixtures; Prometheus and headless Chromium from Debian's packages,
-## installed first when missing (apt-get, as root). Two pytest-xdist processes, each with its own servers:
-## most of the suite waits on workers and servers, so two share the machine's cores well (SUITE-TIMES.md).
+## installed first when missing (apt-get, as root). Two pytest-xdist processes, each with its own servers
+## and each file in one process (a module's fleet or site is built once); see SUITE-TIMES.md.
 test: $(STAMP)
 	$(BIN)/python -m tests.support.servers
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL)

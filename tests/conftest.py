@@ -23,11 +23,9 @@ TIERS = ("unit", "integration", "system", "gpu", "meta")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by its tier folder (tests/<tier>/...); a test outside every tier folder is an error.
 
-    Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`), the tests of a module that share a
-    module-scoped fixture (a fleet of workers, a served site, built wheels) stay in one process, so the
-    fixture is built once; every other test goes wherever a process is free. The slow tiers run first
-    (system, meta, integration) and the many short unit tests last, to fill the processes' last gaps;
-    within a module the order stays as written.
+    The slow tiers run first (system, meta, integration) and the many short unit tests last: under
+    pytest-xdist (`make test`: `-n 2 --dist loadfile`, each file in one process, so a module-scoped fleet
+    or site is built once) the short files fill the processes' last gaps. Within a file the order stays.
     """
     root = Path(__file__).parent
     rank = {tier: i for i, tier in enumerate(("system", "gpu", "meta", "integration", "unit"))}
@@ -37,19 +35,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{{{','.join(TIERS)}}}/")
         item.add_marker(tier)
-        if _shares_a_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))  # type: ignore[attr-defined]
 
 
 def _tier(item: pytest.Item, root: Path) -> str:
     return item.path.relative_to(root).parts[0] if item.path.is_relative_to(root) else ""
-
-
-def _shares_a_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(d.scope in ("module", "package", "class") for defs in info.name2fixturedefs.values() for d in defs)
 
 
 # Tests must not pick up a developer's own TAGGER_* configuration.
