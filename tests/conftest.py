@@ -23,18 +23,27 @@ TIERS = ("unit", "integration", "system", "gpu", "meta")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by its tier folder (tests/<tier>/...); a test outside every tier folder is an error.
 
-    The slow tiers run first (system, meta, integration) and the many short unit tests last: under
-    pytest-xdist (`make test`: `-n 2 --dist loadfile`, each file in one process, so a module-scoped fleet
-    or site is built once) the short files fill the processes' last gaps. Within a file the order stays.
+    The slow tiers run first (system, meta, integration; the longest files first) and the many short unit
+    tests last: under pytest-xdist (`make test`: `-n 2 --dist loadfile --no-loadscope-reorder`, each file in
+    one process, so a module-scoped fleet or site is built once, in this order) the short files fill the
+    processes' last gaps. Within a file the order stays as written.
     """
     root = Path(__file__).parent
     rank = {tier: i for i, tier in enumerate(("system", "gpu", "meta", "integration", "unit"))}
-    items.sort(key=lambda item: rank.get(_tier(item, root), len(rank)))
+    items.sort(key=lambda item: (rank.get(_tier(item, root), len(rank)), _slow_rank(item)))
     for item in items:
         tier = _tier(item, root)
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{{{','.join(TIERS)}}}/")
         item.add_marker(tier)
+
+
+# The longest files (minutes each; SUITE-TIMES.md), started first so that no process is left with one at the end.
+SLOW_FIRST = ("test_training.py", "test_faults.py", "test_real_inputs.py", "test_review.py", "test_production.py")
+
+
+def _slow_rank(item: pytest.Item) -> int:
+    return SLOW_FIRST.index(item.path.name) if item.path.name in SLOW_FIRST else len(SLOW_FIRST)
 
 
 def _tier(item: pytest.Item, root: Path) -> str:

@@ -1,7 +1,7 @@
 """The CUDA code paths: nvJPEG decoding, bf16 + channels_last inference, torch.compile on the GPU.
 
 Collected everywhere, run only where a CUDA device is present (the benchmark host: `python -m pytest
--m gpu tests/test_gpu.py`); elsewhere each is reported as skipped with that reason, never as passed.
+-m gpu tests/gpu/test_gpu.py`); elsewhere each is reported as skipped with that reason, never as passed.
 On the GPU host set TESTS_REQUIRE_GPU=1 so that a broken CUDA install fails these tests instead of skipping them.
 """
 

@@ -180,7 +180,7 @@ def test_a_job_submitted_over_http_is_tagged_and_its_decisions_recorded(api: Api
     hooked = api.call(
         "POST", "/api/v1/jobs", role="submit", json={"keys": api.keys[:1], "webhook": "https://hooks.site.example/t"}
     )
-    assert hooked.status_code == 202  # an allowed host (the worker's delivery is tests/test_client.py's business)
+    assert hooked.status_code == 202  # an allowed host (the worker's delivery: tests/system/test_client.py)
 
     key = api.keys[0]
     shown = api.call("GET", "/api/v1/images/suggestions", role="read", params={"key": key, "storage_url": api.url})
