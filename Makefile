@@ -3,8 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# How `make test` spreads the suite over processes (pytest-xdist); `make test PYTEST_PARALLEL=` runs it in one.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 
-.PHONY: demo test lint mutation setup clean
+.PHONY: demo test test-unit lint mutation setup clean
 
 setup: $(STAMP)
 
@@ -19,15 +21,22 @@ $(STAMP): pyproject.toml api_client/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tagger demo
 
-## The whole test suite, against real Redis, PostgreSQL and S3 started by the fixtures; Prometheus and
-## headless Chromium from Debian's packages, installed first when missing (apt-get, as root).
+## The whole test suite, every tier (tests/unit, integration, system, gpu, meta), against real Redis,
+## PostgreSQL and S3 started by the fixtures; Prometheus and headless Chromium from Debian's packages,
+## installed first when missing (apt-get, as root). Two pytest-xdist processes, each with its own servers
+## and each file in one process (a module's fleet or site is built once); see SUITE-TIMES.md.
 test: $(STAMP)
-	$(BIN)/python -m tests.servers
-	$(BIN)/python -m pytest
+	$(BIN)/python -m tests.support.servers
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
+
+## The fast tier alone: pure tests in this process, no server, no process (tests/unit/conftest.py fails one
+## that starts either); under a minute.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
 
 ## Mutation testing of the fenced write, the claims and the job lifecycle (mutmut; ~10 minutes on 2 cores).
 mutation: $(STAMP)
-	$(BIN)/python tests/mutation.py
+	$(BIN)/python tools/mutation.py
 
 ## Ruff, formatting, mypy, the import floors, and the manual built as a site with --strict (mkdocs.yml):
 ## a broken link or anchor, or a page missing from the nav, fails it.

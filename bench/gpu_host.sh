@@ -17,7 +17,7 @@ PY=/tmp/gpuenv/bin/python
 $PY -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__,
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device')" | tee "$OUT/host.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/host.txt" 2>&1
-TESTS_REQUIRE_GPU=1 timeout 150 $PY -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt"
+TESTS_REQUIRE_GPU=1 timeout 150 $PY -m pytest -q -m gpu tests/gpu/test_gpu.py -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt"
 # shellcheck disable=SC2086
 timeout 420 $PY bench/run.py ${BENCH_ARGS:---device cuda --arch resnet50 --images 12000 --batch 256 --scale 1,2,4} \
     --json-out "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.log"

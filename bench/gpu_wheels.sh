@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Wheels for the GPU host, which has its own torch, torchvision, numpy and Pillow on Python 3.12 and no
-# network: everything else the worker, the benchmark and tests/test_gpu.py import, as cp312 manylinux
+# network: everything else the worker, the benchmark and tests/gpu/test_gpu.py import, as cp312 manylinux
 # wheels in ./wheelhouse (git-ignored), under the device tool's 64 MiB carry limit.
 #
 #   bash bench/gpu_wheels.sh            # here, with the package registries reachable

@@ -77,7 +77,7 @@ def main() -> int:
     from tagger.processes import child_env
     from tagger.settings import Settings
     from tests.conftest import make_model
-    from tests.servers import Postgres
+    from tests.support.servers import Postgres
 
     counts = [int(c) for c in args.counts.split(",")]
     rows = []

@@ -654,7 +654,7 @@ def main() -> int:
     with ExitStack() as stack:
         redis = stack.enter_context(EmbeddedRedis())
         if args.database == "postgresql":
-            from tests.servers import Postgres
+            from tests.support.servers import Postgres
 
             pg = Postgres().start()
             stack.callback(pg.destroy)

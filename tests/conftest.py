@@ -1,4 +1,9 @@
-"""Session-wide real servers and small factories. Servers that cannot start fail the run."""
+"""Session-wide real servers and small factories. Servers that cannot start fail the run.
+
+The tests sit in tiers by folder, and each test is marked by its folder here (never by a decorator):
+tests/unit (pure, in-process: `make test-unit`), tests/integration (real servers driven in-process),
+tests/system (real processes), tests/gpu and tests/meta. tests/support holds the helpers, not tests.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,40 @@ from pathlib import Path
 import pytest
 
 from tagger.settings import Settings
-from tests.servers import PgBouncer, Postgres, SeaweedS3
+from tests.support.servers import PgBouncer, Postgres, SeaweedS3
+
+TIERS = ("unit", "integration", "system", "gpu", "meta")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its tier folder (tests/<tier>/...); a test outside every tier folder is an error.
+
+    The slow tiers run first (system, meta, integration; the longest files first) and the many short unit
+    tests last: under pytest-xdist (`make test`: `-n 2 --dist loadfile --no-loadscope-reorder`, each file in
+    one process, so a module-scoped fleet or site is built once, in this order) the short files fill the
+    processes' last gaps. Within a file the order stays as written.
+    """
+    root = Path(__file__).parent
+    rank = {tier: i for i, tier in enumerate(("system", "gpu", "meta", "integration", "unit"))}
+    items.sort(key=lambda item: (rank.get(_tier(item, root), len(rank)), _slow_rank(item)))
+    for item in items:
+        tier = _tier(item, root)
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
+
+
+# The longest files (minutes each; SUITE-TIMES.md), started first so that no process is left with one at the end.
+SLOW_FIRST = ("test_training.py", "test_faults.py", "test_real_inputs.py", "test_review.py", "test_production.py")
+
+
+def _slow_rank(item: pytest.Item) -> int:
+    return SLOW_FIRST.index(item.path.name) if item.path.name in SLOW_FIRST else len(SLOW_FIRST)
+
+
+def _tier(item: pytest.Item, root: Path) -> str:
+    return item.path.relative_to(root).parts[0] if item.path.is_relative_to(root) else ""
+
 
 # Tests must not pick up a developer's own TAGGER_* configuration.
 for _var in [v for v in os.environ if v.startswith("TAGGER_")]:
@@ -72,6 +110,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Settings:
+    """SQLite with an active model, and no broker: `tagger tag` starts its own Redis and workers (the
+    first steps of docs/tour.md). No server: unit tests use it too."""
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'tagger.db'}")
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    make_model(settings, make_sessionmaker(engine))
+    engine.dispose()
+    return settings
 
 
 def make_settings(tmp_path: Path, database_url: str, **extra: object) -> Settings:

@@ -225,6 +225,18 @@ def check_writable(settings: Settings, args: argparse.Namespace) -> None:
         log.warning("could not remove the write check %s/%s: %s", store.url, probe_key, exc)
 
 
+def check_run(args: argparse.Namespace, settings: Settings) -> None:
+    """What can be refused before any work, labels included: a run with no epoch, a place it cannot write.
+
+    Raises ConfigError with the reason."""
+    if args.freeze_epochs is None:
+        args.freeze_epochs = 0 if args.random_init else 1
+    if args.freeze_epochs + args.epochs < 1 and not args.find_lr:
+        raise ConfigError("nothing to train: --epochs and --freeze-epochs are both 0")
+    if not args.find_lr:  # found now, not after the last epoch
+        check_writable(settings, args)
+
+
 def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) -> tuple[TrainReport, Candidate | None]:
     """The recipe: `labelled` -> split -> decode -> model -> fit -> evaluate -> artifact in the model store.
 
@@ -232,12 +244,7 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
     labels, registering, the promotion gate, activation and re-tagging belong to the caller (`tagger train`).
     """
     started = time.monotonic()
-    if args.freeze_epochs is None:
-        args.freeze_epochs = 0 if args.random_init else 1
-    if args.freeze_epochs + args.epochs < 1 and not args.find_lr:
-        raise ConfigError("nothing to train: --epochs and --freeze-epochs are both 0")
-    if not args.find_lr:  # found now, not after the last epoch
-        check_writable(settings, args)
+    check_run(args, settings)
     torch.manual_seed(args.seed)
     device = pick_device(settings.device)
     arch = args.arch or ("resnet50" if device.type == "cuda" else "resnet18")

@@ -30,6 +30,10 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # A pool process loads the model before it reports up (worker_process_init), which takes longer than
+        # Celery's 4 s on a busy CPU: each replacement of a crashed process was killed as hung and replaced
+        # again for as long as the machine stayed busy, and the worker tagged nothing meanwhile.
+        "worker_proc_alive_timeout": 120,
         "task_default_queue": QUEUE_BULK,
         # Each queue bound to an exchange of its own name: Celery publishes to a queue through the default
         # exchange either way, but without this every queue showed (and was bound) as `tagger.bulk`.

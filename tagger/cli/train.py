@@ -60,9 +60,10 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Trained:
     from tagger.cli.shared import open_sessions
     from tagger.model.device import pick_device
     from tagger.training.gate import compare
+    from tagger.training.recipe import check_run, say
     from tagger.training.recipe import main as recipe
-    from tagger.training.recipe import say
 
+    check_run(args, settings)  # before the labels are read, as before any other work
     sessions = open_sessions(settings) if args.labels == "db" else None  # else opened once there is a model
     report, candidate = recipe(args, settings, load_labels(args, settings, sessions))
     trained = Trained(report)

@@ -1,0 +1,281 @@
+"""Liveness is part of a job: while a worker cannot reach the database or the broker, the job says why
+(its row, else the broker), every reader shows it in words, and the write that moves items clears it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tagger.settings import Settings
+
+pytestmark = pytest.mark.timeout(120)
+
+DEAD_DATABASE = "postgresql+psycopg://tagger:s3cret@127.0.0.1:1/gone"  # nothing listens on port 1
+
+
+def _refused() -> BaseException:
+    """The error a worker meets when PostgreSQL refuses its connection, with the password in the URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(DEAD_DATABASE, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        return exc
+    finally:
+        engine.dispose()
+    raise AssertionError("a database on port 1 answered")
+
+
+def _job(settings: Settings, sessions: Any) -> tuple[str, dict[str, int]]:
+    from tests.conftest import fill_job, new_job
+
+    url = settings.var_dir.parent.as_uri()
+    job = new_job(sessions, url).job_id
+    return job, fill_job(sessions, job, ["a.jpg", "b.jpg"], url)
+
+
+def test_the_reason_names_the_error_and_masks_passwords() -> None:
+    from tagger.worker.liveness import mask, reason
+
+    why = reason(_refused(), out_of_connections=False)
+    assert why.startswith("the database refuses connections: OperationalError: "), why
+    assert mask("postgresql://tagger:s3cret@db:5432/x and redis://:pw@r:6379/0") == (
+        "postgresql://tagger:***@db:5432/x and redis://:***@r:6379/0"
+    )
+    assert reason(ConnectionError("redis://u:pw@broker:6379 refused"), out_of_connections=False) == (
+        "the broker cannot be reached: ConnectionError: redis://u:***@broker:6379 refused"
+    )
+
+
+def test_a_note_goes_to_the_row_or_the_broker_and_progress_clears_it(
+    settings: Settings, sessions: Any, redis_url: str
+) -> None:
+    from tagger.db import make_sessionmaker
+    from tagger.db.engine import make_engine
+    from tagger.jobs.progress import summary, with_broker_note
+    from tagger.worker.liveness import note_waiting
+    from tagger.worker.sink import record_batch
+
+    job, images = _job(settings, sessions)
+    worker_settings = replace(settings, broker_url=redis_url)
+    up = SimpleNamespace(sessions=sessions, settings=worker_settings)
+    assert summary(sessions, job).waiting is None
+
+    # The database answers: the note is on the job's row, and a later note keeps the first one's time.
+    note_waiting(up, job, "the broker cannot be reached: ConnectionError: first")  # type: ignore[arg-type]
+    first = summary(sessions, job)
+    time.sleep(0.05)
+    note_waiting(up, job, "the broker cannot be reached: ConnectionError: second")  # type: ignore[arg-type]
+    second = summary(sessions, job)
+    assert second.waiting_reason == "the broker cannot be reached: ConnectionError: second"
+    assert second.waiting_since == first.waiting_since is not None
+    assert second.waiting is not None and second.waiting.startswith("waiting 0 s: the broker cannot be reached")
+    assert second.as_dict()["waiting_reason"] == second.waiting_reason
+
+    # Items move: the same write clears the note and says when.
+    dead_engine = make_engine(DEAD_DATABASE, connect_args={"connect_timeout": 2})
+    counts = record_batch(sessions.kw["bind"], job_id=job, model_version_id=None, skipped=[images["a.jpg"]])
+    assert counts.skipped == 1
+    moved = summary(sessions, job)
+    assert moved.waiting_reason is None and moved.waiting_since is None and moved.waiting is None
+    assert moved.progress_at is not None
+
+    # The database is down: the note cannot go to the row, so it goes to the broker, never raising.
+    down = SimpleNamespace(sessions=make_sessionmaker(dead_engine), settings=worker_settings)
+    why = "the database refuses connections: OperationalError: connection refused"
+    note_waiting(down, job, why)  # type: ignore[arg-type]
+    row = summary(sessions, job)
+    assert row.waiting_reason is None
+    shown = with_broker_note(row, redis_url)
+    assert shown.waiting_reason == why and shown.waiting is not None and shown.waiting.startswith("waiting ")
+    assert shown.as_dict()["waiting"] == shown.waiting
+
+    # Neither answers: still no exception.
+    lost = SimpleNamespace(
+        sessions=make_sessionmaker(dead_engine), settings=replace(settings, broker_url="redis://127.0.0.1:1/0")
+    )
+    note_waiting(lost, job, why)  # type: ignore[arg-type]
+
+    # Progress after the broker's note: the note is over.
+    time.sleep(0.05)
+    record_batch(sessions.kw["bind"], job_id=job, model_version_id=None, skipped=[images["b.jpg"]])
+    done = summary(sessions, job)
+    assert done.state.finished and with_broker_note(done, redis_url).waiting is None
+    dead_engine.dispose()
+
+
+def test_a_broker_note_older_than_progress_is_not_shown(settings: Settings, sessions: Any, redis_url: str) -> None:
+    from tagger.broker.waiting import note
+    from tagger.jobs.progress import summary, with_broker_note
+    from tagger.worker.sink import record_batch
+
+    job, images = _job(settings, sessions)
+    note(redis_url, job, "the database refuses connections: OperationalError: gone")
+    assert with_broker_note(summary(sessions, job), redis_url).waiting_reason is not None
+    time.sleep(0.05)
+    record_batch(sessions.kw["bind"], job_id=job, model_version_id=None, skipped=[images["a.jpg"]])
+    running = summary(sessions, job)
+    assert not running.state.finished and with_broker_note(running, redis_url).waiting is None
+
+
+def test_following_a_waiting_job_says_why_and_not_that_no_worker_runs(settings: Settings, sessions: Any) -> None:
+    from tagger.jobs.progress import wait
+    from tagger.worker.liveness import note_waiting
+
+    job, _ = _job(settings, sessions)
+    said: list[str] = []
+    with pytest.raises(TimeoutError):
+        wait(sessions, job, timeout=0.6, poll=0.05, idle_warning=0.2, say=said.append, live_workers=lambda: 2)
+    assert not [line for line in said if "no worker" in line]  # workers run: they are busy, not absent
+
+    why = "the database refuses connections: OperationalError: remaining connection slots are reserved"
+    note_waiting(SimpleNamespace(sessions=sessions, settings=settings), job, why)  # type: ignore[arg-type]
+    said.clear()
+    with pytest.raises(TimeoutError):
+        wait(sessions, job, timeout=0.8, poll=0.05, progress_every=0.2, idle_warning=0.2, say=said.append)
+    assert [line for line in said if line.endswith(f"waiting 0 s: {why}") and "queued for" in line], said
+    assert [line for line in said if line.startswith(f"job {job[:8]}: queued, 0/2") and why in line], said
+    assert not [line for line in said if "no worker" in line]
+
+
+def test_jobs_show_prints_the_wait(settings: Settings, sessions: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from tagger.cli.shared import print_job
+    from tagger.jobs.progress import summary
+    from tagger.worker.liveness import note_waiting
+
+    job, _ = _job(settings, sessions)
+    note_waiting(SimpleNamespace(sessions=sessions, settings=settings), job, "the broker cannot be reached: X: y")  # type: ignore[arg-type]
+    print_job(summary(sessions, job), [])
+    assert "\n  waiting 0 s: the broker cannot be reached: X: y\n" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_refused_by_postgresql_says_so_on_the_job_and_the_job_ends_when_it_may_connect(
+    postgres: Any, redis_url: str, tmp_path: Path
+) -> None:
+    """A real `tagger worker` whose role PostgreSQL refuses (a connection limit): `tagger jobs show` says the
+    job waits and why, read from the broker since the worker cannot write the job's row; lifting the limit
+    lets the job end."""
+    import psycopg
+    import redis
+
+    from tagger.broker.config import make_producer_app
+    from tagger.broker.send import celery_sender
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.jobs.progress import wait
+    from tagger.worker.local import LocalWorkers
+    from tests.conftest import make_model, make_settings, submit_keys, write_stills
+
+    name = f"liv_{uuid.uuid4().hex[:10]}"
+    admin_url = postgres.create_database(name)
+
+    def admin(sql: str) -> None:
+        dsn = f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql)
+
+    admin(f"CREATE ROLE {name} LOGIN")
+    admin(f"ALTER DATABASE {name} OWNER TO {name}")  # the role owns the schema it migrates
+    worker = make_settings(tmp_path, admin_url.replace("//postgres@", f"//{name}@"), broker_url=redis_url)
+    engine = make_engine(worker.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    make_model(worker, sessions)
+    engine.dispose()
+    looker = replace(worker, database_url=admin_url)  # a person's `tagger jobs show`, as another role
+    admin_engine = make_engine(admin_url)
+    people = make_sessionmaker(admin_engine)
+    keys = write_stills(tmp_path / "archive", 16, seed=27)
+    send = celery_sender(make_producer_app(worker, redis_url))
+    log = tmp_path / "workers.log"
+    redis.Redis.from_url(redis_url).flushdb()
+    try:
+        with LocalWorkers(worker, count=1, log_file=log) as workers:
+            warm = submit_keys(people, send, keys[:4], storage_url=(tmp_path / "archive").as_uri()).job_id
+            assert wait(people, warm, timeout=120, show_progress=False, alive=workers.alive).state.value == "done"
+            admin(f"ALTER ROLE {name} CONNECTION LIMIT 0")
+            admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'")
+            job = submit_keys(people, send, keys, storage_url=(tmp_path / "archive").as_uri()).job_id
+            deadline, shown = time.monotonic() + 60, ""
+            while "too many connections" not in shown:
+                assert time.monotonic() < deadline, shown + "\nworkers log:\n" + log.read_text()[-3000:]
+                time.sleep(1)
+                shown = _tagger(looker, "jobs", "show", job).stdout
+            assert "\n  waiting " in shown and "the database refuses connections: OperationalError: " in shown, shown
+            admin(f"ALTER ROLE {name} CONNECTION LIMIT -1")
+            result = wait(people, job, timeout=150, show_progress=False, alive=workers.alive)
+        assert (result.state.value, result.done) == ("done", len(keys))
+        assert "waiting" not in _tagger(looker, "jobs", "show", job).stdout
+    finally:
+        admin(f"ALTER ROLE {name} CONNECTION LIMIT -1")
+        admin_engine.dispose()
+
+
+def _tagger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
+    return subprocess.run([sys.executable, "-m", "tagger", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_http_api_and_the_job_page_carry_the_wait_escaped(
+    settings: Settings, sessions: Any, redis_url: str, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tagger.processes import child_env
+    from tagger.tokens import create
+    from tagger.worker.liveness import note_waiting
+    from tests.support.servers import tagger_serve
+
+    site = replace(settings, broker_url=redis_url, web_cookie_secure=0, web_secret="s" * 40)
+    job, _ = _job(site, sessions)
+    why = "the database refuses connections: OperationalError: <script>alert(1)</script>"
+    note_waiting(SimpleNamespace(sessions=sessions, settings=site), job, why)  # type: ignore[arg-type]
+    token = create(sessions, "liveness-reader", "read")
+    with tagger_serve(child_env(site), tmp_path / "serve.log") as base, httpx.Client(base_url=base, timeout=30) as web:
+        status = web.get(f"/api/v1/jobs/{job}", headers={"Authorization": f"Bearer {token}"}).json()
+        assert status["waiting_reason"] == why and status["waiting"].endswith(f" s: {why}"), status
+        assert status["waiting_since"] is not None
+        page = web.get("/login").text
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        assert web.post("/login", data={"token": token, "csrf": csrf}).status_code == 303
+        shown = web.get(f"/review/jobs/{job}").text
+    assert " s: the database refuses connections: OperationalError: &lt;script&gt;alert(1)&lt;/script&gt;" in shown
+    assert "<script>alert(1)" not in shown
+
+
+def test_each_unfinished_job_is_scraped_with_its_seconds_since_progress(
+    settings: Settings, sessions: Any, redis_url: str
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from tagger.worker.health import Readiness, ScrapeCollector
+    from tagger.worker.sink import record_batch
+
+    job, images = _job(settings, sessions)
+    scraped = replace(settings, broker_url=redis_url)
+    readiness = Readiness(scraped)
+    collector = ScrapeCollector(scraped, SimpleNamespace(queues=()), readiness, CollectorRegistry())  # type: ignore[arg-type]
+
+    def seconds() -> dict[str, float]:
+        family = next(m for m in collector.collect() if m.name == "tagger_job_seconds_since_progress")
+        return {s.labels["job_id"]: s.value for s in family.samples}
+
+    time.sleep(1.1)
+    assert seconds()[job] >= 1.0  # queued since its creation, nothing moved
+    record_batch(sessions.kw["bind"], job_id=job, model_version_id=None, skipped=[images["a.jpg"]])
+    assert seconds()[job] < 1.0  # its items moved just now
+    record_batch(sessions.kw["bind"], job_id=job, model_version_id=None, skipped=[images["b.jpg"]])
+    assert job not in seconds()  # ended: nothing to watch
+    readiness.engine.dispose()
