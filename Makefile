@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # How `make test` spreads the suite over processes (pytest-xdist); `make test PYTEST_PARALLEL=` runs it in one.
-PYTEST_PARALLEL ?= -n 3 --dist loadfile --no-loadscope-reorder --durations=15
+PYTEST_PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 .PHONY: demo test test-unit lint mutation setup clean
 

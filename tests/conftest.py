@@ -39,7 +39,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # The longest files (minutes each; SUITE-TIMES.md), started first so that no process is left with one at the end.
-SLOW_FIRST = ("test_training.py", "test_faults.py", "test_real_inputs.py", "test_review.py", "test_production.py")
+SLOW_FIRST = (
+    "test_review.py",
+    "test_training_lr.py",
+    "test_training.py",
+    "test_production.py",
+    "test_training_gate.py",
+    "test_faults.py",
+    "test_real_inputs.py",
+)
 
 
 def _slow_rank(item: pytest.Item) -> int:

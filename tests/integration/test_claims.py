@@ -11,23 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tagger import registry
 from tagger.db.schema import Job, JobItem
 from tagger.jobs.control import pause
 from tagger.jobs.progress import summary
-from tagger.settings import Settings
 from tagger.worker.claims import count_attempt, note_error, pending_items
 from tagger.worker.sink import Tagged, record_batch
-from tests.conftest import fill_job, make_model, new_job
+from tests.conftest import fill_job, new_job
 
 KEYS = ["a.jpg", "b.jpg", "c.jpg"]
-
-
-@pytest.fixture
-def version(settings: Settings, sessions) -> int:  # type: ignore[no-untyped-def]
-    make_model(settings, sessions, tags=("x", "y"))
-    with sessions() as session:
-        return registry.active(session).id
 
 
 def _item(sessions, job: str, image: int) -> JobItem:  # type: ignore[no-untyped-def]

@@ -30,13 +30,6 @@ from tests.conftest import fill_job, make_model, new_job
 KEYS = ["a.jpg", "b.jpg", "c.jpg"]
 
 
-@pytest.fixture
-def version(settings: Settings, sessions) -> int:  # type: ignore[no-untyped-def]
-    make_model(settings, sessions, tags=("x", "y"))
-    with sessions() as session:
-        return registry.active(session).id
-
-
 def _tags(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
     with sessions() as session:
         return registry.tag_ids(session, ["x", "y"])

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,44 +12,11 @@ from tagger import registry
 from tagger.db.schema import ModelVersion
 from tagger.labels import read_labels_csv
 from tagger.model import artifact
-from tagger.processes import child_env
 from tagger.settings import Settings
 from tagger.storage import open_storage
-from tests.conftest import make_settings, write_stills
+from tests.conftest import write_stills
+from tests.support.training import PNG, TINY, train
 from tests.system.test_e2e import tagger
-
-PNG = b"\x89PNG\r\n\x1a\n"
-TINY = ["--size", "32", "--batch-size", "16", "--random-init", "--lr-spread", "1"]
-
-
-def train(
-    settings: Settings, archive: Path, *extra: str, labels: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return tagger(
-        settings,
-        "train",
-        "--labels",
-        labels or str(archive / "labels.csv"),
-        "--images",
-        str(archive),
-        *TINY,
-        "--plots",
-        str(archive.parent / "plots"),
-        *extra,
-    )
-
-
-@pytest.fixture
-def sqlite_settings(tmp_path: Path) -> Settings:
-    """Most training tests are about training, not the database: SQLite only, to keep the suite fast."""
-    return make_settings(tmp_path, f"sqlite:///{tmp_path / 'tagger.db'}")
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train") / "archive"
-    write_stills(root, 160, seed=5)
-    return root
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: the tour (docs/tour.md) trains on it
@@ -101,45 +64,6 @@ def test_train_learns_calibrates_exports_and_registers(archive: Path, sessions, 
     with sessions() as session:
         assert registry.active(session).version == row.version
         assert registry.get(session, gated["version"]).status == "rolled_back"
-
-
-def test_find_lr_plots_and_suggests(archive: Path, sqlite_settings: Settings) -> None:
-    result = train(sqlite_settings, archive, "--find-lr", "--json")
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
-    assert 1e-7 <= report["suggested_lr"] <= 10 and report["version"] is None
-    assert Path(report["plots"]["lr_find"]).read_bytes().startswith(PNG)
-
-
-def test_interrupted_training_resumes_from_its_checkpoint(
-    archive: Path, sqlite_settings: Settings, tmp_path: Path
-) -> None:
-    """kill -9 after the first checkpoint; --resume continues from the saved epoch, not from scratch."""
-    ckpt = tmp_path / "ckpt"
-    args = ["--freeze-epochs", "0", "--epochs", "40", "--patience", "0", "--checkpoint", str(ckpt), "--no-activate"]
-    env = child_env(sqlite_settings)
-    cmd = [sys.executable, "-m", "tagger", "train", "--labels", str(archive / "labels.csv"), "--images", str(archive)]
-    proc = subprocess.Popen([*cmd, *TINY, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not (ckpt / "checkpoint.json").exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert (ckpt / "checkpoint.json").exists(), "no checkpoint was written"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    saved = json.loads((ckpt / "checkpoint.json").read_text())["epoch"]
-    assert 1 <= saved < 40
-
-    resumed = train(sqlite_settings, archive, *args[:3], str(saved + 2), *args[4:], "--resume", "--json")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    report = json.loads(resumed.stdout)
-    assert f"resuming from {ckpt} after epoch {saved}" in resumed.stderr
-    assert [e["epoch"] for e in report["epochs"]] == list(range(1, saved + 3))
-    assert not ckpt.exists()  # a finished run leaves nothing to resume
-
-    missing = train(sqlite_settings, archive, "--resume", "--checkpoint", str(tmp_path / "none"))
-    assert missing.returncode == 2 and "no checkpoint to resume" in missing.stderr
 
 
 def test_training_from_labels_people_confirmed_in_the_database(archive: Path, sessions, settings: Settings) -> None:  # type: ignore[no-untyped-def]
@@ -203,21 +127,6 @@ def test_too_few_images_is_a_clear_error_and_random_init_trains_every_layer_at_o
     assert [e["frozen"] for e in json.loads(ran.stdout)["epochs"]] == [False]
 
 
-def test_the_gate_promotes_within_its_margin_and_force_overrides_it(archive: Path, sqlite_settings: Settings) -> None:
-    untrained = ["--epochs", "1", "--lr", "1e-9", "--json"]
-    first = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "1").stdout)
-    assert first["activated"] and first["gate"]["reason"] == "no model is active yet"
-    within = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "2", "--gate-margin", "1").stdout)
-    assert within["gate"]["promote"] and within["activated"]  # F2 >= active's - 1 always holds
-    assert within["gate"]["active_version"] == first["version"]
-    forced = json.loads(
-        train(sqlite_settings, archive, *untrained, "--seed", "3", "--gate-margin", "-1", "--force").stdout
-    )
-    assert not forced["gate"]["promote"] and forced["activated"]  # the gate said no; --force activated it
-    listing = json.loads(tagger(sqlite_settings, "models", "list", "--json").stdout)
-    assert [r["version"] for r in listing if r["active"]] == [forced["version"]]
-
-
 @pytest.mark.parametrize("where", ["model store", "checkpoint folder"])
 def test_a_place_training_cannot_write_stops_it_before_the_first_epoch(
     archive: Path, sqlite_settings: Settings, tmp_path: Path, where: str
@@ -233,31 +142,3 @@ def test_a_place_training_cannot_write_stops_it_before_the_first_epoch(
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"cannot write the {where}" in result.stderr or f"cannot write to the {where}" in result.stderr
     assert "training resnet18" not in result.stderr and "epoch" not in result.stderr.lower()
-
-
-def test_a_candidate_that_drops_a_tag_is_held_back_and_queries_for_it_refused(
-    sqlite_settings: Settings, tmp_path: Path
-) -> None:
-    """Labels without one tag make a candidate that cannot suggest it: the gate compares the tags both know,
-    holds it back naming the dropped tag (--force promotes it), and a `missing` query for that tag, which
-    could never be satisfied, is refused."""
-    from tagger.sample_archive import TAGS
-
-    dropped = TAGS[-1]
-    archive = tmp_path / "small"  # the verdict does not depend on the archive's size: 40 stills, 8 held out
-    write_stills(archive, 40, seed=12)
-    rows = (archive / "labels.csv").read_text().splitlines()
-    without = tmp_path / "labels-without.csv"
-    kept = [(key, " ".join(t for t in tags.split() if t != dropped)) for key, tags in (r.split(",", 1) for r in rows)]
-    without.write_text("".join(f"{key},{tags}\n" for key, tags in kept))
-    untrained = ["--epochs", "1", "--lr", "1e-9", "--json", "--gate-margin", "1"]  # margin: the F2s always pass
-    first = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "1").stdout)
-    assert first["activated"]
-    held = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "2", labels=str(without)).stdout)
-    assert not held["gate"]["promote"] and not held["activated"]
-    assert held["gate"]["dropped"] == [dropped] and f"it drops {dropped}" in held["gate"]["reason"]
-    assert f"on the {len(TAGS) - 1} tags both know" in held["gate"]["reason"]
-    assert tagger(sqlite_settings, "models", "activate", held["version"]).returncode == 0  # as --force would
-    refused = tagger(sqlite_settings, "tag", "--query", "missing", "--tags", dropped)
-    assert refused.returncode == 2, refused.stderr[-2000:]
-    assert f"the active model {held['version']} does not suggest '{dropped}'" in refused.stderr

@@ -10,20 +10,7 @@ import pytest
 
 from tagger.errors import ImageError, InvalidKeyError, ObjectMissingError
 from tagger.storage import LocalStorage, validate_key
-
-BAD_KEYS = [
-    "",
-    "/etc/passwd",
-    "../secret.jpg",
-    "a/../../b.jpg",
-    "a/./b.jpg",
-    "a//b.jpg",
-    "a\\b.jpg",
-    "C:/x.jpg",
-    "a/b\x00.jpg",
-    "line\nbreak.jpg",
-    "x" * 2000,
-]
+from tests.support.keys import BAD_KEYS
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)

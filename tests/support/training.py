@@ -1,0 +1,29 @@
+"""What the training tests share: a tiny `tagger train` run (random init, 32 px) on a folder of stills."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tagger.settings import Settings
+from tests.system.test_e2e import tagger
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY = ["--size", "32", "--batch-size", "16", "--random-init", "--lr-spread", "1"]
+
+
+def train(
+    settings: Settings, archive: Path, *extra: str, labels: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return tagger(
+        settings,
+        "train",
+        "--labels",
+        labels or str(archive / "labels.csv"),
+        "--images",
+        str(archive),
+        *TINY,
+        "--plots",
+        str(archive.parent / "plots"),
+        *extra,
+    )
