@@ -24,7 +24,7 @@ demo: $(STAMP)
 ## The whole test suite, every tier (tests/unit, integration, system, gpu, meta), against real Redis,
 ## PostgreSQL and S3 started by the fixtures; Prometheus and headless Chromium from Debian's packages,
 ## installed first when missing (apt-get, as root). Two pytest-xdist processes, each with its own servers
-## and each file in one process (a module's fleet or site is built once); see SUITE-TIMES.md.
+## and each file in one process (a module's fleet or site is built once); see docs/development.md, Suite time.
 test: $(STAMP)
 	$(BIN)/python -m tests.support.servers
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL)

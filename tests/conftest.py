@@ -38,7 +38,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(tier)
 
 
-# The longest files (minutes each; SUITE-TIMES.md), started first so that no process is left with one at the end.
+# The longest files (minutes each; docs/development.md, Suite time), started first so that no process is
+# left with one at the end.
 SLOW_FIRST = (
     "test_review.py",
     "test_training_lr.py",
