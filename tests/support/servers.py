@@ -286,7 +286,7 @@ def debian_binary(name: str, package: str) -> str:
     Elsewhere, or when the install fails, raises with the command that installs it: the tests that
     need it fail, they never skip.
     """
-    found = shutil.which(name)
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")  # root's PATH may lack sbin
     if found:
         return found
     how = f"install Debian's `{package}` package: sudo apt-get install -y --no-install-recommends {package}"
@@ -299,7 +299,7 @@ def debian_binary(name: str, package: str) -> str:
         result = subprocess.run(install, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"`apt-get install {package}` failed ({result.stderr.strip()[-500:]}); {how}")
-    found = shutil.which(name)
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")  # root's PATH may lack sbin
     if not found:
         raise RuntimeError(f"`{package}` is installed but has no `{name}`; {how}")
     return found
