@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import TYPE_CHECKING
 
 from tagger.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from tagger.broker.send import Send
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +36,15 @@ def _rounds(settings: Settings) -> None:
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
     sessions = make_sessionmaker(engine)
     send = broker_sender(settings)
-    stop = threading.Event()
-    while not stop.wait(settings.heal_seconds):
+    while True:
+        time.sleep(settings.heal_seconds)
         try:
             one_round(settings, sessions, send)
         except Exception as exc:  # the database or broker is away: the jobs wait for it anyway
             log.warning("healer: this round did not run: %s", exc)
 
 
-def one_round(settings: Settings, sessions: object, send: object) -> dict[str, int]:
+def one_round(settings: Settings, sessions: sessionmaker[Session], send: Send) -> dict[str, int]:
     """Take the fleet's lease for this round, read the broker, heal what it lost. Returns job -> re-queued."""
     from tagger.broker.lease import take
     from tagger.broker.queues import broker_depths
@@ -47,7 +54,7 @@ def one_round(settings: Settings, sessions: object, send: object) -> dict[str, i
         return {}
     depths = broker_depths(settings.broker_url)
     idle = depths.unacked == 0 and not any(depths.waiting.values())
-    healed = heal(sessions, send, broker_idle=idle)  # type: ignore[arg-type]
+    healed = heal(sessions, send, broker_idle=idle)
     for job_id, n in healed.items():
         log.warning("job %s: the broker held none of its messages; %d pending image(s) queued again", job_id, n)
     return healed

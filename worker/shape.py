@@ -25,6 +25,7 @@ def worker_shape(settings: Settings, *, gpu: bool, concurrency: int = 0) -> tupl
 # PostgreSQL connections, at most, that each part of a deployment holds (the pools are sized to these).
 COMMAND_CONNECTIONS = 2  # a command (`tagger tag --wait`, `jobs wait`, `train`): its reads and its follower
 SERVE_CONNECTIONS = 10  # `tagger serve`: a pool of 5 and 5 more at its busiest
+MAIN_PROCESS_CONNECTIONS = 2  # a worker's main process: its readiness checks and its healer
 
 
 def connections_per_process(tasks: int) -> int:
@@ -35,9 +36,9 @@ def connections_per_process(tasks: int) -> int:
 
 
 def worker_connections(settings: Settings, *, gpu: bool, concurrency: int = 0) -> int:
-    """Connections one `tagger worker` of this shape may hold: its pool processes', and one more for the
-    main process's readiness checks."""
+    """Connections one `tagger worker` of this shape may hold: its pool processes', and two more in its main
+    process (the readiness checks', and the healer's, worker/healer.py)."""
     pool, batches = worker_shape(settings, gpu=gpu, concurrency=concurrency)
     if pool == "threads":
-        return connections_per_process(batches) + 1
-    return batches * connections_per_process(1) + 1
+        return connections_per_process(batches) + MAIN_PROCESS_CONNECTIONS
+    return batches * connections_per_process(1) + MAIN_PROCESS_CONNECTIONS

@@ -81,6 +81,7 @@ def connection_budget(settings: Settings) -> list[str]:
     """What each part of a deployment with these settings may hold of PostgreSQL's max_connections."""
     from tagger.worker.shape import (
         COMMAND_CONNECTIONS,
+        MAIN_PROCESS_CONNECTIONS,
         SERVE_CONNECTIONS,
         available_cores,
         connections_per_process,
@@ -96,8 +97,8 @@ def connection_budget(settings: Settings) -> list[str]:
         f"{worker_connections(settings, gpu=False)}",
         f"  a `tagger worker` on a GPU ({gpu_pool}, {gpu_batches} batches at once): "
         f"{worker_connections(settings, gpu=True)}",
-        f"  per worker process running one batch at a time: {connections_per_process(1)}, and 1 per worker "
-        "for its readiness checks",
+        f"  per worker process running one batch at a time: {connections_per_process(1)}, and "
+        f"{MAIN_PROCESS_CONNECTIONS} per worker for its readiness checks and its healer",
         f"  `tagger serve`: {SERVE_CONNECTIONS}; every other command (`tag --wait`, `jobs wait`, `train`): "
         f"{COMMAND_CONNECTIONS}",
     ]
