@@ -11,13 +11,12 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
-
-from tagger.db.schema import ApiToken, utcnow
 from tagger.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:  # the CLI's parser reads ROLES for every command: SQLAlchemy loads when a token is used
+    from sqlalchemy.orm import Session, sessionmaker
 
 ROLES = ("read", "submit", "review", "admin")
 LAST_USED_STEP = timedelta(minutes=1)  # `last_used_at` is kept to the minute: no write on every request
@@ -58,6 +57,10 @@ def create(sessions: sessionmaker[Session], name: str, role: str) -> str:
         raise ConfigError(f"role {role!r}: use one of {', '.join(ROLES)}")
     if not name.strip() or len(name) > 200:
         raise ConfigError("a token needs a name of 1 to 200 characters (who or what uses it)")
+    from sqlalchemy.exc import IntegrityError
+
+    from tagger.db.schema import ApiToken
+
     token = PREFIX + secrets.token_urlsafe(32)
     try:
         with sessions() as session, session.begin():
@@ -71,6 +74,10 @@ def authenticate(sessions: sessionmaker[Session], token: str) -> Principal | Non
     """The principal of a valid, unrevoked token (its last use recorded to the minute), or None."""
     if not token.startswith(PREFIX):
         return None
+    from sqlalchemy import select, update
+
+    from tagger.db.schema import ApiToken, utcnow
+
     wanted = digest(token)
     now = utcnow()
     with sessions() as session, session.begin():
@@ -94,6 +101,10 @@ def authenticate(sessions: sessionmaker[Session], token: str) -> Principal | Non
 
 def listed(sessions: sessionmaker[Session]) -> list[TokenInfo]:
     """Every token without its secret, oldest first."""
+    from sqlalchemy import select
+
+    from tagger.db.schema import ApiToken
+
     with sessions() as session:
         rows = session.scalars(select(ApiToken).order_by(ApiToken.id))
         return [TokenInfo(r.name, r.role, r.created_at, r.last_used_at, r.revoked_at) for r in rows]
@@ -101,6 +112,10 @@ def listed(sessions: sessionmaker[Session]) -> list[TokenInfo]:
 
 def revoke(sessions: sessionmaker[Session], name: str) -> None:
     """The named token stops working at once. Raises NotFoundError when there is no such live token."""
+    from sqlalchemy import update
+
+    from tagger.db.schema import ApiToken, utcnow
+
     with sessions() as session, session.begin():
         result = session.execute(
             update(ApiToken)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING, Any
 
 from tagger.errors import ConfigError, NotFoundError, UnavailableError, first_line
 from tagger.settings import Settings
+
+if TYPE_CHECKING:  # every command imports this module: SQLAlchemy loads when a command opens the database
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 def open_sessions(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:

@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from tagger.db import make_engine
-from tagger.db.migrate import alembic_config, upgrade
+from tagger.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from tagger.db.schema import Base
 
 
@@ -17,6 +17,22 @@ def test_migrated_schema_matches_the_models(settings, sessions) -> None:  # type
         context = MigrationContext.configure(session.connection(), opts={"compare_type": True})
         diff = [d for d in compare_metadata(context, Base.metadata) if not _ignorable(d)]
     assert diff == []
+
+
+def test_the_revision_checks_read_what_alembic_reads(database_url: str) -> None:
+    """The read commands check the schema without loading alembic: the head from the scripts' lines, the
+    database's revision with one query. Both must say what alembic itself says, before and after a migration."""
+    from alembic.script import ScriptDirectory
+
+    engine = make_engine(database_url)
+    assert current_revision(engine) is None  # a database tagger never set up
+    command.upgrade(alembic_config(engine), "0003")
+    with engine.connect() as conn:
+        assert current_revision(engine) == MigrationContext.configure(conn).get_current_revision() == "0003"
+    upgrade(engine)
+    assert head_revision() == ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
 
 
 def _ignorable(change: object) -> bool:

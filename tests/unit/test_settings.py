@@ -66,6 +66,14 @@ def test_as_env_round_trips() -> None:
     assert Settings.from_env(s.as_env()) == s
 
 
+def test_the_default_schedule_is_one_celery_beat_can_run() -> None:
+    """Settings skip parsing the default (Celery's parser loads Celery into every command): it must be valid."""
+    from tagger.settings import RETRAIN_SCHEDULE, _schedule_problem
+
+    assert _schedule_problem(RETRAIN_SCHEDULE) is None
+    assert _schedule_problem("0 3 32 * *") is not None  # the parser is the one that checks
+
+
 @pytest.mark.parametrize("schedule", ["0 3 1 * *", "*/15 * * * *", "0 3 * * mon-fri", "0 0 1 jan *", "86400"])
 def test_schedules_celery_beat_can_run_are_accepted(schedule: str) -> None:
     assert Settings.from_env({"TAGGER_RETRAIN_SCHEDULE": schedule}).retrain_schedule == schedule
