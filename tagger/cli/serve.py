@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from tagger.argtypes import port, positive_int
@@ -56,8 +57,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             "`tagger tag FOLDER --wait` without a broker starts its own workers"
         )
     _metrics_dir()  # before any pool process starts or any metric exists
-    from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+    from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
+    from tagger.broker import presence
     from tagger.model.device import pick_device
     from tagger.worker import context, healer, health, prometheus
     from tagger.worker.app import configure
@@ -82,6 +84,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     # First: /livez answers while the threads pool loads its model (receivers run in connection order).
     worker_ready.connect(lambda sender, **_: _serve_health(settings, info, sender), weak=False)
     worker_ready.connect(lambda **_: healer.start(settings), weak=False)
+    # In the broker's list of workers while it runs (after _serve_health, which learns the node name), so that
+    # `tagger workers` stops waiting once each of them has answered.
+    stop_beating: list[Callable[[], None]] = []
+
+    def present(**_: Any) -> None:
+        stop_beating.append(presence.keep_beating(settings.broker_url, info.hostname))
+
+    worker_ready.connect(present, weak=False)
+    worker_shutdown.connect(lambda **_: [stop() for stop in stop_beating], weak=False)
     worker_process_shutdown.connect(lambda **_: prometheus.process_exited(), weak=False)
     if pool == "threads":
         # One process, one model, `concurrency` batches in flight: while one batch holds the

@@ -19,10 +19,13 @@ def register(sub: Any) -> None:
         "workers",
         help="live workers (host, pid, pool, device, queues, model served, last batch, rate), queues and jobs",
         description="Asks every worker on TAGGER_BROKER_URL over Celery's broadcast channel (as `celery inspect` "
-        "does) and lists those that answer within --timeout: a stopped or killed worker is not listed. Also "
-        "shows the messages waiting in each queue and the jobs not yet finished.",
+        "does) and lists those that answer within --timeout: a stopped or killed worker is not listed. It stops "
+        "waiting as soon as every worker in the broker's list of running workers has answered (each keeps its "
+        "entry fresh every few seconds), so it waits the whole --timeout only when one of them does not answer "
+        "(killed in the last 15 seconds) or none is listed. Also shows the messages waiting in each queue and "
+        "the jobs not yet finished.",
     )
-    p.add_argument("--timeout", type=positive_float, default=2.0, help="seconds to wait for answers (default 2)")
+    p.add_argument("--timeout", type=positive_float, default=2.0, help="most seconds to wait for answers (default 2)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_workers)
 
@@ -49,12 +52,15 @@ def fleet(settings: Settings, timeout: float) -> dict[str, Any]:
 
 
 def _answers(settings: Settings, timeout: float) -> list[dict[str, Any]]:
-    """The live workers on the broker, as each answers the status broadcast, sorted by name."""
+    """The live workers on the broker, as each answers the status broadcast, sorted by name. The wait ends when
+    as many have answered as the broker lists as running (tagger.broker.presence), else after `timeout`."""
     from tagger.broker.config import make_producer_app
+    from tagger.broker.presence import present
     from tagger.worker.health import STATUS_COMMAND
 
+    expected = len(present(settings.broker_url))
     app = make_producer_app(settings, settings.broker_url)
-    replies = app.control.broadcast(STATUS_COMMAND, reply=True, timeout=timeout) or []
+    replies = app.control.broadcast(STATUS_COMMAND, reply=True, timeout=timeout, limit=expected or None) or []
     return sorted(
         (
             {**info, "hostname": name}

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 
 from tagger.broker.events import announce
+from tagger.broker.presence import present
 from tagger.broker.send import celery_sender
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.jobs.progress import summary
@@ -300,8 +302,12 @@ def test_log_lines_are_json_with_their_job_task_and_model_version(fleet: Fleet) 
 def test_tagger_workers_lists_the_live_workers_and_drops_a_killed_one(fleet: Fleet) -> None:
     version = fleet.model()
     fleet.tag(fleet.keys[12:20])
-    before = json.loads(fleet.cli("workers", "--json"))
-    assert [w["hostname"].split("@")[0] for w in before["workers"]] == [f"local{i}-{os.getpid()}" for i in range(2)]
+    names = [f"local{i}-{os.getpid()}" for i in range(2)]
+    assert [name.split("@")[0] for name in present(fleet.settings.broker_url)] == names
+    asked = time.monotonic()  # the broadcast's window is 30 s: it ends once both listed workers have answered
+    before = json.loads(fleet.cli("workers", "--json", "--timeout", "30"))
+    assert time.monotonic() - asked < 15
+    assert [w["hostname"].split("@")[0] for w in before["workers"]] == names
     for worker in before["workers"]:
         assert worker["models_served"] == {version: 1}
         assert (worker["pool"], worker["concurrency"], worker["device"]) == ("prefork", 1, "cpu")
