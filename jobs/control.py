@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.broker.send import Send
+from tagger.broker.send import Send, drop_queued_batches
 from tagger.db.schema import Image, Job, JobItem, utcnow
 from tagger.db.upsert import affected
 from tagger.errors import ConfigError, NotFoundError
@@ -44,7 +44,7 @@ def _transition(sessions: sessionmaker[Session], job_id: str, allowed: tuple[Job
         return JobState(values.get("state", job.state)).value
 
 
-def _skip_pending(session: Session, job_id: str) -> int:
+def _skip_pending_items(session: Session, job_id: str) -> int:
     """Skip the job's images not written yet, now: a cancelled or expired job adds up at once (done + failed +
     skipped = total), even when its remaining batches die with a command's own broker. A batch in flight
     then writes nothing (its fence finds no pending image). Items before the job row: every write's order."""
@@ -58,14 +58,30 @@ def _skip_pending(session: Session, job_id: str) -> int:
     )
 
 
+def skip_pending(session: Session, job_id: str) -> int:
+    """Skip, and count on the job, the images still pending in a job that has ended: those a producer added
+    while it ended (its page committed after the end's own skip). Returns how many."""
+    skipped = _skip_pending_items(session, job_id)
+    if skipped:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(skipped=Job.skipped + skipped)
+            .execution_options(synchronize_session=False)
+        )
+    return skipped
+
+
 def cancel(sessions: sessionmaker[Session], job_id: str, *, send: Send | None = None) -> str:
-    """Every image not yet written is skipped, and its batches are then dropped without I/O; images already
-    tagged keep their tags."""
+    """Every image not yet written is skipped, and the job's batches still queued are taken out of the broker
+    (where `send` can: tagger.broker.send.drop_queued_batches); any other batch of it is then answered without
+    I/O. Images already tagged keep their tags."""
     with sessions() as session, session.begin():
         job = _job(session, job_id)
         if JobState(job.state) not in _ACTIVE:
             raise _not_allowed(job, _ACTIVE)
-        skipped = _skip_pending(session, job_id)
+        queue = job.queue
+        skipped = _skip_pending_items(session, job_id)
         ended = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state.in_(_ACTIVE))
@@ -74,6 +90,9 @@ def cancel(sessions: sessionmaker[Session], job_id: str, *, send: Send | None = 
         )
         if not affected(ended):  # it ended meanwhile: nothing of this transaction stays
             raise ConfigError(f"job {job_id} ended while it was being cancelled; see `tagger jobs show {job_id[:8]}`")
+    with sessions() as session, session.begin():  # a producer's page that committed after the skip above
+        skip_pending(session, job_id)
+    drop_queued_batches(send, job_id, queue)
     announce_end(send, job_id)
     return JobState.CANCELLED.value
 
@@ -104,6 +123,8 @@ def retry_failed(sessions: sessionmaker[Session], send: Send, job_id: str) -> in
         job = _job(session, job_id)
         if JobState(job.state) in (JobState.CANCELLED, JobState.PAUSED):
             raise ConfigError(f"job {job_id} is {job.state}; resume it (or submit a new job) before retrying")
+        if session.scalar(select(overdue()).where(Job.id == job_id)):  # it would only expire again
+            raise ConfigError(f"job {job_id} passed its time limit; submit a new job to tag its images")
         # A name refused at listing is stored as its readable form, which holds a backslash that no valid key
         # holds: it can never be read, so it keeps its failure and its reason rather than gaining a wrong one.
         unreadable = exists().where(Image.id == JobItem.image_id, Image.key.contains("\\", autoescape=True))
@@ -126,15 +147,17 @@ def retry_failed(sessions: sessionmaker[Session], send: Send, job_id: str) -> in
     return int(moved)
 
 
+def overdue() -> ColumnElement[bool]:
+    """A job has a time limit and is past it (an SQL condition on `jobs`)."""
+    return Job.deadline_at.is_not(None) & (Job.deadline_at < utcnow())
+
+
 def expire_if_overdue(session: Session, job_id: str) -> bool:
     """Fail a job past its time limit (counted from its submission) and skip every image not yet written;
-    true if it expired now."""
-    overdue = select(Job.id).where(
-        Job.id == job_id, Job.deadline_at.is_not(None), Job.deadline_at < utcnow(), Job.state.in_(_ACTIVE)
-    )
-    if session.scalar(overdue) is None:
+    true if it expired now. Such a job is over for good: `retry_failed` refuses it."""
+    if session.scalar(select(Job.id).where(Job.id == job_id, overdue(), Job.state.in_(_ACTIVE))) is None:
         return False
-    skipped = _skip_pending(session, job_id)
+    skipped = _skip_pending_items(session, job_id)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state.in_(_ACTIVE))
@@ -191,14 +214,13 @@ def orphaned(sessions: sessionmaker[Session]) -> list[str]:
         jobs = session.scalars(
             select(Job.id).where(Job.state.in_([JobState.QUEUED, JobState.RUNNING]), Job.listing_complete.is_(True))
         ).all()
-        return [
-            job_id
-            for job_id in jobs
-            if session.scalar(
-                select(JobItem.image_id).where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING).limit(1)
-            )
-            is not None
-        ]
+        return [job_id for job_id in jobs if has_pending(session, job_id)]
+
+
+def has_pending(session: Session, job_id: str) -> bool:
+    """Whether any image of the job is still pending: one probe of the pending index (its first such item)."""
+    first = select(JobItem.image_id).where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING).limit(1)
+    return session.scalar(first) is not None
 
 
 def heal(sessions: sessionmaker[Session], send: Send, *, broker_idle: bool) -> dict[str, int]:

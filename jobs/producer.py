@@ -8,7 +8,8 @@ fails midway fails the job with the reason, never leaving it half-enqueued and q
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,11 +23,14 @@ from tagger.db.images import image_ids, sqlite_now, storage_id
 from tagger.db.schema import Job, utcnow
 from tagger.db.upsert import affected
 from tagger.errors import ConfigError, InvalidKeyError
+from tagger.jobs.control import skip_pending
 from tagger.jobs.lifecycle import announce_end, fail, finish_if_complete
 from tagger.jobs.sources import PassedOver, chunked
 from tagger.settings import Settings
 from tagger.storage import canonical_url, readable, validate_key
-from tagger_client.contract import ItemState, JobSpec
+from tagger_client.contract import ItemState, JobSpec, JobState
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 5  # deliveries per image: a poison image fails with a reason instead of looping
 
@@ -109,8 +113,10 @@ def enqueue_keys(
                 ids = image_ids(session, storage, good + list(bad))
                 pending = [ids[k] for k in good]
                 failed = {ids[name]: reason for name, reason in bad.items()}
-                total += _add_items(session, job_id, pending, failed, batches=-(-len(pending) // batch_size))
-            publish(pending)
+                added = _add_items(session, job_id, pending, failed, batches=-(-len(pending) // batch_size))
+            total += added.items
+            if not _page_done(sessions, publish, job_id, added, pending):
+                break
     return total
 
 
@@ -153,8 +159,10 @@ def enqueue_ids(
     with _Publisher(send, job_id, batch_size, queue) as publish:
         for chunk in chunked(ids, _page(batch_size)):
             with sessions() as session, session.begin():
-                total += _add_items(session, job_id, chunk, {}, batches=-(-len(chunk) // batch_size))
-            publish(chunk)
+                added = _add_items(session, job_id, chunk, {}, batches=-(-len(chunk) // batch_size))
+            total += added.items
+            if not _page_done(sessions, publish, job_id, added, chunk):
+                break
     return total
 
 
@@ -166,8 +174,15 @@ def _page(batch_size: int) -> int:
     return max(batch_size, PAGE // batch_size * batch_size)
 
 
-def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[int, str], *, batches: int) -> int:
-    """Insert a page's items (pending, or failed with their reason) and move the job's counters once.
+@dataclass(frozen=True)
+class _Added:
+    items: int  # rows inserted
+    ended: bool  # the job had ended (cancelled, expired) when the page went in
+
+
+def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[int, str], *, batches: int) -> _Added:
+    """Insert a page's items (pending, or failed with their reason) and move the job's counters once,
+    reading the job's state as they move (items before the job row: every write's order).
 
     An item already in the job (a listing resumed after a crash, or a resubmission racing this one)
     is left as it is: ON CONFLICT DO NOTHING, and only the rows inserted are counted.
@@ -176,8 +191,9 @@ def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[i
     failed = {i: reason for i, reason in failed.items() if i not in listed}
     new_pending = _insert_items(session, job_id, list(dict.fromkeys(pending)), ItemState.PENDING)
     new_failed = _insert_items(session, job_id, list(failed), ItemState.FAILED, [r[:2000] for r in failed.values()])
+    state = None
     if new_pending or new_failed or batches:
-        session.execute(
+        state = session.scalar(
             update(Job)
             .where(Job.id == job_id)
             .values(
@@ -185,8 +201,28 @@ def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[i
                 failed=Job.failed + new_failed,
                 batches=Job.batches + batches,
             )
+            .returning(Job.state)
         )
-    return new_pending + new_failed
+    return _Added(new_pending + new_failed, _ended(state))
+
+
+def _ended(state: str | None) -> bool:
+    return state is not None and JobState(state).finished
+
+
+def _page_done(
+    sessions: sessionmaker[Session], publish: Callable[[list[int]], None], job_id: str, added: _Added, ids: list[int]
+) -> bool:
+    """After a page's commit: its messages go out, unless the job ended meanwhile (cancelled, or failed past its
+    time limit). Then the listing stops, and what it left pending is skipped, so that the job adds up and its
+    workers can forget it (tagger.worker.ended); False."""
+    if not added.ended:
+        publish(ids)
+        return True
+    with sessions() as session, session.begin():
+        skipped = skip_pending(session, job_id)
+    log.info("job %s ended while it was listed: the listing stops (%d image(s) it added skipped)", job_id, skipped)
+    return False
 
 
 _ITEMS_POSTGRES = """
@@ -276,10 +312,16 @@ def check_source(spec: JobSpec, storage_url: str) -> None:
 def complete_listing(sessions: sessionmaker[Session], send: Send, job_id: str, passed_over: PassedOver) -> None:
     """Every item is in: record what the listing passed over, and close the job if nothing is left to tag."""
     with sessions() as session, session.begin():
-        session.execute(
-            update(Job).where(Job.id == job_id).values(listing_complete=True, passed_over=dict(passed_over))
+        state = session.scalar(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(listing_complete=True, passed_over=dict(passed_over))
+            .returning(Job.state)
         )
         closed = finish_if_complete(session, job_id)
+    if _ended(state):  # it ended while its last page went in: what that page added is skipped too
+        with sessions() as session, session.begin():
+            skip_pending(session, job_id)
     if closed:  # every item was already done or failed (or there were none): the job ends here
         announce_end(send, job_id)
 

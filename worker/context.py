@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tagger.db import make_engine, make_sessionmaker, make_statement_engine
 from tagger.settings import Settings
 from tagger.storage import Storage, open_storage
+from tagger.worker.ended import EndedJobs
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class WorkerContext:
     runtime: Any  # worker.runtime.ModelRuntime, imported lazily to keep torch out of the parent
     pool: ThreadPoolExecutor
     storages: dict[str, Storage] = field(default_factory=dict)
+    ended: EndedJobs = field(default_factory=EndedJobs)  # cancelled or expired jobs: their batches are answered here
 
     storage_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -120,18 +120,25 @@ class JobView:
     queue: str
     max_attempts: int
     active_version_id: int | None  # as this delivery read it: the version its images must be tagged by
+    # Cancelled, or past its time limit, with its listing complete: no batch of it can tag an image again
+    # (tagger.worker.ended), so once none of its images is pending the process remembers it.
+    over_for_good: bool = False
 
 
-def run_batch(job_id: str, image_ids: list[int]) -> Outcome:
+def run_batch(job_id: str, image_ids: list[int], ctx: WorkerContext | None = None) -> Outcome:
     """One delivery of a batch, as named steps: gate the job -> claim -> tag -> record -> schedule retries.
 
-    Callable without Celery (tests); each step is a function of its own.
+    Callable without Celery (tests, with their own `ctx`); each step is a function of its own. A batch of a
+    job this process knows to be over for good is answered first, with no database read and no model work.
     """
     from tagger.logs import log_context
     from tagger.worker.prometheus import IN_FLIGHT
 
+    ctx = ctx or get_context()
+    if job_id in ctx.ended:
+        return {"ended": len(image_ids)}
     with IN_FLIGHT.track_inprogress(), log_context(job=job_id):
-        return _run_batch(get_context(), job_id, image_ids)
+        return _run_batch(ctx, job_id, image_ids)
 
 
 def _run_batch(ctx: WorkerContext, job_id: str, image_ids: list[int]) -> Outcome:
@@ -168,27 +175,28 @@ def _claim_fresh(ctx: WorkerContext, job_id: str, image_ids: list[int]) -> tuple
 
 def _read_job(ctx: WorkerContext, job_id: str) -> JobView | None:
     """The job's state as this delivery sees it; a job past its time limit fails here, once."""
-    with ctx.sessions() as session:
-        found = session.execute(
-            select(Job, select(ModelVersion.id).where(ModelVersion.is_active.is_(True)).scalar_subquery()).where(
-                Job.id == job_id
-            )
-        ).first()
+    from tagger.jobs.control import expire_if_overdue, overdue, skip_pending
+
+    with ctx.sessions() as session:  # the job, the active version, and whether the job is past its time limit
+        active = select(ModelVersion.id).where(ModelVersion.is_active.is_(True)).scalar_subquery()
+        found = session.execute(select(Job, active, overdue()).where(Job.id == job_id)).first()
         if found is None:
             return None
-        row, active_id = found
+        row, active_id, past_deadline = found
         job = JobView(row.id, JobState(row.state), row.queue, row.max_attempts, active_id)
-        deadline = row.deadline_at
-    if deadline is not None:
-        from tagger.jobs.control import expire_if_overdue
-
+        listed = row.listing_complete
+    if past_deadline:
         with ctx.sessions() as session, session.begin():
             expired = expire_if_overdue(session, job_id)
         if expired:
+            with ctx.sessions() as session, session.begin():  # a producer's page that committed after that skip
+                skip_pending(session, job_id)
             log.warning("job %s passed its time limit; its remaining batches are skipped", job_id)
             notify(job_id)
+            drop_queued(job_id, job.queue)
             job = replace(job, state=JobState.FAILED)
-    return job
+    final = job.state == JobState.CANCELLED or (job.state == JobState.FAILED and bool(past_deadline))
+    return replace(job, over_for_good=final and listed)
 
 
 def _gate(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> Outcome | None:
@@ -200,6 +208,12 @@ def _gate(ctx: WorkerContext, job: JobView, image_ids: list[int]) -> Outcome | N
 
         counts = record_batch(ctx.engine, job_id=job.id, model_version_id=None, skipped=image_ids)
         IMAGES.labels("skipped").inc(counts.skipped)
+        if job.over_for_good:
+            from tagger.jobs.control import has_pending
+
+            with ctx.sessions() as session:
+                if not has_pending(session, job.id):
+                    ctx.ended.add(job.id)  # its other batches are answered without the database from now on
         return {"skipped": counts.skipped}
     if job.state == JobState.PAUSED:
         # Back to the broker with a delay; this delivery is acknowledged, so no worker holds it meanwhile.
@@ -344,6 +358,14 @@ def _hold(ctx: WorkerContext, stage: str, job_id: str, todo: list[Any]) -> None:
 def _gave_up(attempts: int, last_error: str | None) -> str:
     cause = last_error or "the worker processing it died, was killed or timed out each time"
     return f"gave up after {attempts} attempts: {cause}"
+
+
+def drop_queued(job_id: str, queue: str) -> None:
+    """The job is over for good: take its batches out of the broker's queue, so that a job queued behind them
+    does not wait for them (best effort: a batch left there is answered by `tagger.worker.ended`)."""
+    from tagger.broker.send import drop_queued_batches
+
+    drop_queued_batches(send, job_id, queue)
 
 
 def notify(job_id: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from tagger.broker.config import make_producer_app
+from tagger.broker.queues import broker_depths
 from tagger.broker.send import celery_sender
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.db.schema import Image, JobItem, Suggestion, Tag
@@ -124,6 +125,18 @@ def test_pause_resume_cancel_retry_time_limit_and_queries(postgres, redis_url: s
         result = wait(sessions, missing.job_id, timeout=120, show_progress=False, alive=workers.alive)
         assert (result.state.value, result.total) == ("done", 5)
         assert control.retry_failed(sessions, send, missing.job_id) == 0
+
+        # A big job cancelled: its queued batches leave the broker with the cancel, so a job submitted after it
+        # starts at once (not after a thousand skips), and finishes whole.
+        absent = [f"stills/absent-{i:04d}.jpg" for i in range(1000)]
+        big = submit_keys(sessions, send, absent, storage_url=url, batch_size=1).job_id
+        assert control.cancel(sessions, big, send=send) == "cancelled"
+        assert broker_depths(redis_url).waiting["tagger.bulk"] == 0
+        small = submit_keys(sessions, send, keys[:8], storage_url=url, batch_size=4).job_id
+        after = wait(sessions, small, timeout=60, show_progress=False, alive=workers.alive)
+        cancelled_at = summary(sessions, big).finished_at
+        assert (after.state.value, after.done) == ("done", 8) and after.started_at and cancelled_at
+        assert (after.started_at - cancelled_at).total_seconds() < 2.0
     with sessions() as session:
         never = session.scalar(
             select(func.count()).select_from(JobItem).where(JobItem.job_id == job, JobItem.state == ItemState.SKIPPED)
