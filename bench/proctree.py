@@ -1,0 +1,33 @@
+"""A process and its descendants, as the benchmarks measure them: resident memory and CPU time (psutil)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psutil
+
+
+def _sum(pid: int, measure: Callable[[psutil.Process], float]) -> float:
+    """`measure` summed over `pid` and every live descendant (a prefork worker's pool processes)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in tree:
+        try:
+            total += measure(proc)
+        except psutil.NoSuchProcess:  # it exited while we looked
+            continue
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and its descendants, in MB."""
+    return _sum(pid, lambda p: p.memory_info().rss) / 2**20
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its live descendants."""
+    return _sum(pid, lambda p: sum(p.cpu_times()[:2]))
