@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,17 +14,7 @@ from tagger.db.schema import Image, ModelVersion, Suggestion
 from tagger.settings import Settings
 from tagger.worker.local import LocalWorkers
 from tests.conftest import make_model, make_settings, write_bad_files, write_stills
-
-
-def tagger(
-    settings: Settings, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-    env.update(settings.as_env())
-    env.update(extra_env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "tagger", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+from tests.support.cli import tagger
 
 
 def suggestion_rows(settings: Settings) -> tuple[int, int, set[str]]:
