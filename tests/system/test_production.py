@@ -22,10 +22,11 @@ from tagger_client import TaggerClient
 from tagger_client.contract import QUEUE_TRAINING
 from tests.conftest import make_settings
 from tests.support.cli import tagger
+from tests.support.training import SMALL
 from tests.support.training import TINY as TRAIN_TINY
 from tests.support.waiting import until
 
-TINY = [*TRAIN_TINY, "--epochs", "1"]
+TINY = [*TRAIN_TINY, *SMALL, "--epochs", "1"]
 
 
 def test_from_empty_servers_to_an_archive_tagged_and_retagged_by_a_retrained_model(
