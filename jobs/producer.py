@@ -57,7 +57,7 @@ def create_job(
     """
     key = spec.idempotency_key
     notify = {name: value for name, value in (("webhook", spec.webhook), ("notify_task", spec.notify_task)) if value}
-    options: dict[str, object] = {"notify": notify, "incremental": spec.passes_over_unchanged}
+    options: dict[str, object] = {"notify": notify}
     if content_hash:
         options["content_hash"] = True
     with sessions() as session, session.begin():

@@ -13,7 +13,9 @@ FILE = Fingerprint(100, 1_700_000_000_000_000_000)
 OBJECT = Fingerprint(100, None, "9b2cf535f27731c974343645a3985328")
 
 
-def _record(image_id: int, fingerprint: Fingerprint, version: int | None = ACTIVE, sha256: str | None = None):  # type: ignore[no-untyped-def]
+def _record(
+    image_id: int, fingerprint: Fingerprint, version: int | None = ACTIVE, sha256: str | None = None
+) -> ImageRecord:
     return ImageRecord(image_id, version, fingerprint.size, fingerprint.mtime_ns, fingerprint.etag, sha256)
 
 
@@ -25,7 +27,7 @@ def test_only_what_the_active_version_tagged_from_the_same_bytes_is_passed_over(
         "stale": (FILE, _record(4, FILE, version=ACTIVE - 1), False),
         "failed last time": (FILE, _record(5, UNKNOWN), False),  # a failure cleared the record
         "bigger": (FILE._replace(size=101), _record(6, FILE), False),
-        "touched": (FILE._replace(mtime_ns=FILE.mtime_ns + 1), _record(7, FILE), False),  # type: ignore[operator]
+        "touched": (FILE._replace(mtime_ns=1_700_000_000_000_000_001), _record(7, FILE), False),
         "new etag": (OBJECT._replace(etag="0" * 32), _record(8, OBJECT), False),
         "listing says nothing": (UNKNOWN, _record(9, UNKNOWN), False),
         "size alone": (Fingerprint(100), _record(10, Fingerprint(100)), False),  # not enough to tell
