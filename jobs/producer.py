@@ -9,8 +9,9 @@ fails midway fails the job with the reason, never leaving it half-enqueued and q
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,15 +20,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.broker.send import Send, send_tag_batches
 from tagger.db.arrays import array_literal
-from tagger.db.images import image_ids, sqlite_now, storage_id
-from tagger.db.schema import Job, utcnow
+from tagger.db.images import ImageRecord, image_records, sqlite_now, storage_id
+from tagger.db.schema import Job, ModelVersion, utcnow
 from tagger.db.upsert import affected
 from tagger.errors import ConfigError, InvalidKeyError
 from tagger.jobs.control import skip_pending
+from tagger.jobs.incremental import Incremental, Rehash
 from tagger.jobs.lifecycle import announce_end, fail, finish_if_complete
 from tagger.jobs.sources import PassedOver, chunked
 from tagger.settings import Settings
-from tagger.storage import canonical_url, readable, validate_key
+from tagger.storage import UNKNOWN, Fingerprint, Listed, canonical_url, open_storage, readable, validate_key
 from tagger_client.contract import ItemState, JobSpec, JobState
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,19 @@ def create_job(
     storage_url: str,
     batch_size: int,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    content_hash: bool = False,
 ) -> Submitted:
     """Insert the job row; the same idempotency key (or job id) always returns the same job.
 
     `created` is also true for an existing job whose listing never completed (a producer that
-    crashed mid-listing), so that submitting again finishes the listing.
+    crashed mid-listing), so that submitting again finishes the listing. With `content_hash`, the
+    workers record the SHA-256 of each image they tag for this job.
     """
     key = spec.idempotency_key
     notify = {name: value for name, value in (("webhook", spec.webhook), ("notify_task", spec.notify_task)) if value}
+    options: dict[str, object] = {"notify": notify}
+    if content_hash:
+        options["content_hash"] = True
     with sessions() as session, session.begin():
         found = session.execute(
             select(Job.id, Job.listing_complete).where(
@@ -73,7 +80,7 @@ def create_job(
                 queue=spec.queue,
                 batch_size=batch_size,
                 idempotency_key=key,
-                options={"notify": notify},
+                options=options,
                 max_attempts=max_attempts,
                 deadline_at=utcnow() + timedelta(seconds=spec.time_limit) if spec.time_limit else None,
             )
@@ -86,38 +93,66 @@ def enqueue_keys(
     send: Send,
     *,
     job_id: str,
-    keys: Iterable[str],
+    keys: Iterable[str] | Iterable[Listed],
     storage_url: str,
     batch_size: int,
     queue: str,
+    incremental: Incremental | None = None,
 ) -> int:
-    """Stream keys into batches under one storage root; returns how many new items the job received.
+    """Stream keys (or a listing's entries) into batches under one storage root; returns how many new
+    items the job received.
 
     Each key is validated before any I/O; one that cannot be tagged is a failed item, named readably.
-    Keys go to the database a page at a time (one transaction per PAGE keys), then out as messages of
-    `batch_size` image ids: memory stays flat, and a million keys take seconds, not minutes.
+    Keys go to the database a page at a time (PAGE keys: their images in one short transaction, their
+    items in the next), then out as messages of `batch_size` image ids: memory stays flat, and a million
+    keys take seconds, not minutes. With
+    `incremental`, what is unchanged since the active version tagged it is passed over: counted on the
+    job (`unchanged`), never an item; the page's lookup of image ids brings what the comparison needs.
     """
     with sessions() as session, session.begin():
         storage = storage_id(session, storage_url)
-    total = 0
+    total = unchanged = 0
     with _Publisher(send, job_id, batch_size, queue) as publish:
         for chunk in chunked(keys, _page(batch_size)):
+            listed = dict(_entry(e) for e in chunk)  # key -> what the listing said of its bytes; one per key
             good: list[str] = []
             bad: dict[str, str] = {}  # readable name -> reason
-            for key in dict.fromkeys(chunk):
+            for key in listed:
                 try:
                     good.append(validate_key(key))
                 except InvalidKeyError as exc:
                     bad[readable(key)] = str(exc)
             with sessions() as session, session.begin():
-                ids = image_ids(session, storage, good + list(bad))
-                pending = [ids[k] for k in good]
-                failed = {ids[name]: reason for name, reason in bad.items()}
-                added = _add_items(session, job_id, pending, failed, batches=-(-len(pending) // batch_size))
+                records = image_records(session, storage, good + list(bad))
+            # Decided between two transactions: with hashing it reads files, and no write lock may wait on that
+            # (SQLite has one writer). Images committed without items meanwhile are harmless (a crash between
+            # pages leaves the same); the resubmission that finishes the listing finds them.
+            todo, passed = _compare(incremental, good, listed, records)
+            unchanged += passed
+            pending = [records[k].id for k in todo]
+            failed = {records[name].id: reason for name, reason in bad.items()}
+            with sessions() as session, session.begin():
+                batches = -(-len(pending) // batch_size)
+                added = _add_items(
+                    session, job_id, pending, failed, batches=batches, unchanged=unchanged if passed else None
+                )
             total += added.items
             if not _page_done(sessions, publish, job_id, added, pending):
                 break
     return total
+
+
+def _entry(entry: str | Listed) -> tuple[str, Fingerprint]:
+    return (entry, UNKNOWN) if isinstance(entry, str) else entry
+
+
+def _compare(
+    incremental: Incremental | None, good: list[str], listed: dict[str, Fingerprint], records: dict[str, ImageRecord]
+) -> tuple[list[str], int]:
+    """(the keys of a page to tag, how many it passed over): all of them, unless the job is incremental."""
+    if incremental is None:
+        return good, 0
+    return incremental.split([Listed(k, listed[k]) for k in good], records)
 
 
 class _Publisher:
@@ -166,7 +201,7 @@ def enqueue_ids(
     return total
 
 
-PAGE = 2048  # keys per database transaction while enqueueing: big enough to amortise the round trips
+PAGE = 2048  # keys per page of database round trips while enqueueing: big enough to amortise them
 
 
 def _page(batch_size: int) -> int:
@@ -180,27 +215,38 @@ class _Added:
     ended: bool  # the job had ended (cancelled, expired) when the page went in
 
 
-def _add_items(session: Session, job_id: str, pending: list[int], failed: dict[int, str], *, batches: int) -> _Added:
+def _add_items(
+    session: Session,
+    job_id: str,
+    pending: list[int],
+    failed: dict[int, str],
+    *,
+    batches: int,
+    unchanged: int | None = None,
+) -> _Added:
     """Insert a page's items (pending, or failed with their reason) and move the job's counters once,
     reading the job's state as they move (items before the job row: every write's order).
 
     An item already in the job (a listing resumed after a crash, or a resubmission racing this one)
-    is left as it is: ON CONFLICT DO NOTHING, and only the rows inserted are counted.
+    is left as it is: ON CONFLICT DO NOTHING, and only the rows inserted are counted. `unchanged` is the
+    listing's count so far of images passed over, set rather than added, so a resumed listing (which
+    lists again from the start) counts each image once.
     """
     listed = set(pending)
     failed = {i: reason for i, reason in failed.items() if i not in listed}
     new_pending = _insert_items(session, job_id, list(dict.fromkeys(pending)), ItemState.PENDING)
     new_failed = _insert_items(session, job_id, list(failed), ItemState.FAILED, [r[:2000] for r in failed.values()])
     state = None
-    if new_pending or new_failed or batches:
+    if new_pending or new_failed or batches or unchanged is not None:
+        counts = {
+            "total": Job.total + new_pending + new_failed,
+            "failed": Job.failed + new_failed,
+            "batches": Job.batches + batches,
+        }
         state = session.scalar(
             update(Job)
             .where(Job.id == job_id)
-            .values(
-                total=Job.total + new_pending + new_failed,
-                failed=Job.failed + new_failed,
-                batches=Job.batches + batches,
-            )
+            .values(**counts, **({"unchanged": unchanged} if unchanged is not None else {}))
             .returning(Job.state)
         )
     return _Added(new_pending + new_failed, _ended(state))
@@ -263,11 +309,19 @@ def submit(sessions: sessionmaker[Session], send: Send, spec: JobSpec, settings:
     from tagger.jobs.sources import keys_for
 
     batch_size = spec.batch_size or settings.batch_size
+    hashing = spec.content_hash if spec.content_hash is not None else bool(settings.content_hash)
     passed_over = PassedOver()
     if spec.query is not None:
         storage_url = canonical_url(spec.storage_url) if spec.storage_url else ""
         ids = query_ids(sessions, spec, storage_url=storage_url)
-        submitted = create_job(sessions, spec, source=spec.describe(), storage_url=storage_url, batch_size=batch_size)
+        submitted = create_job(
+            sessions,
+            spec,
+            source=spec.describe(),
+            storage_url=storage_url,
+            batch_size=batch_size,
+            content_hash=hashing,
+        )
     else:
         if not (spec.storage_url or settings.storage_url):
             raise ConfigError("no storage: pass a storage URL or set TAGGER_STORAGE_URL (file:///dir or s3://bucket)")
@@ -275,7 +329,12 @@ def submit(sessions: sessionmaker[Session], send: Send, spec: JobSpec, settings:
         check_source(spec, storage_url)
         keys = keys_for(spec, storage_url, passed_over)
         submitted = create_job(
-            sessions, spec, source=spec.describe(storage_url), storage_url=storage_url, batch_size=batch_size
+            sessions,
+            spec,
+            source=spec.describe(storage_url),
+            storage_url=storage_url,
+            batch_size=batch_size,
+            content_hash=hashing,
         )
     if not submitted.created:
         return submitted
@@ -284,9 +343,17 @@ def submit(sessions: sessionmaker[Session], send: Send, spec: JobSpec, settings:
         if spec.query is not None:
             enqueue_ids(sessions, send, job_id=job_id, ids=ids, batch_size=batch_size, queue=queue)
         else:
-            enqueue_keys(
-                sessions, send, job_id=job_id, keys=keys, storage_url=storage_url, batch_size=batch_size, queue=queue
-            )
+            with _comparison(sessions, spec, storage_url, settings, hashing=hashing) as incremental:
+                enqueue_keys(
+                    sessions,
+                    send,
+                    job_id=job_id,
+                    keys=keys,
+                    storage_url=storage_url,
+                    batch_size=batch_size,
+                    queue=queue,
+                    incremental=incremental,
+                )
     except Exception as exc:
         reason = str(exc) if isinstance(exc, ConfigError | InvalidKeyError) else f"{type(exc).__name__}: {exc}"
         with sessions() as session, session.begin():
@@ -298,11 +365,30 @@ def submit(sessions: sessionmaker[Session], send: Send, spec: JobSpec, settings:
     return submitted
 
 
+@contextmanager
+def _comparison(
+    sessions: sessionmaker[Session], spec: JobSpec, storage_url: str, settings: Settings, *, hashing: bool
+) -> Iterator[Incremental | None]:
+    """How this job's listing is compared with what was tagged (None: it is not; everything listed is tagged).
+    The active version is read once, when the listing starts."""
+    if not spec.passes_over_unchanged:
+        yield None
+        return
+    with sessions() as session:
+        active = session.scalar(select(ModelVersion.id).where(ModelVersion.is_active.is_(True)))
+    if not hashing:
+        yield Incremental(active)
+        return
+    rehash = Rehash(open_storage(storage_url), threads=settings.fetch_threads, max_bytes=settings.max_image_bytes)
+    try:
+        yield Incremental(active, rehash)
+    finally:
+        rehash.close()
+
+
 def check_source(spec: JobSpec, storage_url: str) -> None:
     """Refuse, before a job exists, a source that cannot be there: a missing folder, bucket or prefix."""
     from pathlib import Path
-
-    from tagger.storage import open_storage
 
     if spec.key_file is not None and not Path(spec.key_file).is_file():
         raise ConfigError(f"key file not found: {spec.key_file}")

@@ -51,6 +51,7 @@ def _summarise(job: Job) -> JobSummary:
         progress_at=job.progress_at,
         waiting_reason=job.waiting_reason,
         waiting_since=job.waiting_since,
+        unchanged=job.unchanged,
     )
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db.schema import Image, JobItem
 from tagger.errors import ConfigError
-from tagger.storage import Storage, is_image_key, open_storage
+from tagger.storage import Listed, Storage, is_image_key, open_storage
 from tagger_client.contract import JobSpec
 
 # Never images: hidden files and folders (.DS_Store, ._AppleDouble, .thumbnails), Synology's @eaDir
@@ -82,15 +82,17 @@ def keys_from_storage(
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
     passed_over: PassedOver | None = None,
-) -> Iterator[str]:
-    """Stream the keys of a listing that name images (or match `include`) and no exclude pattern.
+) -> Iterator[Listed]:
+    """Stream the files of a listing that name images (or match `include`) and no exclude pattern, each
+    with the fingerprint the listing gave.
 
     `include` replaces the image-suffix rule (`*` lists every file); `exclude` adds to DEFAULT_EXCLUDE.
     """
     included, excluded = Patterns(include), Patterns(DEFAULT_EXCLUDE + tuple(exclude))
     include = included.patterns
     skipped = passed_over if passed_over is not None else PassedOver()
-    for key in storage.list_keys(prefix, passed_over=skipped):
+    for entry in storage.list_entries(prefix, passed_over=skipped):
+        key = entry.key
         hit = excluded.first(key)
         if hit is not None:
             skipped.note(f"excluded by pattern {hit!r}")
@@ -100,7 +102,7 @@ def keys_from_storage(
             suffix = PurePosixPath(key).suffix.lower()
             skipped.note(f"not an image file name ({suffix})" if suffix else "not an image file name (no suffix)")
         else:
-            yield key
+            yield entry
 
 
 def keys_from_file(path: Path, *, passed_over: PassedOver | None = None) -> Iterator[str]:
@@ -120,8 +122,9 @@ def keys_from_file(path: Path, *, passed_over: PassedOver | None = None) -> Iter
             yield key
 
 
-def keys_for(spec: JobSpec, storage_url: str, passed_over: PassedOver) -> Iterator[str]:
-    """The keys of a job whose source is keys, a storage prefix or a key file, streamed."""
+def keys_for(spec: JobSpec, storage_url: str, passed_over: PassedOver) -> Iterator[str] | Iterator[Listed]:
+    """The keys of a job whose source is keys, a storage prefix (with what the listing says of each file's
+    bytes) or a key file, streamed."""
     if spec.keys is not None:
         return iter(spec.keys)
     if spec.key_file is not None:

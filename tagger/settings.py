@@ -118,6 +118,16 @@ class Settings:
             "(a hung network file or server) fails alone with that reason and its batch-mates are tagged."
         },
     )
+    content_hash: int = field(
+        default=0,
+        metadata={
+            "help": "1: jobs submitted through this process (`tagger tag`; on workers, the jobs the client and the "
+            "HTTP API send) record each image's SHA-256 as it is tagged, and an incremental re-run reads again "
+            "what its listing calls unchanged and compares hashes (for storages whose sizes and times cannot be "
+            "trusted); 0: the size and modification time, or the ETag, decide. A job's own choice (`tagger tag "
+            "--hash`, `content_hash`) wins."
+        },
+    )
     jpeg_draft: int = field(
         default=1,
         metadata={"help": "1: decode JPEGs at a reduced DCT scale when bigger than the model input (fast); 0: full."},
@@ -237,6 +247,8 @@ class Settings:
             raise ConfigError(f"TAGGER_DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N (N a device number)")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"TAGGER_THRESHOLD={self.threshold}: must be strictly between 0 and 1")
+        if self.content_hash not in (0, 1):
+            raise ConfigError(f"TAGGER_CONTENT_HASH={self.content_hash}: 1 (hash what is tagged) or 0 (size and time)")
         if self.jpeg_draft not in (0, 1):
             raise ConfigError("TAGGER_JPEG_DRAFT must be 1 (draft decoding) or 0 (full decoding)")
         if self.fetch_threads < 1:

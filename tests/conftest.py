@@ -63,6 +63,12 @@ def _tier(item: pytest.Item, root: Path) -> str:
 for _var in [v for v in os.environ if v.startswith("TAGGER_")]:
     del os.environ[_var]
 
+# One torch (OpenMP) thread in this process and every child (`tagger train`, workers, `tagger serve`): `make
+# test` runs two pytest processes on two cores, each starting children, and threads beyond the cores spin
+# against each other. A `tagger train --find-lr` beside a loaded suite took 99 CPU-seconds with torch's
+# default threads and 34 with one (docs/development.md, Suite time). What a test asserts never depends on it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:

@@ -38,6 +38,7 @@ class FreshClaim:
     queue: str
     max_attempts: int
     active_version_id: int | None
+    content_hash: bool
     items: list[Pending]
 
 
@@ -50,6 +51,7 @@ WITH
 job AS (
     SELECT j.state, j.queue, j.max_attempts,
            (SELECT m.id FROM model_versions m WHERE m.is_active) AS active_version_id,
+           COALESCE((j.options ->> 'content_hash')::boolean, false) AS content_hash,
            j.state IN ('queued', 'running') AND j.max_attempts > 0
                AND (j.deadline_at IS NULL OR j.deadline_at > now()) AS open
     FROM jobs j WHERE j.id = %(job)s
@@ -68,7 +70,7 @@ started AS (
     UPDATE jobs SET state = 'running', started_at = now()
     WHERE id = %(job)s AND state = 'queued' AND EXISTS (SELECT 1 FROM counted)
 )
-SELECT j.state, j.queue, j.max_attempts, j.active_version_id, c.image_id, s.url, i.key, c.attempts - 1
+SELECT j.state, j.queue, j.max_attempts, j.active_version_id, j.content_hash, c.image_id, s.url, i.key, c.attempts - 1
 FROM job j
 LEFT JOIN counted c ON true
 LEFT JOIN images i ON i.id = c.image_id
@@ -84,11 +86,11 @@ def claim_fresh(engine: Engine, job_id: str, image_ids: Sequence[int]) -> FreshC
     deadline passed, nothing pending, or an image retried before); nothing is written then.
     """
     rows = run_statement(engine, _CLAIM_FRESH, {"job": job_id, "ids": array_literal(sorted(image_ids))})
-    if not rows or rows[0][4] is None:
+    if not rows or rows[0][5] is None:
         return None
-    state, queue, max_attempts, active_id = rows[0][:4]
+    state, queue, max_attempts, active_id, content_hash = rows[0][:5]
     items = [Pending(image_id, url, key, attempts, None) for *_, image_id, url, key, attempts in rows]
-    return FreshClaim(state, queue, int(max_attempts), active_id, items)
+    return FreshClaim(state, queue, int(max_attempts), active_id, bool(content_hash), items)
 
 
 def pending_items(session_factory: Callable[[], Session], job_id: str, image_ids: Sequence[int]) -> list[Pending]:

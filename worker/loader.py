@@ -22,7 +22,7 @@ from typing import TypeVar
 import torch
 
 from tagger.errors import ImageError, PermanentError, RetryableError
-from tagger.storage import Storage
+from tagger.storage import UNKNOWN, Blob, Fingerprint, Storage, sha256_hex
 from tagger.worker.device_decode import Header, OnDevice, read_header
 from tagger.worker.prometheus import IMAGE_SECONDS
 
@@ -46,6 +46,7 @@ class Item:
 class Loaded:
     image_id: int
     pixels: torch.Tensor  # CHW uint8 at the model's input size (on the device when it decoded it)
+    fingerprint: Fingerprint = UNKNOWN  # what the bytes decoded were (recorded when the image is tagged)
 
 
 @dataclass(frozen=True)
@@ -64,23 +65,28 @@ def load_batch(
     max_bytes: int,
     read_timeout: float = 60.0,
     on_device: OnDevice | None = None,
+    content_hash: bool = False,
 ) -> tuple[list[Loaded], list[Failed]]:
     """Storage reads and decodes overlap in the pool; a bad key fails in storage before any I/O.
 
     `read_timeout`: seconds from now in which every image must be read (see the module's docstring).
+    Each loaded image carries its bytes' fingerprint, with their SHA-256 when `content_hash`.
     """
     deadline = time.monotonic() + read_timeout
 
     def one(item: Item) -> Loaded | Failed:
         def work() -> Loaded:
-            return Loaded(item.image_id, _timed_decode(preprocess, _timed_read(item, max_bytes)))
+            blob = _timed_read(item, max_bytes, content_hash)
+            return Loaded(item.image_id, _timed_decode(preprocess, blob.data), blob.fingerprint)
 
         return _guarded(item.image_id, work)
 
     if on_device is None:
         outcomes = _within(items, pool, one, deadline, read_timeout)
     else:
-        outcomes = _load_with_device(items, preprocess, pool, max_bytes, on_device, deadline, read_timeout)
+        outcomes = _load_with_device(
+            items, preprocess, pool, max_bytes, on_device, deadline, read_timeout, content_hash
+        )
     loaded = [o for o in outcomes if isinstance(o, Loaded)]
     failed = [o for o in outcomes if isinstance(o, Failed)]
     return loaded, failed
@@ -94,24 +100,26 @@ def _load_with_device(
     on_device: OnDevice,
     deadline: float,
     read_timeout: float,
+    content_hash: bool,
 ) -> list[Loaded | Failed]:
     device = on_device.decoder.device
 
-    def fetch(item: Item) -> tuple[bytes, Header] | Failed:
-        def read() -> tuple[bytes, Header]:
-            data = _timed_read(item, max_bytes)
-            return data, read_header(data, on_device.limits)
+    def fetch(item: Item) -> tuple[Blob, Header] | Failed:
+        def read() -> tuple[Blob, Header]:
+            blob = _timed_read(item, max_bytes, content_hash)
+            return blob, read_header(blob.data, on_device.limits)
 
         return _guarded(item.image_id, read)
 
-    def pillow(image_id: int, data: bytes) -> Loaded | Failed:
+    def pillow(image_id: int, blob: Blob) -> Loaded | Failed:
         def work() -> Loaded:
-            return Loaded(image_id, _timed_decode(preprocess, data).to(device, non_blocking=True))
+            pixels = _timed_decode(preprocess, blob.data).to(device, non_blocking=True)
+            return Loaded(image_id, pixels, blob.fingerprint)
 
         return _guarded(image_id, work)
 
     outcomes: dict[int, Loaded | Failed] = {}
-    jpegs: list[tuple[int, bytes, Header]] = []
+    jpegs: list[tuple[int, Blob, Header]] = []
     on_cpu: dict[int, Future[Loaded | Failed]] = {}
     for item, fetched in zip(items, _within(items, pool, fetch, deadline, read_timeout), strict=True):
         if isinstance(fetched, Failed):
@@ -121,21 +129,21 @@ def _load_with_device(
         else:
             on_cpu[item.image_id] = pool.submit(pillow, item.image_id, fetched[0])
     cpu_jpegs = round(len(jpegs) * on_device.cpu_share)
-    for image_id, data, _ in jpegs[:cpu_jpegs]:
-        on_cpu[image_id] = pool.submit(pillow, image_id, data)
+    for image_id, blob, _ in jpegs[:cpu_jpegs]:
+        on_cpu[image_id] = pool.submit(pillow, image_id, blob)
     gpu_jpegs = jpegs[cpu_jpegs:]
     if gpu_jpegs:
         started = time.perf_counter()
         with on_device.lock:
-            pixels = on_device.decoder([d for _, d, _ in gpu_jpegs], [h for _, _, h in gpu_jpegs])
+            pixels = on_device.decoder([b.data for _, b, _ in gpu_jpegs], [h for _, _, h in gpu_jpegs])
         each = (time.perf_counter() - started) / len(gpu_jpegs)  # one batched call: its share per image
         for _ in gpu_jpegs:
             DECODE_SECONDS.observe(each)
-        for (image_id, data, _), px in zip(gpu_jpegs, pixels, strict=True):
+        for (image_id, blob, _), px in zip(gpu_jpegs, pixels, strict=True):
             if px is None:  # the device refused it: Pillow decodes it or says precisely why not
-                on_cpu[image_id] = pool.submit(pillow, image_id, data)
+                on_cpu[image_id] = pool.submit(pillow, image_id, blob)
             else:
-                outcomes[image_id] = Loaded(image_id, px)
+                outcomes[image_id] = Loaded(image_id, px, blob.fingerprint)
     for image_id, future in on_cpu.items():
         outcomes[image_id] = future.result()
     return [outcomes[item.image_id] for item in items]
@@ -162,11 +170,14 @@ def _within(
     return out
 
 
-def _timed_read(item: Item, max_bytes: int) -> bytes:
+def _timed_read(item: Item, max_bytes: int, content_hash: bool) -> Blob:
+    """The image's bytes and their fingerprint (with the SHA-256, hashed in this pool thread, when asked)."""
     started = time.perf_counter()
-    data = item.storage.read(item.key, max_bytes=max_bytes)
+    blob = item.storage.fetch(item.key, max_bytes=max_bytes)
+    if content_hash:
+        blob = blob._replace(fingerprint=blob.fingerprint._replace(sha256=sha256_hex(blob.data)))
     FETCH_SECONDS.observe(time.perf_counter() - started)
-    return data
+    return blob
 
 
 def _timed_decode(preprocess: Callable[[bytes], torch.Tensor], data: bytes) -> torch.Tensor:

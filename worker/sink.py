@@ -6,9 +6,10 @@ the same batch (a redelivery, or a duplicate that outlived the visibility timeou
 another model version) waits on the first one's row locks, finds nothing pending and writes nothing.
 
 On PostgreSQL the whole outcome is one statement in one round trip (`_WRITE`): the fence, the
-suggestions of exactly the fenced images, the images' versions, the job's counters with its liveness
-(`progress_at` now, any waiting reason cleared) and, when this batch is the last, the job's end.
-Elsewhere (SQLite, embedded) the same steps run in one transaction.
+suggestions of exactly the fenced images, the images' versions with what their bytes were (the
+fingerprint of the read that was tagged; a failure clears it, so a re-run tries the image again), the
+job's counters with its liveness (`progress_at` now, any waiting reason cleared) and, when this batch is
+the last, the job's end. Elsewhere (SQLite, embedded) the same steps run in one transaction.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, delete, tuple_, update
+from sqlalchemy import Engine, bindparam, delete, tuple_, update
 from sqlalchemy.orm import Session
 
-from tagger.db.arrays import array_literal
+from tagger.db.arrays import array_literal, text_array_literal
 from tagger.db.engine import run_statement
 from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert_many
 from tagger.jobs.lifecycle import finish_if_complete, mark_running
+from tagger.storage import UNKNOWN, Fingerprint
 from tagger_client.contract import ItemState
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class Tagged:
 
     image_id: int
     tags: list[tuple[int, float]]
+    fingerprint: Fingerprint = UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,18 @@ class TaggedRows:
     row_images: list[int] = field(default_factory=list)
     row_tags: list[int] = field(default_factory=list)
     row_probs: list[float] = field(default_factory=list)
+    fingerprints: list[Fingerprint] = field(default_factory=list)  # per tagged image; empty: none known
 
     @classmethod
     def of(cls, tagged: Sequence[Tagged]) -> TaggedRows:
         rows = [(t.image_id, tag, float(p)) for t in tagged for tag, p in t.tags]
-        return cls([t.image_id for t in tagged], [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        images, fingerprints = [t.image_id for t in tagged], [t.fingerprint for t in tagged]
+        return cls(images, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], fingerprints)
+
+    def by_image(self) -> list[tuple[int, Fingerprint]]:
+        """(image id, fingerprint) of every tagged image, by id: the order every write locks rows in."""
+        fingerprints = self.fingerprints or [UNKNOWN] * len(self.image_ids)
+        return sorted(zip(self.image_ids, fingerprints, strict=True))
 
 
 @dataclass(frozen=True)
@@ -137,8 +147,15 @@ written AS (
     ON CONFLICT (image_id, tag_id, model_version_id) DO UPDATE SET probability = EXCLUDED.probability
 ),
 images_tagged AS (
-    UPDATE images SET model_version_id = %(version)s, tagged_at = now()
-    WHERE id = ANY(%(tagged)s::bigint[]) AND id IN (SELECT image_id FROM claimed)
+    UPDATE images SET model_version_id = %(version)s, tagged_at = now(),
+        size_bytes = f.size_bytes, mtime_ns = f.mtime_ns, etag = f.etag, sha256 = f.sha256
+    FROM unnest(%(tagged)s::bigint[], %(sizes)s::bigint[], %(mtimes)s::bigint[], %(etags)s::text[],
+                %(hashes)s::text[]) AS f(image_id, size_bytes, mtime_ns, etag, sha256)
+    WHERE images.id = f.image_id AND f.image_id IN (SELECT image_id FROM claimed)
+),
+images_failed AS (
+    UPDATE images SET size_bytes = NULL, mtime_ns = NULL, etag = NULL, sha256 = NULL
+    WHERE id IN (SELECT image_id FROM failed)
 ),
 moved AS (
     SELECT (SELECT count(*) FROM claimed) AS done, (SELECT count(*) FROM failed) AS failed,
@@ -178,10 +195,15 @@ def _write_postgres(
     refused: Sequence[Refused],
     skipped: Sequence[int],
 ) -> BatchCounts:
+    tagged = rows.by_image()
     params = {
         "job": job_id,
         "version": version_id,
-        "tagged": array_literal(sorted(rows.image_ids)),
+        "tagged": array_literal(i for i, _ in tagged),
+        "sizes": array_literal(f.size for _, f in tagged),
+        "mtimes": array_literal(f.mtime_ns for _, f in tagged),
+        "etags": text_array_literal(f.etag for _, f in tagged),
+        "hashes": text_array_literal(f.sha256 for _, f in tagged),
         "row_images": array_literal(rows.row_images),
         "row_tags": array_literal(rows.row_tags),
         "row_probs": array_literal(rows.row_probs),
@@ -212,6 +234,13 @@ def _write_generic(
             for r in refused
             for image_id in _leave_pending(session, job_id, [r.image_id], ItemState.FAILED, error=r.reason[:2000])
         )
+        if failed_ids:  # a failed attempt forgets what the bytes were: a re-run tries the image again
+            session.execute(
+                update(Image)
+                .where(Image.id.in_(failed_ids))
+                .values(size_bytes=None, mtime_ns=None, etag=None, sha256=None)
+                .execution_options(synchronize_session=False)
+            )
         skip = len(_leave_pending(session, job_id, list(skipped), ItemState.SKIPPED)) if skipped else 0
         if claimed or failed_ids or skip:
             mark_running(session, job_id)
@@ -253,8 +282,8 @@ def _write_suggestions(session: Session, version_id: int | None, rows: TaggedRow
     if keep:
         stale = stale.where(tuple_(Suggestion.image_id, Suggestion.tag_id).not_in([(i, t) for i, t, _ in keep]))
     session.execute(stale.execution_options(synchronize_session=False))
+    now = utcnow()
     if keep:
-        now = utcnow()
         params = [
             {"image_id": i, "tag_id": t, "model_version_id": version_id, "probability": p, "created_at": now}
             for i, t, p in keep
@@ -262,9 +291,20 @@ def _write_suggestions(session: Session, version_id: int | None, rows: TaggedRow
         session.execute(
             upsert_many(session, Suggestion, ["image_id", "tag_id", "model_version_id"], ["probability"]), params
         )
-    session.execute(
+    session.connection().execute(  # one executemany, each image with its own fingerprint
         update(Image)
-        .where(Image.id.in_(claimed))
-        .values(model_version_id=version_id, tagged_at=utcnow())
-        .execution_options(synchronize_session=False)
+        .where(Image.id == bindparam("b_image"))
+        .values(
+            model_version_id=version_id,
+            tagged_at=now,
+            size_bytes=bindparam("b_size"),
+            mtime_ns=bindparam("b_mtime"),
+            etag=bindparam("b_etag"),
+            sha256=bindparam("b_hash"),
+        ),
+        [
+            {"b_image": i, "b_size": f.size, "b_mtime": f.mtime_ns, "b_etag": f.etag, "b_hash": f.sha256}
+            for i, f in rows.by_image()
+            if i in claimed
+        ],
     )

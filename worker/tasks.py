@@ -120,6 +120,7 @@ class JobView:
     queue: str
     max_attempts: int
     active_version_id: int | None  # as this delivery read it: the version its images must be tagged by
+    content_hash: bool = False  # the job records each image's SHA-256
     # Cancelled, or past its time limit, with its listing complete: no batch of it can tag an image again
     # (tagger.worker.ended), so once none of its images is pending the process remembers it.
     over_for_good: bool = False
@@ -128,8 +129,9 @@ class JobView:
 def run_batch(job_id: str, image_ids: list[int], ctx: WorkerContext | None = None) -> Outcome:
     """One delivery of a batch, as named steps: gate the job -> claim -> tag -> record -> schedule retries.
 
-    Callable without Celery (tests, with their own `ctx`); each step is a function of its own. A batch of a
-    job this process knows to be over for good is answered first, with no database read and no model work.
+    Callable without Celery (tests pass a context of their own, else this process's); each step is a
+    function of its own. A batch of a job this process knows to be over for good is answered first, with
+    no database read and no model work.
     """
     from tagger.logs import log_context
     from tagger.worker.prometheus import IN_FLIGHT
@@ -168,7 +170,9 @@ def _claim_fresh(ctx: WorkerContext, job_id: str, image_ids: list[int]) -> tuple
     claim = claim_fresh(ctx.engine, job_id, image_ids)
     if claim is None:
         return None
-    job = JobView(job_id, JobState(claim.state), claim.queue, claim.max_attempts, claim.active_version_id)
+    job = JobView(
+        job_id, JobState(claim.state), claim.queue, claim.max_attempts, claim.active_version_id, claim.content_hash
+    )
     _hold(ctx, "claimed", job_id, claim.items)
     return job, claim.items
 
@@ -183,7 +187,8 @@ def _read_job(ctx: WorkerContext, job_id: str) -> JobView | None:
         if found is None:
             return None
         row, active_id, past_deadline = found
-        job = JobView(row.id, JobState(row.state), row.queue, row.max_attempts, active_id)
+        hashing = bool((row.options or {}).get("content_hash"))
+        job = JobView(row.id, JobState(row.state), row.queue, row.max_attempts, active_id, hashing)
         listed = row.listing_complete
     if past_deadline:
         with ctx.sessions() as session, session.begin():
@@ -276,6 +281,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
         max_bytes=ctx.settings.max_image_bytes,
         read_timeout=ctx.settings.read_timeout,
         on_device=served.on_device,
+        content_hash=job.content_hash,
     )
     t_loaded = time.perf_counter()
     _hold(ctx, "fetched", job.id, todo)
@@ -291,6 +297,7 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
         with device_lock:
             probs = model.predict(batch)
         rows = suggestion_rows(probs, model.thresholds, [item.image_id for item in loaded], model.tag_ids)
+        rows = replace(rows, fingerprints=[item.fingerprint for item in loaded])
     for f in failed:
         log.info("job %s: image %d failed: %s", job.id, f.image_id, f.reason)
     t_inferred = time.perf_counter()

@@ -84,10 +84,14 @@ class TaggerClient:
         notify_task: str | None = None,
         time_limit: float | None = None,
         batch_size: int | None = None,
+        incremental: bool | None = None,
+        content_hash: bool | None = None,
     ) -> str:
         """Queue a job over keys, a storage prefix, or a database query; returns its id at once.
 
-        The same idempotency key always yields the same job id, and a second submission is a no-op.
+        The same idempotency key always yields the same job id, and a second submission is a no-op. A prefix
+        tags only what is new or changed since it was tagged (`incremental=False`: everything); keys are
+        tagged as named. `content_hash=True` records the SHA-256 of each image's bytes and compares by it.
         """
         try:
             spec = JobSpec.new(
@@ -102,6 +106,8 @@ class TaggerClient:
                 notify_task=notify_task,
                 time_limit=time_limit,
                 batch_size=batch_size,
+                incremental=incremental,
+                content_hash=content_hash,
             )
         except MessageError as exc:
             raise InvalidSubmission(str(exc)) from None
@@ -198,6 +204,7 @@ class TaggerClient:
             progress_at=row["progress_at"],
             waiting_reason=row["waiting_reason"],
             waiting_since=row["waiting_since"],
+            unchanged=row["unchanged"],
         )
 
     def wait(

@@ -118,6 +118,13 @@ class JobSpec:
     Exactly one source: `keys` (explicit storage keys), `prefix` (a storage listing, streamed), `query`
     (images in the database: `untagged`, `stale`, or `missing` any of `tags`), or `key_file` (a file of
     keys on the submitter's machine; the CLI reads it itself, so it never travels in a message).
+
+    A listing is incremental unless `incremental` is False: it passes over the images the active version
+    tagged from bytes that look the same now (size and modification time, or ETag), and counts them.
+    Keys and a key file tag what they name (`incremental` may only be False there); a query selects its
+    own images. `content_hash` records the SHA-256 of every image's bytes as it is tagged, and makes an
+    incremental listing read what looks unchanged and compare hashes (None: the producer's
+    TAGGER_CONTENT_HASH).
     """
 
     job_id: str
@@ -135,6 +142,8 @@ class JobSpec:
     webhook: str | None = None
     notify_task: str | None = None
     time_limit: float | None = None  # seconds from submission; then the job fails and the rest is skipped
+    incremental: bool | None = None  # a listing: pass over what is unchanged since tagged (None: True); False: all
+    content_hash: bool | None = None  # record SHA-256s and compare by them; None: the producer's TAGGER_CONTENT_HASH
 
     def __post_init__(self) -> None:
         if not isinstance(self.job_id, str) or not _JOB_ID.match(self.job_id):
@@ -172,6 +181,16 @@ class JobSpec:
         limit = self.time_limit
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0):
             raise MessageError(f"time_limit must be a positive number of seconds, got {limit!r}")
+        for name in ("incremental", "content_hash"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise MessageError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.incremental is not None and self.query is not None:
+            raise MessageError("incremental goes with a prefix (a listing): a query selects its own images")
+        if self.incremental and self.prefix is None:
+            raise MessageError(
+                "incremental needs a prefix (a listing, which says what each file's bytes are): explicit keys "
+                "are tagged as named"
+            )
         for name in ("prefix", "storage_url", "webhook", "notify_task", "key_file"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise MessageError(f"{name} must be a string")
@@ -223,6 +242,11 @@ class JobSpec:
     def queue(self) -> str:
         """The queue this job's batches go to."""
         return PRIORITIES[self.priority]
+
+    @property
+    def passes_over_unchanged(self) -> bool:
+        """Whether the listing passes over what is unchanged since tagged: a prefix's default."""
+        return self.prefix is not None and self.incremental is not False
 
     def describe(self, storage_url: str | None = None) -> str:
         """What the job reads, for people (`tagger jobs list`); `storage_url` stands in for a default storage."""

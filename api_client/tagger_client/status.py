@@ -26,6 +26,7 @@ class JobStatus:
     progress_at: datetime | None = None  # when items last moved
     waiting_reason: str | None = None  # while items cannot move: why (a worker's infrastructure error)
     waiting_since: datetime | None = None
+    unchanged: int = 0  # listed images passed over: the active version tagged them from the same bytes
 
     @property
     def waiting(self) -> str | None:
@@ -79,6 +80,7 @@ class JobStatus:
             "done": self.done,
             "failed": self.failed,
             "skipped": self.skipped,
+            "unchanged": self.unchanged,
             "listing_complete": self.listing_complete,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,

@@ -16,6 +16,7 @@ jobs = Table(
     Column("done", Integer),
     Column("failed", Integer),
     Column("skipped", Integer),
+    Column("unchanged", Integer),
     Column("listing_complete", Boolean),
     Column("error", Text),
     Column("created_at", DateTime(timezone=True)),

@@ -81,7 +81,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     storage_url = archive.resolve().as_uri()
     with ExitStack() as stack:
         workers = start_local_cluster(stack, settings, args.workers)
-        spec = JobSpec.new(prefix="", storage_url=storage_url)
+        spec = JobSpec.new(prefix="", storage_url=storage_url, incremental=False)  # every still, by this model
         job = submit(sessions, broker_sender(settings, workers.settings.broker_url), spec, settings)
         with workers.explaining():
             result = wait(sessions, job.job_id, timeout=600, alive=workers.alive)

@@ -58,7 +58,11 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
             print_json(rows)
             return 0
         for r in rows:
-            print(f"{r['id']}  {r['state']:<20} {r['done']}/{r['total']} done, {r['failed']} failed  {r['source']}")
+            unchanged = f", {r['unchanged']} unchanged" if r["unchanged"] else ""
+            print(
+                f"{r['id']}  {r['state']:<20} {r['done']}/{r['total']} done, {r['failed']} failed{unchanged}  "
+                f"{r['source']}"
+            )
         return 0
     job_id = resolve(sessions, args.job_id) if getattr(args, "job_id", None) else None
     if command == "show":

@@ -64,9 +64,10 @@ def print_job(job: Any, failed: list[tuple[str, str]]) -> None:
     rate = f"{job.rate:.1f} images/s" if job.rate else "-"
     waiting = getattr(job, "waiting", None)
     eta = f", about {job.eta_seconds:.0f}s left" if job.eta_seconds and not waiting else ""
+    unchanged = f", {job.unchanged} unchanged" if job.unchanged else ""
     print(
         f"job {job.id}: {job.state.value}: {job.done} tagged, {job.failed} failed, "
-        f"{job.skipped} skipped of {job.total} ({rate}{eta})" + (f"; {job.error}" if job.error else "")
+        f"{job.skipped} skipped of {job.total}{unchanged} ({rate}{eta})" + (f"; {job.error}" if job.error else "")
     )
     if waiting:
         print(f"  {waiting}")

@@ -21,7 +21,10 @@ def register(sub: Any) -> None:
         "workers and waits for the job; Ctrl-C or SIGTERM then pauses the job and stops them (`tagger jobs "
         "resume JOB` continues it). With a broker it only queues the job (add --wait to follow it). A listing "
         "skips hidden files and NAS clutter (@eaDir, #recycle, __MACOSX, ...) and files without an image "
-        "suffix, and reports how many it passed over, by reason.",
+        "suffix, and reports how many it passed over, by reason. A folder or prefix is tagged incrementally: "
+        "only images that are new, changed since they were tagged (size and modification time, or S3 ETag), "
+        "tagged by another model version, or failed last time; --all tags every one. A key file is tagged "
+        "as listed.",
     )
     p.add_argument(
         "source",
@@ -55,6 +58,19 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--all-files", action="store_true", help="list every file, not only image suffixes (= --include '*')"
     )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="tag every listed image, also those unchanged since the active model tagged them (default: only "
+        "what is new, changed, stale or failed)",
+    )
+    p.add_argument(
+        "--hash",
+        action="store_true",
+        default=None,
+        help="record each image's SHA-256 as it is tagged, and compare by it: a re-run reads what the listing "
+        "calls unchanged and re-tags what hashes otherwise (default: TAGGER_CONTENT_HASH)",
+    )
     p.add_argument("--wait", action="store_true", help="follow the job until it ends (always, without a broker)")
     p.add_argument("--batch-size", type=int, default=None, help="images per task, 1-1024 (default TAGGER_BATCH_SIZE)")
     p.add_argument(
@@ -86,11 +102,14 @@ def job_spec(args: argparse.Namespace, settings: Settings) -> Any:
         raise ConfigError("--tags goes with --query missing")
     if args.storage and not query:
         raise ConfigError("--storage goes with --query or --stale (a SOURCE names its own storage)")
+    if args.all and query:
+        raise ConfigError("--all goes with a SOURCE (a folder or prefix): a query selects its own images")
     common: dict[str, Any] = {
         "priority": args.priority,
         "batch_size": args.batch_size,
         "idempotency_key": args.idempotency_key,
         "time_limit": args.time_limit,
+        "content_hash": args.hash,
     }
     try:
         if query:
@@ -105,7 +124,12 @@ def job_spec(args: argparse.Namespace, settings: Settings) -> Any:
             return JobSpec.new(key_file=args.source, storage_url=settings.storage_url, **common)
         include = ["*"] if args.all_files else args.include
         return JobSpec.new(
-            prefix="", storage_url=storage_url_for(args.source), include=include, exclude=args.exclude, **common
+            prefix="",
+            storage_url=storage_url_for(args.source),
+            include=include,
+            exclude=args.exclude,
+            incremental=False if args.all else None,
+            **common,
         )
     except MessageError as exc:
         raise ConfigError(str(exc)) from None
@@ -149,6 +173,8 @@ def cmd_tag(args: argparse.Namespace, settings: Settings) -> int:
                     reconcile(sessions, where.send, job_id)
             if job.passed_over:
                 print(f"passed over: {_reasons(job.passed_over)}", file=sys.stderr)
+            if job.unchanged:
+                print(f"{job.unchanged} unchanged since tagged by the active model (--all tags them)", file=sys.stderr)
             if not (args.wait or where.local):
                 print_json(summary(sessions, job_id).as_dict()) if args.json else print(job_id)
                 return 0

@@ -2,14 +2,15 @@
 
 A producer lists a million keys: this is its hot path. On PostgreSQL a page of keys is one statement
 (the keys travel as one newline-joined text, which no valid key or readable name contains); on SQLite
-it is one executemany and one lookup. Neither builds a statement per key.
+it is one executemany and one lookup. Neither builds a statement per key. The same lookup returns what
+an incremental re-run compares: the version that last tagged each image and what its bytes were then.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import DateTime, select, text
 from sqlalchemy.orm import Session
@@ -27,12 +28,25 @@ def storage_id(session: Session, url: str) -> int:
     return int(session.scalars(select(Storage.id).where(Storage.url == url)).one())
 
 
+class ImageRecord(NamedTuple):
+    """An image as a producer finds it: its id, the version that last tagged it (None: never) and what its
+    bytes were when it was tagged (all None for a new image, or one whose last attempt failed)."""
+
+    id: int
+    model_version_id: int | None = None
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
+    etag: str | None = None
+    sha256: str | None = None
+
+
 # Known keys through the (storage_id, key) index, whatever the planner knows of the table (a join on
 # `key` chose a scan of all images per page without statistics); the rest inserted. A key another
-# producer inserts meanwhile is returned by neither part: `image_ids` looks it up again.
+# producer inserts meanwhile is returned by neither part: `image_records` looks it up again.
 _IDS_POSTGRES = """
 WITH found AS (
-    SELECT key, id FROM images WHERE storage_id = :storage AND key = ANY(string_to_array(:keys, E'\\n'))
+    SELECT key, id, model_version_id, size_bytes, mtime_ns, etag, sha256
+    FROM images WHERE storage_id = :storage AND key = ANY(string_to_array(:keys, E'\\n'))
 ),
 added AS (
     INSERT INTO images (storage_id, key, created_at)
@@ -42,10 +56,14 @@ added AS (
     ON CONFLICT (storage_id, key) DO NOTHING
     RETURNING key, id
 )
-SELECT key, id FROM found UNION ALL SELECT key, id FROM added
+SELECT key, id, model_version_id, size_bytes, mtime_ns, etag, sha256 FROM found
+UNION ALL SELECT key, id, NULL, NULL, NULL, NULL, NULL FROM added
 """
 
-_IDS_SQLITE = "SELECT key, id FROM images WHERE storage_id = :storage AND key IN (SELECT value FROM json_each(:keys))"
+_IDS_SQLITE = """
+SELECT key, id, model_version_id, size_bytes, mtime_ns, etag, sha256
+FROM images WHERE storage_id = :storage AND key IN (SELECT value FROM json_each(:keys))
+"""
 
 
 def sqlite_now(session: Session) -> Any:
@@ -57,7 +75,12 @@ def sqlite_now(session: Session) -> Any:
 
 
 def image_ids(session: Session, storage: int, keys: Sequence[str]) -> dict[str, int]:
-    """key -> image id for `keys` under the storage with id `storage`, inserting the new ones.
+    """key -> image id for `keys` under the storage with id `storage`, inserting the new ones."""
+    return {key: found.id for key, found in image_records(session, storage, keys).items()}
+
+
+def image_records(session: Session, storage: int, keys: Sequence[str]) -> dict[str, ImageRecord]:
+    """key -> ImageRecord for `keys` under the storage with id `storage`, inserting the new ones.
 
     Keys hold no newline (`tagger.storage.validate_key`; failed names are `readable`); raises
     ValueError for one that does, rather than splitting it.
@@ -68,17 +91,17 @@ def image_ids(session: Session, storage: int, keys: Sequence[str]) -> dict[str, 
     if any("\n" in k or not k for k in unique):
         raise ValueError("an image key is empty or holds a newline: validate it (tagger.storage.validate_key) first")
     if session.get_bind().dialect.name == "postgresql":
-        ids: dict[str, int] = {}
+        found: dict[str, ImageRecord] = {}
         todo = unique
         while todo:  # twice at most: a key inserted by another producer while this statement ran
             rows = session.execute(text(_IDS_POSTGRES), {"keys": "\n".join(todo), "storage": storage})
-            ids.update((key, image_id) for key, image_id in rows)
-            todo = [k for k in todo if k not in ids]
-        return ids
+            found.update((key, ImageRecord(*rest)) for key, *rest in rows)
+            todo = [k for k in todo if k not in found]
+        return found
     now = sqlite_now(session)
     session.connection().exec_driver_sql(
         "INSERT OR IGNORE INTO images (storage_id, key, created_at) VALUES (?, ?, ?)",
         [(storage, k, now) for k in unique],
     )
     rows = session.execute(text(_IDS_SQLITE), {"keys": json.dumps(unique), "storage": storage})
-    return {key: image_id for key, image_id in rows}
+    return {key: ImageRecord(*rest) for key, *rest in rows}

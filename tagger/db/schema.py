@@ -56,6 +56,13 @@ class Image(Base):
     # The model version that last tagged the image: NULL is "never tagged", older than active is "stale".
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), index=True)
     tagged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What its bytes were when it was last tagged, as the worker read them: the size and a file's
+    # modification time or an S3 ETag, and the SHA-256 when the job hashed. A re-run passes over an image
+    # whose listing shows the same (tagger.jobs.incremental); a failed attempt clears them, so it is tried again.
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    etag: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class Tag(Base):
@@ -147,6 +154,8 @@ class Job(Base):
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
+    # Listed images passed over because the active version tagged them from the same bytes: never items.
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
     batches: Mapped[int] = mapped_column(Integer, default=0)
     listing_complete: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)

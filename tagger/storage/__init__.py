@@ -6,18 +6,23 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from tagger.errors import ConfigError, NotFoundError
-from tagger.storage.base import Storage, is_image_key
+from tagger.storage.base import UNKNOWN, Blob, Fingerprint, Listed, Storage, is_image_key, sha256_hex
 from tagger.storage.keys import readable, validate_key
 from tagger.storage.local import LocalStorage
 from tagger.storage.s3 import S3Storage
 
 __all__ = [
+    "UNKNOWN",
+    "Blob",
+    "Fingerprint",
+    "Listed",
     "Storage",
     "LocalStorage",
     "S3Storage",
     "canonical_url",
     "open_storage",
     "is_image_key",
+    "sha256_hex",
     "readable",
     "validate_key",
     "storage_url_for",

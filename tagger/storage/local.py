@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tagger.errors import ImageError, InvalidKeyError, ObjectMissingError, PermanentError, StorageError
+from tagger.storage.base import UNKNOWN, Blob, Fingerprint, Listed
 from tagger.storage.keys import validate_key
 
 
@@ -24,8 +25,9 @@ class LocalStorage:
             raise InvalidKeyError(f"key resolves outside the storage root: {key!r:.80}")
         return path
 
-    def list_keys(self, prefix: str = "", *, passed_over: Counter[str] | None = None) -> Iterator[str]:
-        """Depth-first, in lexicographic order (as S3 lists), holding one directory's names at a time.
+    def list_entries(self, prefix: str = "", *, passed_over: Counter[str] | None = None) -> Iterator[Listed]:
+        """Depth-first, in lexicographic order (as S3 lists), holding one directory's names at a time; each
+        file with its size and modification time (one stat, through links, as a read would open it).
 
         Links out of the root are never followed, and each folder is walked once however links inside the
         root are arranged (a link back to an ancestor, two folders linking to each other, a second link to
@@ -44,7 +46,7 @@ class LocalStorage:
         while stack:
             path, key, is_dir = stack.pop()
             if not is_dir:
-                yield key
+                yield Listed(key, _stat_fingerprint(path))
                 continue
             try:
                 folder = os.stat(path)
@@ -76,8 +78,12 @@ class LocalStorage:
             raise ObjectMissingError(f"no folder {prefix!r} in {self.root}")
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
-        """The file's bytes. Only a regular file is read: a named pipe or a device under the key is refused
-        before a byte is read (opened non-blocking, so a pipe with no writer cannot hold the reader)."""
+        return self.fetch(key, max_bytes=max_bytes).data
+
+    def fetch(self, key: str, *, max_bytes: int | None = None) -> Blob:
+        """The file's bytes, with the size and modification time of the file they were read from (its fstat).
+        Only a regular file is read: a named pipe or a device under the key is refused before a byte is read
+        (opened non-blocking, so a pipe with no writer cannot hold the reader)."""
         path = self._path(key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -99,7 +105,7 @@ class LocalStorage:
                 raise ImageError(f"file is {status.st_size} bytes, over the limit of {max_bytes}")
             with open(fd, "rb") as fh:
                 fd = -1  # the file object owns it now
-                return fh.read()
+                return Blob(fh.read(), Fingerprint(status.st_size, status.st_mtime_ns))
         except OSError as exc:
             raise StorageError(f"cannot read {key}: {exc}") from exc
         finally:
@@ -126,6 +132,15 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+
+def _stat_fingerprint(path: str) -> Fingerprint:
+    """A listed file's size and modification time; unknown when it vanished meanwhile (its read says why)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return UNKNOWN
+    return Fingerprint(status.st_size, status.st_mtime_ns)
 
 
 def _file_kind(mode: int) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tagger.errors import ConfigError, ImageError, ObjectMissingError, PermanentError, StorageError
+from tagger.storage.base import Blob, Fingerprint, Listed
 from tagger.storage.keys import validate_key
 
 
@@ -39,8 +40,9 @@ class S3Storage:
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def list_keys(self, prefix: str = "", *, passed_over: Counter[str] | None = None) -> Iterator[str]:
-        """Page through ListObjectsV2; one page (at most 1,000 keys) is held at a time."""
+    def list_entries(self, prefix: str = "", *, passed_over: Counter[str] | None = None) -> Iterator[Listed]:
+        """Page through ListObjectsV2; one page (at most 1,000 keys) is held at a time. Each object comes
+        with the size and ETag the page already carries."""
         full_prefix = self.prefix + "/" if self.prefix else ""
         if prefix:
             full_prefix += prefix
@@ -51,7 +53,7 @@ class S3Storage:
                 for obj in page.get("Contents", []):
                     key = obj["Key"][strip:]
                     if key and not key.endswith("/"):
-                        yield key
+                        yield Listed(key, Fingerprint(obj.get("Size"), None, _etag(obj.get("ETag"))))
         except self.client.exceptions.NoSuchBucket:
             raise ObjectMissingError(f"no such bucket: {self.bucket}") from None
         except Exception as exc:
@@ -92,6 +94,10 @@ class S3Storage:
         raise ObjectMissingError(f"nothing is stored under {where}{hint}")
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        return self.fetch(key, max_bytes=max_bytes).data
+
+    def fetch(self, key: str, *, max_bytes: int | None = None) -> Blob:
+        """The object's bytes, with the size and ETag of the GetObject answer that carried them."""
         object_key = self._object_key(key)
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=object_key)
@@ -99,7 +105,8 @@ class S3Storage:
             if max_bytes is not None and size > max_bytes:
                 response["Body"].close()
                 raise ImageError(f"object is {size} bytes, over the limit of {max_bytes}")
-            return response["Body"].read()
+            data = response["Body"].read()
+            return Blob(data, Fingerprint(len(data), None, _etag(response.get("ETag"))))
         except self.client.exceptions.NoSuchKey:
             raise ObjectMissingError(f"no such object: {self.url}/{key}") from None
         except self.client.exceptions.NoSuchBucket:
@@ -173,6 +180,11 @@ PERMANENT_CODES = {
     "NoSuchBucket": "",
     "403": " (forbidden: check the credentials and the bucket policy)",
 }
+
+
+def _etag(value: str | None) -> str | None:
+    """An ETag as S3 sends it (in quotes, in listings and GetObject alike) without its quotes; None if absent."""
+    return (value.strip('"') or None) if value else None
 
 
 def _error_code(exc: Exception) -> str:

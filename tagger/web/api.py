@@ -20,7 +20,9 @@ MAX_OFFSET = 10_000_000  # paging deeper than this is an export's job (`tagger e
 
 
 class Submission(BaseModel):
-    """A job over exactly one of keys, prefix or query (the same fields as `TaggerClient.submit`)."""
+    """A job over exactly one of keys, prefix or query (the same fields as `TaggerClient.submit`). A prefix is
+    incremental (what is new, changed, stale or failed) unless `incremental` is false; keys are tagged as
+    named."""
 
     model_config = ConfigDict(extra="forbid")
     keys: list[str] | None = None
@@ -33,6 +35,8 @@ class Submission(BaseModel):
     webhook: str | None = None
     time_limit: float | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, ge=1, le=1024)
+    incremental: bool | None = None
+    content_hash: bool | None = None
 
 
 class Submitted(BaseModel):

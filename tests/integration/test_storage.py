@@ -37,7 +37,7 @@ def test_s3_round_trip_and_paginated_listing(s3: object) -> None:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: storage.write(k, k.encode()), keys))
     client.put_object(Bucket="listing", Key="elsewhere/x.jpg", Body=b"x")
-    listed = list(storage.list_keys())
+    listed = [e.key for e in storage.list_entries()]
     assert listed == keys
     assert storage.read("k/00042.jpg") == b"k/00042.jpg"
     with pytest.raises(ObjectMissingError):

@@ -218,13 +218,14 @@ def test_every_documented_source_form_sent_as_raw_json_ends_in_a_finished_job(  
     states = {form: (s.state.value, s.total, s.done) for form, s in finished.items()}
     assert states == {
         str(forms[0]): ("done", 4, 4),
-        str(forms[1]): ("done", 12, 12),
+        str(forms[1]): ("done", 8, 8),  # a listing: the four keys tagged just before are unchanged
         str(forms[2]): ("done", 0, 0),  # the prefix job tagged every image already
         str(forms[3]): ("done", 0, 0),  # one model: nothing is stale
         str(forms[4]): ("done", finished[str(forms[4])].total, finished[str(forms[4])].total),
         str(forms[5]): ("failed", 0, 0),
     }, states
     assert "unknown submit_job fields ['colour']" in (finished[str(forms[5])].error or "")
+    assert finished[str(forms[1])].unchanged == 4
 
 
 def test_an_interactive_image_is_taken_before_a_waiting_bulk_backlog(  # type: ignore[no-untyped-def]

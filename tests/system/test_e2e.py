@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,17 +14,7 @@ from tagger.db.schema import Image, ModelVersion, Suggestion
 from tagger.settings import Settings
 from tagger.worker.local import LocalWorkers
 from tests.conftest import make_model, make_settings, write_bad_files, write_stills
-
-
-def tagger(
-    settings: Settings, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-    env.update(settings.as_env())
-    env.update(extra_env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "tagger", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+from tests.support.cli import tagger
 
 
 def suggestion_rows(settings: Settings) -> tuple[int, int, set[str]]:
@@ -111,7 +98,11 @@ def pg_s3_settings(postgres, s3, redis_url: str, tmp_path: Path) -> Settings:  #
     return make_settings(tmp_path, url, broker_url=redis_url)
 
 
-def test_s3_prefix_on_postgres_twice_leaves_the_same_rows(pg_s3_settings: Settings, s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_s3_prefix_on_postgres_again_tags_nothing_and_all_leaves_the_same_rows(  # type: ignore[no-untyped-def]
+    pg_s3_settings: Settings, s3, tmp_path: Path
+) -> None:
+    """Through the real CLI and a worker: a re-run over an unchanged prefix queues nothing and ends at once,
+    `--all` re-tags every image, rewriting the same rows; a key file is tagged as listed."""
     settings = pg_s3_settings
     bucket = f"stills-{uuid.uuid4().hex[:8]}"
     s3.client().create_bucket(Bucket=bucket)
@@ -129,7 +120,9 @@ def test_s3_prefix_on_postgres_twice_leaves_the_same_rows(pg_s3_settings: Settin
         first = tagger(settings, "tag", source, "--wait", "--json")
         assert first.returncode == 0, first.stderr[-3000:] + (tmp_path / "workers.log").read_text()[-3000:]
         rows_after_first = suggestion_rows(settings)
-        second = tagger(settings, "tag", source, "--wait", "--json")
+        again = tagger(settings, "tag", source, "--wait", "--json")
+        assert again.returncode == 0 and "20 unchanged since tagged by the active model" in again.stderr, again.stderr
+        second = tagger(settings, "tag", source, "--all", "--wait", "--json")
         assert second.returncode == 0, second.stderr[-3000:]
         key_file = tmp_path / "keys.txt"
         key_file.write_text("# a few keys, relative to TAGGER_STORAGE_URL\n" + "\n".join(keys[:5]) + "\n")
@@ -137,13 +130,15 @@ def test_s3_prefix_on_postgres_twice_leaves_the_same_rows(pg_s3_settings: Settin
         assert from_file.returncode == 0, from_file.stderr[-3000:]
         assert workers.alive()
     listed = json.loads(tagger(settings, "jobs", "list", "--json").stdout)
-    assert [j["source"] for j in listed] == [str(key_file), source, source]
+    assert [j["source"] for j in listed] == [str(key_file), source, source, source]
     report = json.loads(from_file.stdout)
     assert (report["state"], report["total"], report["done"], report["failed"]) == ("done", 5, 5, 0)
     for run in (first, second):
         report = json.loads(run.stdout)
-        assert (report["state"], report["done"], report["failed"]) == ("done", 20, 0)
-    assert json.loads(first.stdout)["id"] != json.loads(second.stdout)["id"]
+        assert (report["state"], report["done"], report["failed"], report["unchanged"]) == ("done", 20, 0, 0)
+    nothing = json.loads(again.stdout)
+    assert (nothing["state"], nothing["total"], nothing["unchanged"]) == ("done", 0, 20)
+    assert len({json.loads(run.stdout)["id"] for run in (first, again, second)}) == 3
     total, images, _ = rows_after_first
     assert images == 20 and total > 0
     assert suggestion_rows(settings) == rows_after_first  # no duplicates, nothing lost

@@ -11,7 +11,7 @@ import pytest
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tests.conftest import make_model, make_settings
 from tests.support import hostile_corpus
-from tests.system.test_e2e import tagger
+from tests.support.cli import tagger
 
 
 @pytest.mark.parametrize(

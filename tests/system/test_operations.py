@@ -32,9 +32,9 @@ from tagger.jobs.progress import summary
 from tagger.settings import Settings
 from tagger.worker.local import LocalWorkers
 from tests.conftest import make_model, make_settings, submit_keys, write_stills
+from tests.support.cli import tagger
 from tests.support.servers import PrometheusServer, debian_binary, free_port, wait_port
 from tests.support.waiting import children, until
-from tests.system.test_e2e import tagger
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "metrics-token-for-the-tests-0123"

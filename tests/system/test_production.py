@@ -21,10 +21,12 @@ from tagger.worker.local import LocalWorkers
 from tagger_client import TaggerClient
 from tagger_client.contract import QUEUE_TRAINING
 from tests.conftest import make_settings
+from tests.support.cli import tagger
+from tests.support.training import SMALL
+from tests.support.training import TINY as TRAIN_TINY
 from tests.support.waiting import until
-from tests.system.test_e2e import tagger
 
-TINY = ["--size", "32", "--batch-size", "16", "--random-init", "--lr-spread", "1", "--epochs", "1"]
+TINY = [*TRAIN_TINY, *SMALL, "--epochs", "1"]
 
 
 def test_from_empty_servers_to_an_archive_tagged_and_retagged_by_a_retrained_model(

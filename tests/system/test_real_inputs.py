@@ -18,8 +18,8 @@ from tagger.db import make_engine, make_sessionmaker
 from tagger.db.schema import Job, JobItem
 from tagger.settings import Settings
 from tests.conftest import make_settings, write_stills
+from tests.support.cli import tagger
 from tests.support.waiting import descendants
-from tests.system.test_e2e import tagger
 
 # Names a listing really meets that cannot be keys, and the readable form their reason must show.
 BAD_NAMES: dict[bytes, str] = {

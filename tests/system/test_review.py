@@ -30,11 +30,13 @@ from tagger.settings import Settings
 from tagger.tokens import create
 from tests.conftest import make_model, make_settings, write_stills
 from tests.support.servers import debian_binary, tagger_serve
+from tests.support.training import SMALL
+from tests.support.training import TINY as TRAIN_TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "night"
 HOSTILE_KEY = "stills/<img src=x onerror=alert(1)>.jpg"
-TINY = ["--size", "32", "--batch-size", "16", "--random-init", "--lr-spread", "1", "--epochs", "1"]
+TINY = [*TRAIN_TINY, *SMALL, "--epochs", "1"]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.jobs.progress import wait
 from tagger.worker.local import LocalWorkers
 from tests.conftest import make_model, make_settings, submit_keys, write_stills
-from tests.system.test_e2e import tagger
+from tests.support.cli import tagger
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:

@@ -15,8 +15,8 @@ from tagger.model import artifact
 from tagger.settings import Settings
 from tagger.storage import open_storage
 from tests.conftest import write_stills
+from tests.support.cli import tagger
 from tests.support.training import PNG, TINY, train
-from tests.system.test_e2e import tagger
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: the tour (docs/tour.md) trains on it

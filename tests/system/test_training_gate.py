@@ -7,12 +7,12 @@ from pathlib import Path
 
 from tagger.settings import Settings
 from tests.conftest import write_stills
-from tests.support.training import train
-from tests.system.test_e2e import tagger
+from tests.support.cli import tagger
+from tests.support.training import SMALL, train
 
 
 def test_the_gate_promotes_within_its_margin_and_force_overrides_it(archive: Path, sqlite_settings: Settings) -> None:
-    untrained = ["--epochs", "1", "--lr", "1e-9", "--json"]
+    untrained = [*SMALL, "--epochs", "1", "--lr", "1e-9", "--json"]
     first = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "1").stdout)
     assert first["activated"] and first["gate"]["reason"] == "no model is active yet"
     within = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "2", "--gate-margin", "1").stdout)
@@ -41,7 +41,7 @@ def test_a_candidate_that_drops_a_tag_is_held_back_and_queries_for_it_refused(
     without = tmp_path / "labels-without.csv"
     kept = [(key, " ".join(t for t in tags.split() if t != dropped)) for key, tags in (r.split(",", 1) for r in rows)]
     without.write_text("".join(f"{key},{tags}\n" for key, tags in kept))
-    untrained = ["--epochs", "1", "--lr", "1e-9", "--json", "--gate-margin", "1"]  # margin: the F2s always pass
+    untrained = [*SMALL, "--epochs", "1", "--lr", "1e-9", "--json", "--gate-margin", "1"]  # margin: the F2s always pass
     first = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "1").stdout)
     assert first["activated"]
     held = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "2", labels=str(without)).stdout)

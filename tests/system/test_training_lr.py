@@ -11,11 +11,11 @@ from pathlib import Path
 
 from tagger.processes import child_env
 from tagger.settings import Settings
-from tests.support.training import PNG, TINY, train
+from tests.support.training import PNG, SMALL, TINY, train
 
 
 def test_find_lr_plots_and_suggests(archive: Path, sqlite_settings: Settings) -> None:
-    result = train(sqlite_settings, archive, "--find-lr", "--json")
+    result = train(sqlite_settings, archive, *SMALL, "--find-lr", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert 1e-7 <= report["suggested_lr"] <= 10 and report["version"] is None
@@ -27,7 +27,18 @@ def test_interrupted_training_resumes_from_its_checkpoint(
 ) -> None:
     """kill -9 after the first checkpoint; --resume continues from the saved epoch, not from scratch."""
     ckpt = tmp_path / "ckpt"
-    args = ["--freeze-epochs", "0", "--epochs", "40", "--patience", "0", "--checkpoint", str(ckpt), "--no-activate"]
+    args = [
+        "--freeze-epochs",
+        "0",
+        "--epochs",
+        "40",
+        "--patience",
+        "0",
+        "--checkpoint",
+        str(ckpt),
+        "--no-activate",
+        *SMALL,
+    ]
     env = child_env(sqlite_settings)
     cmd = [sys.executable, "-m", "tagger", "train", "--labels", str(archive / "labels.csv"), "--images", str(archive)]
     proc = subprocess.Popen([*cmd, *TINY, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

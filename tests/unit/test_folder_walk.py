@@ -13,7 +13,7 @@ AGAIN = "a folder reached again through a link"
 
 def _walk(root: Path, prefix: str = "") -> tuple[list[str], Counter[str]]:
     passed: Counter[str] = Counter()
-    return list(LocalStorage(root).list_keys(prefix, passed_over=passed)), passed
+    return [e.key for e in LocalStorage(root).list_entries(prefix, passed_over=passed)], passed
 
 
 def _tree(root: Path, *files: str) -> None:

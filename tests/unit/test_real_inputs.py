@@ -25,6 +25,7 @@ from tagger.settings import Settings
         (["tag", "--query", "untagged", "--storage", "file:///nowhere"], 3, "no images were ever submitted from"),
         (["tag", "--tags", "night"], 2, "what to tag?"),
         (["tag", "{archive}", "--stale"], 2, "not both"),
+        (["tag", "--stale", "--all"], 2, "--all goes with a SOURCE"),
         (["tag", "{archive}/nothing-here"], 3, "nothing is there"),  # docs/tour.md: a folder not there is 3
         (["tag", "file:///nowhere/at/all"], 3, "no such folder: /nowhere/at/all"),
         (["export", "--tag", "no-such-tag"], 3, "no tag 'no-such-tag'"),

@@ -28,8 +28,14 @@ def test_local_listing_is_sorted_and_recursive(tmp_path: Path) -> None:
     for name in ["b/2.jpg", "b/1.jpg", "a.jpg", ".hidden/x.jpg", "c/d/e.png"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    assert list(LocalStorage(tmp_path).list_keys()) == [".hidden/x.jpg", "a.jpg", "b/1.jpg", "b/2.jpg", "c/d/e.png"]
-    assert list(LocalStorage(tmp_path).list_keys("b")) == ["b/1.jpg", "b/2.jpg"]
+    assert [e.key for e in LocalStorage(tmp_path).list_entries()] == [
+        ".hidden/x.jpg",
+        "a.jpg",
+        "b/1.jpg",
+        "b/2.jpg",
+        "c/d/e.png",
+    ]
+    assert [e.key for e in LocalStorage(tmp_path).list_entries("b")] == ["b/1.jpg", "b/2.jpg"]
 
 
 def test_a_listing_passes_over_clutter_and_non_images_and_counts_them(tmp_path: Path) -> None:
@@ -58,7 +64,7 @@ def test_a_listing_passes_over_clutter_and_non_images_and_counts_them(tmp_path: 
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     passed = PassedOver()
-    keys = list(keys_from_storage(LocalStorage(tmp_path), exclude=["skip"], passed_over=passed))
+    keys = [e.key for e in keys_from_storage(LocalStorage(tmp_path), exclude=["skip"], passed_over=passed)]
     assert keys == ["LOUD.JPEG", "deep/er/still.webp", "ok.jpg"]
     assert dict(passed) == {
         "excluded by pattern '.*'": 4,  # .DS_Store, ._ok.jpg, .thumbnails/t.jpg, __MACOSX's ._still.webp
@@ -71,7 +77,7 @@ def test_a_listing_passes_over_clutter_and_non_images_and_counts_them(tmp_path: 
         "not an image file name (no suffix)": 1,
     }
     everything = PassedOver()
-    listed = list(keys_from_storage(LocalStorage(tmp_path), include=["*"], passed_over=everything))
+    listed = [e.key for e in keys_from_storage(LocalStorage(tmp_path), include=["*"], passed_over=everything)]
     assert "notes.txt" in listed and "README" in listed and ".DS_Store" not in listed
 
 
@@ -89,7 +95,7 @@ def test_symlink_out_of_root_is_refused_and_not_listed(tmp_path: Path) -> None:
     with pytest.raises(InvalidKeyError):
         storage.read("linkdir/secret.jpg")
     skipped: Counter[str] = Counter()
-    assert list(storage.list_keys(passed_over=skipped)) == ["ok.jpg"]
+    assert [e.key for e in storage.list_entries(passed_over=skipped)] == ["ok.jpg"]
     assert skipped == {"a link out of the storage root": 2}
 
 
