@@ -48,10 +48,11 @@ def main() -> int:
     p.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     p.add_argument("--workers", type=int, default=1, help="`tagger worker` processes (default 1)")
     p.add_argument("--pool", choices=["prefork", "threads"], default="prefork", help="TAGGER_WORKER_POOL")
+    p.add_argument("--task-events", type=int, choices=[0, 1], default=1, help="TAGGER_TASK_EVENTS (default 1)")
     p.add_argument("--json-out", type=Path, default=None, help="also write the figures here as JSON")
     args = p.parse_args()
 
-    from proctree import cpu_seconds
+    from proctree import cpu_seconds, own_cpu_seconds
 
     from tagger.broker.config import make_producer_app
     from tagger.broker.embedded import EmbeddedRedis
@@ -76,6 +77,8 @@ def main() -> int:
         "database": args.database,
         "workers": args.workers,
         "pool": args.pool,
+        "task_events": args.task_events,
+        "load_average_at_start": os.getloadavg()[0],
     }
     with tempfile.TemporaryDirectory(prefix="tagger-cancelled-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -96,6 +99,7 @@ def main() -> int:
             device="cpu",
             batch_size=1,
             worker_pool=args.pool,
+            task_events=args.task_events,
             log_level="WARNING",
         )
         engine = make_engine(database_url)
@@ -138,13 +142,19 @@ def main() -> int:
             complete_listing(sessions, lambda *a: None, job, PassedOver())
             control.cancel(sessions, job)
             cpu_before = sum(cpu_seconds(proc.pid) for proc in workers.procs)
+            main_before = sum(own_cpu_seconds(proc.pid) for proc in workers.procs)
             started = time.perf_counter()
             send_tag_batches(send, job, [[i] for i in ids], QUEUE_BULK)
             while not drained(redis.url, QUEUE_BULK):
                 time.sleep(0.01)
             wall = time.perf_counter() - started
             cpu = sum(cpu_seconds(proc.pid) for proc in workers.procs) - cpu_before
-            results["skipped"] = {"wall_ms_per_batch": 1000 * wall / n, "cpu_ms_per_batch": 1000 * cpu / n}
+            main = sum(own_cpu_seconds(proc.pid) for proc in workers.procs) - main_before
+            results["skipped"] = {
+                "wall_ms_per_batch": 1000 * wall / n,
+                "cpu_ms_per_batch": 1000 * cpu / n,
+                "main_process_cpu_ms_per_batch": 1000 * main / n,  # Celery's consumer: fetch, dispatch, ack
+            }
 
             say(f"[3/3] a job after a cancelled one of {n} batches")
             big = submit_keys(sessions, send, absent, storage_url=url, batch_size=1).job_id
@@ -162,8 +172,15 @@ def main() -> int:
         engine.dispose()
 
     s = results["skipped"]
-    print(f"\n{n:,} one-image batches of a cancelled job, {args.workers} {args.pool} worker(s), {args.database}")
-    print(f"  skipped batch: {s['wall_ms_per_batch']:.2f} ms wall, {s['cpu_ms_per_batch']:.2f} ms worker CPU each")
+    print(
+        f"\n{n:,} one-image batches of a cancelled job, {args.workers} {args.pool} worker(s), {args.database}, "
+        f"task events {'on' if args.task_events else 'off'}, load average {results['load_average_at_start']:.1f} "
+        f"-> {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"  skipped batch: {s['wall_ms_per_batch']:.2f} ms wall, {s['cpu_ms_per_batch']:.2f} ms worker CPU each, "
+        f"of which {s['main_process_cpu_ms_per_batch']:.2f} ms in the worker's main process"
+    )
     print(
         f"  cancel with {n:,} batches queued: {results['cancel_seconds']:.2f} s, "
         f"{results['left_queued_after_cancel']:,} left queued"

@@ -31,3 +31,11 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of `pid` and its live descendants."""
     return _sum(pid, lambda p: sum(p.cpu_times()[:2]))
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` alone (a worker's main process, without its pool)."""
+    try:
+        return float(sum(psutil.Process(pid).cpu_times()[:2]))
+    except psutil.NoSuchProcess:
+        return 0.0

@@ -273,6 +273,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "args": {k: str(v) for k, v in vars(args).items()},
         "suggestions_per_image": PER_IMAGE,
+        "load_average_at_start": os.getloadavg()[0],  # a shared machine: what else ran
     }
     with ExitStack() as stack:
         work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tagger-scale-")))
@@ -390,6 +391,7 @@ def main() -> int:
         results["queries"] = queries
         engine.dispose()
 
+    results["load_average_at_end"] = os.getloadavg()[0]
     report(results)
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
@@ -400,7 +402,8 @@ def report(r: dict[str, Any]) -> None:
     """The figures as Markdown tables, ready for BENCHMARKS.md."""
     n = int(r["args"]["images"])
     print(
-        f"\n## scale: {n:,} stills ({r['date']}, {r['machine']})\n\n"
+        f"\n## scale: {n:,} stills ({r['date']}, {r['machine']}, load average {r['load_average_at_start']:.1f} at "
+        f"the start, {r['load_average_at_end']:.1f} at the end)\n\n"
         f"{r['job']['done']:,} of {r['job']['total']:,} tagged ({r['job']['state']}) in {r['job_seconds']:.1f} s: "
         f"{r['images_per_s']:,.0f} images/s from `tagger tag` to the job's end; the producer listed and enqueued "
         f"in {r['producer_seconds']:.1f} s. Peak memory: workers {r['memory']['workers_mb_max']:,.0f} MB, "

@@ -2,7 +2,9 @@
 
 A worker reads the job's state before any I/O: batches of a cancelled (or timed-out) job are
 skipped, batches of a paused job are sent back to the queue with a delay and acknowledged,
-so they wait in the broker, not in a worker.
+so they wait in the broker, not in a worker. A cancelled or timed-out job is over for good (neither
+resume nor retry brings it back): its queued batches are taken out of the broker, and a worker that
+still meets one answers it from memory (tagger.worker.ended).
 """
 
 from __future__ import annotations
