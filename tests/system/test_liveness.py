@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -159,6 +161,56 @@ def test_jobs_show_prints_the_wait(settings: Settings, sessions: Any, capsys: py
     note_waiting(SimpleNamespace(sessions=sessions, settings=settings), job, "the broker cannot be reached: X: y")  # type: ignore[arg-type]
     print_job(summary(sessions, job), [])
     assert "\n  waiting 0 s: the broker cannot be reached: X: y\n" in capsys.readouterr().out
+
+
+def test_jobs_list_says_which_jobs_wait_and_for_what(settings: Settings, sessions: Any, redis_url: str) -> None:
+    """A real `tagger jobs list`: a job whose row says why it waits, one whose note is in the broker (its
+    worker could not write the row), and one that does not wait."""
+    from tagger.broker.waiting import note
+    from tagger.processes import run_tagger
+    from tagger.worker.liveness import note_waiting
+
+    listed = replace(settings, broker_url=redis_url)
+    on_row, in_broker, moving = (_job(listed, sessions)[0] for _ in range(3))
+    full = "the disk under the database is full: OperationalError: database or disk is full"
+    note_waiting(SimpleNamespace(sessions=sessions, settings=listed), on_row, full)  # type: ignore[arg-type]
+    note(redis_url, in_broker, "the database refuses connections: OperationalError: too many clients already")
+    result = run_tagger(listed, "jobs", "list", timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    shown = r"  queued +0/2 done, 0 failed  test; waiting \d+ s: the disk under the database is full$"
+    assert re.search(shown, lines[on_row]), lines[on_row]
+    assert re.search(r"; waiting \d+ s: the database refuses connections$", lines[in_broker]), lines[in_broker]
+    assert "waiting" not in lines[moving]
+
+
+class _Terminal(io.StringIO):
+    """Where a bar is drawn: a file that says it is a terminal, as a person's stderr does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_bar_shows_the_wait_and_asks_the_broker_at_most_every_few_seconds(
+    settings: Settings, sessions: Any, redis_url: str
+) -> None:
+    import redis
+
+    from tagger.broker.waiting import note
+    from tagger.jobs.progress import wait
+
+    job, _ = _job(settings, sessions)
+    note(redis_url, job, "the disk under the database is full: OperationalError: database or disk is full")
+    terminal = _Terminal()
+    with redis.Redis.from_url(redis_url) as client:
+        client.config_resetstat()
+        with pytest.raises(TimeoutError):
+            wait(sessions, job, timeout=1.2, poll=0.02, broker_url=redis_url, note_every=0.5, file=terminal)
+        reads = int(client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0))
+    drawn = terminal.getvalue().split("\r")[-2]  # the bar's last drawing before it closed
+    assert re.search(r", queued, waiting \d s: the disk under the database is full\]$", drawn), drawn
+    assert f"job {job[:8]}:" in drawn and "0/2" in drawn, drawn
+    assert 1 < reads <= 3, reads  # every 0.5 s over 1.2 s, where a poll every 0.02 s would ask 60 times
 
 
 @pytest.mark.timeout(300)
