@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC
+from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,7 +15,12 @@ from tagger.errors import WorkersExitedError
 from tagger_client.contract import ItemState, JobState
 from tagger_client.status import JobStatus
 
+if TYPE_CHECKING:
+    from tagger.broker.waiting import Note
+
 JobSummary = JobStatus  # one shape for the CLI, the workers and the client
+
+NOTE_EVERY_SECONDS = 5.0  # how often a follower asks the broker why a job waits: the worker rewrites it each retry
 
 
 def summary(sessions: sessionmaker[Session], job_id: str) -> JobSummary:
@@ -58,15 +64,31 @@ def _summarise(job: Job) -> JobSummary:
 def with_broker_note(job: JobSummary, broker_url: str | None) -> JobSummary:
     """The job with the broker's note on why it waits, when its row has none: a worker that could not
     reach the database to say so said it there. A note older than the job's last progress is over."""
-    if job.waiting_reason or job.state.finished or not broker_url:
+    return with_broker_notes([job], broker_url)[0]
+
+
+def with_broker_notes(jobs: list[JobSummary], broker_url: str | None) -> list[JobSummary]:
+    """`with_broker_note` for several jobs, with one read of the broker for all of them."""
+    asked = [job.id for job in jobs if _may_take_note(job)]
+    if not asked or not broker_url:
+        return jobs
+    from tagger.broker.waiting import read_all
+
+    notes = read_all(broker_url, asked)
+    return [with_note(job, notes.get(job.id)) for job in jobs]
+
+
+def _may_take_note(job: JobSummary) -> bool:
+    return not job.waiting_reason and not job.state.finished
+
+
+def with_note(job: JobSummary, note: Note | None) -> JobSummary:
+    """The job with `note` (the broker's) as why it waits, unless its row says why, it ended, or it made
+    progress since the note was last written."""
+    if note is None or not _may_take_note(job):
         return job
     from dataclasses import replace
 
-    from tagger.broker.waiting import read
-
-    note = read(broker_url, job.id)
-    if note is None:
-        return job
     moved = job.progress_at
     if moved is not None and moved.tzinfo is None:
         moved = moved.replace(tzinfo=UTC)  # SQLite's timestamps come back naive, in UTC
@@ -120,42 +142,53 @@ def wait(
     say: Callable[[str], None] | None = None,
     broker_url: str | None = None,
     live_workers: Callable[[], int | None] | None = None,
+    note_every: float = NOTE_EVERY_SECONDS,
+    file: TextIO | None = None,
 ) -> JobSummary:
     """Block until the job reaches a finished state (or timeout), following it for people.
 
-    On a terminal: a progress bar whose rate is the job's own (the same figure as the final summary).
-    Elsewhere (logs, CI): one progress line every `progress_every` seconds, with why the job waits when
-    a worker said so (on its row, or in the broker at `broker_url`). A job that stays queued for
-    `idle_warning` seconds gets one line saying why: the wait a worker noted, or that no worker is running
-    when `live_workers` (the registry's count; None: unknown) says none is.
+    On a terminal (`file`, default stderr): a progress bar whose rate is the job's own (the same figure as
+    the final summary), and why the job waits when a worker said so. Elsewhere (logs, CI): one progress
+    line every `progress_every` seconds, with why the job waits in full. A worker says why on the job's
+    row, read at each poll, or in the broker at `broker_url`, read at most every `note_every` seconds. A job
+    that stays queued for `idle_warning` seconds gets one line saying why: the wait a worker noted, or that
+    no worker is running when `live_workers` (the registry's count; None: unknown) says none is.
     """
     from tqdm import tqdm
 
     deadline = None if timeout is None else time.monotonic() + timeout
     started = last_line = time.monotonic()
     warned = False
+    note: Note | None = None
+    note_read = -note_every
     bar = tqdm(
         total=0,
         unit="img",
         desc=f"job {job_id[:8]}",
         disable=None if show_progress else True,  # None: no bar when not a terminal
         dynamic_ncols=True,
+        file=file,
         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
     )
     lines = show_progress and bar.disable and say is not None
+    shown = not bar.disable or say is not None  # someone reads why the job waits
     try:
         while True:
+            now = time.monotonic()
             current = summary(sessions, job_id)
+            if broker_url and shown and _may_take_note(current) and now - note_read >= note_every:
+                from tagger.broker.waiting import read
+
+                note, note_read = read(broker_url, job_id), now
+            current = with_note(current, note)
             bar.total = current.total
             bar.n = current.done + current.failed + current.skipped
-            rate = f"{current.rate:.1f} img/s" if current.rate else "-"
-            bar.set_postfix_str(f"{rate}, {current.failed} failed, {current.state.value}", refresh=False)
+            bar.set_postfix_str(bar_postfix(current), refresh=False)
             bar.refresh()
             if current.state.finished:
                 return current
-            now = time.monotonic()
             if lines and now - last_line >= progress_every and say is not None:
-                current = with_broker_note(current, broker_url)
+                rate = f"{current.rate:.1f} img/s" if current.rate else "-"
                 eta = f", about {current.eta_seconds:.0f}s left" if current.eta_seconds and not current.waiting else ""
                 why = f"; {current.waiting}" if current.waiting else ""
                 say(
@@ -164,7 +197,7 @@ def wait(
                 )
                 last_line = now
             if not warned and current.state == JobState.QUEUED and now - started >= idle_warning and say is not None:
-                idle = _idle_words(with_broker_note(current, broker_url), idle_warning, live_workers)
+                idle = _idle_words(current, idle_warning, live_workers)
                 if idle:
                     say(idle)
                 warned = True
@@ -177,6 +210,14 @@ def wait(
             time.sleep(poll)
     finally:
         bar.close()
+
+
+def bar_postfix(job: JobSummary) -> str:
+    """What the bar shows after its counts: the job's rate, failures and state, and, while it waits, for how
+    long and why in a few words (the bar has one line; the progress lines and `jobs show` give the error)."""
+    rate = f"{job.rate:.1f} img/s" if job.rate else "-"
+    shown = f"{rate}, {job.failed} failed, {job.state.value}"
+    return f"{shown}, {job.waiting_short}" if job.waiting_short else shown
 
 
 def _idle_words(job: JobSummary, seconds: float, live_workers: Callable[[], int | None] | None) -> str | None:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db import make_engine, make_sessionmaker, make_statement_engine
+from tagger.db.engine import take_turns
 from tagger.settings import Settings
 from tagger.storage import Storage, open_storage
 from tagger.worker.ended import EndedJobs
@@ -77,7 +78,9 @@ def build_context(settings: Settings, *, torch_threads: int | None = None) -> Wo
     # One claim-and-write connection per batch at once; as many for the rest, and one more for the webhook
     # deliveries' thread (connections_per_process): a fleet's budget is known, and `tagger config` says it.
     engine = make_statement_engine(settings.database_url, pool_size=_tasks)
-    sessions = make_sessionmaker(make_engine(settings.database_url, pool_size=_tasks, max_overflow=1))
+    orm_engine = make_engine(settings.database_url, pool_size=_tasks, max_overflow=1)
+    take_turns(engine, orm_engine)  # a process left one slot by the server uses it for both, in turn
+    sessions = make_sessionmaker(orm_engine)
     device = pick_device(settings.device)
     options = ServingOptions(
         threshold_override=settings.threshold,

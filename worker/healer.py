@@ -42,6 +42,10 @@ def _rounds(settings: Settings) -> None:
             one_round(settings, sessions, send)
         except Exception as exc:  # the database or broker is away: the jobs wait for it anyway
             log.warning("healer: this round did not run: %s", exc)
+        finally:
+            # No connection idle between rounds: a fleet short of connections has this one for its batches
+            # (kept, it was a slot the batches waited on for ever).
+            engine.dispose()
 
 
 def one_round(settings: Settings, sessions: sessionmaker[Session], send: Send) -> dict[str, int]:

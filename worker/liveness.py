@@ -32,13 +32,27 @@ def reason(exc: BaseException, *, out_of_connections: bool) -> str:
     import psycopg
     from sqlalchemy.exc import DBAPIError
 
-    if isinstance(exc, DBAPIError | psycopg.Error):
+    if disk_full(exc):
+        what = "the disk under the database is full"
+    elif isinstance(exc, DBAPIError | psycopg.Error):
         text = first_line(exc).lower()
         refused = out_of_connections or "connect" in text or "refused" in text
         what = "the database refuses connections" if refused else "the database fails"
     else:
         what = "the broker cannot be reached"
     return mask(f"{what}: {type(exc).__name__}: {first_line(exc)}")[:2000]
+
+
+def disk_full(exc: BaseException) -> bool:
+    """The database could not grow a file for want of space: SQLite's SQLITE_FULL ("database or disk is
+    full"), PostgreSQL's disk_full (SQLSTATE 53100, "could not extend file ...: No space left on device").
+    Waited out like an outage: the images are not at fault, and freeing space lets the job go on."""
+    import sqlite3
+
+    cause = getattr(exc, "orig", None) or exc  # sqlalchemy's DBAPIError wraps the driver's error
+    if isinstance(cause, sqlite3.Error):
+        return getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(cause, "sqlstate", None) == "53100"
 
 
 def note_waiting(ctx: WorkerContext, job_id: str, why: str) -> None:

@@ -13,6 +13,7 @@ from celery import Task
 from celery.exceptions import Retry
 from sqlalchemy import select
 
+from tagger.db.engine import out_of_slots
 from tagger.db.schema import Job, ModelVersion
 from tagger.worker.app import app, send
 from tagger.worker.context import WorkerContext, get_context
@@ -50,7 +51,7 @@ def tag_batch(self: Task, job_id: str, image_ids: list[int]) -> Outcome:
         if _is_infrastructure(exc):
             log.warning("job %s: batch of %d waits for the database/broker: %s", job_id, len(image_ids), exc)
             _note_waiting(job_id, exc)
-            if _out_of_connections(exc):
+            if out_of_slots(exc):
                 _let_go_of_idle_connections()
         else:
             log.exception("job %s: batch of %d failed; retrying", job_id, len(image_ids))
@@ -75,31 +76,21 @@ def _is_infrastructure(exc: BaseException) -> bool:
     )
 
 
-# What PostgreSQL says when it has no connection slot left (SQLSTATE 53300, which a refused connection
-# does not carry in psycopg's error): the server's max_connections, a database's or a role's limit.
-_OUT_OF_SLOTS = ("too many clients", "too many connections", "connection slots are reserved")
-
-
-def _out_of_connections(exc: BaseException) -> bool:
-    """The server refused a connection for want of slots (SQLSTATE 53300: max_connections, a database's or a
-    role's connection limit, or the slots reserved for superusers)."""
-    return any(words in str(exc) for words in _OUT_OF_SLOTS)
-
-
 def _let_go_of_idle_connections() -> None:
     """Close this process's idle pooled connections while it waits: a fleet one connection short then takes
     turns and slows down, where every process holding an idle connection while waiting for a second one
     stopped them all (a livelock with every slot idle in tagger's own pools)."""
+    from tagger.db.engine import let_go_of_idle
+
     ctx = get_context()
-    ctx.engine.dispose()
-    ctx.sessions.kw["bind"].dispose()
+    let_go_of_idle(ctx.engine, ctx.sessions.kw["bind"])
 
 
 def _note_waiting(job_id: str, exc: BaseException) -> None:
     """Say on the job why it waits (its row, else the broker), so that every reader shows it."""
     from tagger.worker.liveness import note_waiting, reason
 
-    note_waiting(get_context(), job_id, reason(exc, out_of_connections=_out_of_connections(exc)))
+    note_waiting(get_context(), job_id, reason(exc, out_of_connections=out_of_slots(exc)))
 
 
 def _note_error(job_id: str, image_ids: list[int], error: str) -> None:

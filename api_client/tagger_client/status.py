@@ -32,11 +32,21 @@ class JobStatus:
     def waiting(self) -> str | None:
         """The wait in words ("waiting 3 min: the database refuses connections: ..."), or None when the job
         is not known to wait (or has ended)."""
-        if not self.waiting_reason or self.state.finished:
+        return self._waiting(self.waiting_reason)
+
+    @property
+    def waiting_short(self) -> str | None:
+        """The wait in a few words for one line (a list, a progress bar): how long and what for, without the
+        error ("waiting 3 min: the disk under the database is full")."""
+        reason = self.waiting_reason
+        return self._waiting(reason.split(": ", 1)[0] if reason else None)  # "<what>: <error class>: <message>"
+
+    def _waiting(self, what: str | None) -> str | None:
+        if not what or self.state.finished:
             return None
         if self.waiting_since is None:
-            return f"waiting: {self.waiting_reason}"
-        return f"waiting {_duration(self.waiting_since)}: {self.waiting_reason}"
+            return f"waiting: {what}"
+        return f"waiting {_duration(self.waiting_since)}: {what}"
 
     @property
     def finished(self) -> bool:

@@ -40,13 +40,23 @@ def note(broker_url: str, job_id: str, reason: str, *, timeout: float = 3.0) -> 
 
 def read(broker_url: str, job_id: str, *, timeout: float = 3.0) -> Note | None:
     """The note on `job_id`, or None (none, or the broker does not answer: a reader must not fail on it)."""
+    return read_all(broker_url, [job_id], timeout=timeout).get(job_id)
+
+
+def read_all(broker_url: str, job_ids: list[str], *, timeout: float = 3.0) -> dict[str, Note]:
+    """The notes on those of `job_ids` that have one, in one round trip (a list of jobs waits on one broker
+    timeout at most); empty when the broker does not answer."""
     import redis
 
+    if not job_ids:
+        return {}
     try:
         with redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout) as client:
-            return _parse(client.get(_key(job_id)))
+            raws = client.mget([_key(job_id) for job_id in job_ids])
     except redis.RedisError:
-        return None
+        return {}
+    notes = {job_id: _parse(raw) for job_id, raw in zip(job_ids, raws, strict=True)}
+    return {job_id: found for job_id, found in notes.items() if found is not None}
 
 
 def _parse(raw: bytes | str | None) -> Note | None:

@@ -48,21 +48,20 @@ def register(sub: Any) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from tagger.jobs.progress import failures, recent, resolve
+    from tagger.jobs.progress import failures, recent, resolve, with_broker_notes
 
     command = args.jobs_command
     sessions = open_sessions(settings, migrate=command not in ("list", "show", "wait"))
     if command == "list":
-        rows = [job.as_dict() for job in recent(sessions, args.limit)]
+        jobs = with_broker_notes(recent(sessions, args.limit), settings.broker_url)
         if args.json:
-            print_json(rows)
+            print_json([job.as_dict() for job in jobs])
             return 0
-        for r in rows:
-            unchanged = f", {r['unchanged']} unchanged" if r["unchanged"] else ""
-            print(
-                f"{r['id']}  {r['state']:<20} {r['done']}/{r['total']} done, {r['failed']} failed{unchanged}  "
-                f"{r['source']}"
-            )
+        for job in jobs:
+            waiting = f"; {job.waiting_short}" if job.waiting_short else ""
+            unchanged = f", {job.unchanged} unchanged" if job.unchanged else ""
+            counts = f"{job.done}/{job.total} done, {job.failed} failed{unchanged}"
+            print(f"{job.id}  {job.state.value:<20} {counts}  {job.source}{waiting}")
         return 0
     job_id = resolve(sessions, args.job_id) if getattr(args, "job_id", None) else None
     if command == "show":

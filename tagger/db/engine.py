@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import time
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -118,6 +121,57 @@ def run_statement(engine: Engine, sql: str, params: dict[str, Any]) -> list[Any]
                 if attempt == 2:
                     raise
     raise AssertionError("unreachable")
+
+
+# What PostgreSQL says when it has no connection slot left (SQLSTATE 53300, which a refused connection
+# does not carry in psycopg's error): the server's max_connections, a database's or a role's limit.
+_OUT_OF_SLOTS = ("too many clients", "too many connections", "connection slots are reserved")
+SLOT_PATIENCE_SECONDS = 5.0  # how long a connection refused for want of slots is tried again before it fails
+
+
+def out_of_slots(exc: BaseException) -> bool:
+    """The server refused a connection for want of slots (max_connections, a database's or a role's
+    connection limit, or the slots reserved for superusers)."""
+    return any(words in str(exc) for words in _OUT_OF_SLOTS)
+
+
+def take_turns(*engines: Engine, patience: float = SLOT_PATIENCE_SECONDS) -> None:
+    """Engines of one process that share its connection slots: when the server refuses one of them a
+    connection for want of slots, the others let go of their idle connections and the connect is tried
+    again, with backoff, for up to `patience` seconds. A process left fewer slots than it has pools then
+    takes turns between them, slower, where one pool holding an idle connection while another was refused
+    stopped it for good. (An engine whose pool needs a new connection has no idle one of its own.)"""
+    for engine in engines:
+        if engine.dialect.name == "postgresql":
+            others = [e for e in engines if e is not engine]
+            event.listen(engine, "do_connect", partial(_connect_taking_turns, others, patience))
+
+
+def let_go_of_idle(*engines: Engine) -> None:
+    """Close the engines' pooled connections while none is in use (one in use is never taken from its user;
+    the next try finds it idle), so that the server's slots they held go to whoever waits for one."""
+    from sqlalchemy.pool import QueuePool
+
+    for engine in engines:
+        if isinstance(engine.pool, QueuePool) and engine.pool.checkedout() == 0:
+            engine.dispose()
+
+
+def _connect_taking_turns(
+    others: list[Engine], patience: float, dialect: Any, _record: Any, cargs: Any, cparams: Any
+) -> Any:
+    deadline = time.monotonic() + patience
+    delay = 0.05
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if not out_of_slots(exc) or left <= 0:
+                raise
+        let_go_of_idle(*others)
+        time.sleep(min(left, delay * (1 + random.random())))  # jittered: processes that wait do not wake together
+        delay = min(1.0, delay * 2)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -35,13 +35,14 @@ def upgrade(engine: Engine) -> None:
 
     cfg = alembic_config(engine)
     if engine.dialect.name == "postgresql":
+        # One transaction on one connection: the lock (released when it ends), the migrations, the commit. A
+        # worker the server leaves a single connection still starts, and behind a transaction pooler the
+        # lock and the migrations share one server connection.
         with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _PG_LOCK_ID})
-            try:
-                command.upgrade(cfg, "head")
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _PG_LOCK_ID})
-                conn.commit()
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
         return
     lock_path = _sqlite_lock_path(engine)
     if lock_path is None:

@@ -17,6 +17,7 @@ FORBIDDEN = (
     "multiprocessing",
     "tests.support.servers",
     "tests.support.holds",
+    "tests.support.disks",
     "tests.support.waiting",
     "tagger.embedded_redis",
     "tagger.cli.local_workers",

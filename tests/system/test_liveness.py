@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import io
+import re
 import time
 import uuid
 from dataclasses import replace
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tagger.processes import run_tagger
 from tagger.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -161,13 +161,65 @@ def test_jobs_show_prints_the_wait(settings: Settings, sessions: Any, capsys: py
     assert "\n  waiting 0 s: the broker cannot be reached: X: y\n" in capsys.readouterr().out
 
 
+def test_jobs_list_says_which_jobs_wait_and_for_what(settings: Settings, sessions: Any, redis_url: str) -> None:
+    """A real `tagger jobs list`: a job whose row says why it waits, one whose note is in the broker (its
+    worker could not write the row), and one that does not wait."""
+    from tagger.broker.waiting import note
+    from tagger.worker.liveness import note_waiting
+
+    listed = replace(settings, broker_url=redis_url)
+    on_row, in_broker, moving = (_job(listed, sessions)[0] for _ in range(3))
+    full = "the disk under the database is full: OperationalError: database or disk is full"
+    note_waiting(SimpleNamespace(sessions=sessions, settings=listed), on_row, full)  # type: ignore[arg-type]
+    note(redis_url, in_broker, "the database refuses connections: OperationalError: too many clients already")
+    result = run_tagger(listed, "jobs", "list", timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    shown = r"  queued +0/2 done, 0 failed  test; waiting \d+ s: the disk under the database is full$"
+    assert re.search(shown, lines[on_row]), lines[on_row]
+    assert re.search(r"; waiting \d+ s: the database refuses connections$", lines[in_broker]), lines[in_broker]
+    assert "waiting" not in lines[moving]
+
+
+class _Terminal(io.StringIO):
+    """Where a bar is drawn: a file that says it is a terminal, as a person's stderr does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_bar_shows_the_wait_and_asks_the_broker_at_most_every_few_seconds(
+    settings: Settings, sessions: Any, redis_url: str
+) -> None:
+    import redis
+
+    from tagger.broker.waiting import note
+    from tagger.jobs.progress import wait
+
+    job, _ = _job(settings, sessions)
+    note(redis_url, job, "the disk under the database is full: OperationalError: database or disk is full")
+    terminal = _Terminal()
+    with redis.Redis.from_url(redis_url) as client:
+        client.config_resetstat()
+        with pytest.raises(TimeoutError):
+            wait(sessions, job, timeout=1.2, poll=0.02, broker_url=redis_url, note_every=0.5, file=terminal)
+        reads = int(client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0))
+    drawn = terminal.getvalue().split("\r")[-2]  # the bar's last drawing before it closed
+    assert re.search(r", queued, waiting \d s: the disk under the database is full\]$", drawn), drawn
+    assert f"job {job[:8]}:" in drawn and "0/2" in drawn, drawn
+    assert 1 < reads <= 3, reads  # every 0.5 s over 1.2 s, where a poll every 0.02 s would ask 60 times
+
+
 @pytest.mark.timeout(300)
-def test_a_worker_refused_by_postgresql_says_so_on_the_job_and_the_job_ends_when_it_may_connect(
+def test_a_worker_short_of_connections_says_so_on_the_job_and_takes_turns_on_the_one_it_has(
     postgres: Any, redis_url: str, tmp_path: Path
 ) -> None:
-    """A real `tagger worker` whose role PostgreSQL refuses (a connection limit): `tagger jobs show` says the
-    job waits and why, read from the broker since the worker cannot write the job's row; lifting the limit
-    lets the job end."""
+    """Kind 2, a fleet short of connections, on a real `tagger worker` whose PostgreSQL role has a connection
+    limit. Its budget is 5 (`tagger config`); at 4 nothing is refused (it holds 3 at most here), so its role
+    is left one: the worker starts (its migrations on the lock's connection) and tags, its healer and its
+    batches taking turns (the healer holds no connection between rounds). With none, `tagger jobs show`
+    says within a minute why the job waits (read from the broker: the worker cannot write the job's row);
+    given one back, the job ends: slower, never stopped."""
     import psycopg
     import redis
 
@@ -176,6 +228,7 @@ def test_a_worker_refused_by_postgresql_says_so_on_the_job_and_the_job_ends_when
     from tagger.db import make_engine, make_sessionmaker, upgrade
     from tagger.jobs.progress import wait
     from tagger.worker.local import LocalWorkers
+    from tagger.worker.shape import worker_connections
     from tests.conftest import make_model, make_settings, submit_keys, write_stills
 
     name = f"liv_{uuid.uuid4().hex[:10]}"
@@ -188,7 +241,10 @@ def test_a_worker_refused_by_postgresql_says_so_on_the_job_and_the_job_ends_when
 
     admin(f"CREATE ROLE {name} LOGIN")
     admin(f"ALTER DATABASE {name} OWNER TO {name}")  # the role owns the schema it migrates
-    worker = make_settings(tmp_path, admin_url.replace("//postgres@", f"//{name}@"), broker_url=redis_url)
+    worker = make_settings(
+        tmp_path, admin_url.replace("//postgres@", f"//{name}@"), broker_url=redis_url, heal_seconds=2
+    )
+    assert worker_connections(worker, gpu=False) == 5
     engine = make_engine(worker.database_url)
     upgrade(engine)
     sessions = make_sessionmaker(engine)
@@ -201,6 +257,7 @@ def test_a_worker_refused_by_postgresql_says_so_on_the_job_and_the_job_ends_when
     send = celery_sender(make_producer_app(worker, redis_url))
     log = tmp_path / "workers.log"
     redis.Redis.from_url(redis_url).flushdb()
+    admin(f"ALTER ROLE {name} CONNECTION LIMIT 1")
     try:
         with LocalWorkers(worker, count=1, log_file=log) as workers:
             warm = submit_keys(people, send, keys[:4], storage_url=(tmp_path / "archive").as_uri()).job_id
@@ -212,20 +269,22 @@ def test_a_worker_refused_by_postgresql_says_so_on_the_job_and_the_job_ends_when
             while "too many connections" not in shown:
                 assert time.monotonic() < deadline, shown + "\nworkers log:\n" + log.read_text()[-3000:]
                 time.sleep(1)
-                shown = _tagger(looker, "jobs", "show", job).stdout
+                shown = run_tagger(looker, "jobs", "show", job, timeout=60).stdout
             assert "\n  waiting " in shown and "the database refuses connections: OperationalError: " in shown, shown
-            admin(f"ALTER ROLE {name} CONNECTION LIMIT -1")
+            admin(f"ALTER ROLE {name} CONNECTION LIMIT 1")
             result = wait(people, job, timeout=150, show_progress=False, alive=workers.alive)
+            assert "waiting" not in run_tagger(looker, "jobs", "show", job, timeout=60).stdout
+            # The server drops the idle connections; the healer's rounds, with nothing queued, take the slot:
+            # it lets go after each round, or the next job's batches wait on it for ever.
+            admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'")
+            time.sleep(2 * worker.heal_seconds + 0.5)
+            after = submit_keys(people, send, keys[:4], storage_url=(tmp_path / "archive").as_uri()).job_id
+            last = wait(people, after, timeout=60, show_progress=False, alive=workers.alive)
         assert (result.state.value, result.done) == ("done", len(keys))
-        assert "waiting" not in _tagger(looker, "jobs", "show", job).stdout
+        assert (last.state.value, last.done) == ("done", 4)
     finally:
         admin(f"ALTER ROLE {name} CONNECTION LIMIT -1")
         admin_engine.dispose()
-
-
-def _tagger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")} | settings.as_env()
-    return subprocess.run([sys.executable, "-m", "tagger", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_the_http_api_and_the_job_page_carry_the_wait_escaped(
