@@ -52,7 +52,7 @@ def main() -> int:
     p.add_argument("--json-out", type=Path, default=None, help="also write the figures here as JSON")
     args = p.parse_args()
 
-    from proctree import cpu_seconds, own_cpu_seconds
+    from common import cpu_seconds, database, own_cpu_seconds
 
     from tagger.broker.config import make_producer_app
     from tagger.broker.embedded import EmbeddedRedis
@@ -83,14 +83,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tagger-cancelled-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         redis = stack.enter_context(EmbeddedRedis())
-        if args.database == "postgresql":
-            from tests.support.servers import Postgres
-
-            pg = Postgres().start()
-            stack.callback(pg.destroy)
-            database_url = pg.create_database("cancelled")
-        else:
-            database_url = f"sqlite:///{work / 'tagger.db'}"
+        database_url = database(stack, args.database, work, "cancelled")
         settings = Settings(
             var_dir=work / "var",
             database_url=database_url,

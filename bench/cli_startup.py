@@ -57,6 +57,8 @@ def main() -> None:
     p.add_argument("--trees", default=".", help="comma-separated source trees to compare (default: this one)")
     args = p.parse_args()
 
+    from common import database
+
     from tagger.db import make_engine, make_sessionmaker, upgrade
     from tagger.processes import child_env
     from tagger.settings import Settings
@@ -64,14 +66,7 @@ def main() -> None:
 
     trees = [Path(t).resolve() for t in args.trees.split(",")]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        if args.database == "postgresql":
-            from tests.support.servers import Postgres
-
-            pg = Postgres().start()
-            stack.callback(pg.destroy)
-            url = pg.create_database("startup")
-        else:
-            url = f"sqlite:///{tmp}/tagger.db"
+        url = database(stack, args.database, Path(tmp), "startup")
         settings = Settings(var_dir=Path(tmp) / "var", database_url=url, model_store=Path(tmp, "models").as_uri())
         engine = make_engine(settings.database_url)
         upgrade(engine)
@@ -86,7 +81,8 @@ def main() -> None:
             from tagger.broker.embedded import EmbeddedRedis
             from tagger.worker.local import LocalWorkers
 
-            settings = settings.replace(broker_url=stack.enter_context(EmbeddedRedis()).url)
+            # no healer: it would queue the job's 200 (absent) images, and their failures change `results`
+            settings = settings.replace(broker_url=stack.enter_context(EmbeddedRedis()).url, heal_seconds=0)
             stack.enter_context(LocalWorkers(settings, count=1, log_file=Path(tmp) / "workers.log"))
             commands.append(["workers"])
             time.sleep(20)  # the worker is up and has said so (its first beat)

@@ -135,7 +135,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        from proctree import rss_mb
+        from common import rss_mb
 
         self.samples.append(
             {
@@ -254,6 +254,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    from common import database
     from run import PER_IMAGE, register  # bench/run.py, beside this file (the script's folder is on sys.path)
 
     from tagger import tokens
@@ -284,13 +285,7 @@ def main() -> int:
         results["archive_seconds"] = time.perf_counter() - started
 
         broker_url = args.broker_url or stack.enter_context(EmbeddedRedis()).url
-        database_url = args.database_url
-        if database_url is None:
-            from tests.support.servers import Postgres
-
-            pg = Postgres().start()
-            stack.callback(pg.destroy)
-            database_url = pg.create_database("scale")
+        database_url = args.database_url or database(stack, "postgresql", work, "scale")
         settings = Settings(
             var_dir=work / "var",
             database_url=database_url,

@@ -1,10 +1,24 @@
-"""A process and its descendants, as the benchmarks measure them: resident memory and CPU time (psutil)."""
+"""What the benchmarks share: a database to run against, and a process tree's resident memory and CPU time."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 
 import psutil
+
+
+def database(stack: ExitStack, kind: str, folder: Path, name: str) -> str:
+    """The URL of an empty database: a PostgreSQL started for the run (destroyed with `stack`), or a SQLite file
+    in `folder`."""
+    if kind == "sqlite":
+        return f"sqlite:///{folder / (name + '.db')}"
+    from tests.support.servers import Postgres
+
+    server = Postgres().start()
+    stack.callback(server.destroy)
+    return server.create_database(name)
 
 
 def _sum(pid: int, measure: Callable[[psutil.Process], float]) -> float:
