@@ -1,0 +1,216 @@
+"""Keyset pages of a tag's images: one model version's suggestions, most probable first, ties by image id.
+
+A page starts after a cursor, the position (probability, image id) of the last row a reader saw, so any
+page at any depth is a range of the index suggestions(model_version_id, tag_id, probability DESC, image_id)
+and costs what it returns. The order is total, so pages cover every row exactly once however many rows
+tie (a model that saturates at 1.0 writes many). The server (the API, the review pages, `tagger export`)
+and this client page through the same statements.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+
+from tagger_client import tables
+from tagger_client.errors import InvalidCursor
+
+MAX_IMAGE_ID = 2**63 - 1  # image ids are BIGINT
+MAX_CURSOR_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page ends: the last row's probability (exactly as stored) and image id."""
+
+    probability: float
+    image_id: int
+
+    def cursor(self) -> str:
+        """Opaque to readers: URL-safe base64 of JSON, no padding."""
+        raw = json.dumps([self.probability, self.image_id], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def of(cls, cursor: str) -> Position:
+        """The position a cursor names; InvalidCursor, saying so, for anything no page handed out."""
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise InvalidCursor(f"cursor is {len(cursor)} characters long; a page's cursors are far shorter")
+        try:
+            value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        except (binascii.Error, ValueError):  # not base64, not UTF-8, not JSON
+            value = None
+        if (
+            isinstance(value, list)
+            and len(value) == 2
+            and isinstance(value[0], int | float)
+            and not isinstance(value[0], bool)
+            and math.isfinite(value[0])
+            and isinstance(value[1], int)
+            and not isinstance(value[1], bool)
+            and 0 <= value[1] <= MAX_IMAGE_ID
+        ):
+            return cls(float(value[0]), value[1])
+        raise InvalidCursor(
+            f"cursor {cursor[:40]!r} is not one a page handed out: pass a row's `cursor` (or next_cursor) as is"
+        )
+
+
+def ranges(
+    *, version_id: int, tag_id: int, min_probability: float, after: Position | None, least_sure: bool
+) -> list[Select[Any]]:
+    """The statements that read the rows after `after`, in order, each one index range (no sort):
+    the rest of the cursor's own probability by image id, then the probabilities beyond it.
+
+    Best first is (probability desc, image id asc); least sure first is its exact reverse, so a page
+    before a position is the page after it in the other order.
+    """
+    s = tables.suggestions
+    base = select(s.c.image_id, s.c.probability).where(
+        s.c.model_version_id == version_id, s.c.tag_id == tag_id, s.c.probability >= min_probability
+    )
+    order = (s.c.probability, s.c.image_id.desc()) if least_sure else (s.c.probability.desc(), s.c.image_id)
+    if after is None:
+        return [base.order_by(*order)]
+    p, image_id = after.probability, after.image_id
+    tied = base.where(s.c.probability == p)
+    if least_sure:
+        return [
+            tied.where(s.c.image_id < image_id).order_by(s.c.image_id.desc()),
+            base.where(s.c.probability > p).order_by(*order),
+        ]
+    return [
+        tied.where(s.c.image_id > image_id).order_by(s.c.image_id),
+        base.where(s.c.probability < p).order_by(*order),
+    ]
+
+
+def rows_after(
+    conn: Any,
+    *,
+    version_id: int,
+    tag_id: int,
+    limit: int,
+    min_probability: float = 0.0,
+    after: Position | None = None,
+    least_sure: bool = False,
+    offset: int = 0,
+) -> list[tuple[int, float]]:
+    """Up to `limit` (image id, probability) rows after `after`, in the page order. `offset` (only without
+    `after`: the API's deprecated parameter) skips that many index entries first."""
+    found: list[tuple[int, float]] = []
+    statements = ranges(
+        version_id=version_id, tag_id=tag_id, min_probability=min_probability, after=after, least_sure=least_sure
+    )
+    if offset:
+        if after is not None:
+            raise InvalidCursor("give a cursor or an offset, not both")
+        statements = [statements[0].offset(offset)]
+    for statement in statements:
+        found += [(int(i), float(p)) for i, p in conn.execute(statement.limit(limit - len(found)))]
+        if len(found) >= limit:
+            break
+    return found
+
+
+@dataclass(frozen=True)
+class TaggedImage:
+    """One row of a tag's page; `cursor` continues after it."""
+
+    image_id: int
+    storage_url: str
+    key: str
+    probability: float
+    model_version: str
+    cursor: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "image_id": self.image_id,
+            "storage_url": self.storage_url,
+            "key": self.key,
+            "probability": round(self.probability, 4),
+            "model_version": self.model_version,
+            "cursor": self.cursor,
+        }
+
+
+@dataclass(frozen=True)
+class TagPage:
+    """A page of one tag's images by one version; `next_cursor` is None when it was the last."""
+
+    tag: str
+    model_version: str | None  # None: no version is active (nothing is served, so nothing is listed)
+    items: list[TaggedImage]
+    next_cursor: str | None
+
+
+def version_id_of(conn: Any, version: str | None) -> tuple[int, str] | None:
+    """(id, name) of `version`, or of the active one when None; None when none is active. LookupError for a
+    named version that does not exist."""
+    m = tables.model_versions
+    query = select(m.c.id, m.c.version)
+    query = query.where(m.c.version == version) if version else query.where(m.c.is_active.is_(True))
+    row = conn.execute(query).first()
+    if row is None and version:
+        raise LookupError(f"no model version {version!r}")
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def tag_id_of(conn: Any, tag: str) -> int | None:
+    t = tables.tags
+    found = conn.execute(select(t.c.id).where(t.c.name == tag)).scalar()
+    return None if found is None else int(found)
+
+
+def locations(conn: Any, image_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """image id -> (storage url, key), by primary key."""
+    if not image_ids:
+        return {}
+    i, st = tables.images, tables.storages
+    query = select(i.c.id, st.c.url, i.c.key).join(st, st.c.id == i.c.storage_id).where(i.c.id.in_(list(image_ids)))
+    return {int(image_id): (url, key) for image_id, url, key in conn.execute(query)}
+
+
+def tag_page(
+    conn: Any,
+    tag: str,
+    *,
+    tag_id: int,
+    version: tuple[int, str] | None,
+    limit: int,
+    min_probability: float = 0.0,
+    cursor: str | None = None,
+    least_sure: bool = False,
+    offset: int = 0,
+) -> TagPage:
+    """A page of `tag` (its id resolved by the caller, who says what a missing tag is) by `version` (id, name;
+    None: an empty page). InvalidCursor for a cursor no page handed out."""
+    after = Position.of(cursor) if cursor else None
+    if version is None:
+        return TagPage(tag, None, [], None)
+    found = rows_after(
+        conn,
+        version_id=version[0],
+        tag_id=tag_id,
+        limit=limit,
+        min_probability=min_probability,
+        after=after,
+        least_sure=least_sure,
+        offset=offset,
+    )
+    where = locations(conn, [image_id for image_id, _ in found])
+    items = [
+        TaggedImage(image_id, *where[image_id], p, version[1], Position(p, image_id).cursor())
+        for image_id, p in found
+        if image_id in where  # a row whose image was deleted since (never, but not a crash)
+    ]
+    more = len(found) == limit and bool(found)
+    return TagPage(tag, version[1], items, Position(found[-1][1], found[-1][0]).cursor() if more else None)
