@@ -8,9 +8,9 @@ Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-08 10:00:00
 
-Measured with bench/tag_index.py (docs/operate.md, Keeping history within bounds): at 232k rows over 3
-versions a deep keyset page went from an incremental sort over the tag's rows of every version to an
-index-only range of 5 buffers.
+Measured with bench/tag_index.py (docs/operate.md, "Keeping history within bounds"): at 232k rows over 3
+versions a keyset page went from an incremental sort over the tag's rows of every version to an
+index-only range of 5 buffers, at any depth.
 """
 
 import sqlalchemy as sa
@@ -33,9 +33,10 @@ def upgrade() -> None:
         batch_op.create_check_constraint(
             "ck_model_versions_pruned_not_active", "NOT (is_active AND pruned_at IS NOT NULL)"
         )
-    # Built in the migration's transaction: writes to suggestions wait while it builds (docs/operate.md,
-    # Upgrading, gives the time per million rows). CONCURRENTLY would need the migration lock held outside
-    # any transaction, and a failed build leaves an invalid index behind.
+    # Built in the migration's transaction: writes to suggestions wait while it builds (1.3-1.6 s per
+    # million rows on 2 cores, bench/db_size.py; docs/operate.md, "Upgrading to schema 0010"). CONCURRENTLY
+    # cannot run in a transaction, would wait for the one holding the migration lock, and a failed build
+    # leaves an invalid index behind.
     with op.batch_alter_table("suggestions", schema=None) as batch_op:
         batch_op.create_index(PAGES, ["model_version_id", "tag_id", sa.text("probability DESC"), "image_id"])
         batch_op.drop_index(OLD)
