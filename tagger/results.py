@@ -175,20 +175,15 @@ def images_with_tag(
     teaches the model most. Pages continue after a row's `cursor`.
 
     Each page is one range of the (version, tag, probability desc, image) index, at any depth. Raises
-    NotFoundError for a tag not in the vocabulary or an unknown version, the client's InvalidCursor for a
-    cursor no page handed out.
+    NotFoundError for an unknown or pruned version, and the client's TagNotFound for a tag not in the
+    vocabulary and InvalidCursor for a cursor no page handed out.
     """
-    from tagger_client.paging import tag_id_of, tag_page
+    from tagger_client.paging import tag_page
 
     with sessions() as session:
-        conn = session.connection()
-        tag_id = tag_id_of(conn, tag)
-        if tag_id is None:
-            raise NotFoundError(f"no tag {tag!r} in the vocabulary")
         return tag_page(
-            conn,
+            session.connection(),
             tag,
-            tag_id=tag_id,
             version=_served(session, version),
             limit=limit,
             min_probability=min_probability,
@@ -239,42 +234,33 @@ def export(
 
     CSV cells that a spreadsheet would run as a formula are written with a leading apostrophe.
     """
-    from tagger_client.paging import Position, locations, rows_after
+    from tagger_client.paging import every
 
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(["storage", "key", "tag", "probability", "model_version"])
     n = 0
     with sessions() as session:
-        conn = session.connection()
         served = _served(session, version)
         if served is None:
             return 0
-        version_id, name = served
-        tags = select(Tag.id, Tag.name).order_by(Tag.name)
-        for tag_id, tag_name in session.execute(tags.where(Tag.name == tag) if tag else tags).all():
-            after: Position | None = None
-            while True:
-                rows = rows_after(
-                    conn,
-                    version_id=version_id,
-                    tag_id=tag_id,
-                    limit=chunk,
-                    min_probability=min_probability,
-                    after=after,
-                )
-                where = locations(conn, [image_id for image_id, _ in rows])
-                for image_id, p in rows:
-                    storage, key = where[image_id]
-                    if writer:
-                        writer.writerow([_cell(storage), _cell(key), _cell(tag_name), f"{p:.4f}", name])
-                    else:
-                        row = {"storage": storage, "key": key, "tag": tag_name, "probability": round(p, 4)}
-                        out.write(json.dumps(row | {"model_version": name}, ensure_ascii=False) + "\n")
-                n += len(rows)
-                if len(rows) < chunk:
-                    break
-                after = Position(rows[-1][1], rows[-1][0])
+        names = select(Tag.name).order_by(Tag.name)
+        for name in session.scalars(names.where(Tag.name == tag) if tag else names).all():
+            for item in every(session.connection(), name, version=served, min_probability=min_probability, chunk=chunk):
+                if writer:
+                    writer.writerow(
+                        [_cell(item.storage_url), _cell(item.key), _cell(name), f"{item.probability:.4f}", served[1]]
+                    )
+                else:
+                    row = {
+                        "storage": item.storage_url,
+                        "key": item.key,
+                        "tag": name,
+                        "probability": round(item.probability, 4),
+                        "model_version": served[1],
+                    }
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
     return n
 
 

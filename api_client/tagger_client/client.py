@@ -38,7 +38,6 @@ from tagger_client.errors import (
     ImageNotFound,
     InvalidSubmission,
     JobNotFound,
-    TagNotFound,
     WaitTimeout,
 )
 from tagger_client.paging import TagPage
@@ -276,23 +275,13 @@ class TaggerClient:
         the last); any page, at any depth, is one index range. Raises TagNotFound, InvalidCursor,
         DatabaseUnavailable.
         """
-        from tagger_client.paging import tag_id_of, tag_page, version_id_of
+        from tagger_client.paging import tag_page, version_id_of
 
         if not 1 <= limit <= 10_000:
             raise InvalidSubmission(f"limit must be from 1 to 10000, got {limit}")
         with self._reading() as conn:
-            tag_id = tag_id_of(conn, tag)
-            if tag_id is None:
-                raise TagNotFound(f"no tag {tag!r} in the vocabulary")
-            return tag_page(
-                conn,
-                tag,
-                tag_id=tag_id,
-                version=version_id_of(conn, None),
-                limit=limit,
-                min_probability=min_probability,
-                cursor=cursor,
-            )
+            version = version_id_of(conn, None)
+            return tag_page(conn, tag, version=version, limit=limit, min_probability=min_probability, cursor=cursor)
 
     @contextmanager
     def _reading(self) -> Iterator[Any]:

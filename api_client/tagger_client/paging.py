@@ -13,14 +13,14 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, select
 
 from tagger_client import tables
-from tagger_client.errors import InvalidCursor
+from tagger_client.errors import InvalidCursor, TagNotFound
 
 MAX_IMAGE_ID = 2**63 - 1  # image ids are BIGINT
 MAX_CURSOR_CHARS = 200
@@ -122,14 +122,17 @@ def rows_after(
 
 @dataclass(frozen=True)
 class TaggedImage:
-    """One row of a tag's page; `cursor` continues after it."""
+    """One row of a tag's page; its `cursor` continues after it."""
 
     image_id: int
     storage_url: str
     key: str
-    probability: float
+    probability: float  # exactly as stored (`as_dict` rounds it for people)
     model_version: str
-    cursor: str
+
+    @property
+    def cursor(self) -> str:
+        return Position(self.probability, self.image_id).cursor()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,12 +167,6 @@ def version_id_of(conn: Any, version: str | None) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
-def tag_id_of(conn: Any, tag: str) -> int | None:
-    t = tables.tags
-    found = conn.execute(select(t.c.id).where(t.c.name == tag)).scalar()
-    return None if found is None else int(found)
-
-
 def locations(conn: Any, image_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
     """image id -> (storage url, key), by primary key."""
     if not image_ids:
@@ -183,7 +180,6 @@ def tag_page(
     conn: Any,
     tag: str,
     *,
-    tag_id: int,
     version: tuple[int, str] | None,
     limit: int,
     min_probability: float = 0.0,
@@ -191,9 +187,13 @@ def tag_page(
     least_sure: bool = False,
     offset: int = 0,
 ) -> TagPage:
-    """A page of `tag` (its id resolved by the caller, who says what a missing tag is) by `version` (id, name;
-    None: an empty page). InvalidCursor for a cursor no page handed out."""
+    """A page of `tag` by `version` (id, name; None: an empty page). TagNotFound for a tag not in the
+    vocabulary, InvalidCursor for a cursor no page handed out."""
     after = Position.of(cursor) if cursor else None
+    t = tables.tags
+    tag_id = conn.execute(select(t.c.id).where(t.c.name == tag)).scalar()
+    if tag_id is None:
+        raise TagNotFound(f"no tag {tag!r} in the vocabulary")
     if version is None:
         return TagPage(tag, None, [], None)
     found = rows_after(
@@ -208,9 +208,22 @@ def tag_page(
     )
     where = locations(conn, [image_id for image_id, _ in found])
     items = [
-        TaggedImage(image_id, *where[image_id], p, version[1], Position(p, image_id).cursor())
+        TaggedImage(image_id, *where[image_id], p, version[1])
         for image_id, p in found
         if image_id in where  # a row whose image was deleted since (never, but not a crash)
     ]
     more = len(found) == limit and bool(found)
     return TagPage(tag, version[1], items, Position(found[-1][1], found[-1][0]).cursor() if more else None)
+
+
+def every(
+    conn: Any, tag: str, *, version: tuple[int, str] | None, min_probability: float = 0.0, chunk: int = 5000
+) -> Iterator[TaggedImage]:
+    """Every row of `tag` by `version`, page after page of `chunk` rows: memory stays flat however many."""
+    cursor = None
+    while True:
+        page = tag_page(conn, tag, version=version, limit=chunk, min_probability=min_probability, cursor=cursor)
+        yield from page.items
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor

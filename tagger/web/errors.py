@@ -18,7 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tagger.errors import NotFoundError, first_line
 from tagger.web.pages.shared import error_page, is_page
 from tagger.web.session import LoginRequired
-from tagger_client.errors import BrokerUnavailable, ImageNotFound, InvalidCursor, InvalidSubmission, JobNotFound
+from tagger_client.errors import (
+    BrokerUnavailable,
+    ImageNotFound,
+    InvalidCursor,
+    InvalidSubmission,
+    JobNotFound,
+    TagNotFound,
+)
 
 
 def install(app: FastAPI) -> None:
@@ -28,6 +35,7 @@ def install(app: FastAPI) -> None:
         NotFoundError: not_found,
         JobNotFound: not_found,
         ImageNotFound: not_found,
+        TagNotFound: not_found,
         InvalidSubmission: invalid,
         InvalidCursor: invalid,
         BrokerUnavailable: no_broker,
