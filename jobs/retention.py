@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tagger.db.schema import Job, JobItem, utcnow
 from tagger.db.upsert import affected
 from tagger_client.contract import FINISHED_JOB_STATES, ItemState
+from tagger_client.paging import among
 
 FINISHED = sorted(state.value for state in FINISHED_JOB_STATES)
 PRUNED_STATES = (ItemState.DONE.value, ItemState.SKIPPED.value)
@@ -96,7 +97,10 @@ def prune_job(
                     session.execute(
                         delete(JobItem)
                         .where(
-                            JobItem.job_id == job_id, JobItem.state == state, JobItem.image_id.in_(ids), still_finished
+                            JobItem.job_id == job_id,
+                            JobItem.state == state,
+                            among(session.connection(), JobItem.image_id, ids),
+                            still_finished,
                         )
                         .execution_options(synchronize_session=False)
                     )

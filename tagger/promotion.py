@@ -23,7 +23,7 @@ from tagger.broker.events import announce
 from tagger.db.schema import Image, ModelVersion, Suggestion, Tag, utcnow
 from tagger.db.upsert import affected
 from tagger.errors import ConfigError
-from tagger_client.paging import Position, rows_after
+from tagger_client.paging import Position, among, rows_after
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def prune(
                             .where(
                                 Suggestion.model_version_id == version_id,
                                 Suggestion.tag_id == tag_id,
-                                Suggestion.image_id.in_([image_id for image_id, _ in rows]),
+                                among(session.connection(), Suggestion.image_id, [i for i, _ in rows]),
                             )
                             .execution_options(synchronize_session=False)
                         )

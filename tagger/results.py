@@ -245,12 +245,13 @@ def export(
         if served is None:
             return 0
         names = select(Tag.name).order_by(Tag.name)
+        roots: dict[str, str] = {}  # a storage's cell, made once (an archive has a few storages, millions of rows)
         for name in session.scalars(names.where(Tag.name == tag) if tag else names).all():
+            tag_cell = _cell(name)
             for item in every(session.connection(), name, version=served, min_probability=min_probability, chunk=chunk):
                 if writer:
-                    writer.writerow(
-                        [_cell(item.storage_url), _cell(item.key), _cell(name), f"{item.probability:.4f}", served[1]]
-                    )
+                    root = roots.get(item.storage_url) or roots.setdefault(item.storage_url, _cell(item.storage_url))
+                    writer.writerow([root, _cell(item.key), tag_cell, f"{item.probability:.4f}", served[1]])
                 else:
                     row = {
                         "storage": item.storage_url,
