@@ -6,7 +6,7 @@ the active one
 
 Revision ID: 0010
 Revises: 0009
-Create Date: 2026-12-08 10:00:00
+Create Date: 2026-12-07 20:00:00
 
 Measured with bench/tag_index.py (docs/operate.md, "Keeping history within bounds"): at 232k rows over 3
 versions a keyset page went from an incremental sort over the tag's rows of every version to an
