@@ -20,15 +20,17 @@ from tagger_client.errors import (
     ClientError,
     DatabaseUnavailable,
     ImageNotFound,
+    InvalidCursor,
     InvalidSubmission,
     JobNotFound,
+    TagNotFound,
     WaitTimeout,
 )
 
 
 def __getattr__(name: str) -> object:
     # The client pulls kombu and SQLAlchemy; the contract alone (used by the worker) does not.
-    if name in ("TaggerClient", "JobStatus", "Suggestion"):
+    if name in ("TaggerClient", "JobStatus", "Suggestion", "TagPage"):
         from tagger_client import client
 
         return getattr(client, name)
@@ -45,6 +47,7 @@ __all__ = [
     "ClientError",
     "DatabaseUnavailable",
     "ImageNotFound",
+    "InvalidCursor",
     "InvalidSubmission",
     "ItemState",
     "JobNotFound",
@@ -53,6 +56,8 @@ __all__ = [
     "MessageError",
     "JobStatus",
     "Suggestion",
+    "TagNotFound",
+    "TagPage",
     "TaggerClient",
     "WaitTimeout",
     "job_id_for",

@@ -1,4 +1,4 @@
-"""The Python client for web backends: submit, status, wait, results, cancel, retry.
+"""The Python client for web backends: submit, status, wait, results, images by tag, cancel, retry.
 
 Writes go to the workers as Celery messages (JSON, published with kombu), so the job logic
 lives in one place; reads come straight from the database (SQLAlchemy Core, read-only).
@@ -40,6 +40,7 @@ from tagger_client.errors import (
     JobNotFound,
     WaitTimeout,
 )
+from tagger_client.paging import TagPage
 from tagger_client.status import JobStatus
 
 
@@ -273,6 +274,22 @@ class TaggerClient:
                 query = query.where(s.c.model_version_id == version_id)
             return [Suggestion(name, float(p), v) for name, p, v in conn.execute(query)]
 
+    def images_with_tag(
+        self, tag: str, *, min_probability: float = 0.5, limit: int = 100, cursor: str | None = None
+    ) -> TagPage:
+        """A page of the images the active version suggested `tag` for at `min_probability` or more, most
+        probable first (ties by image id). Pass the page's `next_cursor` for the next one (None: this was
+        the last); any page, at any depth, is one index range. Raises TagNotFound, InvalidCursor,
+        DatabaseUnavailable.
+        """
+        from tagger_client.paging import tag_page, version_id_of
+
+        if not 1 <= limit <= 10_000:
+            raise InvalidSubmission(f"limit must be from 1 to 10000, got {limit}")
+        with self._reading() as conn:
+            version = version_id_of(conn, None)
+            return tag_page(conn, tag, version=version, limit=limit, min_probability=min_probability, cursor=cursor)
+
     @contextmanager
     def _reading(self) -> Iterator[Any]:
         """A read-only connection; a database that cannot be reached is DatabaseUnavailable, with one line."""
@@ -285,4 +302,4 @@ class TaggerClient:
             raise DatabaseUnavailable(str(exc.orig or exc).splitlines()[0]) from None
 
 
-__all__ = ["JobStatus", "Suggestion", "TaggerClient"]
+__all__ = ["JobStatus", "Suggestion", "TagPage", "TaggerClient"]

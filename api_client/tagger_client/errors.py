@@ -29,3 +29,11 @@ class WaitTimeout(ClientError):
 
 class ImageNotFound(ClientError):
     """No image with that key (under that storage) was ever submitted for tagging."""
+
+
+class InvalidCursor(ClientError):
+    """A page cursor that no page handed out (or a cursor given with an offset)."""
+
+
+class TagNotFound(ClientError):
+    """No such tag in the vocabulary."""

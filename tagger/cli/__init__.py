@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from tagger.cli import demo, jobs, labels, models, results, sample, serve, system, tag, tokens, train, workers
+from tagger.cli.shared import close_sessions
 from tagger.errors import ConfigError, NotFoundError, TaggerError, UnavailableError
 from tagger.logs import configure as configure_logging
 from tagger.settings import Settings
@@ -83,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return NotFoundError.exit_code if missing else ConfigError.exit_code
         raise
     finally:
+        close_sessions()
         signal.signal(signal.SIGTERM, previous)
 
 

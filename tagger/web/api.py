@@ -14,9 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from tagger.tokens import Principal
 from tagger.web.auth import require
 from tagger_client.errors import InvalidSubmission
+from tagger_client.paging import MAX_CURSOR_CHARS
 
 router = APIRouter(prefix="/api/v1")
-MAX_OFFSET = 10_000_000  # paging deeper than this is an export's job (`tagger export`), not a page's
+# The deprecated `offset` reads and drops that many index entries: bounded, so a request costs what a
+# page may. Deeper pages follow a cursor; the whole list is `tagger export --tag`.
+MAX_OFFSET = 10_000
 
 
 class Submission(BaseModel):
@@ -173,13 +176,31 @@ def tag_images(
     request: Request,
     min_probability: float = Query(0.5, ge=0.0, le=1.0),  # noqa: B008
     limit: int = Query(100, ge=1, le=1000),  # noqa: B008
-    offset: int = Query(0, ge=0, le=MAX_OFFSET),  # noqa: B008
+    cursor: str | None = Query(  # noqa: B008
+        None,
+        max_length=MAX_CURSOR_CHARS,
+        description="Continue after this row: the `cursor` of the last row of the previous page.",
+    ),
+    offset: int = Query(  # noqa: B008
+        0,
+        ge=0,
+        le=MAX_OFFSET,
+        deprecated=True,
+        description=f"Deprecated: page with `cursor`. Skips rows; at most {MAX_OFFSET:,}, never with a cursor.",
+    ),
     _: Principal = Depends(require("read")),  # noqa: B008
 ) -> list[dict[str, Any]]:
-    """Images whose last tagging suggested `tag` at `min_probability` or more, most probable first."""
+    """Images the active model version suggested `tag` for at `min_probability` or more, most probable
+    first, ties by image id. Each row carries a `cursor`: pass the last row's as `cursor` for the next
+    page (a page shorter than `limit` is the last). Any page, at any depth, costs what it returns."""
     from tagger.results import images_with_tag
 
-    return images_with_tag(request.app.state.sessions, tag, min_probability=min_probability, limit=limit, offset=offset)
+    if cursor is not None and offset:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give a cursor or an offset, not both")
+    page = images_with_tag(
+        request.app.state.sessions, tag, min_probability=min_probability, limit=limit, cursor=cursor, offset=offset
+    )
+    return [item.as_dict() for item in page.items]
 
 
 @router.post("/labels")
