@@ -275,8 +275,9 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
 
         batch = torch.stack([item.pixels for item in loaded])
         with device_lock:
-            probs = model.predict(batch)
-        rows = suggestion_rows(probs, model.thresholds, [item.image_id for item in loaded], model.tag_ids)
+            out = model.infer(batch)
+        ids = [item.image_id for item in loaded]
+        rows = suggestion_rows(out.probs, model.thresholds, ids, model.tag_ids, out.embeddings)
     for f in failed:
         log.info("job %s: image %d failed: %s", job.id, f.image_id, f.reason)
     t_inferred = time.perf_counter()

@@ -16,6 +16,7 @@ from tagger_client.contract import (
     job_id_for,
 )
 from tagger_client.errors import (
+    ApiUnavailable,
     BrokerUnavailable,
     ClientError,
     DatabaseUnavailable,
@@ -28,7 +29,7 @@ from tagger_client.errors import (
 
 def __getattr__(name: str) -> object:
     # The client pulls kombu and SQLAlchemy; the contract alone (used by the worker) does not.
-    if name in ("TaggerClient", "JobStatus", "Suggestion"):
+    if name in ("TaggerClient", "JobStatus", "SimilarImage", "SimilarImages", "Suggestion"):
         from tagger_client import client
 
         return getattr(client, name)
@@ -36,6 +37,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ApiUnavailable",
     "QUEUE_BULK",
     "QUEUE_INTERACTIVE",
     "TASK_CONTROL_JOB",
@@ -52,6 +54,8 @@ __all__ = [
     "JobState",
     "MessageError",
     "JobStatus",
+    "SimilarImage",
+    "SimilarImages",
     "Suggestion",
     "TaggerClient",
     "WaitTimeout",

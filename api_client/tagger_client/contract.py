@@ -26,6 +26,9 @@ QUEUE_NOTIFICATIONS = "tagger.notifications"
 
 MAX_KEYS_PER_MESSAGE = 1024
 MAX_KEY_LENGTH = 1024
+# A similar-image search: how many images it returns unless told, and at most (the CLI, the API, the client).
+SIMILAR_LIMIT = 10
+SIMILAR_MAX_LIMIT = 1000
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 

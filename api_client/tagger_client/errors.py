@@ -29,3 +29,7 @@ class WaitTimeout(ClientError):
 
 class ImageNotFound(ClientError):
     """No image with that key (under that storage) was ever submitted for tagging."""
+
+
+class ApiUnavailable(ClientError):
+    """`tagger serve` was not configured (api_url) or cannot be reached; nothing was asked."""

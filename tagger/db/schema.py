@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pgvector.sqlalchemy import HALFVEC  # also teaches reflection the type (the migration test compares)
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -130,6 +132,22 @@ class Suggestion(Base):
     model_version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     probability: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Embedding(Base):
+    """An image's embedding from one model version: the pooled features before the head, L2-normalised, in
+    half precision. A version's vectors are never mixed with another's (the key holds the version).
+
+    PostgreSQL holds it as pgvector's `halfvec` with no fixed width (each architecture has its own), and an
+    HNSW index per version on `embedding::halfvec(width)` (`tagger.db.vectors.ensure_index`); SQLite as
+    the float16 bytes. Written by the sink behind the suggestions' fence; like them, no foreign keys.
+    """
+
+    __tablename__ = "embeddings"
+
+    model_version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    embedding: Mapped[Any] = mapped_column(LargeBinary().with_variant(HALFVEC(), "postgresql"))
 
 
 class Job(Base):

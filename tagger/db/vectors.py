@@ -1,0 +1,253 @@
+"""Image embeddings in the database: write, search, count and prune them.
+
+One row per (model version, image): the pooled features before the head, L2-normalised, float16. On
+PostgreSQL the column is pgvector's `halfvec` without a fixed width (each architecture has its own)
+and each version gets an HNSW index (cosine) on `embedding::halfvec(width) WHERE model_version_id = v`,
+pgvector's documented way to keep vectors of several widths in one table. On SQLite the column holds
+the float16 bytes and a search is exact, in NumPy, over the version's vectors read once per process
+and then only the rows added since (measured in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy.orm import Session
+
+from tagger.db.schema import Embedding
+from tagger.db.upsert import affected, upsert_many
+from tagger.errors import ConfigError
+
+# An HNSW index's candidate list while searching (pgvector's default is 40): raised to the limit asked
+# for, so a search for 100 neighbours can return 100.
+EF_SEARCH = 40
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    image_id: int
+    similarity: float  # cosine similarity, 1 for the same picture, 0 for unrelated ones
+
+
+def index_name(version_id: int) -> str:
+    return f"ix_embeddings_hnsw_v{int(version_id)}"
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def adapt_halfvec(raw: Any) -> None:
+    """Teach one psycopg connection pgvector's `halfvec` (sent in binary: 2 bytes a dimension, no text to
+    format); one round trip on the connection's first use, nothing after."""
+    if raw.adapters.types.get("halfvec") is not None:
+        return
+    from pgvector.psycopg.halfvec import register_halfvec_info
+    from psycopg.types import TypeInfo
+
+    info = TypeInfo.fetch(raw, "halfvec")
+    if info is None:
+        raise ConfigError("the database has no pgvector `halfvec` type: run `tagger db upgrade`")
+    register_halfvec_info(raw, info)
+
+
+def halfvecs(vectors: np.ndarray) -> list[Any]:
+    """Rows of an N x width float16 array as pgvector HalfVectors (the binary parameter of a halfvec[])."""
+    from pgvector import HalfVector
+
+    return [HalfVector(row) for row in vectors]
+
+
+def write_vectors(session: Session, version_id: int, image_ids: Sequence[int], vectors: np.ndarray) -> None:
+    """Upsert one vector per image for `version_id` (`vectors` is len(image_ids) x width float16).
+
+    The sink's path on SQLite; on PostgreSQL the sink writes them within its one statement. SQLite's rows
+    are replaced (a new rowid), so a process's cached matrix sees a re-tag as a new row (`_Matrix`).
+    """
+    if not image_ids:
+        return
+    postgres = session.get_bind().dialect.name == "postgresql"
+    rows = [
+        {"model_version_id": version_id, "image_id": int(i), "embedding": v if postgres else v.tobytes()}
+        for i, v in zip(image_ids, vectors.astype(np.float16), strict=True)
+    ]
+    if postgres:
+        session.execute(upsert_many(session, Embedding, ["model_version_id", "image_id"], ["embedding"]), rows)
+    else:
+        session.execute(insert(Embedding).prefix_with("OR REPLACE"), rows)
+
+
+def ensure_index(engine: Engine, version_id: int, width: int) -> bool:
+    """PostgreSQL: create the HNSW index of one version's vectors when it is missing (a worker calls this when
+    it loads a version, before its first batch). True when this call created it; always False on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return False
+    name = index_name(version_id)
+    with engine.begin() as conn:
+        if conn.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar() is not None:
+            return False
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('tagger.embeddings.index'))"))
+        conn.execute(
+            text(
+                f"CREATE INDEX IF NOT EXISTS {name} ON embeddings USING hnsw "
+                f"((embedding::halfvec({int(width)})) halfvec_cosine_ops) WHERE model_version_id = {int(version_id)}"
+            )
+        )
+    return True
+
+
+def prune_vectors(session: Session, keep_version_ids: Iterable[int]) -> int:
+    """Delete the vectors of every version not in `keep_version_ids`, and on PostgreSQL their indexes, in the
+    caller's transaction; returns how many vectors went. For the command that prunes model versions."""
+    keep = sorted({int(v) for v in keep_version_ids})
+    gone = affected(
+        session.execute(
+            delete(Embedding)
+            .where(Embedding.model_version_id.not_in(keep))
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        names = session.scalars(
+            text("SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings' AND indexname LIKE :pattern"),
+            {"pattern": "ix_embeddings_hnsw_v%"},
+        )
+        for name in list(names):
+            if int(name.removeprefix("ix_embeddings_hnsw_v")) not in keep:
+                session.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
+    return gone
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def vector_of(session: Session, version_id: int, image_id: int) -> np.ndarray | None:
+    """One image's vector from `version_id` as float32, or None when that version has not embedded it."""
+    raw = session.scalar(
+        select(Embedding.embedding).where(Embedding.model_version_id == version_id, Embedding.image_id == image_id)
+    )
+    if raw is None:
+        return None
+    if isinstance(raw, bytes | memoryview):
+        return np.frombuffer(raw, dtype=np.float16).astype(np.float32)
+    return np.asarray(raw.to_numpy() if hasattr(raw, "to_numpy") else raw, dtype=np.float32)
+
+
+def count_vectors(session: Session, version_id: int) -> int:
+    return int(session.scalar(select(func.count()).where(Embedding.model_version_id == version_id)) or 0)
+
+
+def nearest(
+    session: Session, version_id: int, query: np.ndarray, *, limit: int, min_similarity: float = -1.0
+) -> list[Neighbour]:
+    """The `limit` images whose `version_id` vectors are most similar (cosine) to `query`, most similar
+    first, those under `min_similarity` left out. Approximate on PostgreSQL (the version's HNSW index, when
+    it has one), exact on SQLite."""
+    q = np.asarray(query, dtype=np.float32).ravel()
+    norm = float(np.linalg.norm(q))
+    if norm == 0.0 or not np.isfinite(norm):
+        raise ConfigError("the query vector is zero or not finite: nothing is similar to it")
+    q = q / norm
+    if session.get_bind().dialect.name == "postgresql":
+        found = _nearest_postgres(session, version_id, q, limit)
+    else:
+        found = _matrix(session, version_id).nearest(q, limit)
+    return [n for n in found if n.similarity >= min_similarity]
+
+
+def _nearest_postgres(session: Session, version_id: int, q: np.ndarray, limit: int) -> list[Neighbour]:
+    from pgvector import HalfVector
+
+    session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(EF_SEARCH, limit))})
+    rows = session.execute(
+        text(search_sql(version_id, int(q.shape[0]))), {"q": HalfVector(q).to_text(), "limit": limit}
+    )
+    return [Neighbour(int(i), float(s)) for i, s in rows]
+
+
+def search_sql(version_id: int, width: int) -> str:
+    """The search of one version's vectors (parameters :q, a halfvec's text, and :limit). The version and the
+    width are written into the statement as the index's own predicate and expression: bound as parameters,
+    the planner cannot prove the partial index applies and scans every row."""
+    distance = f"embedding::halfvec({int(width)}) <=> CAST(:q AS halfvec({int(width)}))"
+    return (
+        f"SELECT image_id, 1 - ({distance}) FROM embeddings WHERE model_version_id = {int(version_id)} "
+        f"ORDER BY {distance} LIMIT :limit"
+    )
+
+
+# --- SQLite: exact search over a matrix kept per process ------------------------------------------
+
+
+@dataclass
+class _Matrix:
+    """One version's vectors as float32 rows, with the highest rowid read: later reads take only newer rows."""
+
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    vectors: np.ndarray | None = None
+    rowid: int = 0
+    rows: dict[int, int] = field(default_factory=dict)  # image id -> its row
+
+    def add(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        if not rows:
+            return
+        blob = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float16)
+        fresh = blob.reshape(len(rows), -1).astype(np.float32)
+        if self.vectors is not None and fresh.shape[1] != self.vectors.shape[1]:
+            raise ConfigError(f"vectors of {fresh.shape[1]} and {self.vectors.shape[1]} dimensions in one version")
+        new_ids, new_rows = [], []
+        for (rowid, image_id, _), vector in zip(rows, fresh, strict=True):
+            self.rowid = max(self.rowid, rowid)
+            at = self.rows.get(image_id)
+            if at is not None and self.vectors is not None:
+                self.vectors[at] = vector  # replaced (a re-tag by the same version)
+            else:
+                self.rows[image_id] = len(self.rows)
+                new_ids.append(image_id)
+                new_rows.append(vector)
+        if new_rows:
+            stacked = np.stack(new_rows)
+            self.vectors = stacked if self.vectors is None else np.concatenate([self.vectors, stacked])
+            self.ids = np.concatenate([self.ids, np.asarray(new_ids, dtype=np.int64)])
+
+    def nearest(self, q: np.ndarray, limit: int) -> list[Neighbour]:
+        if self.vectors is None or limit <= 0:
+            return []
+        if q.shape[0] != self.vectors.shape[1]:
+            raise ConfigError(f"a {q.shape[0]}-dimensional query against {self.vectors.shape[1]}-dimensional vectors")
+        scores = self.vectors @ q
+        k = min(limit, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.lexsort((self.ids[top], -scores[top]))]
+        return [Neighbour(int(self.ids[i]), float(scores[i])) for i in top]
+
+
+_matrices: dict[tuple[str, int], _Matrix] = {}
+_matrices_lock = threading.Lock()
+
+
+def _matrix(session: Session, version_id: int) -> _Matrix:
+    """The version's matrix, brought up to date: rows added since the last read are read; a version whose rows
+    were deleted (pruned) or replaced behind the newest one read is read again whole."""
+    key = (str(session.get_bind().engine.url), version_id)
+    where = "model_version_id = :version"
+    with _matrices_lock:
+        matrix = _matrices.get(key) or _Matrix()
+        top, count = session.execute(
+            text(f"SELECT max(rowid), count(*) FROM embeddings WHERE {where}"), {"version": version_id}
+        ).one()
+        if top is None or top < matrix.rowid or count < len(matrix.rows):
+            matrix = _Matrix()
+        if top is not None and top > matrix.rowid:
+            matrix.add(
+                session.execute(
+                    text(f"SELECT rowid, image_id, embedding FROM embeddings WHERE {where} AND rowid > :after"),
+                    {"version": version_id, "after": matrix.rowid},
+                ).all()  # type: ignore[arg-type]
+            )
+        _matrices[key] = matrix
+        return matrix
