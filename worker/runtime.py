@@ -144,7 +144,6 @@ class ModelRuntime:
             if self._device_decode
             else None
         )
-        self._index_vectors(model)
         previous = self.serving_version
         self._served = Served(model, on_device)
         prometheus.served(version, previous)
@@ -159,19 +158,6 @@ class ModelRuntime:
             time.monotonic() - started,
             f"; replaced {previous}" if previous else "",
         )
-
-    def _index_vectors(self, model: ServingModel) -> None:
-        """The version's vector index (PostgreSQL), made before its first batch writes a vector: a vector
-        written before it would be indexed by the build anyway, so a failure here only logs."""
-        from tagger.db.vectors import ensure_index
-
-        try:
-            with self._sessions() as session:
-                engine = session.get_bind()
-            if ensure_index(engine, model.version_id, model.embedding_dim):  # type: ignore[arg-type]
-                log.info("made the vector index of %s (%d dimensions)", model.version, model.embedding_dim)
-        except Exception:
-            log.exception("could not make the vector index of %s; searches scan its vectors meanwhile", model.version)
 
     def _refuse(self, version: str, reason: str, version_id: int | None = None) -> None:
         prometheus.MODEL_REFUSALS.inc()

@@ -16,6 +16,8 @@ TASK_TAG_BATCH = "tagger.tag_batch"
 """Celery task name (internal): args = [job_id: str, image_ids: list[int]]."""
 
 TASK_RETRAIN = "tagger.retrain"
+# Build a model version's vector index off the hot path: queued by the worker whose write ended a job.
+TASK_INDEX_VECTORS = "tagger.index_vectors"
 """Celery task name of scheduled retraining (no arguments); queued by `tagger beat`."""
 
 QUEUE_BULK = "tagger.bulk"

@@ -138,9 +138,10 @@ class Embedding(Base):
     """An image's embedding from one model version: the pooled features before the head, L2-normalised, in
     half precision. A version's vectors are never mixed with another's (the key holds the version).
 
-    PostgreSQL holds it as pgvector's `halfvec` with no fixed width (each architecture has its own), and an
-    HNSW index per version on `embedding::halfvec(width)` (`tagger.db.vectors.ensure_index`); SQLite as
-    the float16 bytes. Written by the sink behind the suggestions' fence; like them, no foreign keys.
+    PostgreSQL holds it as pgvector's `halfvec` with no fixed width (each architecture has its own), with an
+    HNSW index per version on `embedding::halfvec(width)`, built off the hot path (`tagger.db.vectors`);
+    SQLite as the float16 bytes. Written by the sink behind the suggestions' fence; like them, no foreign
+    keys.
     """
 
     __tablename__ = "embeddings"

@@ -1,11 +1,19 @@
-"""Image embeddings in the database: write, search, count and prune them.
+"""Image embeddings in the database: write, index, search, count and prune them.
 
 One row per (model version, image): the pooled features before the head, L2-normalised, float16. On
-PostgreSQL the column is pgvector's `halfvec` without a fixed width (each architecture has its own)
-and each version gets an HNSW index (cosine) on `embedding::halfvec(width) WHERE model_version_id = v`,
-pgvector's documented way to keep vectors of several widths in one table. On SQLite the column holds
-the float16 bytes and a search is exact, in NumPy, over the version's vectors read once per process
-and then only the rows added since (measured in BENCHMARKS.md).
+PostgreSQL the column is pgvector's `halfvec` without a fixed width (each architecture has its own), and
+a version's vectors get an HNSW index (cosine) on `embedding::halfvec(width)`, partial to that version:
+pgvector's documented way to keep vectors of several widths in one table.
+
+The index is built off the hot path. Inserting into an HNSW graph costs a search of it per vector (on
+2 cores the sink fell to 11-20% of its rate, BENCHMARKS.md), so each index covers the version's images
+up to an id fixed when it was built (`... WHERE model_version_id = v AND image_id <= cutoff`) and the
+sink's new images, with higher ids, never touch it. A search reads the index for those, and scans the
+few images past the cutoff exactly. When enough have gathered, `index_vectors` (a task the worker
+queues when a job ends) builds a new index up to the newest image, concurrently, and drops the old.
+
+On SQLite the column holds the float16 bytes and a search is exact, in NumPy, over the version's vectors
+read once per process and then only the rows added since (measured in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ from tagger.db.schema import Embedding
 from tagger.db.upsert import affected, upsert_many
 from tagger.errors import ConfigError
 
-# An HNSW index's candidate list while searching (pgvector's default is 40): raised to the limit asked
-# for, so a search for 100 neighbours can return 100.
-EF_SEARCH = 40
+# An HNSW index's candidate list while searching (pgvector's default is 40, which found 82% of the exact
+# top 10 at 50,000 clustered vectors): raised to the limit asked for, so a search for 200 can return 200.
+EF_SEARCH = 100
 
 
 @dataclass(frozen=True)
@@ -34,8 +42,14 @@ class Neighbour:
     similarity: float  # cosine similarity, 1 for the same picture, 0 for unrelated ones
 
 
-def index_name(version_id: int) -> str:
-    return f"ix_embeddings_hnsw_v{int(version_id)}"
+def index_name(version_id: int, cutoff: int) -> str:
+    return f"{INDEX_PREFIX}{int(version_id)}_upto_{int(cutoff)}"
+
+
+INDEX_PREFIX = "ix_embeddings_hnsw_v"
+# A new index is built when the images past the newest one's cutoff (scanned exactly by every search) are
+# at least this many, and at least a tenth of those it holds.
+MIN_TAIL = 2000
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -81,23 +95,71 @@ def write_vectors(session: Session, version_id: int, image_ids: Sequence[int], v
         session.execute(insert(Embedding).prefix_with("OR REPLACE"), rows)
 
 
-def ensure_index(engine: Engine, version_id: int, width: int) -> bool:
-    """PostgreSQL: create the HNSW index of one version's vectors when it is missing (a worker calls this when
-    it loads a version, before its first batch). True when this call created it; always False on SQLite."""
+def index_vectors(engine: Engine, version_id: int, *, min_tail: int = MIN_TAIL) -> int | None:
+    """PostgreSQL: build the HNSW index of `version_id`'s vectors up to its newest image, concurrently (writes
+    go on), and drop the one it replaces, when the images past that one's cutoff are at least `min_tail`
+    and a tenth of those it holds. Returns the new index's cutoff, or None when nothing was built (SQLite,
+    too few new images, or another process building)."""
     if engine.dialect.name != "postgresql":
-        return False
-    name = index_name(version_id)
-    with engine.begin() as conn:
-        if conn.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar() is not None:
-            return False
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('tagger.embeddings.index'))"))
-        conn.execute(
-            text(
-                f"CREATE INDEX IF NOT EXISTS {name} ON embeddings USING hnsw "
-                f"((embedding::halfvec({int(width)})) halfvec_cosine_ops) WHERE model_version_id = {int(version_id)}"
+        return None
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # CREATE INDEX CONCURRENTLY: no transaction
+        if not conn.execute(
+            text("SELECT pg_try_advisory_lock(hashtext('tagger.embeddings.index'), :v)"), {"v": version_id}
+        ).scalar():
+            return None
+        try:
+            old = _cutoff(conn, version_id)
+            newest, width = conn.execute(
+                text(
+                    "SELECT max(image_id), (SELECT vector_dims(embedding) FROM embeddings WHERE model_version_id = :v "
+                    "LIMIT 1) FROM embeddings WHERE model_version_id = :v"
+                ),
+                {"v": version_id},
+            ).one()
+            if newest is None or (old is not None and newest <= old):
+                return None
+            tail, held = conn.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE image_id > :old), count(*) FILTER (WHERE image_id <= :old) "
+                    "FROM embeddings WHERE model_version_id = :v"
+                ),
+                {"v": version_id, "old": old if old is not None else -1},
+            ).one()
+            if tail < max(min_tail, held // 10):
+                return None
+            conn.execute(
+                text(
+                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index_name(version_id, newest)} ON embeddings "
+                    f"USING hnsw ((embedding::halfvec({int(width)})) halfvec_cosine_ops) "
+                    f"WHERE model_version_id = {int(version_id)} AND image_id <= {int(newest)}"
+                )
             )
-        )
-    return True
+            for cutoff in _cutoffs(conn, version_id, valid_only=False):
+                if cutoff != newest:
+                    conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {index_name(version_id, cutoff)}"))
+            return int(newest)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext('tagger.embeddings.index'), :v)"), {"v": version_id})
+
+
+def _cutoffs(conn: Any, version_id: int, *, valid_only: bool = True) -> list[int]:
+    """The cutoffs of a version's indexes, from the catalog; by default only those the planner may use (a
+    concurrent build's index is invalid until it ends)."""
+    rows = conn.execute(
+        text(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'embeddings'::regclass AND c.relname LIKE :pattern"
+            + (" AND i.indisvalid" if valid_only else "")
+        ),
+        {"pattern": f"{INDEX_PREFIX}{int(version_id)}_upto_%"},
+    )
+    return [int(name.rpartition("_upto_")[2]) for (name,) in rows]
+
+
+def _cutoff(conn: Any, version_id: int) -> int | None:
+    """The cutoff of the version's newest usable index; None when it has none."""
+    return max(_cutoffs(conn, version_id), default=None)
 
 
 def prune_vectors(session: Session, keep_version_ids: Iterable[int]) -> int:
@@ -112,12 +174,12 @@ def prune_vectors(session: Session, keep_version_ids: Iterable[int]) -> int:
         )
     )
     if session.get_bind().dialect.name == "postgresql":
-        names = session.scalars(
+        conn = session.connection()
+        for name in conn.execute(
             text("SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings' AND indexname LIKE :pattern"),
-            {"pattern": "ix_embeddings_hnsw_v%"},
-        )
-        for name in list(names):
-            if int(name.removeprefix("ix_embeddings_hnsw_v")) not in keep:
+            {"pattern": f"{INDEX_PREFIX}%"},
+        ).scalars():
+            if int(name.removeprefix(INDEX_PREFIX).partition("_upto_")[0]) not in keep:
                 session.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
     return gone
 
@@ -160,24 +222,31 @@ def nearest(
 
 
 def _nearest_postgres(session: Session, version_id: int, q: np.ndarray, limit: int) -> list[Neighbour]:
+    """The version's index for the images up to its cutoff, an exact scan of those past it; the best of both."""
     from pgvector import HalfVector
 
     session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(EF_SEARCH, limit))})
-    rows = session.execute(
-        text(search_sql(version_id, int(q.shape[0]))), {"q": HalfVector(q).to_text(), "limit": limit}
-    )
-    return [Neighbour(int(i), float(s)) for i, s in rows]
+    cutoff = _cutoff(session.connection(), version_id)
+    params = {"q": HalfVector(q).to_text(), "limit": limit}
+    found: list[Neighbour] = []
+    for part in ("indexed", "tail") if cutoff is not None else ("all",):
+        rows = session.execute(text(search_sql(version_id, int(q.shape[0]), cutoff, part)), params)
+        found += [Neighbour(int(i), float(s)) for i, s in rows]
+    return sorted(found, key=lambda n: (-n.similarity, n.image_id))[:limit]
 
 
-def search_sql(version_id: int, width: int) -> str:
-    """The search of one version's vectors (parameters :q, a halfvec's text, and :limit). The version and the
-    width are written into the statement as the index's own predicate and expression: bound as parameters,
+def search_sql(version_id: int, width: int, cutoff: int | None = None, part: str = "all") -> str:
+    """One part of a search of one version's vectors (parameters :q, a halfvec's text, and :limit): the images
+    its index holds (`indexed`, up to `cutoff`), those past it (`tail`), or `all`. The version, width and
+    cutoff are written into the statement as the index's own predicate and expression: bound as parameters,
     the planner cannot prove the partial index applies and scans every row."""
     distance = f"embedding::halfvec({int(width)}) <=> CAST(:q AS halfvec({int(width)}))"
-    return (
-        f"SELECT image_id, 1 - ({distance}) FROM embeddings WHERE model_version_id = {int(version_id)} "
-        f"ORDER BY {distance} LIMIT :limit"
-    )
+    where = f"model_version_id = {int(version_id)}"
+    if part == "indexed":
+        where += f" AND image_id <= {int(cutoff or 0)}"
+    elif part == "tail":
+        where += f" AND image_id > {int(cutoff or 0)}"
+    return f"SELECT image_id, 1 - ({distance}) FROM embeddings WHERE {where} ORDER BY {distance} LIMIT :limit"
 
 
 # --- SQLite: exact search over a matrix kept per process ------------------------------------------

@@ -141,12 +141,15 @@ def test_a_new_active_version_searches_its_own_space_and_counts_the_images_await
     assert _vectors(sessions) == 2
 
 
-def test_the_worker_makes_each_versions_hnsw_index_and_searches_use_it(postgres: Any, tmp_path: Path) -> None:
-    """PostgreSQL: the index a worker makes when it loads a version, and the plan of a search."""
-    from tagger.db import make_engine, make_sessionmaker, upgrade
+def test_each_versions_index_is_built_off_the_hot_path_and_a_search_reads_it_and_the_images_past_it(
+    postgres: Any, tmp_path: Path
+) -> None:
+    """PostgreSQL: the index holds a version's images up to its cutoff (the sink's new ones never touch it);
+    a search reads it for those, scans the rest, and finds the best of both."""
     from pgvector import HalfVector
 
-    from tagger.db.vectors import ensure_index, index_name, search_sql
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.db.vectors import index_name, index_vectors, search_sql
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, postgres.create_database("hnsw_index"))
@@ -156,9 +159,13 @@ def test_the_worker_makes_each_versions_hnsw_index_and_searches_use_it(postgres:
     make_model(settings, sessions)
     with sessions() as session:
         version = registry.active(session).id
-    assert ensure_index(engine, version, 512) and not ensure_index(engine, version, 512)
-    keys, copies = _archive(tmp_path, count=4)
-    ids = _tag(sessions, engine, tmp_path, keys + copies)
+    keys, copies = _archive(tmp_path, count=6)
+    ids = _tag(sessions, engine, tmp_path, keys)  # the first job: no index yet, every search is exact
+    assert index_vectors(engine, version) is None  # too few images past (no) index to be worth one
+    cutoff = index_vectors(engine, version, min_tail=1)
+    assert cutoff == max(ids.values()) and index_vectors(engine, version, min_tail=1) is None
+    copy_ids = _tag(sessions, engine, tmp_path, copies)  # a later job: its images are past the cutoff
+    assert min(copy_ids.values()) > cutoff
     with sessions() as session, session.begin():
         for scan in ("seqscan", "bitmapscan", "sort"):  # a table this small would be read whole and sorted
             session.execute(text(f"SET LOCAL enable_{scan} = off"))
@@ -166,11 +173,19 @@ def test_the_worker_makes_each_versions_hnsw_index_and_searches_use_it(postgres:
         assert query is not None
         plan = "\n".join(
             session.scalars(
-                text("EXPLAIN " + search_sql(version, 512)), {"q": HalfVector(query).to_text(), "limit": 5}
+                text("EXPLAIN " + search_sql(version, 512, cutoff, "indexed")),
+                {"q": HalfVector(query).to_text(), "limit": 5},
             )
         )
-    assert index_name(version) in plan
-    assert similar_to_image(sessions, ids[keys[0]]).hits[0].key == keys[0]
+    assert index_name(version, cutoff) in plan
+    found = similar_to_image(sessions, ids[keys[0]], limit=3)  # itself from the index, its copies past it
+    assert found.hits[0].key == keys[0] and {h.key for h in found.hits[1:]} == set(copies)
+    newer = index_vectors(engine, version, min_tail=1)  # a new index up to the copies replaces the old one
+    with sessions() as session:
+        names = set(session.scalars(text("SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings'")))
+    assert newer == max(copy_ids.values()) and index_name(version, newer) in names
+    assert index_name(version, cutoff) not in names
+    assert [h.key for h in similar_to_image(sessions, ids[keys[0]], limit=3).hits] == [h.key for h in found.hits]
     engine.dispose()
 
 
