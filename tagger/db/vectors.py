@@ -97,50 +97,52 @@ def write_vectors(session: Session, version_id: int, image_ids: Sequence[int], v
 
 def index_vectors(engine: Engine, version_id: int, *, min_tail: int = MIN_TAIL) -> int | None:
     """PostgreSQL: build the HNSW index of `version_id`'s vectors up to its newest image, concurrently (writes
-    go on), and drop the one it replaces, when the images past that one's cutoff are at least `min_tail`
-    and a tenth of those it holds. Returns the new index's cutoff, or None when nothing was built (SQLite,
-    too few new images, or another process building)."""
+    go on), and drop the older ones it replaces, when the images past the newest usable one's cutoff are
+    at least `min_tail` and a tenth of those it holds. Returns the new index's cutoff, or None when nothing
+    was built (SQLite, too few new images, or an index being built already).
+
+    No lock is held across the build (a session's advisory lock would outlive it on another server
+    connection behind a transaction pooler): a build under way is seen in pg_stat_progress_create_index,
+    and two that raced both end well, the later cutoff dropping the earlier."""
     if engine.dialect.name != "postgresql":
         return None
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # CREATE INDEX CONCURRENTLY: no transaction
-        if not conn.execute(
-            text("SELECT pg_try_advisory_lock(hashtext('tagger.embeddings.index'), :v)"), {"v": version_id}
-        ).scalar():
+        building = conn.execute(
+            text("SELECT count(*) FROM pg_stat_progress_create_index WHERE relid = 'embeddings'::regclass")
+        ).scalar()
+        if building:
             return None
-        try:
-            old = _cutoff(conn, version_id)
-            newest, width = conn.execute(
-                text(
-                    "SELECT max(image_id), (SELECT vector_dims(embedding) FROM embeddings WHERE model_version_id = :v "
-                    "LIMIT 1) FROM embeddings WHERE model_version_id = :v"
-                ),
-                {"v": version_id},
-            ).one()
-            if newest is None or (old is not None and newest <= old):
-                return None
-            tail, held = conn.execute(
-                text(
-                    "SELECT count(*) FILTER (WHERE image_id > :old), count(*) FILTER (WHERE image_id <= :old) "
-                    "FROM embeddings WHERE model_version_id = :v"
-                ),
-                {"v": version_id, "old": old if old is not None else -1},
-            ).one()
-            if tail < max(min_tail, held // 10):
-                return None
-            conn.execute(
-                text(
-                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index_name(version_id, newest)} ON embeddings "
-                    f"USING hnsw ((embedding::halfvec({int(width)})) halfvec_cosine_ops) "
-                    f"WHERE model_version_id = {int(version_id)} AND image_id <= {int(newest)}"
-                )
+        old = _cutoff(conn, version_id)
+        newest, width = conn.execute(
+            text(
+                "SELECT max(image_id), (SELECT vector_dims(embedding) FROM embeddings WHERE model_version_id = :v "
+                "LIMIT 1) FROM embeddings WHERE model_version_id = :v"
+            ),
+            {"v": version_id},
+        ).one()
+        if newest is None or (old is not None and newest <= old):
+            return None
+        tail, held = conn.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE image_id > :old), count(*) FILTER (WHERE image_id <= :old) "
+                "FROM embeddings WHERE model_version_id = :v"
+            ),
+            {"v": version_id, "old": old if old is not None else -1},
+        ).one()
+        if tail < max(min_tail, held // 10):
+            return None
+        conn.execute(
+            text(
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index_name(version_id, newest)} ON embeddings "
+                f"USING hnsw ((embedding::halfvec({int(width)})) halfvec_cosine_ops) "
+                f"WHERE model_version_id = {int(version_id)} AND image_id <= {int(newest)}"
             )
-            for cutoff in _cutoffs(conn, version_id, valid_only=False):
-                if cutoff != newest:
-                    conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {index_name(version_id, cutoff)}"))
-            return int(newest)
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(hashtext('tagger.embeddings.index'), :v)"), {"v": version_id})
+        )
+        for cutoff in _cutoffs(conn, version_id, valid_only=False):
+            if cutoff < newest:  # older ones, and any a failed build left invalid
+                conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {index_name(version_id, cutoff)}"))
+        return int(newest)
 
 
 def _cutoffs(conn: Any, version_id: int, *, valid_only: bool = True) -> list[int]:
@@ -300,23 +302,26 @@ _matrices_lock = threading.Lock()
 
 
 def _matrix(session: Session, version_id: int) -> _Matrix:
-    """The version's matrix, brought up to date: rows added since the last read are read; a version whose rows
-    were deleted (pruned) or replaced behind the newest one read is read again whole."""
+    """The version's matrix, brought up to date by the rows written since it was last read: one look at the
+    table's newest rowid (the end of its b-tree), then a range of rowids past it. A re-tag's row replaces the
+    old one with a new rowid (`write_vectors`); a table whose rowids went back (emptied, replaced) is read
+    again whole."""
     key = (str(session.get_bind().engine.url), version_id)
-    where = "model_version_id = :version"
     with _matrices_lock:
         matrix = _matrices.get(key) or _Matrix()
-        top, count = session.execute(
-            text(f"SELECT max(rowid), count(*) FROM embeddings WHERE {where}"), {"version": version_id}
-        ).one()
-        if top is None or top < matrix.rowid or count < len(matrix.rows):
+        top = session.execute(text("SELECT max(rowid) FROM embeddings")).scalar()
+        if top is None or top < matrix.rowid:
             matrix = _Matrix()
         if top is not None and top > matrix.rowid:
-            matrix.add(
-                session.execute(
-                    text(f"SELECT rowid, image_id, embedding FROM embeddings WHERE {where} AND rowid > :after"),
-                    {"version": version_id, "after": matrix.rowid},
-                ).all()  # type: ignore[arg-type]
-            )
+            # `+model_version_id`: SQLite walks the rowid range, not the version's whole primary-key range.
+            rows = session.execute(
+                text(
+                    "SELECT rowid, image_id, embedding FROM embeddings "
+                    "WHERE rowid > :after AND +model_version_id = :version"
+                ),
+                {"version": version_id, "after": matrix.rowid},
+            ).all()
+            matrix.add(rows)  # type: ignore[arg-type]
+            matrix.rowid = top
         _matrices[key] = matrix
         return matrix
