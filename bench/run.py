@@ -766,9 +766,9 @@ def main() -> int:
         results["sink_writers"] = writers
         decoding = (work / "archive", keys, args.size, min(args.threads, 8))
         sink_rounds = []
-        for _ in range(args.rounds):  # the sink and its ceiling in turn, beside decode threads and alone
-            measured: dict[str, float] = {}
-            measured["sink_rows_per_s"] = sink_rate(
+
+        def sink_beside_decode(width: int = 0) -> float:
+            return sink_rate(
                 sessions,
                 sink_url,
                 version_id,
@@ -777,7 +777,12 @@ def main() -> int:
                 batch=args.batch,
                 writers=writers,
                 decode=decoding,
+                width=width,
             )
+
+        for _ in range(args.rounds):  # the sink and its ceiling in turn, beside decode threads and alone
+            measured: dict[str, float] = {}
+            measured["sink_rows_per_s"] = sink_beside_decode()
             if args.database == "postgresql":
                 measured["database_write_beside_decode_rows_per_s"] = database_write_rate(
                     sessions,
@@ -789,17 +794,7 @@ def main() -> int:
                     decode=decoding,
                     streams=writers,
                 )
-            measured["sink_vectors_rows_per_s"] = sink_rate(
-                sessions,
-                sink_url,
-                version_id,
-                tag_ids,
-                args.sink_rows,
-                batch=args.batch,
-                writers=writers,
-                decode=decoding,
-                width=VECTOR_WIDTH,
-            )
+            measured["sink_vectors_rows_per_s"] = sink_beside_decode(VECTOR_WIDTH)
             measured["sink_alone_rows_per_s"] = sink_rate(
                 sessions, sink_url, version_id, tag_ids, args.sink_rows, batch=args.batch, writers=writers, decode=None
             )

@@ -119,28 +119,22 @@ def main() -> int:
         keys = write_archive(work / "archive", 32)
         decoding = (work / "archive", keys, 224, 2)
         rounds = []
-        for _ in range(args.rounds):
-            plain = sink_rate(
+
+        def sink(root: str, width: int) -> float:  # fresh images each run (another storage root)
+            return sink_rate(
                 sessions,
-                (work / "a").as_uri(),
+                (work / root).as_uri(),
                 version_id,
                 tag_ids,
                 args.sink_rows,
                 batch=32,
                 writers=args.writers,
                 decode=decoding,
+                width=width,
             )
-            vectors = sink_rate(
-                sessions,
-                (work / "b").as_uri(),
-                version_id,
-                tag_ids,
-                args.sink_rows,
-                batch=32,
-                writers=args.writers,
-                decode=decoding,
-                width=VECTOR_WIDTH,
-            )
+
+        for n in range(args.rounds):
+            plain, vectors = sink(f"plain{n}", 0), sink(f"vectors{n}", VECTOR_WIDTH)
             rounds.append((plain, vectors))
             say(f"  sink {plain:,.0f} rows/s, with vectors {vectors:,.0f} rows/s: {vectors / plain:.0%}")
         out["sink_rows_per_s"] = statistics.median(p for p, _ in rounds)
