@@ -82,20 +82,22 @@ def test_the_sink_writes_one_vector_per_image_and_a_redelivered_batch_none(
     image_ids = [ids[k] for k in keys]
     rng = np.random.default_rng(0)
 
-    def delivery() -> TaggedRows:  # each delivery's model run gives (slightly) different numbers
-        vectors = rng.standard_normal((3, 16)).astype(np.float32)
+    def delivery(ids: list[int]) -> TaggedRows:  # each delivery's model run gives (slightly) different numbers
+        vectors = rng.standard_normal((len(ids), 16)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return TaggedRows(image_ids, [], [], [], vectors.astype(np.float16))
+        return TaggedRows(ids, [], [], [], vectors.astype(np.float16))
 
-    first = delivery()
-    counts = [record_batch(engine, job_id=job, model_version_id=version, tagged=rows) for rows in (first, delivery())]
-    assert [c.done for c in counts] == [3, 0]
-    assert _vectors(sessions) == 3  # the redelivery wrote no second vector, and overwrote none
+    # A part of the batch written first (a split redelivery), then the whole batch, then the whole batch again.
+    first, whole = delivery(image_ids[:2]), delivery(image_ids)
+    counts = [record_batch(engine, job_id=job, model_version_id=version, tagged=rows) for rows in (first, whole, whole)]
+    assert [c.done for c in counts] == [2, 1, 0]
+    assert _vectors(sessions) == 3  # the redeliveries wrote no second vector, and overwrote none
     with sessions() as session:
-        stored = vector_of(session, version, image_ids[1])
-    assert stored is not None and np.array_equal(stored, first.vectors[1].astype(np.float32))  # type: ignore[index]
+        stored = [vector_of(session, version, i) for i in image_ids]
+    expected = [first.vectors[0], first.vectors[1], whole.vectors[2]]  # type: ignore[index]
+    assert all(np.array_equal(v, e.astype(np.float32)) for v, e in zip(stored, expected, strict=True))
     with pytest.raises(ValueError, match="2 vectors for 3"):
-        TaggedRows(image_ids, [], [], [], first.vectors[:2])  # type: ignore[index]
+        TaggedRows(image_ids, [], [], [], first.vectors)
 
 
 def test_similar_by_id_finds_the_image_itself_then_its_near_copies(
