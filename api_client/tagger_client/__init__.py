@@ -16,6 +16,7 @@ from tagger_client.contract import (
     job_id_for,
 )
 from tagger_client.errors import (
+    ApiUnavailable,
     BrokerUnavailable,
     ClientError,
     DatabaseUnavailable,
@@ -30,7 +31,7 @@ from tagger_client.errors import (
 
 def __getattr__(name: str) -> object:
     # The client pulls kombu and SQLAlchemy; the contract alone (used by the worker) does not.
-    if name in ("TaggerClient", "JobStatus", "Suggestion", "TagPage"):
+    if name in ("TaggerClient", "JobStatus", "SimilarImage", "SimilarImages", "Suggestion", "TagPage"):
         from tagger_client import client
 
         return getattr(client, name)
@@ -38,6 +39,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ApiUnavailable",
     "QUEUE_BULK",
     "QUEUE_INTERACTIVE",
     "TASK_CONTROL_JOB",
@@ -55,6 +57,8 @@ __all__ = [
     "JobState",
     "MessageError",
     "JobStatus",
+    "SimilarImage",
+    "SimilarImages",
     "Suggestion",
     "TagNotFound",
     "TagPage",

@@ -37,3 +37,7 @@ class InvalidCursor(ClientError):
 
 class TagNotFound(ClientError):
     """No such tag in the vocabulary."""
+
+
+class ApiUnavailable(ClientError):
+    """`tagger serve` was not configured (api_url) or cannot be reached; nothing was asked."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pgvector.sqlalchemy import HALFVEC  # also teaches reflection the type (the migration test compares)
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -149,6 +151,23 @@ Index(
     Suggestion.probability.desc(),
     Suggestion.image_id,
 )
+
+
+class Embedding(Base):
+    """An image's embedding from one model version: the pooled features before the head, L2-normalised, in
+    half precision. A version's vectors are never mixed with another's (the key holds the version).
+
+    PostgreSQL holds it as pgvector's `halfvec` with no fixed width (each architecture has its own), with an
+    HNSW index per version on `embedding::halfvec(width)`, built off the hot path (`tagger.db.vectors`);
+    SQLite as the float16 bytes. Written by the sink behind the suggestions' fence; like them, no foreign
+    keys.
+    """
+
+    __tablename__ = "embeddings"
+
+    model_version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    embedding: Mapped[Any] = mapped_column(LargeBinary().with_variant(HALFVEC(), "postgresql"))
 
 
 class Job(Base):

@@ -1,4 +1,4 @@
-"""/api/v1: submit and steer jobs, read suggestions, find images by tag, record people's decisions.
+"""/api/v1: submit and steer jobs, read suggestions, find images by tag or by likeness, record people's decisions.
 
 Jobs go to the workers as the documented Celery messages, through the Python client (`tagger_client`),
 so the job logic lives in one place; reads come from the database.
@@ -9,10 +9,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.tokens import Principal
 from tagger.web.auth import require
+from tagger.web.pages.shared import MAX_ID
+from tagger_client.contract import SIMILAR_LIMIT, SIMILAR_MAX_LIMIT
 from tagger_client.errors import InvalidSubmission
 from tagger_client.paging import MAX_CURSOR_CHARS
 
@@ -201,6 +204,81 @@ def tag_images(
         request.app.state.sessions, tag, min_probability=min_probability, limit=limit, cursor=cursor, offset=offset
     )
     return [item.as_dict() for item in page.items]
+
+
+@router.get("/images/{image_id}/similar")
+def similar_images(
+    request: Request,
+    image_id: int = PathParam(..., ge=1, le=MAX_ID),  # noqa: B008
+    limit: int = Query(SIMILAR_LIMIT, ge=1, le=SIMILAR_MAX_LIMIT),  # noqa: B008
+    min_similarity: float = Query(0.0, ge=-1.0, le=1.0),  # noqa: B008
+    _: Principal = Depends(require("read")),  # noqa: B008
+) -> dict[str, Any]:
+    """The images most like one (itself first, similarity 1), most similar first, in the active model's
+    space, with how many tagged images that model has not embedded yet (`awaiting_vectors`: they cannot be
+    found). 404 when the image is unknown or the active model has no embedding of it yet."""
+    from tagger.similar import similar_to_image
+
+    sessions = request.app.state.sessions
+    return similar_to_image(sessions, image_id, limit=limit, min_similarity=min_similarity).as_dict()
+
+
+# The upload is the body itself (any content type): no multipart to parse, and `curl --data-binary @x.jpg`.
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The picture's bytes (JPEG, PNG, WebP, ...), at most TAGGER_API_MAX_BODY_BYTES.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post("/images/similar", openapi_extra=_UPLOAD_BODY)
+async def similar_to_upload(
+    request: Request,
+    limit: int = Query(SIMILAR_LIMIT, ge=1, le=SIMILAR_MAX_LIMIT),  # noqa: B008
+    min_similarity: float = Query(0.0, ge=-1.0, le=1.0),  # noqa: B008
+    _: Principal = Depends(require("read")),  # noqa: B008
+) -> dict[str, Any]:
+    """The archive's images most like a picture that is not in it (an upload to check before storing it):
+    embedded here by the active model, and nothing is written, no image and no vector. 422 when the body
+    is not an image tagger reads; 413 over TAGGER_API_MAX_BODY_BYTES."""
+    from starlette.concurrency import run_in_threadpool
+
+    from tagger.errors import ImageError
+    from tagger.similar import similar_to_vector
+
+    data = await request.body()
+    if not data:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the body is empty: send the picture's bytes")
+    try:
+        version_id, vector = await run_in_threadpool(_embedder(request).embed, data)
+    except ImageError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"the body is not an image tagger reads: {exc}"
+        ) from None
+    found = await run_in_threadpool(
+        similar_to_vector,
+        request.app.state.sessions,
+        vector,
+        version_id=version_id,
+        limit=limit,
+        min_similarity=min_similarity,
+    )
+    return found.as_dict()
+
+
+def _embedder(request: Request) -> Any:
+    """The server's one Embedder, made on the first upload: torch and the model load then, not at start."""
+    state = request.app.state
+    if getattr(state, "embedder", None) is None:
+        from tagger.model.decode import DecodeLimits
+        from tagger.uploads import Embedder
+
+        settings = state.settings
+        limits = DecodeLimits(max_pixels=settings.max_image_pixels, draft=bool(settings.jpeg_draft))
+        state.embedder = Embedder(state.sessions, device=settings.device, limits=limits)
+    return state.embedder
 
 
 @router.post("/labels")
