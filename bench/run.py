@@ -334,7 +334,9 @@ def _sink_batches(
                 rows_i.append(image)
                 rows_t.append(tag)
                 rows_p.append(rng.random())
-        out.append(TaggedRows(chunk, rows_i, rows_t, rows_p, embeddings(len(chunk), width, seed=i) if width else None))
+        out.append(
+            TaggedRows(chunk, rows_i, rows_t, rows_p, vectors=embeddings(len(chunk), width, seed=i) if width else None)
+        )
     return job, out
 
 

@@ -110,7 +110,7 @@ def prune(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Delete the suggestions of `version`, `batch` rows per transaction, after marking it pruned (so it can
-    never be activated meanwhile); returns the rows deleted. Never the active version. Images whose newest
+    never be activated meanwhile), then its embeddings and their index; returns the suggestion rows deleted. Never the active version. Images whose newest
     tags are from it are refused (ConfigError: re-tag them first) unless `force`, which makes them untagged
     (`tagger tag --query untagged` tags them again)."""
     with sessions() as session, session.begin():
@@ -173,4 +173,8 @@ def prune(
             if len(rows) < batch:
                 break
             after = Position(rows[-1][1], rows[-1][0])
+    from tagger.db.vectors import prune_vectors
+
+    with sessions() as session, session.begin():  # its embeddings and their index go with it
+        prune_vectors(session, session.scalars(select(ModelVersion.id).where(ModelVersion.pruned_at.is_(None))))
     return deleted

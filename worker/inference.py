@@ -31,4 +31,6 @@ def suggestion_rows(
     images = torch.tensor(image_ids, dtype=torch.int64)[rows]
     tags = torch.tensor(tag_ids, dtype=torch.int64)[cols]
     vectors = embeddings.numpy() if embeddings is not None else None
-    return TaggedRows(list(image_ids), images.tolist(), tags.tolist(), probs[rows, cols].double().tolist(), vectors)
+    return TaggedRows(
+        list(image_ids), images.tolist(), tags.tolist(), probs[rows, cols].double().tolist(), vectors=vectors
+    )

@@ -9,13 +9,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tagger import promotion, registry
 from tagger.cli import main
-from tagger.db.schema import Image, Job, JobItem, ModelVersion, Suggestion
+from tagger.db.schema import Embedding, Image, Job, JobItem, ModelVersion, Suggestion
+from tagger.db.vectors import write_vectors
 from tagger.errors import ConfigError
 from tagger.jobs import control
 from tagger.jobs.progress import failures, outcomes, summary
@@ -188,6 +190,18 @@ def test_models_prune_never_touches_the_active_or_kept_versions(
             )
 
     kept_rows = {v: rows(v) for v in ("v2", "v3", "v4")}
+    with sessions() as session, session.begin():  # each version's embeddings: the pruned one's go with it
+        for version_id in ids.values():
+            write_vectors(session, version_id, image, np.eye(len(image), 8, dtype=np.float16))
+
+    def vectors() -> dict[int, int]:
+        with sessions() as session:
+            return dict(
+                session.execute(
+                    select(Embedding.model_version_id, func.count()).group_by(Embedding.model_version_id)
+                ).all()
+            )
+
     pages = [i.as_dict() for i in images_with_tag(sessions, "x", limit=1000).items]
     assert promotion.pruning(sessions, keep=2) == (["v4", "v3", "v2"], ["v1"])
     assert promotion.pruning(sessions, keep=0) == (["v4"], ["v3", "v2", "v1"])
@@ -205,6 +219,7 @@ def test_models_prune_never_touches_the_active_or_kept_versions(
     said = _run(capsys, ["models", "prune", "--force", "--batch", "7"])
     assert "v1: pruned, 30 suggestions deleted" in said
     assert rows("v1") == [] and {v: rows(v) for v in kept_rows} == kept_rows
+    assert vectors() == {ids[v]: 30 for v in kept_rows}
     assert [i.as_dict() for i in images_with_tag(sessions, "x", limit=1000).items] == pages
     with sessions() as session:
         v1 = registry.get(session, "v1")

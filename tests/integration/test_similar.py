@@ -85,7 +85,7 @@ def test_the_sink_writes_one_vector_per_image_and_a_redelivered_batch_none(
     def delivery(ids: list[int]) -> TaggedRows:  # each delivery's model run gives (slightly) different numbers
         vectors = rng.standard_normal((len(ids), 16)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return TaggedRows(ids, [], [], [], vectors.astype(np.float16))
+        return TaggedRows(ids, [], [], [], vectors=vectors.astype(np.float16))
 
     # A part of the batch written first (a split redelivery), then the whole batch, then the whole batch again.
     first, whole = delivery(image_ids[:2]), delivery(image_ids)
@@ -97,7 +97,7 @@ def test_the_sink_writes_one_vector_per_image_and_a_redelivered_batch_none(
     expected = [first.vectors[0], first.vectors[1], whole.vectors[2]]  # type: ignore[index]
     assert all(np.array_equal(v, e.astype(np.float32)) for v, e in zip(stored, expected, strict=True))
     with pytest.raises(ValueError, match="2 vectors for 3"):
-        TaggedRows(image_ids, [], [], [], first.vectors)
+        TaggedRows(image_ids, [], [], [], vectors=first.vectors)
 
 
 def test_similar_by_id_finds_the_image_itself_then_its_near_copies(
