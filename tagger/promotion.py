@@ -110,8 +110,9 @@ def prune(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Delete the suggestions of `version`, `batch` rows per transaction, after marking it pruned (so it can
-    never be activated meanwhile), then its embeddings and their index; returns the suggestion rows deleted. Never the active version. Images whose newest
-    tags are from it are refused (ConfigError: re-tag them first) unless `force`, which makes them untagged
+    never be activated meanwhile), then its embeddings and their index; returns the suggestion rows deleted.
+    Never the active version. Images whose newest tags are from it are refused (ConfigError: re-tag them
+    first) unless `force`, which makes them untagged
     (`tagger tag --query untagged` tags them again)."""
     with sessions() as session, session.begin():
         row = registry.get(session, version)
