@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPES = ((1440, 1080), (1920, 1080), (1920, 804))  # 4:3, 16:9, 2.39:1
 SMALL = (192, 108)  # the overhead scenario's stills
 PER_IMAGE = 10  # suggestions per image, as a trained model gives
+VECTOR_WIDTH = 512  # an embedding's width: ResNet-18's and ResNet-34's pooled features
 
 
 def parse_args() -> argparse.Namespace:
@@ -295,8 +296,11 @@ class ModelCeiling:
             self.manager.shutdown()
 
 
-def _sink_batches(sessions: Any, storage_url: str, tag_ids: list[int], images: int, batch: int) -> Any:
-    """A job over `images` fresh images and the sink's rows for it, batch by batch (TaggedRows, as the worker)."""
+def _sink_batches(
+    sessions: Any, storage_url: str, tag_ids: list[int], images: int, batch: int, *, width: int = 0
+) -> Any:
+    """A job over `images` fresh images and the sink's rows for it, batch by batch (TaggedRows, as the worker);
+    with `width`, each image's embedding too (`embeddings`: clustered, as a CNN's are, not uniform noise)."""
     from sqlalchemy import select
 
     from tagger.db.schema import Image, JobItem
@@ -330,8 +334,21 @@ def _sink_batches(sessions: Any, storage_url: str, tag_ids: list[int], images: i
                 rows_i.append(image)
                 rows_t.append(tag)
                 rows_p.append(rng.random())
-        out.append(TaggedRows(chunk, rows_i, rows_t, rows_p))
+        out.append(
+            TaggedRows(chunk, rows_i, rows_t, rows_p, vectors=embeddings(len(chunk), width, seed=i) if width else None)
+        )
     return job, out
+
+
+def embeddings(n: int, width: int, *, seed: int = 0, clusters: int = 200) -> Any:
+    """`n` L2-normalised float16 vectors around `clusters` centres (the same centres for any seed): a stand-in
+    for a CNN's pooled features, whose neighbours an HNSW graph finds as it would real ones."""
+    import numpy as np
+
+    centres = np.random.default_rng(12345).standard_normal((clusters, width)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    x = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, width)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
 
 
 def linked_copy(root: Path, name: str) -> Path:
@@ -398,15 +415,20 @@ def sink_rate(
     batch: int,
     writers: int,
     decode: tuple[Path, list[str], int, int] | None,
+    width: int = 0,
 ) -> float:
     """Suggestion rows/s of the real sink (fence, rows, images, counters, one statement on PostgreSQL) from
-    `writers` threads at once, as a worker's task threads write, while decode threads keep the GIL busy."""
+    `writers` threads at once, as a worker's task threads write, while decode threads keep the GIL busy;
+    with `width`, each image's embedding of that width too."""
     from tagger.db import make_statement_engine
+    from tagger.db.vectors import index_vectors
     from tagger.worker.sink import record_batch
 
     url = sessions.kw["bind"].url.render_as_string(hide_password=False)
     engine = make_statement_engine(url, pool_size=writers)  # the worker's, a connection per writer
-    job, batches = _sink_batches(sessions, storage_url, tag_ids, rows // PER_IMAGE, batch)
+    if width:  # the version's index up to its newest image, as after a job: the new images are past it
+        index_vectors(sessions.kw["bind"], version_id, min_tail=0)
+    job, batches = _sink_batches(sessions, storage_url, tag_ids, rows // PER_IMAGE, batch, width=width)
     queue = list(batches)
     lock = threading.Lock()
 
@@ -434,6 +456,8 @@ _WRITE_PARAMS = (
     ("failed", "text"),
     ("reasons", "text[]"),
     ("skipped", "text"),
+    ("vector_images", "text"),
+    ("vectors", "halfvec[]"),
 )
 
 
@@ -461,7 +485,7 @@ def database_write_rate(
 
     job, batches = _sink_batches(sessions, storage_url, tag_ids, rows // PER_IMAGE, batch)
     position = {name: f"${i}" for i, (name, _) in enumerate(_WRITE_PARAMS, 1)}
-    statement = re.sub(r"%\((\w+)\)s", lambda m: position[m.group(1)], _WRITE)
+    statement = re.sub(r"%\((\w+)\)[sb]", lambda m: position[m.group(1)], _WRITE)
     types = ", ".join(t for _, t in _WRITE_PARAMS)
 
     def quoted(text: str) -> str:
@@ -479,6 +503,8 @@ def database_write_rate(
             "'{}'",
             "'{}'",
             "'{}'",
+            "'{}'",
+            "NULL",  # no vectors: the replay is the ceiling of the sink without them
         ]
         calls.append(f"BEGIN; EXECUTE bench_write({', '.join(args)}); COMMIT;")
     from tagger.db import make_engine
@@ -742,9 +768,9 @@ def main() -> int:
         results["sink_writers"] = writers
         decoding = (work / "archive", keys, args.size, min(args.threads, 8))
         sink_rounds = []
-        for _ in range(args.rounds):  # the sink and its ceiling in turn, beside decode threads and alone
-            measured: dict[str, float] = {}
-            measured["sink_rows_per_s"] = sink_rate(
+
+        def sink_beside_decode(width: int = 0) -> float:
+            return sink_rate(
                 sessions,
                 sink_url,
                 version_id,
@@ -753,7 +779,12 @@ def main() -> int:
                 batch=args.batch,
                 writers=writers,
                 decode=decoding,
+                width=width,
             )
+
+        for _ in range(args.rounds):  # the sink and its ceiling in turn, beside decode threads and alone
+            measured: dict[str, float] = {}
+            measured["sink_rows_per_s"] = sink_beside_decode()
             if args.database == "postgresql":
                 measured["database_write_beside_decode_rows_per_s"] = database_write_rate(
                     sessions,
@@ -765,6 +796,7 @@ def main() -> int:
                     decode=decoding,
                     streams=writers,
                 )
+            measured["sink_vectors_rows_per_s"] = sink_beside_decode(VECTOR_WIDTH)
             measured["sink_alone_rows_per_s"] = sink_rate(
                 sessions, sink_url, version_id, tag_ids, args.sink_rows, batch=args.batch, writers=writers, decode=None
             )
@@ -783,6 +815,9 @@ def main() -> int:
             results["sink_alone_of_database"] = statistics.median(
                 r["sink_alone_rows_per_s"] / r["database_write_rows_per_s"] for r in sink_rounds
             )
+        results["sink_vectors_of_sink"] = statistics.median(
+            r["sink_vectors_rows_per_s"] / r["sink_rows_per_s"] for r in sink_rounds
+        )
         results["database_rows_per_s"] = database_rate(
             sessions, sink_url, version_id, tag_ids, args.sink_rows, args.batch
         )
@@ -884,6 +919,11 @@ def _sink_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                 else ""
             )
             + f"{r['sink_rows_per_s'] / bare:.0%} of a bare INSERT",
+        ),
+        (
+            f"sink with each image's {VECTOR_WIDTH}-dimensional embedding, beside the same decode threads",
+            f"{r['sink_vectors_rows_per_s']:,.0f} rows/s",
+            f"**{r['sink_vectors_of_sink']:.0%}** of the sink without them (target >= 80%)",
         ),
         (
             f"sink: {r['sink_writers']} writer thread(s) alone",

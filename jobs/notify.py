@@ -101,7 +101,9 @@ def post_webhook(url: str, payload: dict[str, Any], *, secret: str, attempt: int
         response.read(_ANSWER_BYTES)
         status, location = response.status, response.getheader("Location")
     except (OSError, http.client.HTTPException) as exc:
-        if deadline.expired:
+        # The socket's own timeout (the same `timeout`) may fire a moment before the deadline's timer does
+        # on a busy machine: either way the attempt ran out of its one deadline.
+        if deadline.expired or isinstance(exc, TimeoutError):
             raise DeliveryError(f"webhook {url} gave no complete answer within {timeout:g} s") from None
         raise DeliveryError(f"webhook {url} unreachable: {exc}") from None
     finally:

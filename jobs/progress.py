@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.db.schema import Image, Job, JobItem, Storage
+from tagger.db.schema import Job, JobItem
 from tagger.errors import WorkersExitedError
 from tagger_client.contract import ItemState, JobState
 from tagger_client.status import JobStatus
@@ -98,19 +98,15 @@ def with_note(job: JobSummary, note: Note | None) -> JobSummary:
     return replace(job, waiting_reason=note.reason, waiting_since=since)
 
 
-def failures(sessions: sessionmaker[Session], job_id: str, limit: int = 1000) -> list[tuple[str, str]]:
-    """(key, reason) for each failed image of the job; a job over several storages names each by URL."""
+def failures(sessions: sessionmaker[Session], job_id: str, limit: int = 1000, after: int = 0) -> list[tuple[str, str]]:
+    """(key, reason) for the job's failed images after image id `after`, in image id order (one range of the
+    (job, state, image) index); a job over several storages names each by URL."""
     with sessions() as session:
         several = not session.scalar(select(Job.storage_url).where(Job.id == job_id))
-        rows = session.execute(
-            select(Storage.url, Image.key, JobItem.error)
-            .join(Image, Image.id == JobItem.image_id)
-            .join(Storage, Storage.id == Image.storage_id)
-            .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED)
-            .order_by(Storage.url, Image.key)
-            .limit(limit)
-        ).all()
-    return [(f"{url}/{key}" if several else key, error or "") for url, key, error in rows]
+    return [
+        (f"{o['storage']}/{o['key']}" if several else str(o["key"]), str(o["error"] or ""))
+        for o in outcomes(sessions, job_id, limit=limit, after=after, state=ItemState.FAILED)
+    ]
 
 
 def resolve(sessions: sessionmaker[Session], job_id: str) -> str:
@@ -234,24 +230,57 @@ def _idle_words(job: JobSummary, seconds: float, live_workers: Callable[[], int 
     )
 
 
-def outcomes(sessions: sessionmaker[Session], job_id: str, limit: int = 1000) -> list[dict[str, object]]:
-    """Per-image outcomes: key, state, attempts, error and the model version that tagged it."""
+def outcomes(
+    sessions: sessionmaker[Session],
+    job_id: str,
+    limit: int = 1000,
+    *,
+    after: int = 0,
+    state: ItemState | None = None,
+) -> list[dict[str, object]]:
+    """Per-image outcomes after image id `after`, in image id order: image id, storage, key, state, attempts,
+    error and the model version that tagged it. One range of the primary key (job, image), or of
+    (job, state, image) for one state, however big the job: the next page starts after the last image id."""
     from tagger.db.schema import ModelVersion
+    from tagger_client.paging import locations
 
     with sessions() as session:
-        rows = session.execute(
-            select(Storage.url, Image.key, JobItem.state, JobItem.attempts, JobItem.error, ModelVersion.version)
-            .join(Image, Image.id == JobItem.image_id)
-            .join(Storage, Storage.id == Image.storage_id)
-            .outerjoin(ModelVersion, ModelVersion.id == JobItem.model_version_id)
-            .where(JobItem.job_id == job_id)
-            .order_by(Storage.url, Image.key)
-            .limit(limit)
-        ).all()
+        rows = session.execute(item_range(job_id, after=after, state=state).limit(limit)).all()
+        where = locations(session.connection(), [row.image_id for row in rows])
+        versions = {row.model_version_id for row in rows} - {None}
+        names = dict(
+            session.execute(select(ModelVersion.id, ModelVersion.version).where(ModelVersion.id.in_(versions))).all()
+        )
     return [
-        {"storage": url, "key": key, "state": state, "attempts": attempts, "error": error, "model_version": version}
-        for url, key, state, attempts, error, version in rows
+        {
+            "image_id": row.image_id,
+            "storage": where[row.image_id][0],
+            "key": where[row.image_id][1],
+            "state": row.state,
+            "attempts": row.attempts,
+            "error": row.error,
+            "model_version": names.get(row.model_version_id),
+        }
+        for row in rows
     ]
+
+
+def item_range(
+    job_id: str, *, after: int = 0, state: ItemState | None = None
+) -> Select[int, str, int, str | None, int | None]:
+    """The job's items after image id `after` (of one state, or all), in image id order: a range of the
+    primary key (job, image), or of (job, state, image)."""
+    query = select(JobItem.image_id, JobItem.state, JobItem.attempts, JobItem.error, JobItem.model_version_id)
+    query = query.where(JobItem.job_id == job_id, JobItem.image_id > after)
+    if state is not None:
+        query = query.where(JobItem.state == state)
+    return query.order_by(JobItem.image_id)
+
+
+def items_pruned_at(sessions: sessionmaker[Session], job_id: str) -> datetime | None:
+    """When `tagger jobs prune` deleted the job's per-image rows of done and skipped images (None: never)."""
+    with sessions() as session:
+        return session.scalar(select(Job.items_pruned_at).where(Job.id == job_id))
 
 
 def delivery(sessions: sessionmaker[Session], job_id: str) -> dict[str, object] | None:

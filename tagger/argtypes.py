@@ -6,7 +6,9 @@ Leaf module: the CLI and `tagger train`'s options (below the CLI) both use it.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 T = TypeVar("T", int, float)
@@ -50,3 +52,14 @@ probability = checked(float, lambda v: 0.0 <= v <= 1.0, "is not a probability (0
 positive_int = int_between(1)
 positive_float = checked(float, lambda v: v > 0, "must be above 0")
 port = int_between(0, 65535)
+
+
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def age(text: str) -> timedelta:
+    """A duration: `30d`, `12h`, `90m`, `45s`, or a number of days (`30`, `0.5`)."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([dhms]?)\s*", text)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age: use 30d, 12h, 90m, 45s or a number of days")
+    return timedelta(**{_UNITS[found.group(2) or "d"]: float(found.group(1))})

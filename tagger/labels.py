@@ -337,23 +337,22 @@ def decisions(sessions: sessionmaker[Session], image_ids: Sequence[int]) -> dict
 
 
 def accept_above(sessions: sessionmaker[Session], tag: str, min_probability: float, *, by: str | None = None) -> int:
-    """Accept `tag` on every image whose last tagging suggested it at `min_probability` or more; how many.
+    """Accept `tag` on every image the active version suggested it for at `min_probability` or more (what
+    the tag's review page lists); how many. One range of the (version, tag, probability) index.
 
     Images someone already decided for this tag keep that decision (a bulk accept never overrules a person).
     """
     name = normalise_tag(tag)
     with sessions() as session, session.begin():
         tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
-        if tag_id is None:
+        active = registry.active_or_none(session)
+        if tag_id is None or active is None:
             return 0
         decided = select(Label.image_id).where(Label.tag_id == tag_id)
         ids = list(
             session.scalars(
-                select(Suggestion.image_id)
-                .join(
-                    Image, (Image.id == Suggestion.image_id) & (Image.model_version_id == Suggestion.model_version_id)
-                )
-                .where(
+                select(Suggestion.image_id).where(
+                    Suggestion.model_version_id == active.id,
                     Suggestion.tag_id == tag_id,
                     Suggestion.probability >= min_probability,
                     Suggestion.image_id.not_in(decided),

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from tagger.db.images import image_ids, storage_id
 from tagger.db.schema import ModelVersion, Tag, utcnow
 from tagger.db.upsert import insert_ignore
-from tagger.errors import ArtifactError, NoActiveModelError, NotFoundError
+from tagger.errors import ArtifactError, ConfigError, NoActiveModelError, NotFoundError
 from tagger.model.meta import ArtifactMeta
 
 
@@ -119,9 +119,19 @@ def active(session: Session) -> ModelVersion:
     return row
 
 
+def check_servable(row: ModelVersion) -> None:
+    """ConfigError for a version that can never serve again: `tagger models prune` deleted its suggestions."""
+    if row.pruned_at is not None:
+        raise ConfigError(
+            f"{row.version} was pruned on {row.pruned_at:%Y-%m-%d} (`tagger models prune` deleted its suggestions), "
+            "so it cannot be activated: activate a kept version (`tagger models list`) or train a new one"
+        )
+
+
 def activate(session: Session, version: str) -> ModelVersion:
-    """Make `version` the one active model (in the caller's transaction)."""
+    """Make `version` the one active model (in the caller's transaction); never a pruned one."""
     row = get(session, version)
+    check_servable(row)
     session.execute(
         update(ModelVersion)
         .where(ModelVersion.is_active.is_(True), ModelVersion.id != row.id)

@@ -1,10 +1,13 @@
-"""Read side: find an image as a person names it, its suggestions, and exports of all suggestions.
+"""Read side: find an image as a person names it, its suggestions, a tag's images, and exports.
 
 An image is a key under a storage root, so the same file name in two folders is two images. People
 name one by a path to the file, a full `file://` or `s3://` URL, a key with `--storage`, or a bare key
 (which may match images in several storages: all of them are shown, each with where it lives).
-Suggestions shown are those of the version that last tagged each image, the one a worker served, so
-nothing a worker wrote is ever hidden; `all_versions` adds the older ones.
+One image's suggestions are those of the version that last tagged it, the one a worker served, so
+nothing a worker wrote for it is hidden; `all_versions` adds the older ones. A tag's images and the
+exports read one version's suggestions (the active one unless named), each page or chunk one range of
+the (version, tag, probability desc, image) index, so they cost what they return and never read the
+rows that older versions, kept for a rollback, still hold.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from urllib.parse import unquote, urlparse
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tagger import registry
 from tagger.db.schema import Image, ModelVersion, Storage, Suggestion, Tag
 from tagger.errors import NotFoundError
 from tagger.storage import canonical_url
+from tagger_client.paging import TagPage
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): such cells are
 # exported with a leading apostrophe, which spreadsheets show as text and hide.
@@ -159,34 +164,44 @@ def images_with_tag(
     *,
     min_probability: float = 0.0,
     limit: int = 100,
-    offset: int = 0,
+    cursor: str | None = None,
     least_sure: bool = False,
-) -> list[dict[str, Any]]:
-    """Images whose last tagging suggested `tag` at `min_probability` or more, most probable first; with
-    `least_sure`, least probable first: suggestions are stored from the tag's threshold up, so these are
-    the ones nearest it, where a person's decision teaches the model most.
+    offset: int = 0,
+    version: str | None = None,
+) -> TagPage:
+    """A page of the images `version` (default: the active one) suggested `tag` for at `min_probability`
+    or more, most probable first, ties by image id; with `least_sure`, the exact reverse: suggestions are
+    stored from the tag's threshold up, so these are the ones nearest it, where a person's decision
+    teaches the model most. Pages continue after a row's `cursor`.
 
-    Walks the (tag, probability) index. Raises NotFoundError for a tag not in the vocabulary.
+    Each page is one range of the (version, tag, probability desc, image) index, at any depth. Raises
+    NotFoundError for an unknown or pruned version, and the client's TagNotFound for a tag not in the
+    vocabulary and InvalidCursor for a cursor no page handed out.
     """
+    from tagger_client.paging import tag_page
+
     with sessions() as session:
-        tag_id = session.scalar(select(Tag.id).where(Tag.name == tag))
-        if tag_id is None:
-            raise NotFoundError(f"no tag {tag!r} in the vocabulary")
-        rows = session.execute(
-            select(Image.id, Storage.url, Image.key, Suggestion.probability, ModelVersion.version)
-            .select_from(Suggestion)
-            .join(Image, (Image.id == Suggestion.image_id) & (Image.model_version_id == Suggestion.model_version_id))
-            .join(Storage, Storage.id == Image.storage_id)
-            .join(ModelVersion, ModelVersion.id == Suggestion.model_version_id)
-            .where(Suggestion.tag_id == tag_id, Suggestion.probability >= min_probability)
-            .order_by(Suggestion.probability.asc() if least_sure else Suggestion.probability.desc(), Image.id)
-            .limit(limit)
-            .offset(offset)
-        ).all()
-    return [
-        {"image_id": i, "storage_url": u, "key": k, "probability": round(p, 4), "model_version": v}
-        for i, u, k, p, v in rows
-    ]
+        return tag_page(
+            session.connection(),
+            tag,
+            version=_served(session, version),
+            limit=limit,
+            min_probability=min_probability,
+            cursor=cursor,
+            least_sure=least_sure,
+            offset=offset,
+        )
+
+
+def _served(session: Session, version: str | None) -> tuple[int, str] | None:
+    """(id, name) of `version`, or of the active one (None when none is active). NotFoundError for an unknown
+    version, or one whose suggestions `tagger models prune` deleted."""
+    row = registry.active_or_none(session) if version is None else registry.get(session, version)
+    if row is not None and row.pruned_at is not None:
+        raise NotFoundError(
+            f"{row.version} was pruned on {row.pruned_at:%Y-%m-%d}: `tagger models prune` deleted its suggestions"
+        )
+    return None if row is None else (row.id, row.version)
 
 
 def image_by_id(sessions: sessionmaker[Session], image_id: int) -> ImageRef:
@@ -204,41 +219,49 @@ def tag_exists(sessions: sessionmaker[Session], name: str) -> bool:
 
 
 def export(
-    sessions: sessionmaker[Session], out: TextIO, *, fmt: str, tag: str | None = None, min_probability: float = 0.0
+    sessions: sessionmaker[Session],
+    out: TextIO,
+    *,
+    fmt: str,
+    tag: str | None = None,
+    min_probability: float = 0.0,
+    version: str | None = None,
+    chunk: int = 5000,
 ) -> int:
-    """Stream every image's suggestions from the version that last tagged it (indexed by tag when filtered).
+    """Stream the suggestions of `version` (default: the active one; none active: nothing), tag by tag
+    (one tag with `tag`), each most probable first: pages of the same index ranges as the tag pages, so
+    memory stays flat and no older version's row is read. Returns the rows written.
 
     CSV cells that a spreadsheet would run as a formula are written with a leading apostrophe.
     """
-    query = (
-        select(Storage.url, Image.key, Tag.name, Suggestion.probability, ModelVersion.version)
-        .join(Image, Image.id == Suggestion.image_id)
-        .join(Storage, Storage.id == Image.storage_id)
-        .join(Tag, Tag.id == Suggestion.tag_id)
-        .join(ModelVersion, ModelVersion.id == Suggestion.model_version_id)
-        .where(Suggestion.model_version_id == Image.model_version_id, Suggestion.probability >= min_probability)
-        .order_by(Storage.url, Image.key, Suggestion.probability.desc())
-    )
-    if tag:
-        query = query.where(Tag.name == tag)
+    from tagger_client.paging import every
+
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(["storage", "key", "tag", "probability", "model_version"])
     n = 0
     with sessions() as session:
-        for storage, key, name, p, version in session.execute(query.execution_options(yield_per=1000)):
-            if writer:
-                writer.writerow([_cell(storage), _cell(key), _cell(name), f"{p:.4f}", version])
-            else:
-                row = {
-                    "storage": storage,
-                    "key": key,
-                    "tag": name,
-                    "probability": round(p, 4),
-                    "model_version": version,
-                }
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
+        served = _served(session, version)
+        if served is None:
+            return 0
+        names = select(Tag.name).order_by(Tag.name)
+        roots: dict[str, str] = {}  # a storage's cell, made once (an archive has a few storages, millions of rows)
+        for name in session.scalars(names.where(Tag.name == tag) if tag else names).all():
+            tag_cell = _cell(name)
+            for item in every(session.connection(), name, version=served, min_probability=min_probability, chunk=chunk):
+                if writer:
+                    root = roots.get(item.storage_url) or roots.setdefault(item.storage_url, _cell(item.storage_url))
+                    writer.writerow([root, _cell(item.key), tag_cell, f"{item.probability:.4f}", served[1]])
+                else:
+                    row = {
+                        "storage": item.storage_url,
+                        "key": item.key,
+                        "tag": name,
+                        "probability": round(item.probability, 4),
+                        "model_version": served[1],
+                    }
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
     return n
 
 

@@ -209,6 +209,20 @@ class Settings:
         default=1,
         metadata={"help": "1: session cookies only over HTTPS (behind a TLS proxy); 0: plain HTTP too (local use)."},
     )
+    job_retention_days: int = field(
+        default=30,
+        metadata={
+            "help": "`tagger jobs prune` (without --older-than) prunes jobs that finished more than this many days "
+            "ago: each keeps its row, counts and failures; the rows of its done and skipped images go."
+        },
+    )
+    models_keep: int = field(
+        default=2,
+        metadata={
+            "help": "`tagger models prune` (without --keep) keeps the active version and this many other versions "
+            "that served most recently, for a rollback; the suggestions of older ones are deleted."
+        },
+    )
     test_holds: int = field(
         default=0,
         metadata={
@@ -288,6 +302,10 @@ class Settings:
             raise ConfigError(f"TAGGER_READ_TIMEOUT={self.read_timeout}: seconds, above 0 and at most 3600")
         if not 0 < self.webhook_timeout <= 600:
             raise ConfigError(f"TAGGER_WEBHOOK_TIMEOUT={self.webhook_timeout}: seconds, above 0 and at most 600")
+        if not 0 <= self.job_retention_days <= 36500:
+            raise ConfigError(f"TAGGER_JOB_RETENTION_DAYS={self.job_retention_days}: whole days from 0 to 36500")
+        if self.models_keep < 0:
+            raise ConfigError(f"TAGGER_MODELS_KEEP={self.models_keep}: 0 (only the active version) or more")
         if self.test_holds not in (0, 1):
             raise ConfigError("TAGGER_TEST_HOLDS must be 0 (production) or 1 (tests)")
         if self.visibility_timeout < 10:

@@ -16,13 +16,21 @@ device_lock = threading.Lock()
 
 
 def suggestion_rows(
-    probs: torch.Tensor, thresholds: torch.Tensor, image_ids: list[int], tag_ids: list[int]
+    probs: torch.Tensor,
+    thresholds: torch.Tensor,
+    image_ids: list[int],
+    tag_ids: list[int],
+    embeddings: torch.Tensor | None = None,
 ) -> TaggedRows:
     """The sink's rows for one batch, straight from the tensors: every (image, tag, probability) at or
-    above the tag's threshold. `probs` is N x tags (N = len(image_ids)); `thresholds` has one per tag."""
+    above the tag's threshold, and each image's embedding. `probs` is N x tags (N = len(image_ids));
+    `thresholds` has one per tag; `embeddings`, N x width float16, comes with them from `infer`."""
     from tagger.worker.sink import TaggedRows
 
     rows, cols = (probs >= thresholds.unsqueeze(0)).nonzero(as_tuple=True)
     images = torch.tensor(image_ids, dtype=torch.int64)[rows]
     tags = torch.tensor(tag_ids, dtype=torch.int64)[cols]
-    return TaggedRows(list(image_ids), images.tolist(), tags.tolist(), probs[rows, cols].double().tolist())
+    vectors = embeddings.numpy() if embeddings is not None else None
+    return TaggedRows(
+        list(image_ids), images.tolist(), tags.tolist(), probs[rows, cols].double().tolist(), vectors=vectors
+    )

@@ -1,15 +1,17 @@
-"""Write one batch's outcome in one transaction: per-image outcomes, suggestion rows, job counters.
+"""Write one batch's outcome in one transaction: per-image outcomes, suggestion rows, embeddings, job counters.
 
 Idempotent under redelivery: every write is gated by items leaving the `pending` state in this very
 transaction (the fence); suggestions and counters move only for those items. A second delivery of
 the same batch (a redelivery, or a duplicate that outlived the visibility timeout, perhaps served by
-another model version) waits on the first one's row locks, finds nothing pending and writes nothing.
+another model version) waits on the first one's row locks, finds nothing pending and writes nothing:
+no second suggestion, and no second vector.
 
 On PostgreSQL the whole outcome is one statement in one round trip (`_WRITE`): the fence, the
-suggestions of exactly the fenced images, the images' versions with what their bytes were (the
-fingerprint of the read that was tagged; a failure clears it, so a re-run tries the image again), the
-job's counters with its liveness (`progress_at` now, any waiting reason cleared) and, when this batch is
-the last, the job's end. Elsewhere (SQLite, embedded) the same steps run in one transaction.
+suggestions and the embeddings of exactly the fenced images (the vectors travel in binary), the images'
+versions with what their bytes were (the fingerprint of the read that was tagged; a failure clears it, so
+a re-run tries the image again), the job's counters with its liveness (`progress_at` now, any waiting
+reason cleared) and, when this batch is the last, the job's end. Elsewhere (SQLite, embedded) the same
+steps run in one transaction.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from sqlalchemy import Engine, bindparam, delete, tuple_, update
 from sqlalchemy.orm import Session
 
@@ -25,6 +28,7 @@ from tagger.db.arrays import array_literal, text_array_literal
 from tagger.db.engine import run_statement
 from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert_many
+from tagger.db.vectors import adapt_halfvec, halfvecs, write_vectors
 from tagger.jobs.lifecycle import finish_if_complete, mark_running
 from tagger.storage import UNKNOWN, Fingerprint
 from tagger_client.contract import ItemState
@@ -49,13 +53,19 @@ class Refused:
 
 @dataclass(frozen=True)
 class TaggedRows:
-    """Tagged images and their suggestion rows as parallel lists, built straight from the model's tensors."""
+    """Tagged images and their suggestion rows as parallel lists, built straight from the model's tensors, with
+    the images' embeddings (one float16 row per image, in `image_ids` order) when the model gave them."""
 
     image_ids: list[int] = field(default_factory=list)  # every tagged image, with or without a tag above threshold
     row_images: list[int] = field(default_factory=list)
     row_tags: list[int] = field(default_factory=list)
     row_probs: list[float] = field(default_factory=list)
     fingerprints: list[Fingerprint] = field(default_factory=list)  # per tagged image; empty: none known
+    vectors: np.ndarray | None = None  # len(image_ids) x width float16, L2-normalised
+
+    def __post_init__(self) -> None:
+        if self.vectors is not None and len(self.vectors) != len(self.image_ids):
+            raise ValueError(f"{len(self.vectors)} vectors for {len(self.image_ids)} tagged images")
 
     @classmethod
     def of(cls, tagged: Sequence[Tagged]) -> TaggedRows:
@@ -146,6 +156,13 @@ written AS (
     SELECT image_id, tag_id, %(version)s, probability, now() FROM new_rows
     ON CONFLICT (image_id, tag_id, model_version_id) DO UPDATE SET probability = EXCLUDED.probability
 ),
+embedded AS (
+    INSERT INTO embeddings (model_version_id, image_id, embedding)
+    SELECT %(version)s, v.image_id, v.embedding
+    FROM unnest(%(vector_images)s::bigint[], %(vectors)b::halfvec[]) AS v(image_id, embedding)
+    JOIN claimed c ON c.image_id = v.image_id
+    ON CONFLICT (model_version_id, image_id) DO UPDATE SET embedding = EXCLUDED.embedding
+),
 images_tagged AS (
     UPDATE images SET model_version_id = %(version)s, tagged_at = now(),
         size_bytes = f.size_bytes, mtime_ns = f.mtime_ns, etag = f.etag, sha256 = f.sha256
@@ -196,6 +213,7 @@ def _write_postgres(
     skipped: Sequence[int],
 ) -> BatchCounts:
     tagged = rows.by_image()
+    embedded = rows.vectors is not None and len(rows.vectors) > 0
     params = {
         "job": job_id,
         "version": version_id,
@@ -210,8 +228,11 @@ def _write_postgres(
         "failed": array_literal(r.image_id for r in refused),
         "reasons": [r.reason[:2000] for r in refused],
         "skipped": array_literal(sorted(skipped)),
+        "vector_images": array_literal(rows.image_ids if embedded else ()),
+        "vectors": halfvecs(rows.vectors) if embedded else None,  # type: ignore[arg-type]
     }
-    ((done, failed_ids, skip, closed),) = run_statement(engine, _WRITE, params)
+    adapt = adapt_halfvec if embedded else None
+    ((done, failed_ids, skip, closed),) = run_statement(engine, _WRITE, params, adapt=adapt)
     return BatchCounts(done=int(done), failed_ids=frozenset(failed_ids or ()), skipped=int(skip), closed=bool(closed))
 
 
@@ -291,6 +312,9 @@ def _write_suggestions(session: Session, version_id: int | None, rows: TaggedRow
         session.execute(
             upsert_many(session, Suggestion, ["image_id", "tag_id", "model_version_id"], ["probability"]), params
         )
+    if rows.vectors is not None and version_id is not None:
+        fenced = [n for n, image_id in enumerate(rows.image_ids) if image_id in claimed]
+        write_vectors(session, version_id, [rows.image_ids[n] for n in fenced], rows.vectors[fenced])
     session.connection().execute(  # one executemany, each image with its own fingerprint
         update(Image)
         .where(Image.id == bindparam("b_image"))

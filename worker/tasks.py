@@ -17,7 +17,14 @@ from tagger.db.engine import out_of_slots
 from tagger.db.schema import Job, ModelVersion
 from tagger.worker.app import app, send
 from tagger.worker.context import WorkerContext, get_context
-from tagger_client.contract import TASK_TAG_BATCH, JobState, MessageError, validate_tag_batch_args
+from tagger_client.contract import (
+    QUEUE_BULK,
+    TASK_INDEX_VECTORS,
+    TASK_TAG_BATCH,
+    JobState,
+    MessageError,
+    validate_tag_batch_args,
+)
 
 if TYPE_CHECKING:
     from tagger.worker.loader import Failed
@@ -286,8 +293,9 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
 
         batch = torch.stack([item.pixels for item in loaded])
         with device_lock:
-            probs = model.predict(batch)
-        rows = suggestion_rows(probs, model.thresholds, [item.image_id for item in loaded], model.tag_ids)
+            out = model.infer(batch)
+        ids = [item.image_id for item in loaded]
+        rows = suggestion_rows(out.probs, model.thresholds, ids, model.tag_ids, out.embeddings)
         rows = replace(rows, fingerprints=[item.fingerprint for item in loaded])
     for f in failed:
         log.info("job %s: image %d failed: %s", job.id, f.image_id, f.reason)
@@ -327,10 +335,26 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
     )
     if counts.closed:
         notify(job.id)
+        index_vectors.apply_async(args=[model.version_id], queue=QUEUE_BULK)
     if retry_ids:
         countdown = min(MAX_BACKOFF_SECONDS, 2 ** attempts[retry_ids[0]]) + random.random()
         tag_batch.apply_async(args=[job.id, retry_ids], queue=job.queue, countdown=countdown)
     return {"done": counts.done, "failed": counts.failed, "model_version": model.version_id}
+
+
+@app.task(name=TASK_INDEX_VECTORS, acks_late=True)
+def index_vectors(version_id: int) -> Outcome:
+    """Build a version's vector index up to its newest image, off the hot path (`tagger.db.vectors`), when a
+    job it tagged has ended and enough images have gathered past the index it has."""
+    from tagger.db.vectors import index_vectors as build
+
+    if not isinstance(version_id, int) or isinstance(version_id, bool):
+        log.error("refused an index message for version %r: not a version id", version_id)
+        return {"refused": 1}
+    cutoff = build(get_context().sessions.kw["bind"], version_id)
+    if cutoff is not None:
+        log.info("indexed the vectors of model version %d up to image %d", version_id, cutoff)
+    return {"indexed_upto": cutoff}
 
 
 def credit_failures(failed: Sequence[Failed], moved: frozenset[int]) -> None:

@@ -16,19 +16,22 @@ from tagger_client.contract import (
     job_id_for,
 )
 from tagger_client.errors import (
+    ApiUnavailable,
     BrokerUnavailable,
     ClientError,
     DatabaseUnavailable,
     ImageNotFound,
+    InvalidCursor,
     InvalidSubmission,
     JobNotFound,
+    TagNotFound,
     WaitTimeout,
 )
 
 
 def __getattr__(name: str) -> object:
     # The client pulls kombu and SQLAlchemy; the contract alone (used by the worker) does not.
-    if name in ("TaggerClient", "JobStatus", "Suggestion"):
+    if name in ("TaggerClient", "JobStatus", "SimilarImage", "SimilarImages", "Suggestion", "TagPage"):
         from tagger_client import client
 
         return getattr(client, name)
@@ -36,6 +39,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ApiUnavailable",
     "QUEUE_BULK",
     "QUEUE_INTERACTIVE",
     "TASK_CONTROL_JOB",
@@ -45,6 +49,7 @@ __all__ = [
     "ClientError",
     "DatabaseUnavailable",
     "ImageNotFound",
+    "InvalidCursor",
     "InvalidSubmission",
     "ItemState",
     "JobNotFound",
@@ -52,7 +57,11 @@ __all__ = [
     "JobState",
     "MessageError",
     "JobStatus",
+    "SimilarImage",
+    "SimilarImages",
     "Suggestion",
+    "TagNotFound",
+    "TagPage",
     "TaggerClient",
     "WaitTimeout",
     "job_id_for",

@@ -1,7 +1,9 @@
-"""The Python client for web backends: submit, status, wait, results, cancel, retry.
+"""The Python client for web backends: submit, status, wait, results, images by tag, similar, cancel, retry.
 
 Writes go to the workers as Celery messages (JSON, published with kombu), so the job logic
-lives in one place; reads come straight from the database (SQLAlchemy Core, read-only).
+lives in one place; reads come straight from the database (SQLAlchemy Core, read-only), except a
+similar-image search, which asks `tagger serve` (`api_url`, a `read` token): an upload is embedded
+by the model there, and the search code lives in one place.
 Installing it pulls neither torch nor the worker code:
 
     pip install ./api_client        # distribution "tagger-client"
@@ -11,11 +13,16 @@ Installing it pulls neither torch nor the worker code:
     job_id = client.submit(keys=["uploads/123.jpg"], priority="interactive", webhook="https://site/hooks/tags")
     client.wait(job_id, timeout=30)
     client.results("uploads/123.jpg")
+    client.similar(upload=open("new.jpg", "rb").read())  # needs api_url= and api_token= above
 """
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +32,7 @@ from typing import Any
 from tagger_client import tables
 from tagger_client.contract import (
     QUEUE_INTERACTIVE,
+    SIMILAR_LIMIT,
     TASK_CONTROL_JOB,
     TASK_SUBMIT_JOB,
     JobSpec,
@@ -33,13 +41,16 @@ from tagger_client.contract import (
     validate_control_kwargs,
 )
 from tagger_client.errors import (
+    ApiUnavailable,
     BrokerUnavailable,
+    ClientError,
     DatabaseUnavailable,
     ImageNotFound,
     InvalidSubmission,
     JobNotFound,
     WaitTimeout,
 )
+from tagger_client.paging import TagPage
 from tagger_client.status import JobStatus
 
 
@@ -50,13 +61,43 @@ class Suggestion:
     model_version: str
 
 
+@dataclass(frozen=True)
+class SimilarImage:
+    image_id: int
+    storage_url: str
+    key: str
+    similarity: float  # cosine similarity of the embeddings: 1 for the same picture
+
+
+@dataclass(frozen=True)
+class SimilarImages:
+    """The nearest images, most similar first, in `model_version`'s space, and how many tagged images that
+    version has not embedded yet (they cannot be among them)."""
+
+    model_version: str
+    awaiting_vectors: int
+    images: list[SimilarImage]
+
+
 class TaggerClient:
-    def __init__(self, *, broker_url: str, database_url: str) -> None:
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        database_url: str,
+        api_url: str | None = None,
+        api_token: str | None = None,
+        api_timeout: float = 60.0,
+    ) -> None:
+        """`api_url` (`tagger serve`'s address, as http://host:8000) and `api_token` (a `read` token) are
+        needed by `similar` only."""
         from kombu import Connection
         from sqlalchemy import create_engine
 
         self._connection = Connection(broker_url, transport_options={"confirm_publish": True})
         self._engine = create_engine(database_url, pool_pre_ping=True)
+        self._api = (api_url.rstrip("/"), api_token) if api_url else None
+        self._api_timeout = api_timeout
 
     def close(self) -> None:
         self._connection.release()
@@ -247,22 +288,9 @@ class TaggerClient:
         """
         from sqlalchemy import select
 
-        i, st, t, s, m = tables.images, tables.storages, tables.tags, tables.suggestions, tables.model_versions
-        images = select(i.c.id, i.c.model_version_id, st.c.url).join(st, st.c.id == i.c.storage_id)
-        images = images.where(i.c.key == key)
-        if storage_url is not None:
-            images = images.where(st.c.url == storage_url.rstrip("/"))
+        t, s, m = tables.tags, tables.suggestions, tables.model_versions
         with self._reading() as conn:
-            found = conn.execute(images).all()
-            if not found:
-                where = f" under {storage_url}" if storage_url else ""
-                raise ImageNotFound(f"no image {key!r}{where} was ever submitted for tagging")
-            if len(found) > 1:
-                raise InvalidSubmission(
-                    f"{key!r} names images in several storages ({', '.join(sorted(r.url for r in found))}); "
-                    "pass storage_url"
-                )
-            image_id, version_id, _ = found[0]
+            image_id, version_id = self._image(conn, key, storage_url)
             query = (
                 select(t.c.name, s.c.probability, m.c.version)
                 .select_from(s.join(t, t.c.id == s.c.tag_id).join(m, m.c.id == s.c.model_version_id))
@@ -272,6 +300,95 @@ class TaggerClient:
             if not all_versions:
                 query = query.where(s.c.model_version_id == version_id)
             return [Suggestion(name, float(p), v) for name, p, v in conn.execute(query)]
+
+    def images_with_tag(
+        self, tag: str, *, min_probability: float = 0.5, limit: int = 100, cursor: str | None = None
+    ) -> TagPage:
+        """A page of the images the active version suggested `tag` for at `min_probability` or more, most
+        probable first (ties by image id). Pass the page's `next_cursor` for the next one (None: this was
+        the last); any page, at any depth, is one index range. Raises TagNotFound, InvalidCursor,
+        DatabaseUnavailable.
+        """
+        from tagger_client.paging import tag_page, version_id_of
+
+        if not 1 <= limit <= 10_000:
+            raise InvalidSubmission(f"limit must be from 1 to 10000, got {limit}")
+        with self._reading() as conn:
+            version = version_id_of(conn, None)
+            return tag_page(conn, tag, version=version, limit=limit, min_probability=min_probability, cursor=cursor)
+
+    def similar(
+        self,
+        key: str | None = None,
+        *,
+        storage_url: str | None = None,
+        upload: bytes | None = None,
+        limit: int = SIMILAR_LIMIT,
+        min_similarity: float = 0.0,
+    ) -> SimilarImages:
+        """The images most like the one under `key` (itself first), or like `upload`, a picture's bytes that
+        are not in the archive (nothing is stored), in the active model's space, through `tagger serve`.
+
+        Raises ImageNotFound (no such image, or no embedding of it from the active model yet),
+        InvalidSubmission (an upload that is not an image, a bad limit), ApiUnavailable (no api_url, or the
+        server cannot be reached), ClientError for any other refusal (a token without the `read` role).
+        """
+        if (key is None) == (upload is None):
+            raise InvalidSubmission("give a key or an upload (not both)")
+        query = urllib.parse.urlencode({"limit": limit, "min_similarity": min_similarity})
+        if key is not None:
+            with self._reading() as conn:
+                image_id, _ = self._image(conn, key, storage_url)
+            answer = self._call("GET", f"/api/v1/images/{image_id}/similar?{query}")
+        else:
+            answer = self._call("POST", f"/api/v1/images/similar?{query}", upload)
+        return SimilarImages(
+            model_version=answer["model_version"],
+            awaiting_vectors=int(answer["awaiting_vectors"]),
+            images=[SimilarImage(**image) for image in answer["images"]],
+        )
+
+    def _call(self, method: str, path: str, body: bytes | None = None) -> Any:
+        """One request to `tagger serve`; its JSON answer, or the client's error for its refusal."""
+        if self._api is None:
+            raise ApiUnavailable("similar() asks tagger serve: pass api_url= and api_token= to TaggerClient")
+        base, token = self._api
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+        request = urllib.request.Request(base + path, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self._api_timeout) as response:  # noqa: S310 - the caller's URL
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("detail", exc.reason)
+            except ValueError:
+                detail = exc.reason
+            refusal = {404: ImageNotFound, 413: InvalidSubmission, 422: InvalidSubmission}.get(exc.code, ClientError)
+            raise refusal(f"{method} {path.split('?')[0]}: {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ApiUnavailable(f"cannot reach tagger serve at {base}: {exc}") from None
+
+    @staticmethod
+    def _image(conn: Any, key: str, storage_url: str | None) -> tuple[int, int | None]:
+        """(id, the version that last tagged it) of the one image under `key`: ImageNotFound when none,
+        InvalidSubmission when a bare key names images in several storages."""
+        from sqlalchemy import select
+
+        i, st = tables.images, tables.storages
+        images = select(i.c.id, i.c.model_version_id, st.c.url).join(st, st.c.id == i.c.storage_id)
+        images = images.where(i.c.key == key)
+        if storage_url is not None:
+            images = images.where(st.c.url == storage_url.rstrip("/"))
+        found = conn.execute(images).all()
+        if not found:
+            where = f" under {storage_url}" if storage_url else ""
+            raise ImageNotFound(f"no image {key!r}{where} was ever submitted for tagging")
+        if len(found) > 1:
+            raise InvalidSubmission(
+                f"{key!r} names images in several storages ({', '.join(sorted(r.url for r in found))}); "
+                "pass storage_url"
+            )
+        return int(found[0][0]), found[0][1]
 
     @contextmanager
     def _reading(self) -> Iterator[Any]:
@@ -285,4 +402,4 @@ class TaggerClient:
             raise DatabaseUnavailable(str(exc.orig or exc).splitlines()[0]) from None
 
 
-__all__ = ["JobStatus", "Suggestion", "TaggerClient"]
+__all__ = ["JobStatus", "SimilarImage", "SimilarImages", "Suggestion", "TagPage", "TaggerClient"]

@@ -16,6 +16,8 @@ TASK_TAG_BATCH = "tagger.tag_batch"
 """Celery task name (internal): args = [job_id: str, image_ids: list[int]]."""
 
 TASK_RETRAIN = "tagger.retrain"
+# Build a model version's vector index off the hot path: queued by the worker whose write ended a job.
+TASK_INDEX_VECTORS = "tagger.index_vectors"
 """Celery task name of scheduled retraining (no arguments); queued by `tagger beat`."""
 
 QUEUE_BULK = "tagger.bulk"
@@ -26,6 +28,9 @@ QUEUE_NOTIFICATIONS = "tagger.notifications"
 
 MAX_KEYS_PER_MESSAGE = 1024
 MAX_KEY_LENGTH = 1024
+# A similar-image search: how many images it returns unless told, and at most (the CLI, the API, the client).
+SIMILAR_LIMIT = 10
+SIMILAR_MAX_LIMIT = 1000
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 

@@ -29,3 +29,15 @@ class WaitTimeout(ClientError):
 
 class ImageNotFound(ClientError):
     """No image with that key (under that storage) was ever submitted for tagging."""
+
+
+class InvalidCursor(ClientError):
+    """A page cursor that no page handed out (or a cursor given with an offset)."""
+
+
+class TagNotFound(ClientError):
+    """No such tag in the vocabulary."""
+
+
+class ApiUnavailable(ClientError):
+    """`tagger serve` was not configured (api_url) or cannot be reached; nothing was asked."""

@@ -10,7 +10,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tagger.cli import demo, jobs, labels, models, results, sample, serve, system, tag, tokens, train, workers
+from tagger.cli import demo, jobs, labels, models, results, sample, serve, similar, system, tag, tokens, train, workers
+from tagger.cli.shared import close_sessions
 from tagger.errors import ConfigError, NotFoundError, TaggerError, UnavailableError
 from tagger.logs import configure as configure_logging
 from tagger.settings import Settings
@@ -25,6 +26,7 @@ examples:
   tagger serve                              the HTTP API (tokens: `tagger tokens create NAME --role ROLE`)
   tagger train --labels labels.csv --images ./stills
   tagger results stills/0001.jpg            suggested tags for one image
+  tagger similar stills/0001.jpg            the stills most like it (--file upload.jpg: one not in the archive)
   tagger export --format csv > tags.csv
 
 Configuration comes from TAGGER_* environment variables: `tagger config` lists them.
@@ -45,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"tagger {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for noun in (train, demo, sample, tag, serve, workers, results, models, labels, jobs, tokens, system):
+    for noun in (train, demo, sample, tag, serve, workers, results, similar, models, labels, jobs, tokens, system):
         noun.register(sub)
     return parser
 
@@ -83,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return NotFoundError.exit_code if missing else ConfigError.exit_code
         raise
     finally:
+        close_sessions()
         signal.signal(signal.SIGTERM, previous)
 
 

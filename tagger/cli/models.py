@@ -1,16 +1,17 @@
-"""`tagger models`: list, show, activate and roll back model versions."""
+"""`tagger models`: list, show, activate, roll back and prune model versions."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from tagger.argtypes import int_between
 from tagger.cli.shared import open_sessions, print_json
 from tagger.settings import Settings
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("models", help="list, show, activate or roll back model versions")
+    p = sub.add_parser("models", help="list, show, activate, roll back or prune model versions")
     msub = p.add_subparsers(dest="models_command", required=True)
     m = msub.add_parser("list", help="all versions, newest first, metrics side by side")
     m.add_argument("--json", action="store_true", help="print JSON")
@@ -20,13 +21,36 @@ def register(sub: Any) -> None:
     m = msub.add_parser("activate", help="validate VERSION, make it active; running workers switch between batches")
     m.add_argument("version")
     msub.add_parser("rollback", help="re-activate the version that was active before the current one")
+    m = msub.add_parser(
+        "prune",
+        help="delete the suggestions of versions older than the last few that served (kept for a rollback)",
+        description="Keeps the active version and the --keep versions activated most recently before it (a rollback "
+        "to them is instant); deletes the suggestions of every older version that served, a few thousand rows per "
+        "transaction, while workers run. A pruned version keeps its row (metrics, training record, artifact) marked "
+        "`pruned` and can never be activated again. A version that some images still have their newest tags from "
+        "is kept back until they are re-tagged (`tagger tag --stale`), unless --force (they become untagged).",
+    )
+    m.add_argument(
+        "--keep",
+        type=int_between(0),
+        default=None,
+        metavar="N",
+        help="versions kept besides the active one (default TAGGER_MODELS_KEEP)",
+    )
+    m.add_argument("--dry-run", action="store_true", help="say what would be deleted and kept; delete nothing")
+    m.add_argument("--force", action="store_true", help="also prune versions images still have their newest tags from")
+    m.add_argument(
+        "--batch", type=int_between(1, 100_000), default=5000, help="rows deleted per transaction (default 5000)"
+    )
     p.set_defaults(func=cmd_models)
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from tagger import promotion, registry
 
-    sessions = open_sessions(settings, migrate=args.models_command in ("activate", "rollback"))
+    sessions = open_sessions(settings, migrate=args.models_command in ("activate", "rollback", "prune"))
+    if args.models_command == "prune":
+        return _prune(args, settings, sessions)
     if args.models_command == "activate":
         switch = promotion.activate(sessions, args.version, broker_url=settings.broker_url)
         if switch.previous == switch.active:
@@ -65,6 +89,39 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace, settings: Settings, sessions: Any) -> int:
+    """`models prune`: what is kept and what goes (with --dry-run, only said), a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    from tagger import promotion
+
+    keep = settings.models_keep if args.keep is None else args.keep
+    kept, prunable = promotion.pruning(sessions, keep)
+    print(f"kept: {', '.join(kept) or 'none'} (the active version and {keep} more)")
+    deleted = 0
+    for version in prunable:
+        rows, images = promotion.held(sessions, version)
+        if images and not args.force:
+            print(
+                f"{version}: kept back: {images:,} image(s) still have their newest tags from it; re-tag them "
+                "(`tagger tag --stale`) or prune with --force (they become untagged)"
+            )
+            continue
+        if args.dry_run:
+            untagged = f"; {images:,} image(s) would become untagged" if images else ""
+            print(f"{version}: would delete {rows:,} suggestions{untagged}")
+            continue
+        with tqdm(total=rows, unit="row", desc=f"prune {version}", disable=None) as bar:
+            n = promotion.prune(sessions, version, force=args.force, batch=args.batch, progress=bar.update)
+        deleted += n
+        print(f"{version}: pruned, {n:,} suggestions deleted")
+    if not prunable:
+        print("nothing to prune")
+    elif not args.dry_run:
+        print(f"{deleted:,} suggestions deleted in all")
+    return 0
+
+
 def _model_row(r: Any) -> dict[str, Any]:
     metrics, training = (r.meta or {}).get("metrics") or {}, (r.meta or {}).get("training") or {}
     return {
@@ -79,6 +136,7 @@ def _model_row(r: Any) -> dict[str, Any]:
         "tags": len(r.tags),
         "created_at": r.created_at.isoformat(timespec="seconds"),
         "activated_at": r.activated_at.isoformat(timespec="seconds") if r.activated_at else None,
+        "pruned_at": r.pruned_at.isoformat(timespec="seconds") if r.pruned_at else None,
     }
 
 
@@ -89,6 +147,8 @@ def _print_model(data: dict[str, Any]) -> None:
     print(f"artifact  {data['uri']}  sha256 {data['sha256'][:16]}...")
     if data["error"]:
         print(f"refused   {data['error']}")
+    if data["pruned_at"]:
+        print(f"pruned    {data['pruned_at']}: its suggestions were deleted; it cannot be activated again")
     for name in ("f2", "f2_calibrated", "map", "accuracy", "valid_loss"):
         if isinstance(metrics.get(name), float):
             print(f"{name:<14} {metrics[name]:.4f}")

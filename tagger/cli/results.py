@@ -31,14 +31,20 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="export suggestions as CSV or JSON lines",
-        description="Every image's suggestions from the version that last tagged it, by storage and key. "
-        "CSV cells a spreadsheet would run as a formula get a leading apostrophe.",
+        description="The active model version's suggestions (or another kept version's, --model-version), tag "
+        "by tag in name order, each most probable first (ties by image id): streamed from the index the tag "
+        "pages read, so memory stays flat and older versions' rows are never read. Images the active version "
+        "has not tagged yet are not in it (`tagger tag --stale` tags them). CSV cells a spreadsheet would run "
+        "as a formula get a leading apostrophe.",
     )
     p.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="output format (default csv)")
     p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
     p.add_argument("--tag", default=None, help="only this tag (exit code 3 if no such tag)")
     p.add_argument(
         "--min-probability", type=probability, default=0.0, help="only suggestions at or above it, 0-1 (default 0)"
+    )
+    p.add_argument(
+        "--model-version", default=None, metavar="VERSION", help="a kept version's suggestions (default: the active)"
     )
     p.set_defaults(func=cmd_export)
 
@@ -98,7 +104,14 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"--output {args.output!r} is a folder; name a file")
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
     try:
-        n = export(sessions, out, fmt=args.format, tag=args.tag, min_probability=args.min_probability)
+        n = export(
+            sessions,
+            out,
+            fmt=args.format,
+            tag=args.tag,
+            min_probability=args.min_probability,
+            version=args.model_version,
+        )
     finally:
         if out is not sys.stdout:
             out.close()

@@ -12,6 +12,8 @@ from tagger.settings import Settings
 if TYPE_CHECKING:  # every command imports this module: SQLAlchemy loads when a command opens the database
     from sqlalchemy.orm import Session, sessionmaker
 
+_opened: list[Any] = []  # the engines this command opened: closed when it ends (`close_sessions`)
+
 
 def open_sessions(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
     """Sessions on TAGGER_DATABASE_URL. Commands that write bring the schema up to date first; read-only
@@ -40,6 +42,7 @@ def open_sessions(settings: Settings, *, migrate: bool = True) -> sessionmaker[S
                 "jobs list/show, models list/show, labels stats) work on it; this one writes"
             )
     engine = make_engine(url)
+    _opened.append(engine)
     try:
         if migrate:
             upgrade(engine)
@@ -54,6 +57,13 @@ def open_sessions(settings: Settings, *, migrate: bool = True) -> sessionmaker[S
     except OperationalError as exc:
         raise UnavailableError(f"cannot reach the database at {shown}: {first_line(exc)}") from None
     return make_sessionmaker(engine)
+
+
+def close_sessions() -> None:
+    """Close the connections `open_sessions` opened: a command's end is theirs, also when `main` runs
+    in-process (a test, an embedding program), not only at the process's exit."""
+    while _opened:
+        _opened.pop().dispose()
 
 
 def print_json(data: Any) -> None:

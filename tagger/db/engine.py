@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -100,8 +101,11 @@ def make_statement_engine(url: str, *, pool_size: int = 3) -> Engine:
     return make_engine(url, pre_ping=False, pool_size=pool_size, max_overflow=0)
 
 
-def run_statement(engine: Engine, sql: str, params: dict[str, Any]) -> list[Any]:
+def run_statement(
+    engine: Engine, sql: str, params: dict[str, Any], *, adapt: Callable[[Any], None] | None = None
+) -> list[Any]:
     """Rows of one statement sent through the driver in autocommit (PostgreSQL): one round trip, no ORM.
+    `adapt` is called with the driver's connection first (to register a type its parameters need).
 
     Without a ping on checkout, a connection the server dropped (a restart, a failover) is found by
     the statement itself: the engine's pool is then emptied and the statement sent once more on a new
@@ -112,6 +116,8 @@ def run_statement(engine: Engine, sql: str, params: dict[str, Any]) -> list[Any]
         with engine.connect() as conn:
             raw = conn.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
             try:
+                if adapt is not None:
+                    adapt(raw)
                 return list(raw.execute(sql, params).fetchall())  # type: ignore[union-attr]
             except Exception:
                 if not (getattr(raw, "closed", False) or getattr(raw, "broken", False)):

@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pgvector.sqlalchemy import HALFVEC  # also teaches reflection the type (the migration test compares)
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -83,6 +86,8 @@ class ModelVersion(Base):
             postgresql_where=text("is_active"),
             sqlite_where=text("is_active"),
         ),
+        # A pruned version's suggestions are gone: it can never serve again (`tagger models prune`).
+        CheckConstraint("NOT (is_active AND pruned_at IS NOT NULL)", name="ck_model_versions_pruned_not_active"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -96,6 +101,8 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    # When `tagger models prune` deleted its suggestions; the row stays, so history keeps the version.
+    pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def tags(self) -> list[str]:
@@ -126,17 +133,41 @@ class Suggestion(Base):
     """
 
     __tablename__ = "suggestions"
-    __table_args__ = (
-        # "Images with tag X above p" and exports; lookups by image use the primary key. (No index on the
-        # version alone: it cost a third of the sink's write time and no query needs it.)
-        Index("ix_suggestions_tag_probability", "tag_id", "probability"),
-    )
-
     image_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tag_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     probability: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# A tag's images by one version, most probable first, ties by image: a keyset page of the tag page, the API
+# or an export is one range of it, and no query reads another version's rows (0011, measured with
+# bench/tag_index.py). Lookups by image use the primary key. (No index on the version alone: it cost a third
+# of the sink's write time; this one replaced (tag, probability).)
+Index(
+    "ix_suggestions_version_tag_probability",
+    Suggestion.model_version_id,
+    Suggestion.tag_id,
+    Suggestion.probability.desc(),
+    Suggestion.image_id,
+)
+
+
+class Embedding(Base):
+    """An image's embedding from one model version: the pooled features before the head, L2-normalised, in
+    half precision. A version's vectors are never mixed with another's (the key holds the version).
+
+    PostgreSQL holds it as pgvector's `halfvec` with no fixed width (each architecture has its own), with an
+    HNSW index per version on `embedding::halfvec(width)`, built off the hot path (`tagger.db.vectors`);
+    SQLite as the float16 bytes. Written by the sink behind the suggestions' fence; like them, no foreign
+    keys.
+    """
+
+    __tablename__ = "embeddings"
+
+    model_version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    embedding: Mapped[Any] = mapped_column(LargeBinary().with_variant(HALFVEC(), "postgresql"))
 
 
 class Job(Base):
@@ -175,6 +206,9 @@ class Job(Base):
     progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     waiting_reason: Mapped[str | None] = mapped_column(Text)
     waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When `tagger jobs prune` deleted the per-image rows of its done and skipped images (counts and
+    # failures stay); a retry after it finishes the job again, and the next prune takes the new rows.
+    items_pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class JobItem(Base):

@@ -59,6 +59,33 @@ def replace_head(model: nn.Module, num_tags: int) -> None:
         setattr(owner, name, nn.Linear(getattr(owner, name).in_features, num_tags))
 
 
+class SplitAtHead(nn.Module):
+    """A classifier split at its final linear layer: forward gives (logits, the head's input).
+
+    The head's input is the image's pooled features (for a ResNet the input of `fc`), which similar-image
+    search keeps; the logits are what the unsplit model gave, so the suggestions do not change.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        found = _head(model)
+        if found is None:
+            raise ConfigError(f"cannot find a linear classification head in {type(model).__name__}")
+        owner, name = found
+        head = owner[name] if isinstance(name, int) else getattr(owner, name)  # type: ignore[index]
+        if isinstance(name, int):
+            owner[name] = nn.Identity()  # type: ignore[index,operator]
+        else:
+            setattr(owner, name, nn.Identity())
+        self.body = model
+        self.head = head
+        self.features = int(head.in_features)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(x)
+        return self.head(features), features
+
+
 def load_pretrained_backbone(model: nn.Module, weights_file: Path) -> int:
     """Load a local weights file (safetensors, or a plain state_dict .pth read with weights_only).
 

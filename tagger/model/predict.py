@@ -1,12 +1,17 @@
-"""Inference defined once: a uint8 batch in, per-tag probabilities out.
+"""Inference defined once: a uint8 batch in, per-tag probabilities (and, from a model split at its head,
+the images' embeddings) out.
 
 Workers, the evaluation at the end of training and the promotion gate all score through
-`predict` on a model made ready by `prepare`, so what is measured is what serves.
+`infer` (or `predict`, its probabilities) on a model made ready by `prepare`, so what is measured is
+what serves.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tagger.model.preprocess import Normalise
@@ -47,7 +52,15 @@ def compile_for_serving(
     return compiled
 
 
-@torch.inference_mode()
+@dataclass(frozen=True)
+class Outputs:
+    """One batch's results on the host: N x tags float32 probabilities, and N x features float16 embeddings,
+    L2-normalised (cosine similarity is then a dot product), from a model split at its head (else None)."""
+
+    probs: torch.Tensor
+    embeddings: torch.Tensor | None = None
+
+
 def predict(
     model: nn.Module,
     batch: torch.Tensor,
@@ -57,18 +70,40 @@ def predict(
     dtype: torch.dtype,
     pad_to: int | None = None,
 ) -> torch.Tensor:
-    """NCHW uint8 (on the host or the device) -> N x tags float32 probabilities on the host.
+    """NCHW uint8 (on the host or the device) -> N x tags float32 probabilities on the host (`infer`'s)."""
+    return infer(model, batch, normalise=normalise, device=device, dtype=dtype, pad_to=pad_to).probs
+
+
+@torch.inference_mode()
+def infer(
+    model: nn.Module,
+    batch: torch.Tensor,
+    *,
+    normalise: Normalise,
+    device: torch.device,
+    dtype: torch.dtype,
+    pad_to: int | None = None,
+) -> Outputs:
+    """NCHW uint8 (on the host or the device) -> the batch's probabilities, and its embeddings when `model`
+    gives (logits, features) (`architectures.SplitAtHead`).
 
     pad_to: a compiled model sees one batch shape only; a short batch is padded and cut back.
     """
     n = batch.shape[0]
     if pad_to is not None and n > pad_to:
-        parts = batch.split(pad_to)
-        return torch.cat(
-            [predict(model, p, normalise=normalise, device=device, dtype=dtype, pad_to=pad_to) for p in parts]
-        )
+        parts = [
+            infer(model, p, normalise=normalise, device=device, dtype=dtype, pad_to=pad_to) for p in batch.split(pad_to)
+        ]
+        embeddings = [p.embeddings for p in parts if p.embeddings is not None]
+        return Outputs(torch.cat([p.probs for p in parts]), torch.cat(embeddings) if embeddings else None)
     if pad_to is not None and n < pad_to:
         batch = torch.cat([batch, batch.new_zeros((pad_to - n, *batch.shape[1:]))])
     x = batch.to(device, non_blocking=device.type == "cuda").contiguous(memory_format=torch.channels_last)
     x = normalise(x, dtype=dtype)  # elementwise: stays channels_last, as `prepare`'s model expects
-    return torch.sigmoid(model(x)[:n].float()).cpu()
+    out = model(x)
+    logits, features = out if isinstance(out, tuple) else (out, None)
+    probs = torch.sigmoid(logits[:n].float()).cpu()
+    if features is None:
+        return Outputs(probs)
+    # Normalised in float32 (bf16 on CUDA loses too much for a norm), then halved: 2 bytes per dimension.
+    return Outputs(probs, F.normalize(features[:n].float(), dim=1).half().cpu())

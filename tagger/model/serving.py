@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from tagger.errors import ArtifactError
+from tagger.model.architectures import SplitAtHead
 from tagger.model.artifact import load
 from tagger.model.meta import ArtifactMeta
-from tagger.model.predict import compile_for_serving, predict, prepare
+from tagger.model.predict import Outputs, compile_for_serving, infer, prepare
 from tagger.model.preprocess import DecodeLimits, Normalise, Preprocess
 from tagger.storage import Storage
 
@@ -37,13 +38,19 @@ class ServingModel:
     normalise: Normalise
     thresholds: torch.Tensor  # one per tag, in output order
     tag_ids: list[int]  # database ids of the tags, in output order
+    embedding_dim: int  # the width of the head's input: what an image's embedding holds
     fixed_batch: int | None = None  # a compiled model's one batch shape
+
+    def infer(self, batch: torch.Tensor) -> Outputs:
+        """N x 3 x size x size uint8 -> N x tags float32 probabilities and N x embedding_dim float16
+        L2-normalised embeddings, on the host."""
+        return infer(
+            self.model, batch, normalise=self.normalise, device=self.device, dtype=self.dtype, pad_to=self.fixed_batch
+        )
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """N x 3 x size x size uint8 -> N x tags float32 probabilities on the host."""
-        return predict(
-            self.model, batch, normalise=self.normalise, device=self.device, dtype=self.dtype, pad_to=self.fixed_batch
-        )
+        return self.infer(batch).probs
 
 
 @dataclass(frozen=True)
@@ -73,12 +80,15 @@ def load_serving(
     model, meta = load(store, version, expected_sha256=sha256)
     if expected_tags is not None and list(expected_tags) != list(meta.tags):
         raise ArtifactError(f"{version}: artifact tag vocabulary differs from the registered one")
-    model, dtype = prepare(model, device)
+    split = SplitAtHead(model)  # one forward pass gives the suggestions and the embedding
+    model, dtype = prepare(split, device)
     normalise = Normalise(meta.mean, meta.std)
     smoke = torch.zeros((1, 3, meta.input_size, meta.input_size), dtype=torch.uint8)
-    out = predict(model, smoke, normalise=normalise, device=device, dtype=dtype)
-    if out.shape != (1, len(meta.tags)) or not torch.isfinite(out).all():
-        raise ArtifactError(f"{version}: smoke forward pass gave {tuple(out.shape)} or non-finite output")
+    out = infer(model, smoke, normalise=normalise, device=device, dtype=dtype)
+    if out.probs.shape != (1, len(meta.tags)) or not torch.isfinite(out.probs).all():
+        raise ArtifactError(f"{version}: smoke forward pass gave {tuple(out.probs.shape)} or non-finite output")
+    if out.embeddings is None or out.embeddings.shape != (1, split.features):
+        raise ArtifactError(f"{version}: the head's input is not one {split.features}-wide vector per image")
     fixed_batch = None
     if options.compile_batch:
         try:
@@ -104,5 +114,6 @@ def load_serving(
         normalise=normalise,
         thresholds=torch.tensor(meta.thresholds(options.threshold_override)),
         tag_ids=tag_ids(meta.tags),
+        embedding_dim=split.features,
         fixed_batch=fixed_batch,
     )

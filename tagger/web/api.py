@@ -1,4 +1,4 @@
-"""/api/v1: submit and steer jobs, read suggestions, find images by tag, record people's decisions.
+"""/api/v1: submit and steer jobs, read suggestions, find images by tag or by likeness, record people's decisions.
 
 Jobs go to the workers as the documented Celery messages, through the Python client (`tagger_client`),
 so the job logic lives in one place; reads come from the database.
@@ -9,14 +9,20 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from tagger.tokens import Principal
 from tagger.web.auth import require
+from tagger.web.pages.shared import MAX_ID
+from tagger_client.contract import SIMILAR_LIMIT, SIMILAR_MAX_LIMIT
 from tagger_client.errors import InvalidSubmission
+from tagger_client.paging import MAX_CURSOR_CHARS
 
 router = APIRouter(prefix="/api/v1")
-MAX_OFFSET = 10_000_000  # paging deeper than this is an export's job (`tagger export`), not a page's
+# The deprecated `offset` reads and drops that many index entries: bounded, so a request costs what a
+# page may. Deeper pages follow a cursor; the whole list is `tagger export --tag`.
+MAX_OFFSET = 10_000
 
 
 class Submission(BaseModel):
@@ -173,13 +179,106 @@ def tag_images(
     request: Request,
     min_probability: float = Query(0.5, ge=0.0, le=1.0),  # noqa: B008
     limit: int = Query(100, ge=1, le=1000),  # noqa: B008
-    offset: int = Query(0, ge=0, le=MAX_OFFSET),  # noqa: B008
+    cursor: str | None = Query(  # noqa: B008
+        None,
+        max_length=MAX_CURSOR_CHARS,
+        description="Continue after this row: the `cursor` of the last row of the previous page.",
+    ),
+    offset: int = Query(  # noqa: B008
+        0,
+        ge=0,
+        le=MAX_OFFSET,
+        deprecated=True,
+        description=f"Deprecated: page with `cursor`. Skips rows; at most {MAX_OFFSET:,}, never with a cursor.",
+    ),
     _: Principal = Depends(require("read")),  # noqa: B008
 ) -> list[dict[str, Any]]:
-    """Images whose last tagging suggested `tag` at `min_probability` or more, most probable first."""
+    """Images the active model version suggested `tag` for at `min_probability` or more, most probable
+    first, ties by image id. Each row carries a `cursor`: pass the last row's as `cursor` for the next
+    page (a page shorter than `limit` is the last). Any page, at any depth, costs what it returns."""
     from tagger.results import images_with_tag
 
-    return images_with_tag(request.app.state.sessions, tag, min_probability=min_probability, limit=limit, offset=offset)
+    if cursor is not None and offset:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give a cursor or an offset, not both")
+    page = images_with_tag(
+        request.app.state.sessions, tag, min_probability=min_probability, limit=limit, cursor=cursor, offset=offset
+    )
+    return [item.as_dict() for item in page.items]
+
+
+@router.get("/images/{image_id}/similar")
+def similar_images(
+    request: Request,
+    image_id: int = PathParam(..., ge=1, le=MAX_ID),  # noqa: B008
+    limit: int = Query(SIMILAR_LIMIT, ge=1, le=SIMILAR_MAX_LIMIT),  # noqa: B008
+    min_similarity: float = Query(0.0, ge=-1.0, le=1.0),  # noqa: B008
+    _: Principal = Depends(require("read")),  # noqa: B008
+) -> dict[str, Any]:
+    """The images most like one (itself first, similarity 1), most similar first, in the active model's
+    space, with how many tagged images that model has not embedded yet (`awaiting_vectors`: they cannot be
+    found). 404 when the image is unknown or the active model has no embedding of it yet."""
+    from tagger.similar import similar_to_image
+
+    sessions = request.app.state.sessions
+    return similar_to_image(sessions, image_id, limit=limit, min_similarity=min_similarity).as_dict()
+
+
+# The upload is the body itself (any content type): no multipart to parse, and `curl --data-binary @x.jpg`.
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The picture's bytes (JPEG, PNG, WebP, ...), at most TAGGER_API_MAX_BODY_BYTES.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post("/images/similar", openapi_extra=_UPLOAD_BODY)
+async def similar_to_upload(
+    request: Request,
+    limit: int = Query(SIMILAR_LIMIT, ge=1, le=SIMILAR_MAX_LIMIT),  # noqa: B008
+    min_similarity: float = Query(0.0, ge=-1.0, le=1.0),  # noqa: B008
+    _: Principal = Depends(require("read")),  # noqa: B008
+) -> dict[str, Any]:
+    """The archive's images most like a picture that is not in it (an upload to check before storing it):
+    embedded here by the active model, and nothing is written, no image and no vector. 422 when the body
+    is not an image tagger reads; 413 over TAGGER_API_MAX_BODY_BYTES."""
+    from starlette.concurrency import run_in_threadpool
+
+    from tagger.errors import ImageError
+    from tagger.similar import similar_to_vector
+
+    data = await request.body()
+    if not data:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the body is empty: send the picture's bytes")
+    try:
+        version_id, vector = await run_in_threadpool(_embedder(request).embed, data)
+    except ImageError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"the body is not an image tagger reads: {exc}"
+        ) from None
+    found = await run_in_threadpool(
+        similar_to_vector,
+        request.app.state.sessions,
+        vector,
+        version_id=version_id,
+        limit=limit,
+        min_similarity=min_similarity,
+    )
+    return found.as_dict()
+
+
+def _embedder(request: Request) -> Any:
+    """The server's one Embedder, made on the first upload: torch and the model load then, not at start."""
+    state = request.app.state
+    if getattr(state, "embedder", None) is None:
+        from tagger.model.decode import DecodeLimits
+        from tagger.uploads import Embedder
+
+        settings = state.settings
+        limits = DecodeLimits(max_pixels=settings.max_image_pixels, draft=bool(settings.jpeg_draft))
+        state.embedder = Embedder(state.sessions, device=settings.device, limits=limits)
+    return state.embedder
 
 
 @router.post("/labels")

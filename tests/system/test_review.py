@@ -211,7 +211,7 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
     from tagger.results import images_with_tag
 
     chromium = debian_binary("chromium", "chromium")
-    order = [row["image_id"] for row in images_with_tag(site.sessions, TAG, min_probability=0.0, limit=100)]
+    order = [row.image_id for row in images_with_tag(site.sessions, TAG, min_probability=0.0, limit=100).items]
     assert len(order) == 24
     artifacts = Path(os.environ.get("TESTS_ARTIFACTS", ROOT / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,7 @@ def trained(site: Site) -> str:
         from tagger.labels import accept_above, decide
         from tagger.results import images_with_tag
 
-        order = [row["image_id"] for row in images_with_tag(site.sessions, TAG, min_probability=0.0, limit=100)]
+        order = [row.image_id for row in images_with_tag(site.sessions, TAG, min_probability=0.0, limit=100).items]
         decide(site.sessions, order[3], rejected=[TAG], by="review-person")
         accept_above(site.sessions, TAG, 0.0, by="review-person")
         _train(site, "--find-lr")
@@ -412,17 +412,27 @@ def test_a_tag_page_links_to_a_next_page_only_when_there_is_one(site: Site) -> N
                     Suggestion(image_id=image_id, tag_id=tag_id, model_version_id=version_id, probability=probability)
                 )
 
-    add([f"p/{i:03d}.jpg" for i in range(PAGE)], 0.9)
+    def link(page: str, rel: str) -> str:
+        found = re.search(rf'<a href="([^"]+)" rel="{rel}">', page)
+        assert found, f"no {rel} link"
+        return html.unescape(found.group(1))
+
+    add([f"p/{i:03d}.jpg" for i in range(PAGE)], 0.9)  # all tied: the pages are ordered by image id
     with _logged_in(site, "read") as client:
         first = client.get("/review/tags/pager")
         assert first.status_code == 200 and first.text.count('class="item ') == PAGE
-        assert 'rel="next"' not in first.text
+        assert 'rel="next"' not in first.text and 'rel="prev"' not in first.text
         add(["p/last.jpg"], 0.5)
         first = client.get("/review/tags/pager")
         assert first.text.count('class="item ') == PAGE and 'rel="next"' in first.text
-        second = client.get("/review/tags/pager?page=1")
+        second = client.get(link(first.text, "next"))  # a keyset position: the row after the page's last
         assert second.text.count('class="item ') == 1 and "p/last.jpg" in second.text
         assert 'rel="next"' not in second.text
+        back = client.get(link(second.text, "prev"))  # the page before a position, turned round
+        assert re.findall(r'<div class="key">([^<]*)</div>', back.text) == [f"p/{i:03d}.jpg" for i in range(PAGE)]
+        assert 'rel="prev"' not in back.text and 'rel="next"' in back.text
+        forged = client.get("/review/tags/pager?after=bm90LWEtY3Vyc29y")
+        assert forged.status_code == 422 and "not one a page handed out" in forged.text
 
 
 def test_errors_on_the_pages_are_pages_and_on_the_api_stay_json(site: Site) -> None:
@@ -436,9 +446,9 @@ def test_errors_on_the_pages_are_pages_and_on_the_api_stay_json(site: Site) -> N
         assert hostile.status_code == 404 and hostile.headers["content-type"].startswith("text/html")
         assert "no tag" in hostile.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile.text
         assert "<script>alert(1)" not in hostile.text
-        bounds = reader.get(f"/review/tags/{TAG}?page=-1")
+        bounds = reader.get(f"/review/tags/{TAG}?cursor=-1")
         assert bounds.status_code == 422 and bounds.headers["content-type"].startswith("text/html")
-        assert "page: Input should be greater than or equal to 0" in bounds.text
+        assert "cursor: Input should be greater than or equal to 0" in bounds.text
         refused = reader.post(f"/review/models/{version}/activate", data={"csrf": _csrf(reader, "/review/models")})
         assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/html")
         assert "Back to the tags" in refused.text

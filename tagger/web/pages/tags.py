@@ -13,6 +13,7 @@ from tagger.errors import NotFoundError
 from tagger.tokens import Principal
 from tagger.web.pages.shared import MAX_ID, PAGE, decision_of, local, render
 from tagger.web.session import check_csrf, require_user
+from tagger_client.paging import MAX_CURSOR_CHARS
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,28 +39,45 @@ def tag_page(
     tag: str,
     request: Request,
     min_probability: float = Query(0.0, ge=0.0, le=1.0),  # noqa: B008
-    page: int = Query(0, ge=0, le=100_000),  # noqa: B008
+    after: str | None = Query(None, max_length=MAX_CURSOR_CHARS),  # noqa: B008
+    before: str | None = Query(None, max_length=MAX_CURSOR_CHARS),  # noqa: B008
     cursor: int = Query(0, ge=0, le=PAGE),  # noqa: B008
     order: str = Query("best", pattern="^(best|least_sure)$"),  # noqa: B008
     accepted: int | None = None,
     principal: Principal = Depends(require_user("read")),  # noqa: B008
 ) -> HTMLResponse:
+    """A page of the tag's images (`cursor` is the selected one); `after` and `before` are keyset positions,
+    so the next and the previous page are each one index range, however deep."""
     from tagger.labels import decisions
     from tagger.results import images_with_tag
 
+    if after and before:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give after or before, not both")
     sessions = request.app.state.sessions
-    items = images_with_tag(
+    least_sure = order == "least_sure"
+    # One more than shown: whether there is a page beyond. A page before a position is the page after it in
+    # the reverse order, read and turned round.
+    found = images_with_tag(
         sessions,
         tag,
         min_probability=min_probability,
-        limit=PAGE + 1,  # one more than shown: whether there is a next page
-        offset=page * PAGE,
-        least_sure=order == "least_sure",
+        limit=PAGE + 1,
+        cursor=before or after,
+        least_sure=least_sure != bool(before),
     )
-    more, items = len(items) > PAGE, items[:PAGE]
-    decided = decisions(sessions, [i["image_id"] for i in items])
-    for item in items:
-        item["decision"] = decision_of(decided, item["image_id"], tag)
+    beyond, shown = len(found.items) > PAGE, found.items[:PAGE]
+    if before:
+        shown.reverse()
+    earlier, later = (beyond, True) if before else (after is not None, beyond)
+    decided = decisions(sessions, [i.image_id for i in shown])
+    items = [item.as_dict() | {"decision": decision_of(decided, item.image_id, tag)} for item in shown]
+    base = f"/review/tags/{quote(tag, safe='/')}"
+    filters = _filters(order, min_probability)
+    here = {"after": after} if after else {"before": before} if before else {}
+
+    def link(**position: str) -> str:
+        return f"{base}?{urlencode(filters | position)}"
+
     return render(
         request,
         "tag.html",
@@ -69,14 +87,12 @@ def tag_page(
         cursor=cursor,
         accepted=accepted,
         may_review=principal.may("review"),
-        back=f"/review/tags/{quote(tag, safe='/')}",
-        # where a decision returns: this order and filter (page and cursor are added to it)
-        here=f"/review/tags/{quote(tag, safe='/')}"
-        + (f"?{urlencode(filters)}" if (filters := _filters(order, min_probability)) else ""),
-        page=page,
-        more=more,
-        min_probability=min_probability,
-        order=order,
+        back=base,
+        model_version=found.model_version,
+        # where a decision returns: this page, its order and filter (the selected image is added to it)
+        here=link(**here) if filters or here else base,
+        previous=link(before=shown[0].cursor) if earlier and shown else None,
+        next=link(after=shown[-1].cursor) if later and shown else None,
     )
 
 
@@ -105,7 +121,6 @@ def decide(
     tag: str = Form(...),  # noqa: B008
     decision: str = Form(...),  # noqa: B008
     cursor: int = Form(0, ge=0, le=1000),  # noqa: B008
-    page: int = Form(0, ge=0, le=100_000),  # noqa: B008
     stay: bool = Form(False),  # noqa: B008 - the page decides several tags per image: stay on it
     back: str = Form("/review"),  # noqa: B008
     csrf: str = Form(""),  # noqa: B008
@@ -118,10 +133,11 @@ def decide(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "decision is accept or reject")
     # 404 (the app's NotFoundError page) for a tag not in the vocabulary or an image not known.
     decide_known(request.app.state.sessions, image_id, tag, positive=decision == "accept", by=principal.name)
-    after = cursor if stay else cursor + 1
-    at = f"page={page}&cursor={after}" if page else f"cursor={after}"
+    selected = cursor if stay else cursor + 1
     back = local(back)
-    return RedirectResponse(f"{back}{'&' if '?' in back else '?'}{at}#item-{after}", status.HTTP_303_SEE_OTHER)
+    return RedirectResponse(
+        f"{back}{'&' if '?' in back else '?'}cursor={selected}#item-{selected}", status.HTTP_303_SEE_OTHER
+    )
 
 
 @router.post("/review/tags/{tag:path}/accept-above")
