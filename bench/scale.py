@@ -13,12 +13,13 @@ What it does and reports:
      samples its progress and the resident memory of the workers, the producer and Redis;
   4. reports the rate of each tenth of the job, memory over time, the database's size by table, and the
      latency (p50/p95) of each read query at N: through the HTTP API of a running `tagger serve` (images
-     by tag at the first page and half-way down, one image's suggestions, a job's status), and through the
-     CLI's entry point called in this process (jobs list, jobs show --items 100, results KEY: the command
-     without the interpreter's start, which is measured apart, cold), and export by tag in rows/s.
+     by tag at the first page and half-way down, following its cursor; one image's suggestions; a job's
+     status), and through the CLI's entry point called in this process (jobs list; jobs show --items 100,
+     first and half-way through the job's items; results KEY: the command without the interpreter's start,
+     which is measured apart, cold), and export by tag in rows/s.
 
-The queries are in HTTP_QUERIES and CLI_QUERIES below, by name: a change to a route or a command (keyset
-paging, for one) is a change to that table.
+The queries are in http_queries() and cli_queries() below, by name: a change to a route or a command is a
+change to those tables.
 """
 
 from __future__ import annotations
@@ -50,25 +51,58 @@ PER_FOLDER = 1000
 TAG = "tag000"  # every image gets it (the trivial model saturates on its first PER_IMAGE tags)
 
 
-def http_queries(n: int, job_id: str, key: str, storage: str) -> dict[str, str]:
-    """Read queries through `tagger serve`, by name: path and query string."""
-    deep = max(0, n // 2 - 100)
+def http_queries(job_id: str, key: str, storage: str, deep: tuple[int, str]) -> dict[str, str]:
+    """Read queries through `tagger serve`, by name: path and query string. `deep`: a depth into the tag's
+    images and the cursor of the row there (`deep_cursor`)."""
+    depth, cursor = deep
     one = urllib.parse.urlencode({"key": key, "storage_url": storage})
+    page = f"/api/v1/tags/{TAG}/images?limit=100"
     return {
-        "images by tag, first page of 100 (HTTP)": f"/api/v1/tags/{TAG}/images?limit=100&offset=0",
-        f"images by tag, page of 100 at {deep:,} (HTTP)": f"/api/v1/tags/{TAG}/images?limit=100&offset={deep}",
+        "images by tag, first page of 100 (HTTP)": page,
+        f"images by tag, page of 100 after {depth:,} rows (HTTP)": f"{page}&cursor={cursor}",
         "one image's suggestions by key (HTTP)": f"/api/v1/images/suggestions?{one}",
         "a job's status (HTTP)": f"/api/v1/jobs/{job_id}",
     }
 
 
-def cli_queries(job_id: str, key: str, storage: str) -> dict[str, list[str]]:
-    """Read commands, by name: their argv."""
+def cli_queries(job_id: str, key: str, storage: str, middle: int) -> dict[str, list[str]]:
+    """Read commands, by name: their argv. `middle`: an image id half-way through the job's items."""
+    show = ["jobs", "show", job_id, "--items", "100"]
     return {
         "tagger jobs list": ["jobs", "list"],
-        "tagger jobs show JOB --items 100": ["jobs", "show", job_id, "--items", "100"],
+        "tagger jobs show JOB --items 100": show,
+        "tagger jobs show JOB --items 100 --after MIDDLE": [*show, "--after", str(middle)],
         "tagger results KEY --storage URL": ["results", key, "--storage", storage],
     }
+
+
+def deep_cursor(base: str, token: str, depth: int) -> tuple[int, str]:
+    """The cursor after about `depth` of the tag's images, found by following its pages of 1,000 (not timed)."""
+    path, seen, cursor = f"/api/v1/tags/{TAG}/images?limit=1000", 0, ""
+    while seen < depth:
+        request = urllib.request.Request(
+            base + path + (f"&cursor={cursor}" if cursor else ""), headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            rows = json.loads(response.read())
+        if not rows:
+            break
+        seen, cursor = seen + len(rows), rows[-1]["cursor"]
+    return seen, cursor
+
+
+def middle_item(sessions: Any, job_id: str) -> int:
+    """An image id half-way through the job's items, by image id (the order `jobs show --items` pages in)."""
+    from sqlalchemy import func, select
+
+    from tagger.db.schema import JobItem
+
+    with sessions() as session:
+        n = session.scalar(select(func.count()).where(JobItem.job_id == job_id)) or 0
+        found = session.scalar(
+            select(JobItem.image_id).where(JobItem.job_id == job_id).order_by(JobItem.image_id).offset(n // 2).limit(1)
+        )
+    return int(found or 0)
 
 
 def _write_folder(args: tuple[Path, int, int]) -> int:
@@ -364,11 +398,13 @@ def main() -> int:
         queries: dict[str, Any] = {}
         base = stack.enter_context(tagger_serve(env, work / "serve.log"))
         storage = (work / "archive").as_uri()
-        for name, path in http_queries(n, job.id, key, storage).items():
+        deep = deep_cursor(base, secret, n // 2)
+        for name, path in http_queries(job.id, key, storage, deep).items():
             http_get(base, secret, path)  # the first call warms the server's caches and connections
             queries[name] = quantiles([http_get(base, secret, path) for _ in range(args.samples)])
+        middle = middle_item(sessions, job.id)
         with environment(settings.as_env()):
-            for name, argv in cli_queries(job.id, key, storage).items():
+            for name, argv in cli_queries(job.id, key, storage, middle).items():
                 cli_in_process(argv)
                 queries[name + " (in-process)"] = quantiles([cli_in_process(argv)[0] for _ in range(args.samples)])
             exports = []
@@ -376,7 +412,7 @@ def main() -> int:
                 seconds, said = cli_in_process(["export", "--tag", TAG, "--format", "csv", "-o", os.devnull])
                 exports.append(int(said.split("exported ", 1)[1].split()[0]) / seconds)
             results["export_by_tag_rows_per_s"] = statistics.median(exports)
-        for name, argv in cli_queries(job.id, key, storage).items():
+        for name, argv in cli_queries(job.id, key, storage, middle).items():
             cold = []
             for _ in range(args.cold_runs):
                 start = time.perf_counter()
