@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import os
 import socket
 import ssl
 import threading
@@ -17,6 +18,7 @@ import pytest
 
 from tagger.broker.config import make_producer_app
 from tagger.broker.events import announce
+from tagger.broker.presence import present
 from tagger.broker.send import celery_sender
 from tagger.db import make_engine, make_sessionmaker, upgrade
 from tagger.jobs.progress import wait
@@ -121,6 +123,7 @@ def test_workers_and_producers_use_a_tls_broker(tls_redis: tuple[str, Path], tmp
         )
         result = wait(sessions, job.job_id, timeout=120, show_progress=False, alive=workers.alive)
         assert announce(url, "m-test") >= 1  # the worker also listens for model announcements over TLS
+        assert f"local0-{os.getpid()}" in [n.split("@")[0] for n in present(url)]  # and says it is up there
     assert (result.state.value, result.done) == ("done", 12)
     engine.dispose()
 
