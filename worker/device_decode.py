@@ -39,7 +39,9 @@ def _jpeg_decoder() -> tuple[Callable[..., Any], str]:
 
         return decode_jpeg, "torchcodec"
     except (ImportError, OSError, RuntimeError) as exc:  # a torch older than TorchCodec needs, or no wheel
-        from torchvision.io import decode_jpeg as legacy
+        from tagger.model.vision import torchvision
+
+        legacy = torchvision().io.decode_jpeg
 
         warnings.filterwarnings(
             "ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning

@@ -14,7 +14,9 @@ RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 def build_model(arch: str, num_tags: int) -> nn.Module:
     """A randomly initialised torchvision model whose last linear layer outputs num_tags logits."""
-    from torchvision import models
+    from tagger.model.vision import torchvision
+
+    models = torchvision().models
 
     try:
         model = models.get_model(arch, weights=None)
@@ -107,7 +109,9 @@ def load_pretrained_backbone(model: nn.Module, weights_file: Path) -> int:
 
 def load_imagenet_weights(model: nn.Module, arch: str) -> int:
     """ImageNet weights through torchvision's weights API (downloads once into the torch hub cache)."""
-    from torchvision import models
+    from tagger.model.vision import torchvision
+
+    models = torchvision().models
 
     try:
         weights = models.get_model_weights(arch).DEFAULT

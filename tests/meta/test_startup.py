@@ -74,3 +74,32 @@ def test_read_commands_import_nothing_heavy(archive: tuple[Settings, str], argv:
     imported = imported_by(settings, *[job if a == "JOB" else a for a in argv])
     assert {"sqlalchemy", "tagger.db.schema"} <= imported  # the command did read the database
     assert sorted(m for m in imported if m.split(".")[0] in HEAVY) == []
+
+
+# A worker builds its model through tagger.model.architectures; torchvision must load without torch._dynamo
+# (tagger/model/vision.py), and dynamo must still be the real one when something asks for it afterwards.
+BUILD_WITHOUT_DYNAMO = """
+import sys
+from tagger.model.architectures import build_model
+build_model("mobilenet_v3_small", 3)
+assert "torchvision.models" in sys.modules and "torchvision.ops" in sys.modules
+assert "torch._dynamo" not in sys.modules, "torchvision loaded torch._dynamo"
+import torch, torchvision
+out = torchvision.ops.roi_align(torch.rand(1, 3, 8, 8), torch.tensor([[0, 0.0, 0.0, 4.0, 4.0]]), output_size=(2, 2))
+assert out.shape == (1, 3, 2, 2)
+assert sys.modules["torchvision.ops.roi_align"].is_compile_supported("cpu") is True  # reaches the real one
+import torch._dynamo
+assert hasattr(torch._dynamo, "config") and hasattr(torch._dynamo, "optimize"), "a stand-in was left behind"
+assert torch._dynamo.utils.is_compile_supported.__module__ == "torch._dynamo.utils"
+"""
+
+
+def test_a_model_is_built_without_loading_torch_dynamo() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_WITHOUT_DYNAMO],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

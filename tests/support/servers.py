@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tagger.processes import free_port as tagger_free_port
 from tagger.processes import stop_process
+from tests.support.debian import debian_binary
 
 
 def free_port(*, plus: int = 0) -> int:
@@ -280,31 +281,6 @@ class SeaweedS3:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
-def debian_binary(name: str, package: str) -> str:
-    """The path of a binary from a Debian package, installed with apt-get (as root) when missing.
-
-    Elsewhere, or when the install fails, raises with the command that installs it: the tests that
-    need it fail, they never skip.
-    """
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")  # root's PATH may lack sbin
-    if found:
-        return found
-    how = f"install Debian's `{package}` package: sudo apt-get install -y --no-install-recommends {package}"
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise RuntimeError(f"no `{name}` binary; {how}")
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True)
-        result = subprocess.run(install, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"`apt-get install {package}` failed ({result.stderr.strip()[-500:]}); {how}")
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")  # root's PATH may lack sbin
-    if not found:
-        raise RuntimeError(f"`{package}` is installed but has no `{name}`; {how}")
-    return found
-
-
 class PgBouncer:
     """Debian's PgBouncer in transaction pooling (the usual pooler in front of managed PostgreSQL) before
     `postgres`, with `pool_size` server connections per database, on a free loopback port."""
@@ -414,17 +390,3 @@ def tagger_serve(env: dict[str, str], log: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process(server, 20)
-
-
-if __name__ == "__main__":  # `make test`: the Debian packages the tests use, before the run (`apt-get` as root)
-    needed = (
-        ("prometheus", "prometheus"),
-        ("promtool", "prometheus"),
-        ("chromium", "chromium"),
-        ("pgbouncer", "pgbouncer"),
-    )
-    for binary, package in needed:
-        try:
-            debian_binary(binary, package)
-        except RuntimeError as exc:  # the tests that need it fail with this message; the rest run
-            print(f"tests/support/servers.py: {exc}", file=sys.stderr)

@@ -33,7 +33,8 @@ from tagger.settings import Settings
 from tagger.worker.local import LocalWorkers
 from tests.conftest import make_model, make_settings, submit_keys, write_stills
 from tests.support.cli import tagger
-from tests.support.servers import PrometheusServer, debian_binary, free_port, wait_port
+from tests.support.debian import debian_binary
+from tests.support.servers import PrometheusServer, free_port, wait_port
 from tests.support.waiting import children, until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,7 +29,8 @@ from tagger.processes import child_env
 from tagger.settings import Settings
 from tagger.tokens import create
 from tests.conftest import make_model, make_settings, write_stills
-from tests.support.servers import debian_binary, tagger_serve
+from tests.support.debian import debian_binary
+from tests.support.servers import tagger_serve
 from tests.support.training import SMALL
 from tests.support.training import TINY as TRAIN_TINY
 
