@@ -422,6 +422,7 @@ if __name__ == "__main__":  # `make test`: the Debian packages the tests use, be
         ("promtool", "prometheus"),
         ("chromium", "chromium"),
         ("pgbouncer", "pgbouncer"),
+        ("exiftool", "libimage-exiftool-perl"),
     )
     for binary, package in needed:
         try:
