@@ -58,12 +58,15 @@ def test_a_new_sidecar_holds_the_hierarchy_the_flat_form_and_the_decisions() -> 
 
 def test_a_person_sidecar_keeps_every_field_and_keyword_through_two_writes() -> None:
     first = merge(PERSON, ImageTags("v1", [("night", 0.9), ("car", 0.7)]), SidecarOptions())
+    # Then the person files `car` too, beside the `car` tagger added.
+    first = first.replace(b"<rdf:li>Paris</rdf:li>", b"<rdf:li>Paris</rdf:li><rdf:li>car</rdf:li>", 1)
     second = merge(first, ImageTags("v2", [("street", 0.8)], rejected=["car"]), SidecarOptions())
     got = _keywords(second)
-    # v1's tagger|car, tagger|night and its flat `car` are gone; the person's `night` (there before) stays.
+    # v1's tagger|car, tagger|night and its one flat `car` are gone; the person's `night` (there before
+    # tagger suggested it) and `car` stay.
     assert got.hierarchical == ["Places|Paris", "tagger|street"]
     assert got.digikam == ["Places/Paris", "tagger/street"]
-    assert got.flat == ["Paris", "night", "street"]
+    assert sorted(got.flat) == ["Paris", "car", "night", "street"]
     assert got.tagger_flat == ["street"]
     text = second.decode()
     assert 'xmp:Rating="4"' in text and "Quai de la Tournelle" in text and "v1" not in text
@@ -123,15 +126,16 @@ def test_images_are_paired_with_their_sidecars_in_listing_order() -> None:
 
 
 def test_keywords_map_to_the_vocabulary_and_tagger_s_own_are_never_labels() -> None:
-    mapper = Mapper(frozenset({"night", "dog", "street"}), {"nacht": "night", "places|paris": ""}, "tagger")
+    mapper = Mapper(frozenset({"night", "dog", "street", "car"}), {"nacht": "night", "places|paris": ""}, "tagger")
     found = Keywords(
-        hierarchical=["Animals|Dog", "Places|Paris", "tagger|street", "Places|Street"],
-        flat=["Animals", "Dog", "Nacht", "Holiday 1999", "Paris", "street", "Street"],
-        tagger_flat=["street"],
+        hierarchical=["Animals|Dog", "Places|Paris", "tagger|street", "Places|Street", "tagger|car"],
+        flat=["Animals", "Dog", "Nacht", "Holiday 1999", "Paris", "street", "Street", "car"],
+        tagger_flat=["street", "car"],
     )
     tags, unknown, ignored = mapper.tags([found])
     # Dog by its last level; Nacht by the mapping; Street (the person's) as a level of Places|Street, whose
-    # flat copy is the same keyword; tagger|street and the flat `street` tagger added are not labels.
+    # flat copy is the same keyword; tagger|street, tagger|car and the flat `street` and `car` tagger
+    # added are not labels.
     assert tags == {"dog", "night", "street"}
     assert unknown == ["Holiday 1999"]  # Animals and Paris are levels of the image's own hierarchy
     assert ignored == ["Places|Paris"]
