@@ -3,6 +3,10 @@
 FROM python:3.11.10-slim-bookworm
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TAGGER_VAR_DIR=/data
 WORKDIR /app
+# ExifTool reads the keywords embedded in stills for `tagger labels import --from-xmp` (docs/xmp.md).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libimage-exiftool-perl \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY pyproject.toml /tmp/deps/pyproject.toml
 RUN python -c "import tomllib; deps = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith('tagger-client')))" > /tmp/deps/requirements.txt \

@@ -24,10 +24,10 @@ demo: $(STAMP)
 	$(BIN)/tagger demo
 
 ## The whole test suite, every tier (tests/unit, integration, system, gpu, meta), against real Redis,
-## PostgreSQL and S3 started by the fixtures; Prometheus and headless Chromium from Debian's packages,
-## installed first when missing (apt-get, as root, in one call, while the virtual environment installs). Two
-## pytest-xdist processes, each with its own servers and each file in one process (a module's fleet or site
-## is built once); see docs/development.md, Suite time.
+## PostgreSQL and S3 started by the fixtures; Prometheus, headless Chromium, PgBouncer and ExifTool from
+## Debian's packages, installed first when missing (apt-get, as root, in one call, while the virtual
+## environment installs). Two pytest-xdist processes, each with its own servers and each file in one process
+## (a module's fleet or site is built once); see docs/development.md, Suite time.
 test:
 	@$(PYTHON) -m tests.support.debian & debs=$$!; $(MAKE) --no-print-directory setup; made=$$?; wait $$debs; exit $$made
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL)

@@ -223,6 +223,13 @@ class Settings:
             "that served most recently, for a rollback; the suggestions of older ones are deleted."
         },
     )
+    xmp_root: str = field(
+        default="tagger",
+        metadata={
+            "help": "The keyword root tagger writes its suggestions under in XMP sidecars (`tagger|night` in "
+            "lr:hierarchicalSubject) and skips when it imports keywords as labels; `|` nests it deeper."
+        },
+    )
     test_holds: int = field(
         default=0,
         metadata={
@@ -306,6 +313,11 @@ class Settings:
             raise ConfigError(f"TAGGER_JOB_RETENTION_DAYS={self.job_retention_days}: whole days from 0 to 36500")
         if self.models_keep < 0:
             raise ConfigError(f"TAGGER_MODELS_KEEP={self.models_keep}: 0 (only the active version) or more")
+        if not self.xmp_root.strip("| ") or "/" in self.xmp_root or self.xmp_root != self.xmp_root.strip("| "):
+            raise ConfigError(
+                f"TAGGER_XMP_ROOT={self.xmp_root!r}: a keyword such as tagger or machine|tagger (no leading or "
+                "trailing | or space, no /)"
+            )
         if self.test_holds not in (0, 1):
             raise ConfigError("TAGGER_TEST_HOLDS must be 0 (production) or 1 (tests)")
         if self.visibility_timeout < 10:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from tagger.cli.shared import open_sessions, print_json
@@ -21,9 +22,24 @@ def register(sub: Any) -> None:
     m.add_argument("image", help="a path to the file, a file:// or s3:// URL, or a key")
     m.add_argument("tags", nargs="*", help="only these tags (default: every suggestion)")
     m.add_argument("--storage", default=None, help="the storage the key is under")
-    m = lsub.add_parser("import", help="load an `image_id,tags` CSV as hand-entered labels")
-    m.add_argument("csv", help="a CSV of image_id,tags (tags separated by spaces or commas; a header is optional)")
+    m = lsub.add_parser(
+        "import",
+        help="load an `image_id,tags` CSV, or the keywords of XMP sidecars and images, as labels",
+        description="Load an `image_id,tags` CSV as hand-entered labels, or (--from-xmp) the keywords people gave "
+        "their stills in XMP sidecars (photo.jpg.xmp, photo.xmp) and in XMP and IPTC embedded in JPEG, TIFF and "
+        "PNG files, mapped to the vocabulary (docs/xmp.md). Unknown keywords are counted, never added; a re-import "
+        "adds nothing twice and never overrules a decision made on the review pages.",
+    )
+    m.add_argument(
+        "csv", nargs="?", help="a CSV of image_id,tags (tags separated by spaces or commas; a header is optional)"
+    )
     m.add_argument("--storage", default=None, help="where the images live (default TAGGER_STORAGE_URL)")
+    m.add_argument("--from-xmp", metavar="FOLDER|s3://...", default=None, help="read keywords of this storage's stills")
+    m.add_argument("--mapping", default=None, help="with --from-xmp: a `keyword,tag` CSV for names that differ")
+    m.add_argument(
+        "--no-embedded", action="store_true", help="with --from-xmp: sidecars only (no ExifTool, no image read)"
+    )
+    m.add_argument("--json", action="store_true", help="with --from-xmp: print the report as JSON")
     m = lsub.add_parser("stats", help="how many images are labelled, and the positives and negatives per tag")
     m.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_labels)
@@ -42,6 +58,8 @@ def cmd_labels(args: argparse.Namespace, settings: Settings) -> int:
         for tag, positive, negative in per_tag:
             print(f"  {tag:<24} {positive:>7} positive {negative:>7} negative")
         return 0
+    if args.labels_command == "import" and args.from_xmp:
+        return _import_xmp(args, settings)
     storage = storage_url_for(args.storage) if args.storage else settings.storage_url or None
     sessions = open_sessions(settings)
     if args.labels_command == "add":
@@ -67,8 +85,60 @@ def cmd_labels(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(
                 "where do the images live? pass --storage FOLDER|s3://bucket/prefix or set TAGGER_STORAGE_URL"
             )
+        if not args.csv:
+            raise ConfigError("name a labels CSV, or read keywords with --from-xmp FOLDER|s3://bucket/prefix")
         data, n = labels.import_csv(sessions, Path(args.csv), storage_url=storage)
         for note in data.notes:
             print(f"note: {note}")
         print(f"imported {n} label(s) on {len(data.keys)} image(s) from {args.csv}")
+    return 0
+
+
+def _import_xmp(args: argparse.Namespace, settings: Settings) -> int:
+    """`labels import --from-xmp`: keywords to labels, then what was added and what was not known."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from tagger.storage import open_storage, storage_url_for
+    from tagger.xmp.keywords import import_xmp
+
+    if args.csv or args.storage:
+        raise ConfigError("--from-xmp names the storage to read; give no CSV and no --storage with it")
+    storage = open_storage(storage_url_for(args.from_xmp))
+    sessions = open_sessions(settings)
+    with tqdm(unit="image", desc="keywords", disable=None, file=sys.stderr) as bar:
+        report = import_xmp(
+            sessions,
+            storage,
+            root=settings.xmp_root,
+            mapping_file=Path(args.mapping) if args.mapping else None,
+            embedded=not args.no_embedded,
+            progress=bar.update,
+        )
+    if args.json:
+        print_json(
+            {
+                "images": report.images,
+                "labelled": report.labelled,
+                "added": report.added,
+                "unknown": dict(report.unknown.most_common()),
+                "ignored": dict(report.ignored.most_common()),
+                "lone_sidecars": report.lone_sidecars,
+                "unreadable": dict(report.unreadable),
+            }
+        )
+        return 0
+    print(
+        f"{report.images} image(s) read, {report.labelled} with keywords of the vocabulary: "
+        f"{report.added} label(s) added"
+    )
+    if report.unknown:
+        print(f"{sum(report.unknown.values())} unknown keyword use(s), not added (a --mapping file maps them):")
+        for keyword, n in report.unknown.most_common(20):
+            print(f"  {n:>7}  {keyword}")
+    if report.lone_sidecars:
+        print(f"{report.lone_sidecars} sidecar(s) with no image beside them")
+    for why, n in report.unreadable.items():
+        print(f"{n} sidecar(s) not read: {why}")
     return 0

@@ -1,4 +1,4 @@
-"""The Debian packages the tests use (Prometheus and promtool, Chromium, PgBouncer), installed when missing.
+"""The Debian packages the tests use (Prometheus and promtool, Chromium, PgBouncer, ExifTool), installed when missing.
 
 Standard library only: `make test` runs `python3 -m tests.support.debian` with the system Python while the
 virtual environment installs beside it, and installs every missing package in one `apt-get` call (one
@@ -19,6 +19,7 @@ NEEDED = {
     "promtool": "prometheus",
     "chromium": "chromium",
     "pgbouncer": "pgbouncer",
+    "exiftool": "libimage-exiftool-perl",
 }
 
 _SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # root's PATH may lack sbin
