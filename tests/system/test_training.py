@@ -66,6 +66,7 @@ def test_train_learns_calibrates_exports_and_registers(archive: Path, sessions, 
         assert registry.get(session, gated["version"]).status == "rolled_back"
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # labels on SQLite: tests/integration
 def test_training_from_labels_people_confirmed_in_the_database(archive: Path, sessions, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     imported = tagger(settings, "labels", "import", str(archive / "labels.csv"), "--storage", str(archive))
     assert imported.returncode == 0, imported.stderr
