@@ -36,8 +36,13 @@ def reason(exc: BaseException, *, out_of_connections: bool) -> str:
         what = "the disk under the database is full"
     elif isinstance(exc, DBAPIError | psycopg.Error):
         text = first_line(exc).lower()
-        refused = out_of_connections or "connect" in text or "refused" in text
-        what = "the database refuses connections" if refused else "the database fails"
+        if out_of_connections:
+            # A fleet short of connections slows down, it does not stop: say so, and where the budget is.
+            what = "the database has no connection to spare (workers take turns; `tagger config` shows the budget)"
+        elif "connect" in text or "refused" in text:
+            what = "the database refuses connections"
+        else:
+            what = "the database fails"
     else:
         what = "the broker cannot be reached"
     return mask(f"{what}: {type(exc).__name__}: {first_line(exc)}")[:2000]

@@ -51,6 +51,10 @@ def test_the_reason_names_the_error_and_masks_passwords() -> None:
 
     why = reason(_refused(), out_of_connections=False)
     assert why.startswith("the database refuses connections: OperationalError: "), why
+    short = reason(_refused(), out_of_connections=True)  # refused a slot: the fleet is short, not the server down
+    assert short.startswith("the database has no connection to spare (workers take turns; ") and (
+        "`tagger config` shows the budget): OperationalError: " in short
+    ), short
     assert mask("postgresql://tagger:s3cret@db:5432/x and redis://:pw@r:6379/0") == (
         "postgresql://tagger:***@db:5432/x and redis://:***@r:6379/0"
     )
@@ -271,7 +275,7 @@ def test_a_worker_short_of_connections_says_so_on_the_job_and_takes_turns_on_the
                 assert time.monotonic() < deadline, shown + "\nworkers log:\n" + log.read_text()[-3000:]
                 time.sleep(1)
                 shown = run_tagger(looker, "jobs", "show", job, timeout=60).stdout
-            assert "\n  waiting " in shown and "the database refuses connections: OperationalError: " in shown, shown
+            assert "\n  waiting " in shown and "the database has no connection to spare (" in shown, shown
             admin(f"ALTER ROLE {name} CONNECTION LIMIT 1")
             result = wait(people, job, timeout=150, show_progress=False, alive=workers.alive)
             assert "waiting" not in run_tagger(looker, "jobs", "show", job, timeout=60).stdout
