@@ -48,6 +48,7 @@ class LabelledSet:
     storage_urls: list[str] = field(default_factory=list)  # parallel to keys; empty: the caller's --images
     notes: list[str] = field(default_factory=list)  # what reading normalised, for people
     refused: list[str] = field(default_factory=list)  # "file:line: reason" for each line not read
+    groups: list[str] = field(default_factory=list)  # parallel to keys: each image's group for the split
 
     @property
     def vocabulary(self) -> list[str]:
@@ -66,20 +67,25 @@ class LabelledSet:
             digest.update(f"{key}\t{' '.join(sorted(tags))}\n".encode())
         return digest.hexdigest()
 
-    def split(self, valid_fraction: float) -> tuple[LabelledSet, LabelledSet]:
-        """A deterministic split by key hash: the same image is held out on every run."""
+    def split(self, valid_fraction: float, *, by_key: bool = False) -> tuple[LabelledSet, LabelledSet]:
+        """A deterministic split by the hash of each image's group (`groups`; each key its own group when it
+        is empty, or with `by_key`): the same images are held out on every run, and a group is never
+        divided, so near-duplicates cannot sit on both sides (tagger.training.groups)."""
         train, valid = LabelledSet([], [], []), LabelledSet([], [], [])
         urls = self.storage_urls or [""] * len(self.keys)
-        for key, tags, url in zip(self.keys, self.tags, urls, strict=True):
-            bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        groups = self.keys if by_key or not self.groups else self.groups
+        for key, tags, url, group in zip(self.keys, self.tags, urls, groups, strict=True):
+            bucket = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
             target = valid if bucket < valid_fraction else train
             target.keys.append(key)
             target.tags.append(tags)
             target.storage_urls.append(url)
+            target.groups.append(group)
         if not train.keys or not valid.keys:
             raise ConfigError(
-                f"splitting {len(self.keys)} labelled images left no training or no held-out image; "
-                "label more images (at least 10 are needed) or change --valid-fraction"
+                f"splitting {len(self.keys)} labelled images ({len(set(groups))} groups of near-duplicates) left "
+                "no training or no held-out image; label more images (at least 10 are needed) or change "
+                "--valid-fraction"
             )
         return train, valid
 

@@ -191,8 +191,8 @@ def _edit(img: Image.Image, edit: str, quality: int, rng: random.Random, *, bw: 
         out = img.copy()
         draw = ImageDraw.Draw(out)
         text = rng.choice(SUBTITLES)
-        box = draw.textbbox((0, 0), text)
-        x, y = max(2, (w - (box[2] - box[0])) // 2), h - (box[3] - box[1]) - 8
+        left, top, right, bottom = (int(v) for v in draw.textbbox((0, 0), text))
+        x, y = max(2, (w - (right - left)) // 2), h - (bottom - top) - 8
         draw.text(
             (x, y), text, fill=(255, 255, 255) if not bw else (235, 235, 235), stroke_width=1, stroke_fill=(0, 0, 0)
         )
