@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from tagger.cli import (
     demo,
     duplicates,
+    embed,
     jobs,
     labels,
     models,
@@ -43,6 +44,7 @@ examples:
   tagger results stills/0001.jpg            suggested tags for one image
   tagger similar stills/0001.jpg            the stills most like it (--file upload.jpg: one not in the archive)
   tagger duplicates --threshold 0.95        groups of near-identical stills
+  tagger embed                              vectors for the stills tagged before they were kept
   tagger export --format csv > tags.csv
 
 Configuration comes from TAGGER_* environment variables: `tagger config` lists them.
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         results,
         similar,
         duplicates,
+        embed,
         models,
         labels,
         jobs,

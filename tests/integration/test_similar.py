@@ -397,3 +397,48 @@ def test_duplicates_are_connected_groups_over_the_pairs_above_the_threshold_page
         assert httpx.get(f"{base}/api/v1/duplicates", params={"threshold": 0}, headers=auth).status_code == 422
         schema = httpx.get(f"{base}/api/v1/openapi.json", headers=auth, timeout=60).json()
         assert "/api/v1/duplicates" in schema["paths"]
+
+
+def test_embed_gives_images_tagged_before_embeddings_their_vectors_and_rewrites_no_suggestion(
+    settings: Settings, sessions: Any, engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from sqlalchemy import delete
+
+    from tagger.cli import main
+    from tagger.db.schema import Suggestion
+
+    make_model(settings, sessions)
+    keys, copies = _archive(tmp_path, count=5)
+    ids = _tag(sessions, engine, tmp_path, keys + copies)
+    with sessions() as session, session.begin():
+        version = registry.active(session).id
+        kept = {i: vector_of(session, version, i) for i in ids.values()}
+        session.execute(delete(Embedding))  # as an archive tagged before embeddings were kept
+
+    def rows() -> tuple[list[Any], list[Any]]:
+        with sessions() as session:
+            suggestions = session.execute(
+                select(Suggestion.__table__).order_by(*Suggestion.__table__.primary_key)
+            ).all()
+            images = session.execute(select(Image.__table__).order_by(Image.id)).all()
+        return suggestions, images
+
+    before = rows()
+    assert before[0]
+    (tmp_path / copies[0]).unlink()  # one image cannot be read any more
+    for name, value in settings.as_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TAGGER_BATCH_SIZE", "3")  # several batches
+    capsys.readouterr()
+    assert main(["embed"]) == 1  # one image could not be embedded
+    out = capsys.readouterr().out
+    assert f"embedded {len(ids) - 1} images" in out and f"not embedded: {tmp_path.as_uri()}/{copies[0]}" in out
+    assert rows() == before  # no suggestion and no image row changed, byte for byte
+    with sessions() as session:
+        for image_id, vector in kept.items():
+            now = vector_of(session, version, image_id)
+            if image_id == ids[copies[0]]:
+                assert now is None
+            else:
+                assert now is not None and vector is not None and float(now @ vector) > 0.999
+    assert main(["embed"]) == 1 and "embedded 0 images" in capsys.readouterr().out  # only the unreadable one left
