@@ -219,15 +219,19 @@ def decide(
         return _decide(session, {image_id: (list(accepted), list(rejected))}, source=source, by=by)
 
 
-def decide_known(sessions: sessionmaker[Session], image_id: int, tag: str, *, positive: bool, by: str) -> None:
+def decide_known(
+    sessions: sessionmaker[Session], image_id: int, tag: str, *, positive: bool, by: str, also: Sequence[int] = ()
+) -> None:
     """A person's decision from a page, in one transaction: only on a tag already in the vocabulary (a
-    form never adds names) and an image already known. Raises NotFoundError saying which is missing."""
+    form never adds names) and an image already known; `also`, its near-duplicates, decided alike. Raises
+    NotFoundError saying which is missing."""
     with sessions() as session, session.begin():
         if session.scalar(select(Tag.id).where(Tag.name == tag)) is None:
             raise NotFoundError(f"no tag {tag!r} in the vocabulary")
         if session.get(Image, image_id) is None:
             raise NotFoundError(f"no image with id {image_id}")
-        _decide(session, {image_id: ([tag], []) if positive else ([], [tag])}, source="accepted", by=by)
+        decision = ([tag], []) if positive else ([], [tag])
+        _decide(session, dict.fromkeys([image_id, *also], decision), source="accepted", by=by)
 
 
 def add(

@@ -1,14 +1,19 @@
 """Groups for a held-out split that cannot leak: near-identical stills (and, with `--group-by`, what people
 know belongs together, such as a film's folder) land on one side of the split, never on both.
 
-Near-duplicates are found twice over, and the pairs of both joined: by a perceptual fingerprint computed
-here from every labelled image (a 16x16 colour thumbnail, each channel's mean taken off and the whole
-scaled to length 1, so a re-encode, a resize, a brightness or contrast change barely move it; pairs at
-least FINGERPRINT_SIMILARITY alike), and, for the images the active model has embedded, by their stored
-embeddings (pairs at least TAGGER_DUPLICATE_THRESHOLD similar, as `tagger duplicates` finds them). Groups
-are the connected components of those pairs and of the `--group-by` keys; the split then hashes each
-group's name instead of each key. Joining two stills that are not duplicates costs the split a little
-balance; missing a pair leaks it, so both sources are used rather than either alone.
+Near-duplicates are found by a perceptual fingerprint computed here from every labelled image (a 16x16
+colour thumbnail, each channel's mean taken off and the whole scaled to length 1, so a re-encode, a
+resize, a brightness or contrast change barely move it): pairs at least FINGERPRINT_SIMILARITY alike. On
+request (`--group-embeddings`) the pairs the active model's stored embeddings find are joined too (at
+TAGGER_DUPLICATE_THRESHOLD, as `tagger duplicates`). Groups are the connected components of those pairs
+and of the `--group-by` keys; the split then hashes each group's name instead of each key.
+
+Why the fingerprint by default and the embeddings only on request: a model's embedding is only as
+specific as what it was trained to see. On generated bursts (BENCHMARKS.md) a model trained from random
+weights on eight tags embeds unrelated stills with the same tags more alike than some frames of one shot,
+and an untrained model embeds every still alike: joined, its pairs would make the whole archive one group
+and leave nothing to hold out. The fingerprint needs no model, so labels from a CSV before any tagging
+are grouped the same way.
 
 Why this and not a perceptual hash such as `imagehash`'s dHash or pHash: on generated bursts with known
 groups (BENCHMARKS.md) the thumbnail found more of the true pairs at a better precision than both (dHash's
@@ -113,9 +118,9 @@ def group_labelled(
     threshold: float,
     group_by: str | None = None,
 ) -> Grouping:
-    """`labelled` with each image's group: near-duplicates (stored embeddings through `sessions`, else fingerprints)
-    joined, and with `group_by` (a regular expression; its first group, else the whole match, names the
-    group) the keys it names alike joined too."""
+    """`labelled` with each image's group: near-duplicates by fingerprint joined, and with `sessions` those
+    the active model's stored embeddings find at `threshold` too; with `group_by` (a regular expression; its
+    first group, else the whole match, names the group) the keys it names alike joined as well."""
     pairs = list(exact_pairs(fingerprints(labelled), FINGERPRINT_SIMILARITY))
     source = f"fingerprints (16x16 thumbnails) at similarity {FINGERPRINT_SIMILARITY:g} or more"
     stored = None

@@ -38,7 +38,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         "--split",
         choices=("groups", "key"),
         default="groups",
-        help="groups (default): near-duplicates (stored embeddings, else a perceptual hash) and --group-by keys "
+        help="groups (default): near-duplicates (by a perceptual fingerprint of each image) and --group-by keys "
         "stay on one side of the split; key: each key hashed alone, as before (near-duplicates leak across)",
     )
     data.add_argument(
@@ -47,6 +47,12 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         metavar="REGEX",
         help="keys this matches alike stay together: its first group (else the whole match) names the group, "
         "e.g. '^films/([^/]+)/' for a film's folder",
+    )
+    data.add_argument(
+        "--group-embeddings",
+        action="store_true",
+        help="also join the near-duplicates the active model's stored embeddings find (at "
+        "TAGGER_DUPLICATE_THRESHOLD): for a model that tells stills apart, not one trained on a few tags",
     )
     data.add_argument(
         "--show-leak",

@@ -72,7 +72,7 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Trained:
         raise ConfigError("--group-by keeps groups on one side of a split by groups: drop --split key")
     near = group_labelled(
         labelled,
-        sessions=None if args.find_lr else sessions or open_sessions(settings),  # stored embeddings, if any
+        sessions=(sessions or open_sessions(settings)) if args.group_embeddings else None,
         threshold=settings.duplicate_threshold,
         group_by=args.group_by,
     )

@@ -363,7 +363,7 @@ def test_duplicates_are_connected_groups_over_the_pairs_above_the_threshold_page
     rest = find_duplicates(sessions, threshold=0.94, limit=1, cursor=first.next_cursor)
     assert groups(rest) == [["d.jpg", "e.jpg"]] and rest.next_cursor is None
 
-    # The split of `tagger train` joins the same pairs from the stored vectors (the files are not there: no
+    # The split of `tagger train --group-embeddings` joins the same pairs from the stored vectors (no file: no
     # fingerprint pairs), with the fingerprints' pairs where the images can be read.
     labelled = LabelledSet([*keys, "unembedded.jpg"], [["x"]] * (len(keys) + 1)).under(tmp_path.as_uri())
     near = group_labelled(labelled, sessions=sessions, threshold=0.94)

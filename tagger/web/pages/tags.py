@@ -3,6 +3,7 @@ suggestions, a person's decision on each, and the thumbnails those pages show.""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response, status
@@ -111,7 +112,49 @@ def image_page(
     rows = suggestions_for(sessions, image)
     for row in rows:
         row["decision"] = decision_of(decided, image_id, row["tag"])
-    return render(request, "image.html", principal, image=image, suggestions=rows, may_review=principal.may("review"))
+    similar, near = _similar(request, image_id)
+    return render(
+        request,
+        "image.html",
+        principal,
+        image=image,
+        suggestions=rows,
+        may_review=principal.may("review"),
+        similar=similar,
+        near=near,
+        threshold=request.app.state.settings.duplicate_threshold,
+    )
+
+
+SIMILAR_STRIP = 12  # stills in an image page's "similar stills" strip
+
+
+def _similar(request: Request, image_id: int) -> tuple[list[Any] | None, list[Any]]:
+    """The strip of stills most like this one (None when the active model has not embedded it), and its
+    near-duplicates: those at or above TAGGER_DUPLICATE_THRESHOLD, which a group decision covers too."""
+    from tagger.similar import similar_to_image
+
+    try:
+        found = similar_to_image(request.app.state.sessions, image_id, limit=SIMILAR_STRIP + 1)
+    except NotFoundError:
+        return None, []
+    hits = [h for h in found.hits if h.image_id != image_id]
+    return hits, [h for h in hits if h.similarity >= request.app.state.settings.duplicate_threshold]
+
+
+def near_duplicates(request: Request, image_id: int) -> list[int]:
+    """All of an image's near-duplicates, found again when a group decision is made (not only the strip's)."""
+    from tagger.similar import similar_to_image
+    from tagger_client.contract import SIMILAR_MAX_LIMIT
+
+    threshold = request.app.state.settings.duplicate_threshold
+    try:
+        found = similar_to_image(
+            request.app.state.sessions, image_id, limit=SIMILAR_MAX_LIMIT, min_similarity=threshold
+        )
+    except NotFoundError:
+        return []
+    return [h.image_id for h in found.hits if h.image_id != image_id]
 
 
 @router.post("/review/decide")
@@ -122,6 +165,7 @@ def decide(
     decision: str = Form(...),  # noqa: B008
     cursor: int = Form(0, ge=0, le=1000),  # noqa: B008
     stay: bool = Form(False),  # noqa: B008 - the page decides several tags per image: stay on it
+    group: bool = Form(False),  # noqa: B008 - the image's near-duplicates too
     back: str = Form("/review"),  # noqa: B008
     csrf: str = Form(""),  # noqa: B008
     principal: Principal = Depends(require_user("review")),  # noqa: B008
@@ -132,7 +176,8 @@ def decide(
     if decision not in ("accept", "reject"):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "decision is accept or reject")
     # 404 (the app's NotFoundError page) for a tag not in the vocabulary or an image not known.
-    decide_known(request.app.state.sessions, image_id, tag, positive=decision == "accept", by=principal.name)
+    also = near_duplicates(request, image_id) if group else []
+    decide_known(request.app.state.sessions, image_id, tag, positive=decision == "accept", by=principal.name, also=also)
     selected = cursor if stay else cursor + 1
     back = local(back)
     return RedirectResponse(
