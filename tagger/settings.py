@@ -137,11 +137,11 @@ class Settings:
         metadata={"help": "Larger declared dimensions fail (decompression-bomb guard)."},
     )
     duplicate_threshold: float = field(
-        default=0.95,
+        default=0.99,
         metadata={
             "help": "Cosine similarity of two stills' embeddings at or above which `tagger duplicates` (and its "
             "API route) calls them near-duplicates and groups them (0-1; higher: fewer, surer groups). The "
-            "default was measured on generated bursts (BENCHMARKS.md)."
+            "default, measured on generated bursts (BENCHMARKS.md), favours precision."
         },
     )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR."})

@@ -43,7 +43,7 @@ examples:
   tagger train --labels labels.csv --images ./stills
   tagger results stills/0001.jpg            suggested tags for one image
   tagger similar stills/0001.jpg            the stills most like it (--file upload.jpg: one not in the archive)
-  tagger duplicates --threshold 0.95        groups of near-identical stills
+  tagger duplicates --threshold 0.99        groups of near-identical stills
   tagger embed                              vectors for the stills tagged before they were kept
   tagger export --format csv > tags.csv
 
