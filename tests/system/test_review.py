@@ -290,10 +290,30 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
         page.screenshot(path=str(artifacts / "image-page.png"), full_page=True)
         with page.expect_navigation():
             page.locator(f"tr:has-text('{TAG}') >> button.reject.group").click()
+        threshold = site.settings.duplicate_threshold
+        near = similar_to_image(site.sessions, original, limit=1000, min_similarity=threshold)
+        group = {h.image_id for h in near.hits}  # the still itself and all its near-duplicates, the strip's and more
+
+        # The tag's page with one still per group: each still shown stands for its near-duplicates (with their
+        # count), which are not shown again; together they are every still of the page.
+        page.goto(f"{site.base}/review/tags/{TAG}")
+        with page.expect_navigation():
+            page.click("#fold")
+        sizes = {}
+        for card in page.locator(".item").all():
+            image_id = int((card.locator("a").first.get_attribute("href") or "").rsplit("/", 1)[1])
+            badge = card.locator(".group-size")
+            sizes[image_id] = int(badge.get_attribute("data-size") or 0) if badge.count() else 1
+        covered: set[int] = set()
+        for image_id, size in sizes.items():
+            assert image_id not in covered  # not a near-duplicate of a still shown before it
+            mates = similar_to_image(site.sessions, image_id, limit=1000, min_similarity=threshold).hits
+            assert size == len({h.image_id for h in mates} | {image_id})
+            covered |= {h.image_id for h in mates} | {image_id}
+        assert set(order) <= covered and len(sizes) < len(order) and max(sizes.values()) > 1
+        page.screenshot(path=str(artifacts / "tag-page-groups.png"), full_page=True)
         browser.close()
     assert alerts == []
-    near = similar_to_image(site.sessions, original, limit=1000, min_similarity=site.settings.duplicate_threshold)
-    group = {h.image_id for h in near.hits}  # the still itself and all its near-duplicates, the strip's and more
     assert {original} | listed <= group
     with site.sessions() as session:
         rejected = session.scalars(

@@ -19,9 +19,10 @@ from tagger_client.paging import MAX_CURSOR_CHARS
 router = APIRouter(include_in_schema=False)
 
 
-def _filters(order: str, min_probability: float) -> dict[str, object]:
-    """A tag page's order and probability filter, where they are not the defaults."""
-    return {k: v for k, v in (("order", order), ("min_probability", min_probability)) if v not in ("best", 0.0)}
+def _filters(order: str, min_probability: float, groups: int = 0) -> dict[str, object]:
+    """A tag page's order, probability filter and folding of near-duplicates, where they are not the defaults."""
+    pairs = (("order", order), ("min_probability", min_probability), ("groups", groups))
+    return {k: v for k, v in pairs if v not in ("best", 0.0, 0)}
 
 
 @router.get("/review", response_class=HTMLResponse)
@@ -44,11 +45,13 @@ def tag_page(
     before: str | None = Query(None, max_length=MAX_CURSOR_CHARS),  # noqa: B008
     cursor: int = Query(0, ge=0, le=PAGE),  # noqa: B008
     order: str = Query("best", pattern="^(best|least_sure)$"),  # noqa: B008
+    groups: int = Query(0, ge=0, le=1),  # noqa: B008
     accepted: int | None = None,
     principal: Principal = Depends(require_user("read")),  # noqa: B008
 ) -> HTMLResponse:
     """A page of the tag's images (`cursor` is the selected one); `after` and `before` are keyset positions,
-    so the next and the previous page are each one index range, however deep."""
+    so the next and the previous page are each one index range, however deep. With `groups=1`, one still per
+    group of near-duplicates, with the group's size; its decision can cover the whole group."""
     from tagger.labels import decisions
     from tagger.results import images_with_tag
 
@@ -72,8 +75,10 @@ def tag_page(
     earlier, later = (beyond, True) if before else (after is not None, beyond)
     decided = decisions(sessions, [i.image_id for i in shown])
     items = [item.as_dict() | {"decision": decision_of(decided, item.image_id, tag)} for item in shown]
+    if groups:
+        items = _one_per_group(request, items)
     base = f"/review/tags/{quote(tag, safe='/')}"
-    filters = _filters(order, min_probability)
+    filters = _filters(order, min_probability, groups)
     here = {"after": after} if after else {"before": before} if before else {}
 
     def link(**position: str) -> str:
@@ -85,6 +90,8 @@ def tag_page(
         principal,
         tag=tag,
         items=items,
+        grouped=bool(groups),
+        folded=link(groups="1") if not groups else None,
         cursor=cursor,
         accepted=accepted,
         may_review=principal.may("review"),
@@ -127,6 +134,21 @@ def image_page(
 
 
 SIMILAR_STRIP = 12  # stills in an image page's "similar stills" strip
+
+
+def _one_per_group(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A page's items with each still's near-duplicates folded into it: the first of a group on the page
+    stands for it, with `near` (its near-duplicates in the archive, the ones a group decision covers too);
+    the others of the group on the page are left out."""
+    folded: set[int] = set()
+    kept = []
+    for item in items:
+        if item["image_id"] in folded:
+            continue
+        near = near_duplicates(request, item["image_id"])
+        folded.update(near)
+        kept.append(item | {"near": len(near)})
+    return kept
 
 
 def _similar(request: Request, image_id: int) -> tuple[list[Any] | None, list[Any]]:
