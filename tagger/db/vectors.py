@@ -242,10 +242,21 @@ def nearest(
 
 def _nearest_postgres(session: Session, version_id: int, q: np.ndarray, limit: int) -> list[Neighbour]:
     """The version's index for the images up to its cutoff, an exact scan of those past it; the best of both."""
+    return _search_postgres(session, version_id, q, limit, _prepare_postgres(session, version_id, limit))
+
+
+def _prepare_postgres(session: Session, version_id: int, limit: int) -> int | None:
+    """Ready the session's transaction for searches of `limit` (the index's candidate list); the cutoff of the
+    version's newest usable index."""
+    session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(EF_SEARCH, limit))})
+    return _cutoff(session.connection(), version_id)
+
+
+def _search_postgres(
+    session: Session, version_id: int, q: np.ndarray, limit: int, cutoff: int | None
+) -> list[Neighbour]:
     from pgvector import HalfVector
 
-    session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(EF_SEARCH, limit))})
-    cutoff = _cutoff(session.connection(), version_id)
     params = {"q": HalfVector(q).to_text(), "limit": limit}
     found: list[Neighbour] = []
     for part in ("indexed", "tail") if cutoff is not None else ("all",):
@@ -288,9 +299,9 @@ def close_pairs(
         ).all()
         if not rows:
             return
+        cutoff = _prepare_postgres(session, version_id, neighbours + 1)  # once a chunk, not once an image
         for image_id, raw in rows:
-            query = as_array(raw)
-            for n in _nearest_postgres(session, version_id, query, neighbours + 1):
+            for n in _search_postgres(session, version_id, as_array(raw), neighbours + 1, cutoff):
                 if n.similarity >= threshold and n.image_id != image_id:
                     pair = (image_id, n.image_id) if image_id < n.image_id else (n.image_id, image_id)
                     yield (*pair, n.similarity)
