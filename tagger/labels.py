@@ -48,6 +48,7 @@ class LabelledSet:
     storage_urls: list[str] = field(default_factory=list)  # parallel to keys; empty: the caller's --images
     notes: list[str] = field(default_factory=list)  # what reading normalised, for people
     refused: list[str] = field(default_factory=list)  # "file:line: reason" for each line not read
+    groups: list[str] = field(default_factory=list)  # parallel to keys: each image's group for the split
 
     @property
     def vocabulary(self) -> list[str]:
@@ -66,20 +67,25 @@ class LabelledSet:
             digest.update(f"{key}\t{' '.join(sorted(tags))}\n".encode())
         return digest.hexdigest()
 
-    def split(self, valid_fraction: float) -> tuple[LabelledSet, LabelledSet]:
-        """A deterministic split by key hash: the same image is held out on every run."""
+    def split(self, valid_fraction: float, *, by_key: bool = False) -> tuple[LabelledSet, LabelledSet]:
+        """A deterministic split by the hash of each image's group (`groups`; each key its own group when it
+        is empty, or with `by_key`): the same images are held out on every run, and a group is never
+        divided, so near-duplicates cannot sit on both sides (tagger.training.groups)."""
         train, valid = LabelledSet([], [], []), LabelledSet([], [], [])
         urls = self.storage_urls or [""] * len(self.keys)
-        for key, tags, url in zip(self.keys, self.tags, urls, strict=True):
-            bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        groups = self.keys if by_key or not self.groups else self.groups
+        for key, tags, url, group in zip(self.keys, self.tags, urls, groups, strict=True):
+            bucket = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
             target = valid if bucket < valid_fraction else train
             target.keys.append(key)
             target.tags.append(tags)
             target.storage_urls.append(url)
+            target.groups.append(group)
         if not train.keys or not valid.keys:
             raise ConfigError(
-                f"splitting {len(self.keys)} labelled images left no training or no held-out image; "
-                "label more images (at least 10 are needed) or change --valid-fraction"
+                f"splitting {len(self.keys)} labelled images ({len(set(groups))} groups of near-duplicates) left "
+                "no training or no held-out image; label more images (at least 10 are needed) or change "
+                "--valid-fraction"
             )
         return train, valid
 
@@ -213,15 +219,19 @@ def decide(
         return _decide(session, {image_id: (list(accepted), list(rejected))}, source=source, by=by)
 
 
-def decide_known(sessions: sessionmaker[Session], image_id: int, tag: str, *, positive: bool, by: str) -> None:
+def decide_known(
+    sessions: sessionmaker[Session], image_id: int, tag: str, *, positive: bool, by: str, also: Sequence[int] = ()
+) -> None:
     """A person's decision from a page, in one transaction: only on a tag already in the vocabulary (a
-    form never adds names) and an image already known. Raises NotFoundError saying which is missing."""
+    form never adds names) and an image already known; `also`, its near-duplicates, decided alike. Raises
+    NotFoundError saying which is missing."""
     with sessions() as session, session.begin():
         if session.scalar(select(Tag.id).where(Tag.name == tag)) is None:
             raise NotFoundError(f"no tag {tag!r} in the vocabulary")
         if session.get(Image, image_id) is None:
             raise NotFoundError(f"no image with id {image_id}")
-        _decide(session, {image_id: ([tag], []) if positive else ([], [tag])}, source="accepted", by=by)
+        decision = ([tag], []) if positive else ([], [tag])
+        _decide(session, dict.fromkeys([image_id, *also], decision), source="accepted", by=by)
 
 
 def add(

@@ -136,6 +136,14 @@ class Settings:
         default=100_000_000,
         metadata={"help": "Larger declared dimensions fail (decompression-bomb guard)."},
     )
+    duplicate_threshold: float = field(
+        default=0.99,
+        metadata={
+            "help": "Cosine similarity of two stills' embeddings at or above which `tagger duplicates` (and its "
+            "API route) calls them near-duplicates and groups them (0-1; higher: fewer, surer groups). The "
+            "default, measured on generated bursts (BENCHMARKS.md), favours precision."
+        },
+    )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR."})
     retrain_schedule: str = field(
         default=RETRAIN_SCHEDULE,
@@ -270,6 +278,8 @@ class Settings:
             raise ConfigError(f"TAGGER_THRESHOLD={self.threshold}: must be strictly between 0 and 1")
         if self.content_hash not in (0, 1):
             raise ConfigError(f"TAGGER_CONTENT_HASH={self.content_hash}: 1 (hash what is tagged) or 0 (size and time)")
+        if not 0.0 < self.duplicate_threshold <= 1.0:
+            raise ConfigError(f"TAGGER_DUPLICATE_THRESHOLD={self.duplicate_threshold}: a similarity above 0, at most 1")
         if self.jpeg_draft not in (0, 1):
             raise ConfigError("TAGGER_JPEG_DRAFT must be 1 (draft decoding) or 0 (full decoding)")
         if self.fetch_threads < 1:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger import registry
 from tagger.db.schema import Image, Storage
-from tagger.db.vectors import count_vectors, nearest, vector_of
+from tagger.db.vectors import awaiting_vectors, nearest, vector_of
 from tagger.errors import NotFoundError
 from tagger_client.contract import SIMILAR_LIMIT as DEFAULT_LIMIT
 
@@ -93,13 +93,6 @@ def similar_to_vector(
         if active.id != version_id:
             raise NotFoundError(f"the active model changed to {active.version} while embedding; search again")
         return _answer(session, active.id, active.version, vector, limit, min_similarity)
-
-
-def awaiting_vectors(session: Session, version_id: int) -> int:
-    """Tagged images without a vector from `version_id`: every vector belongs to a tagged image, so the
-    difference of two counts (each an index range) is the count of those images."""
-    tagged = session.scalar(select(func.count()).where(Image.model_version_id.is_not(None))) or 0
-    return max(0, int(tagged) - count_vectors(session, version_id))
 
 
 def _answer(

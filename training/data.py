@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -19,7 +20,7 @@ def drop_rare(data: LabelledSet, min_count: int) -> tuple[LabelledSet, dict[str,
     counts = data.tag_counts()
     rare = {t: n for t, n in counts.items() if n < min_count}
     kept = [[t for t in tags if t not in rare] for tags in data.tags]
-    return LabelledSet(list(data.keys), kept, list(data.storage_urls), data.notes), rare
+    return dataclasses.replace(data, tags=kept), rare
 
 
 def encode(tags: list[list[str]], vocabulary: list[str]) -> torch.Tensor:

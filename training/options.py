@@ -29,7 +29,35 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         "--images", default=None, help="folder or s3://bucket/prefix holding the images (default: TAGGER_STORAGE_URL)"
     )
     data.add_argument(
-        "--valid-fraction", type=_fraction, default=0.2, help="share of images held out, chosen by key hash"
+        "--valid-fraction",
+        type=_fraction,
+        default=0.2,
+        help="share of images held out, chosen by the hash of each image's group (see --split)",
+    )
+    data.add_argument(
+        "--split",
+        choices=("groups", "key"),
+        default="groups",
+        help="groups (default): near-duplicates (by a perceptual fingerprint of each image) and --group-by keys "
+        "stay on one side of the split; key: each key hashed alone, as before (near-duplicates leak across)",
+    )
+    data.add_argument(
+        "--group-by",
+        default=None,
+        metavar="REGEX",
+        help="keys this matches alike stay together: its first group (else the whole match) names the group, "
+        "e.g. '^films/([^/]+)/' for a film's folder",
+    )
+    data.add_argument(
+        "--group-embeddings",
+        action="store_true",
+        help="also join the near-duplicates the active model's stored embeddings find (at "
+        "TAGGER_DUPLICATE_THRESHOLD): for a model that tells stills apart, not one trained on a few tags",
+    )
+    data.add_argument(
+        "--show-leak",
+        action="store_true",
+        help="also report how many near-duplicate pairs the key-hash split would have put across the split",
     )
     data.add_argument(
         "--rare", type=int_between(0), default=5, help="report tags seen fewer than this many times (default 5)"

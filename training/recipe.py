@@ -41,6 +41,7 @@ from tagger.training import checkpoint
 from tagger.training.augment import Augment
 from tagger.training.data import DecodedStills
 from tagger.training.evaluate import Candidate, bce, evaluate, highest_losses, predict_all, predict_served
+from tagger.training.groups import Grouping, crossing
 from tagger.training.metrics import accuracy_multi, fbeta_samples, mean_average_precision
 from tagger.training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
 from tagger.training.schedule import discriminative, layer_groups, one_cycle, set_frozen
@@ -62,6 +63,33 @@ class TrainReport:
     plots: dict[str, str] = field(default_factory=dict)
     suggested_lr: float | None = None
     seconds: float = 0.0
+    split: dict[str, Any] = field(default_factory=dict)
+
+
+def split_record(
+    labelled: LabelledSet, valid_set: LabelledSet, near: Grouping | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    """How the split was made and what crosses it: near-duplicate pairs with one still held out and the
+    other trained on (zero for the group split, by design), and with --show-leak what the key-hash split
+    would have put across. Said on stderr and kept in the report and the artifact."""
+    by = args.split
+    record: dict[str, Any] = {"by": by, "groups": len(set(labelled.groups)) if labelled.groups else None}
+    if near is None:
+        return record
+    record |= {
+        "near_duplicates_from": near.source,
+        "near_duplicate_pairs": len(near.pairs),
+        "pairs_crossing": crossing(near.pairs, valid_set.keys),
+    }
+    say(
+        f"split by {'group' if by == 'groups' else 'key hash'}: {record['pairs_crossing']} of "
+        f"{len(near.pairs)} near-duplicate pairs cross it (near-duplicates from {near.source})"
+    )
+    if args.show_leak:
+        _, by_key = labelled.split(args.valid_fraction, by_key=True)
+        record["key_hash_pairs_crossing"] = crossing(near.pairs, by_key.keys)
+        say(f"a split by key hash would have put {record['key_hash_pairs_crossing']} of them across")
+    return record
 
 
 def say(message: str) -> None:
@@ -237,8 +265,12 @@ def check_run(args: argparse.Namespace, settings: Settings) -> None:
         check_writable(settings, args)
 
 
-def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) -> tuple[TrainReport, Candidate | None]:
+def main(
+    args: argparse.Namespace, settings: Settings, labelled: LabelledSet, near: Grouping | None = None
+) -> tuple[TrainReport, Candidate | None]:
     """The recipe: `labelled` -> split -> decode -> model -> fit -> evaluate -> artifact in the model store.
+    `near`, when given, holds the near-duplicate pairs found in `labelled` (whose `groups` the split keeps
+    whole), for the report of how many cross the split.
 
     Returns the report and the saved candidate (None after `--find-lr`, which only plots). Reading the
     labels, registering, the promotion gate, activation and re-tagging belong to the caller (`tagger train`).
@@ -249,7 +281,8 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
     device = pick_device(settings.device)
     arch = args.arch or ("resnet50" if device.type == "cuda" else "resnet18")
     vocabulary = labelled.vocabulary
-    train_set, valid_set = labelled.split(args.valid_fraction)
+    train_set, valid_set = labelled.split(args.valid_fraction, by_key=args.split == "key")
+    split = split_record(labelled, valid_set, near, args)
     preprocess = Preprocess(args.size)
     train = DecodedStills(train_set, vocabulary, preprocess, desc="decode train")
     valid = DecodedStills(valid_set, vocabulary, preprocess, desc="decode valid")
@@ -267,7 +300,7 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
     model = model.to(device).to(memory_format=torch.channels_last)  # as served (`predict.prepare`); faster on CPU too
     normalise = Normalise()
     plots_dir = args.plots or settings.var_dir / "train"
-    report = TrainReport(version=None, arch=arch, train_images=len(train), valid_images=len(valid))
+    report = TrainReport(version=None, arch=arch, train_images=len(train), valid_images=len(valid), split=split)
     run_id = {"arch": arch, "size": args.size, "tags": vocabulary, "data": labelled.fingerprint()}
     # A range test speaks for a run that starts where it started: same data, weights, phases and batches.
     finder_key = {
@@ -310,6 +343,7 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
             lr_find=_recorded_lr_find(plots_dir, finder_key),
             probs=probs,
             targets=targets,
+            split=report.split,
         ),
     )
     store = open_storage(settings.model_store)
@@ -346,6 +380,7 @@ def _training_record(
     lr_find: dict[str, Any] | None,
     probs: torch.Tensor,
     targets: torch.Tensor,
+    split: dict[str, Any],
 ) -> dict[str, Any]:
     """What the artifact keeps of the run that made it: the data, the options, the history, the range
     test that informed it and the held-out images it got most wrong (the model pages show them)."""
@@ -365,6 +400,7 @@ def _training_record(
         "train_images": len(train),
         "valid_images": len(valid),
         "valid_fraction": args.valid_fraction,
+        "split": split,
         "data_sha256": labelled.fingerprint(),
         "tag_counts": dict(labelled.tag_counts()),
         "history": history,

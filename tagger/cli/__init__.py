@@ -10,7 +10,23 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tagger.cli import demo, jobs, labels, models, results, sample, serve, similar, system, tag, tokens, train, workers
+from tagger.cli import (
+    demo,
+    duplicates,
+    embed,
+    jobs,
+    labels,
+    models,
+    results,
+    sample,
+    serve,
+    similar,
+    system,
+    tag,
+    tokens,
+    train,
+    workers,
+)
 from tagger.cli.shared import close_sessions
 from tagger.errors import ConfigError, NotFoundError, TaggerError, UnavailableError
 from tagger.logs import configure as configure_logging
@@ -27,6 +43,8 @@ examples:
   tagger train --labels labels.csv --images ./stills
   tagger results stills/0001.jpg            suggested tags for one image
   tagger similar stills/0001.jpg            the stills most like it (--file upload.jpg: one not in the archive)
+  tagger duplicates --threshold 0.99        groups of near-identical stills
+  tagger embed                              vectors for the stills tagged before they were kept
   tagger export --format csv > tags.csv
 
 Configuration comes from TAGGER_* environment variables: `tagger config` lists them.
@@ -47,7 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"tagger {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for noun in (train, demo, sample, tag, serve, workers, results, similar, models, labels, jobs, tokens, system):
+    nouns = (
+        train,
+        demo,
+        sample,
+        tag,
+        serve,
+        workers,
+        results,
+        similar,
+        duplicates,
+        embed,
+        models,
+        labels,
+        jobs,
+        tokens,
+        system,
+    )
+    for noun in nouns:
         noun.register(sub)
     return parser
 

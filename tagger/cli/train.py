@@ -58,14 +58,25 @@ def train_and_promote(args: argparse.Namespace, settings: Settings) -> Trained:
     queue the stale re-tag."""
     from tagger import promotion, registry
     from tagger.cli.shared import open_sessions
+    from tagger.errors import ConfigError
     from tagger.model.device import pick_device
     from tagger.training.gate import compare
+    from tagger.training.groups import group_labelled
     from tagger.training.recipe import check_run, say
     from tagger.training.recipe import main as recipe
 
     check_run(args, settings)  # before the labels are read, as before any other work
     sessions = open_sessions(settings) if args.labels == "db" else None  # else opened once there is a model
-    report, candidate = recipe(args, settings, load_labels(args, settings, sessions))
+    labelled = load_labels(args, settings, sessions)
+    if args.group_by and args.split == "key":
+        raise ConfigError("--group-by keeps groups on one side of a split by groups: drop --split key")
+    near = group_labelled(
+        labelled,
+        sessions=(sessions or open_sessions(settings)) if args.group_embeddings else None,
+        threshold=settings.duplicate_threshold,
+        group_by=args.group_by,
+    )
+    report, candidate = recipe(args, settings, near.labelled, near)
     trained = Trained(report)
     if candidate is None:  # --find-lr: a plot, no model
         return trained

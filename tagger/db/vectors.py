@@ -19,7 +19,7 @@ read once per process and then only the rows added since (measured in BENCHMARKS
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import Engine, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from tagger.db.schema import Embedding
+from tagger.db.schema import Embedding, Image
 from tagger.db.upsert import affected, upsert_many
 from tagger.errors import ConfigError
 
@@ -47,6 +47,13 @@ def index_name(version_id: int, cutoff: int) -> str:
 
 
 INDEX_PREFIX = "ix_embeddings_hnsw_v"
+# Duplicate pairs on PostgreSQL: each image's nearest this many (a group larger than that is still found
+# whole, through its members' own neighbours), read this many images' vectors at a time.
+NEIGHBOURS = 32
+PAIRS_CHUNK = 500
+# SQLite's exact pairs: this many rows of the matrix against all of it at a time (at 100,000 vectors,
+# 256 x 100,000 float32 similarities: 100 MB).
+PAIRS_BLOCK = 256
 # A new index is built when the images past the newest one's cutoff (scanned exactly by every search) are
 # at least this many, and at least a tenth of those it holds.
 MIN_TAIL = 2000
@@ -194,8 +201,11 @@ def vector_of(session: Session, version_id: int, image_id: int) -> np.ndarray | 
     raw = session.scalar(
         select(Embedding.embedding).where(Embedding.model_version_id == version_id, Embedding.image_id == image_id)
     )
-    if raw is None:
-        return None
+    return None if raw is None else as_array(raw)
+
+
+def as_array(raw: Any) -> np.ndarray:
+    """A stored vector as float32: SQLite's float16 bytes, or pgvector's HalfVector."""
     if isinstance(raw, bytes | memoryview):
         return np.frombuffer(raw, dtype=np.float16).astype(np.float32)
     return np.asarray(raw.to_numpy() if hasattr(raw, "to_numpy") else raw, dtype=np.float32)
@@ -203,6 +213,13 @@ def vector_of(session: Session, version_id: int, image_id: int) -> np.ndarray | 
 
 def count_vectors(session: Session, version_id: int) -> int:
     return int(session.scalar(select(func.count()).where(Embedding.model_version_id == version_id)) or 0)
+
+
+def awaiting_vectors(session: Session, version_id: int) -> int:
+    """Tagged images without a vector from `version_id`: every vector belongs to a tagged image, so the
+    difference of two counts (each an index range) is the count of those images."""
+    tagged = session.scalar(select(func.count()).where(Image.model_version_id.is_not(None))) or 0
+    return max(0, int(tagged) - count_vectors(session, version_id))
 
 
 def nearest(
@@ -225,10 +242,21 @@ def nearest(
 
 def _nearest_postgres(session: Session, version_id: int, q: np.ndarray, limit: int) -> list[Neighbour]:
     """The version's index for the images up to its cutoff, an exact scan of those past it; the best of both."""
+    return _search_postgres(session, version_id, q, limit, _prepare_postgres(session, version_id, limit))
+
+
+def _prepare_postgres(session: Session, version_id: int, limit: int) -> int | None:
+    """Ready the session's transaction for searches of `limit` (the index's candidate list); the cutoff of the
+    version's newest usable index."""
+    session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(EF_SEARCH, limit))})
+    return _cutoff(session.connection(), version_id)
+
+
+def _search_postgres(
+    session: Session, version_id: int, q: np.ndarray, limit: int, cutoff: int | None
+) -> list[Neighbour]:
     from pgvector import HalfVector
 
-    session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(EF_SEARCH, limit))})
-    cutoff = _cutoff(session.connection(), version_id)
     params = {"q": HalfVector(q).to_text(), "limit": limit}
     found: list[Neighbour] = []
     for part in ("indexed", "tail") if cutoff is not None else ("all",):
@@ -249,6 +277,35 @@ def search_sql(version_id: int, width: int, cutoff: int | None = None, part: str
     elif part == "tail":
         where += f" AND image_id > {int(cutoff or 0)}"
     return f"SELECT image_id, 1 - ({distance}) FROM embeddings WHERE {where} ORDER BY {distance} LIMIT :limit"
+
+
+def close_pairs(
+    session: Session, version_id: int, threshold: float, *, neighbours: int = NEIGHBOURS
+) -> Iterator[tuple[int, int, float]]:
+    """(image id, image id, similarity) for pairs of `version_id`'s images at least `threshold` similar, each
+    pair once (the lower id first). On SQLite every such pair, exactly: the version's matrix against itself,
+    a block of rows at a time. On PostgreSQL each image's `neighbours` nearest by the search above (the HNSW
+    index), so an image with more near-copies than that reaches the rest through them."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield from _matrix(session, version_id).close_pairs(threshold)
+        return
+    after = 0
+    while True:
+        rows = session.execute(
+            select(Embedding.image_id, Embedding.embedding)
+            .where(Embedding.model_version_id == version_id, Embedding.image_id > after)
+            .order_by(Embedding.image_id)
+            .limit(PAIRS_CHUNK)
+        ).all()
+        if not rows:
+            return
+        cutoff = _prepare_postgres(session, version_id, neighbours + 1)  # once a chunk, not once an image
+        for image_id, raw in rows:
+            for n in _search_postgres(session, version_id, as_array(raw), neighbours + 1, cutoff):
+                if n.similarity >= threshold and n.image_id != image_id:
+                    pair = (image_id, n.image_id) if image_id < n.image_id else (n.image_id, image_id)
+                    yield (*pair, n.similarity)
+        after = rows[-1][0]
 
 
 # --- SQLite: exact search over a matrix kept per process ------------------------------------------
@@ -295,6 +352,25 @@ class _Matrix:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.lexsort((self.ids[top], -scores[top]))]
         return [Neighbour(int(self.ids[i]), float(scores[i])) for i in top]
+
+    def close_pairs(self, threshold: float) -> Iterator[tuple[int, int, float]]:
+        """Every pair at least `threshold` similar, once, the lower image id first."""
+        if self.vectors is None:
+            return
+        for r, c, similarity in exact_pairs(self.vectors, threshold):
+            a, b = sorted((int(self.ids[r]), int(self.ids[c])))
+            yield a, b, similarity
+
+
+def exact_pairs(vectors: np.ndarray, threshold: float) -> Iterator[tuple[int, int, float]]:
+    """(row, row, similarity) for every pair of L2-normalised rows at least `threshold` similar, each once (the
+    lower row first): the matrix against itself, PAIRS_BLOCK rows at a time."""
+    for start in range(0, len(vectors), PAIRS_BLOCK):
+        scores = vectors[start : start + PAIRS_BLOCK] @ vectors.T
+        rows, cols = np.nonzero(scores >= threshold)
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            if start + r < c:
+                yield start + r, c, float(scores[r, c])
 
 
 _matrices: dict[tuple[str, int], _Matrix] = {}

@@ -223,6 +223,40 @@ def similar_images(
     return similar_to_image(sessions, image_id, limit=limit, min_similarity=min_similarity).as_dict()
 
 
+@router.get("/duplicates")
+def duplicate_groups(
+    request: Request,
+    threshold: float | None = Query(  # noqa: B008
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Similarity at or above which two stills are near-duplicates; default TAGGER_DUPLICATE_THRESHOLD.",
+    ),
+    min_size: int = Query(2, ge=2, le=MAX_ID),  # noqa: B008
+    limit: int = Query(100, ge=1, le=1000),  # noqa: B008
+    cursor: str | None = Query(  # noqa: B008
+        None,
+        pattern=r"^[0-9]{1,18}$",
+        description="Continue after this page: the previous page's `next_cursor`.",
+    ),
+    _: Principal = Depends(require("read")),  # noqa: B008
+) -> dict[str, Any]:
+    """Groups of near-identical stills in the active model's space (each still linked to the others of its
+    group by pairs at least `threshold` similar), ordered by their smallest image id, `limit` a page;
+    `next_cursor` is null on the last page. `awaiting_vectors`: tagged images the active model has not
+    embedded yet, which are not compared."""
+    from tagger.duplicates import find_duplicates
+
+    settings = request.app.state.settings
+    return find_duplicates(
+        request.app.state.sessions,
+        threshold=threshold if threshold is not None else settings.duplicate_threshold,
+        min_size=min_size,
+        limit=limit,
+        cursor=int(cursor or 0),
+    ).as_dict()
+
+
 # The upload is the body itself (any content type): no multipart to parse, and `curl --data-binary @x.jpg`.
 _UPLOAD_BODY = {
     "requestBody": {

@@ -6,6 +6,7 @@ the client run against a real uvicorn server in this process."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -299,3 +300,145 @@ def test_the_api_and_the_client_search_by_image_and_by_upload_without_storing_it
         with pytest.raises(ImageNotFound):
             client.similar("no/such.jpg")
     assert _images(sessions) == before  # the uploads made no image row
+
+
+# --- duplicates as groups ----------------------------------------------------------------------
+
+
+def _unit(*parts: tuple[int, float]) -> np.ndarray:
+    v = np.zeros(16, dtype=np.float32)
+    for axis, weight in parts:
+        v[axis] = weight
+    return v / np.linalg.norm(v)
+
+
+# A chain (a~b 0.944, b~c 0.963, a~c only 0.819: one group at 0.94, through b), a close pair (0.995), and
+# four stills like nothing else.
+GROUPED = {
+    "a.jpg": _unit((0, 1)),
+    "b.jpg": _unit((0, 1), (1, 0.35)),
+    "c.jpg": _unit((0, 1), (1, 0.7)),
+    "d.jpg": _unit((2, 1)),
+    "e.jpg": _unit((2, 1), (3, 0.1)),
+    **{f"single{i}.jpg": _unit((4 + i, 1)) for i in range(4)},
+}
+
+
+def registry_version(sessions: Any) -> str:
+    with sessions() as session:
+        return registry.active(session).version
+
+
+def test_duplicates_are_connected_groups_over_the_pairs_above_the_threshold_paged_and_served(
+    settings: Settings, sessions: Any, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from dataclasses import replace
+
+    from tagger.cli import main
+    from tagger.db.vectors import write_vectors
+    from tagger.duplicates import find_duplicates
+    from tagger.labels import LabelledSet
+    from tagger.tokens import create
+    from tagger.training.groups import group_labelled
+
+    make_model(settings, sessions)
+    keys = list(GROUPED)
+    job = new_job(sessions, tmp_path.as_uri(), batch_size=16).job_id
+    ids = fill_job(sessions, job, [*keys, "untagged-yet.jpg"], tmp_path.as_uri(), batch_size=16)
+    with sessions() as session, session.begin():
+        version = registry.active(session).id
+        write_vectors(session, version, [ids[k] for k in keys], np.stack(list(GROUPED.values())).astype(np.float16))
+        session.execute(Image.__table__.update().values(model_version_id=version))  # all tagged, one not embedded
+
+    def groups(found: Any) -> list[list[str]]:
+        return [[m.key for m in g.members] for g in found.groups]
+
+    found = find_duplicates(sessions, threshold=0.94)
+    assert groups(found) == [["a.jpg", "b.jpg", "c.jpg"], ["d.jpg", "e.jpg"]] and found.awaiting_vectors == 1
+    assert found.groups[0].similarity == pytest.approx(0.944, abs=0.005) and found.next_cursor is None
+    assert groups(find_duplicates(sessions, threshold=0.95)) == [["b.jpg", "c.jpg"], ["d.jpg", "e.jpg"]]
+    assert groups(find_duplicates(sessions, threshold=0.94, min_size=3)) == [["a.jpg", "b.jpg", "c.jpg"]]
+    first = find_duplicates(sessions, threshold=0.94, limit=1)
+    assert groups(first) == [["a.jpg", "b.jpg", "c.jpg"]] and first.next_cursor == ids["a.jpg"]
+    rest = find_duplicates(sessions, threshold=0.94, limit=1, cursor=first.next_cursor)
+    assert groups(rest) == [["d.jpg", "e.jpg"]] and rest.next_cursor is None
+
+    # The split of `tagger train --group-embeddings` joins the same pairs from the stored vectors (no file: no
+    # fingerprint pairs), with the fingerprints' pairs where the images can be read.
+    labelled = LabelledSet([*keys, "unembedded.jpg"], [["x"]] * (len(keys) + 1)).under(tmp_path.as_uri())
+    near = group_labelled(labelled, sessions=sessions, threshold=0.94)
+    assert sorted(near.pairs) == [("a.jpg", "b.jpg"), ("b.jpg", "c.jpg"), ("d.jpg", "e.jpg")]
+    assert f"the embeddings of {registry_version(sessions)} ({len(keys)} of the images)" in near.source
+    assert near.labelled.groups[:5] == ["a.jpg"] * 3 + ["d.jpg"] * 2
+
+    for name, value in replace(settings, duplicate_threshold=0.94).as_env().items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert main(["duplicates", "--json", "--threshold", "0.95"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert [[i["key"] for i in g["images"]] for g in answer["groups"]] == [["b.jpg", "c.jpg"], ["d.jpg", "e.jpg"]]
+    assert main(["duplicates"]) == 0  # TAGGER_DUPLICATE_THRESHOLD's 0.94: the chain is one group
+    assert "2 groups of near-identical stills (5 stills) at similarity 0.94" in capsys.readouterr().out
+
+    with _served(replace(settings, duplicate_threshold=0.94, broker_url=redis_url), sessions) as base:
+        auth = {"Authorization": f"Bearer {create(sessions, 'reader', 'read')}"}
+        page = httpx.get(f"{base}/api/v1/duplicates", params={"limit": 1}, headers=auth, timeout=60)
+        assert page.status_code == 200, page.text
+        assert [i["key"] for i in page.json()["groups"][0]["images"]] == ["a.jpg", "b.jpg", "c.jpg"]
+        after = httpx.get(
+            f"{base}/api/v1/duplicates",
+            params={"limit": 1, "cursor": page.json()["next_cursor"], "threshold": 0.99},
+            headers=auth,
+            timeout=60,
+        ).json()
+        assert [[i["key"] for i in g["images"]] for g in after["groups"]] == [["d.jpg", "e.jpg"]]
+        assert after["next_cursor"] is None and after["threshold"] == 0.99
+        assert httpx.get(f"{base}/api/v1/duplicates").status_code == 401
+        assert httpx.get(f"{base}/api/v1/duplicates", params={"threshold": 0}, headers=auth).status_code == 422
+        schema = httpx.get(f"{base}/api/v1/openapi.json", headers=auth, timeout=60).json()
+        assert "/api/v1/duplicates" in schema["paths"]
+
+
+def test_embed_gives_images_tagged_before_embeddings_their_vectors_and_rewrites_no_suggestion(
+    settings: Settings, sessions: Any, engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from sqlalchemy import delete
+
+    from tagger.cli import main
+    from tagger.db.schema import Suggestion
+
+    make_model(settings, sessions)
+    keys, copies = _archive(tmp_path, count=5)
+    ids = _tag(sessions, engine, tmp_path, keys + copies)
+    with sessions() as session, session.begin():
+        version = registry.active(session).id
+        kept = {i: vector_of(session, version, i) for i in ids.values()}
+        session.execute(delete(Embedding))  # as an archive tagged before embeddings were kept
+
+    def rows() -> tuple[list[Any], list[Any]]:
+        with sessions() as session:
+            suggestions = session.execute(
+                select(Suggestion.__table__).order_by(*Suggestion.__table__.primary_key)
+            ).all()
+            images = session.execute(select(Image.__table__).order_by(Image.id)).all()
+        return suggestions, images
+
+    before = rows()
+    assert before[0]
+    (tmp_path / copies[0]).unlink()  # one image cannot be read any more
+    for name, value in settings.as_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TAGGER_BATCH_SIZE", "3")  # several batches
+    capsys.readouterr()
+    assert main(["embed"]) == 1  # one image could not be embedded
+    out = capsys.readouterr().out
+    assert f"embedded {len(ids) - 1} images" in out and f"not embedded: {tmp_path.as_uri()}/{copies[0]}" in out
+    assert rows() == before  # no suggestion and no image row changed, byte for byte
+    with sessions() as session:
+        for image_id, vector in kept.items():
+            now = vector_of(session, version, image_id)
+            if image_id == ids[copies[0]]:
+                assert now is None
+            else:
+                assert now is not None and vector is not None and float(now @ vector) > 0.999
+    assert main(["embed"]) == 1 and "embedded 0 images" in capsys.readouterr().out  # only the unreadable one left

@@ -210,6 +210,7 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
     from playwright.sync_api import sync_playwright
 
     from tagger.results import images_with_tag
+    from tagger.similar import similar_to_image
 
     chromium = debian_binary("chromium", "chromium")
     order = [row.image_id for row in images_with_tag(site.sessions, TAG, min_probability=0.0, limit=100).items]
@@ -269,13 +270,57 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
         with page.expect_navigation():
             page.locator(f".item >> nth=0 >> tr:has-text('{disputed['tag']}') >> button.{choice}").click()
         assert page.locator(".item.current").get_attribute("data-index") == "0"  # stays on the image
+        with site.sessions() as session:
+            decided = session.execute(
+                select(Label.positive).join(Tag).where(Label.image_id == first["image_id"], Tag.name == disputed["tag"])
+            ).scalar_one()
+        assert decided is (choice == "accept")
+
+        # One still's page: a strip of the stills most like it, its byte-for-byte copy (the hostile key) first,
+        # and a decision that covers its near-duplicates too.
+        with site.sessions() as session:
+            url = site.archive.as_uri()
+            ids = image_ids(session, storage_id(session, url), ["stills/still_00000.jpg", HOSTILE_KEY])
+        original, copy = ids["stills/still_00000.jpg"], ids[HOSTILE_KEY]
+        page.goto(f"{site.base}/review/images/{original}")
+        strip = page.locator(".similar a")
+        assert strip.count() >= 1 and strip.first.get_attribute("data-image-id") == str(copy)
+        assert strip.first.inner_text().strip().endswith(("1.000", "0.999"))
+        listed = {int(a.get_attribute("data-image-id") or 0) for a in page.locator(".similar a.near").all()}
+        assert copy in listed
+        page.screenshot(path=str(artifacts / "image-page.png"), full_page=True)
+        with page.expect_navigation():
+            page.locator(f"tr:has-text('{TAG}') >> button.reject.group").click()
+        threshold = site.settings.duplicate_threshold
+        near = similar_to_image(site.sessions, original, limit=1000, min_similarity=threshold)
+        group = {h.image_id for h in near.hits}  # the still itself and all its near-duplicates, the strip's and more
+
+        # The tag's page with one still per group: each still shown stands for its near-duplicates (with their
+        # count), which are not shown again; together they are every still of the page.
+        page.goto(f"{site.base}/review/tags/{TAG}")
+        with page.expect_navigation():
+            page.click("#fold")
+        sizes = {}
+        for card in page.locator(".item").all():
+            image_id = int((card.locator("a").first.get_attribute("href") or "").rsplit("/", 1)[1])
+            badge = card.locator(".group-size")
+            sizes[image_id] = int(badge.get_attribute("data-size") or 0) if badge.count() else 1
+        covered: set[int] = set()
+        for image_id, size in sizes.items():
+            assert image_id not in covered  # not a near-duplicate of a still shown before it
+            mates = similar_to_image(site.sessions, image_id, limit=1000, min_similarity=threshold).hits
+            assert size == len({h.image_id for h in mates} | {image_id})
+            covered |= {h.image_id for h in mates} | {image_id}
+        assert set(order) <= covered and len(sizes) < len(order) and max(sizes.values()) > 1
+        page.screenshot(path=str(artifacts / "tag-page-groups.png"), full_page=True)
         browser.close()
     assert alerts == []
+    assert {original} | listed <= group
     with site.sessions() as session:
-        decided = session.execute(
-            select(Label.positive).join(Tag).where(Label.image_id == first["image_id"], Tag.name == disputed["tag"])
-        ).scalar_one()
-    assert decided is (choice == "accept")
+        rejected = session.scalars(
+            select(Label.image_id).join(Tag).where(Tag.name == TAG, Label.positive.is_(False))
+        ).all()
+    assert group <= set(rejected) and set(rejected) <= group | {order[3], first["image_id"]}
 
 
 @pytest.fixture()

@@ -3,6 +3,7 @@ suggestions, a person's decision on each, and the thumbnails those pages show.""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response, status
@@ -18,9 +19,10 @@ from tagger_client.paging import MAX_CURSOR_CHARS
 router = APIRouter(include_in_schema=False)
 
 
-def _filters(order: str, min_probability: float) -> dict[str, object]:
-    """A tag page's order and probability filter, where they are not the defaults."""
-    return {k: v for k, v in (("order", order), ("min_probability", min_probability)) if v not in ("best", 0.0)}
+def _filters(order: str, min_probability: float, groups: int = 0) -> dict[str, object]:
+    """A tag page's order, probability filter and folding of near-duplicates, where they are not the defaults."""
+    pairs = (("order", order), ("min_probability", min_probability), ("groups", groups))
+    return {k: v for k, v in pairs if v not in ("best", 0.0, 0)}
 
 
 @router.get("/review", response_class=HTMLResponse)
@@ -43,11 +45,13 @@ def tag_page(
     before: str | None = Query(None, max_length=MAX_CURSOR_CHARS),  # noqa: B008
     cursor: int = Query(0, ge=0, le=PAGE),  # noqa: B008
     order: str = Query("best", pattern="^(best|least_sure)$"),  # noqa: B008
+    groups: int = Query(0, ge=0, le=1),  # noqa: B008
     accepted: int | None = None,
     principal: Principal = Depends(require_user("read")),  # noqa: B008
 ) -> HTMLResponse:
     """A page of the tag's images (`cursor` is the selected one); `after` and `before` are keyset positions,
-    so the next and the previous page are each one index range, however deep."""
+    so the next and the previous page are each one index range, however deep. With `groups=1`, one still per
+    group of near-duplicates, with the group's size; its decision can cover the whole group."""
     from tagger.labels import decisions
     from tagger.results import images_with_tag
 
@@ -71,8 +75,10 @@ def tag_page(
     earlier, later = (beyond, True) if before else (after is not None, beyond)
     decided = decisions(sessions, [i.image_id for i in shown])
     items = [item.as_dict() | {"decision": decision_of(decided, item.image_id, tag)} for item in shown]
+    if groups:
+        items = _one_per_group(request, items)
     base = f"/review/tags/{quote(tag, safe='/')}"
-    filters = _filters(order, min_probability)
+    filters = _filters(order, min_probability, groups)
     here = {"after": after} if after else {"before": before} if before else {}
 
     def link(**position: str) -> str:
@@ -84,6 +90,8 @@ def tag_page(
         principal,
         tag=tag,
         items=items,
+        grouped=bool(groups),
+        folded=link(groups="1") if not groups else None,
         cursor=cursor,
         accepted=accepted,
         may_review=principal.may("review"),
@@ -111,7 +119,64 @@ def image_page(
     rows = suggestions_for(sessions, image)
     for row in rows:
         row["decision"] = decision_of(decided, image_id, row["tag"])
-    return render(request, "image.html", principal, image=image, suggestions=rows, may_review=principal.may("review"))
+    similar, near = _similar(request, image_id)
+    return render(
+        request,
+        "image.html",
+        principal,
+        image=image,
+        suggestions=rows,
+        may_review=principal.may("review"),
+        similar=similar,
+        near=near,
+        threshold=request.app.state.settings.duplicate_threshold,
+    )
+
+
+SIMILAR_STRIP = 12  # stills in an image page's "similar stills" strip
+
+
+def _one_per_group(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A page's items with each still's near-duplicates folded into it: the first of a group on the page
+    stands for it, with `near` (its near-duplicates in the archive, the ones a group decision covers too);
+    the others of the group on the page are left out."""
+    folded: set[int] = set()
+    kept = []
+    for item in items:
+        if item["image_id"] in folded:
+            continue
+        near = near_duplicates(request, item["image_id"])
+        folded.update(near)
+        kept.append(item | {"near": len(near)})
+    return kept
+
+
+def _similar(request: Request, image_id: int) -> tuple[list[Any] | None, list[Any]]:
+    """The strip of stills most like this one (None when the active model has not embedded it), and its
+    near-duplicates: those at or above TAGGER_DUPLICATE_THRESHOLD, which a group decision covers too."""
+    from tagger.similar import similar_to_image
+
+    try:
+        found = similar_to_image(request.app.state.sessions, image_id, limit=SIMILAR_STRIP + 1)
+    except NotFoundError:
+        return None, []
+    hits = [h for h in found.hits if h.image_id != image_id]
+    return hits, [h for h in hits if h.similarity >= request.app.state.settings.duplicate_threshold]
+
+
+def near_duplicates(request: Request, image_id: int) -> list[int]:
+    """All of an image's near-duplicates, found again when a group decision is made (not only the strip's)."""
+    from tagger.similar import similar_to_image
+    from tagger_client.contract import SIMILAR_MAX_LIMIT
+
+    threshold = request.app.state.settings.duplicate_threshold
+    try:
+        found = similar_to_image(
+            request.app.state.sessions, image_id, limit=SIMILAR_MAX_LIMIT, min_similarity=threshold
+        )
+    except NotFoundError:
+        return []
+    return [h.image_id for h in found.hits if h.image_id != image_id]
 
 
 @router.post("/review/decide")
@@ -122,6 +187,7 @@ def decide(
     decision: str = Form(...),  # noqa: B008
     cursor: int = Form(0, ge=0, le=1000),  # noqa: B008
     stay: bool = Form(False),  # noqa: B008 - the page decides several tags per image: stay on it
+    group: bool = Form(False),  # noqa: B008 - the image's near-duplicates too
     back: str = Form("/review"),  # noqa: B008
     csrf: str = Form(""),  # noqa: B008
     principal: Principal = Depends(require_user("review")),  # noqa: B008
@@ -132,7 +198,8 @@ def decide(
     if decision not in ("accept", "reject"):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "decision is accept or reject")
     # 404 (the app's NotFoundError page) for a tag not in the vocabulary or an image not known.
-    decide_known(request.app.state.sessions, image_id, tag, positive=decision == "accept", by=principal.name)
+    also = near_duplicates(request, image_id) if group else []
+    decide_known(request.app.state.sessions, image_id, tag, positive=decision == "accept", by=principal.name, also=also)
     selected = cursor if stay else cursor + 1
     back = local(back)
     return RedirectResponse(
