@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -13,14 +12,7 @@ from tagger.errors import ConfigError, PermanentError
 from tagger.labels import LabelledSet
 from tagger.model.preprocess import Preprocess
 from tagger.storage import open_storage
-
-
-def drop_rare(data: LabelledSet, min_count: int) -> tuple[LabelledSet, dict[str, int]]:
-    """Remove tags seen fewer than min_count times; images left without tags stay (all negatives)."""
-    counts = data.tag_counts()
-    rare = {t: n for t, n in counts.items() if n < min_count}
-    kept = [[t for t in tags if t not in rare] for tags in data.tags]
-    return dataclasses.replace(data, tags=kept), rare
+from tagger.training.preflight import drop_rare  # noqa: F401  (where it was)
 
 
 def encode(tags: list[list[str]], vocabulary: list[str]) -> torch.Tensor:

@@ -15,9 +15,7 @@ import copy
 import json
 import logging
 import math
-import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ from tagger.training.evaluate import Candidate, bce, evaluate, highest_losses, p
 from tagger.training.groups import Grouping, crossing
 from tagger.training.metrics import accuracy_multi, fbeta_samples, mean_average_precision
 from tagger.training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
+from tagger.training.preflight import check_run, say
 from tagger.training.schedule import discriminative, layer_groups, one_cycle, set_frozen
 
 log = logging.getLogger(__name__)
@@ -90,11 +89,6 @@ def split_record(
         record["key_hash_pairs_crossing"] = crossing(near.pairs, by_key.keys)
         say(f"a split by key hash would have put {record['key_hash_pairs_crossing']} of them across")
     return record
-
-
-def say(message: str) -> None:
-    """Status lines go to stderr (above any progress bar), so `--json` output stays clean."""
-    tqdm.write(message, file=sys.stderr)
 
 
 def init_weights(model: nn.Module, args: argparse.Namespace, arch: str) -> str:
@@ -221,48 +215,6 @@ def fit(
     if best is not None:
         model.load_state_dict(best)
     return list(state["history"])
-
-
-def check_writable(settings: Settings, args: argparse.Namespace) -> None:
-    """Every place a run writes (checkpoint, plots, model store), tried before the first epoch: a run must
-    not find out after hours of training that it cannot keep what it learnt. Raises ConfigError."""
-    folders = {
-        "checkpoint folder (--checkpoint, else TAGGER_VAR_DIR/train/checkpoint)": args.checkpoint
-        or settings.var_dir / "train" / "checkpoint",
-        "plots folder (--plots, else TAGGER_VAR_DIR/train)": args.plots or settings.var_dir / "train",
-    }
-    for what, folder in folders.items():
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            probe = Path(folder) / f".write-check-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(f"cannot write the {what} {folder}: {exc.strerror or exc}") from None
-    store = open_storage(settings.model_store)
-    probe_key = f".write-check-{os.getpid()}"
-    try:
-        store.write(probe_key, b"")
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot write to the model store {store.url} (TAGGER_MODEL_STORE): {exc}; nothing was trained"
-        ) from None
-    try:
-        store.delete(probe_key)
-    except Exception as exc:  # a write-once store (no delete permission) still takes artifacts
-        log.warning("could not remove the write check %s/%s: %s", store.url, probe_key, exc)
-
-
-def check_run(args: argparse.Namespace, settings: Settings) -> None:
-    """What can be refused before any work, labels included: a run with no epoch, a place it cannot write.
-
-    Raises ConfigError with the reason."""
-    if args.freeze_epochs is None:
-        args.freeze_epochs = 0 if args.random_init else 1
-    if args.freeze_epochs + args.epochs < 1 and not args.find_lr:
-        raise ConfigError("nothing to train: --epochs and --freeze-epochs are both 0")
-    if not args.find_lr:  # found now, not after the last epoch
-        check_writable(settings, args)
 
 
 def main(

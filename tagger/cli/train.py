@@ -56,18 +56,20 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 def train_and_promote(args: argparse.Namespace, settings: Settings) -> Trained:
     """Read the labels, run the recipe, then: register the candidate, judge it at the gate, activate it,
     queue the stale re-tag."""
-    from tagger import promotion, registry
     from tagger.cli.shared import open_sessions
     from tagger.errors import ConfigError
-    from tagger.model.device import pick_device
-    from tagger.training.gate import compare
     from tagger.training.groups import group_labelled
-    from tagger.training.recipe import check_run, say
-    from tagger.training.recipe import main as recipe
+    from tagger.training.preflight import check_run, say
 
-    check_run(args, settings)  # before the labels are read, as before any other work
+    check_run(args, settings)  # before the labels are read, as before any other work (torch not loaded yet)
     sessions = open_sessions(settings) if args.labels == "db" else None  # else opened once there is a model
     labelled = load_labels(args, settings, sessions)
+
+    from tagger import promotion, registry
+    from tagger.model.device import pick_device
+    from tagger.training.gate import compare
+    from tagger.training.recipe import main as recipe
+
     if args.group_by and args.split == "key":
         raise ConfigError("--group-by keeps groups on one side of a split by groups: drop --split key")
     near = group_labelled(
@@ -115,8 +117,7 @@ def load_labels(args: argparse.Namespace, settings: Settings, sessions: sessionm
     from tagger.errors import ConfigError
     from tagger.labels import labels_from_db, read_labels_csv
     from tagger.storage import canonical_url, storage_url_for
-    from tagger.training.data import drop_rare
-    from tagger.training.recipe import say
+    from tagger.training.preflight import drop_rare, say
 
     if args.labels == "db":
         with (sessions or open_sessions(settings))() as session:
