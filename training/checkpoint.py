@@ -17,9 +17,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tagger.errors import ConfigError
+from tagger.training.preflight import CHECKPOINT_FILES
 
-TENSORS = "checkpoint.safetensors"
-STATE = "checkpoint.json"
+TENSORS, STATE = CHECKPOINT_FILES  # checked before torch loads, by training/preflight.py
 
 
 def save(

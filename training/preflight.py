@@ -19,6 +19,9 @@ from tagger.storage import open_storage
 
 log = logging.getLogger(__name__)
 
+# what training/checkpoint.py writes (its TENSORS and STATE): a run to resume needs both
+CHECKPOINT_FILES = ("checkpoint.safetensors", "checkpoint.json")
+
 
 def check_writable(settings: Settings, args: argparse.Namespace) -> None:
     """Every place a run writes (checkpoint, plots, model store), tried before the first epoch: a run must
@@ -60,6 +63,10 @@ def check_run(args: argparse.Namespace, settings: Settings) -> None:
         raise ConfigError("nothing to train: --epochs and --freeze-epochs are both 0")
     if not args.find_lr:  # found now, not after the last epoch
         check_writable(settings, args)
+    if getattr(args, "resume", False):
+        folder = Path(args.checkpoint or settings.var_dir / "train" / "checkpoint")
+        if not all((folder / name).is_file() for name in CHECKPOINT_FILES):
+            raise ConfigError(f"no checkpoint to resume in {folder}")
 
 
 def say(message: str) -> None:

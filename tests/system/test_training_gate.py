@@ -1,4 +1,4 @@
-"""The promotion gate, for real: a tiny candidate within or beyond its margin, forced, or dropping a tag."""
+"""The promotion gate, for real: tiny candidates within or beyond its margin, forced, or dropping a tag."""
 
 from __future__ import annotations
 
@@ -6,12 +6,20 @@ import json
 from pathlib import Path
 
 from tagger.settings import Settings
-from tests.conftest import write_stills
 from tests.support.cli import tagger
 from tests.support.training import SMALL, train
 
 
-def test_the_gate_promotes_within_its_margin_and_force_overrides_it(archive: Path, sqlite_settings: Settings) -> None:
+def test_the_gate_promotes_within_its_margin_force_overrides_it_and_a_dropped_tag_holds_a_candidate_back(
+    archive: Path, sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    """One walk through the gate (each step a real `tagger train`): the first model is activated; a candidate
+    within its margin is promoted; one beyond it is refused, and --force activates it anyway. Then labels
+    without one tag make a candidate that cannot suggest it: the gate compares the tags both know, holds it
+    back naming the dropped tag, and once it is activated by hand a `missing` query for that tag, which
+    could never be satisfied, is refused."""
+    from tagger.sample_archive import TAGS
+
     untrained = [*SMALL, "--epochs", "1", "--lr", "1e-9", "--json"]
     first = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "1").stdout)
     assert first["activated"] and first["gate"]["reason"] == "no model is active yet"
@@ -25,26 +33,13 @@ def test_the_gate_promotes_within_its_margin_and_force_overrides_it(archive: Pat
     listing = json.loads(tagger(sqlite_settings, "models", "list", "--json").stdout)
     assert [r["version"] for r in listing if r["active"]] == [forced["version"]]
 
-
-def test_a_candidate_that_drops_a_tag_is_held_back_and_queries_for_it_refused(
-    sqlite_settings: Settings, tmp_path: Path
-) -> None:
-    """Labels without one tag make a candidate that cannot suggest it: the gate compares the tags both know,
-    holds it back naming the dropped tag (--force promotes it), and a `missing` query for that tag, which
-    could never be satisfied, is refused."""
-    from tagger.sample_archive import TAGS
-
     dropped = TAGS[-1]
-    archive = tmp_path / "small"  # the verdict does not depend on the archive's size: 40 stills, 8 held out
-    write_stills(archive, 40, seed=12)
     rows = (archive / "labels.csv").read_text().splitlines()
     without = tmp_path / "labels-without.csv"
     kept = [(key, " ".join(t for t in tags.split() if t != dropped)) for key, tags in (r.split(",", 1) for r in rows)]
     without.write_text("".join(f"{key},{tags}\n" for key, tags in kept))
-    untrained = [*SMALL, "--epochs", "1", "--lr", "1e-9", "--json", "--gate-margin", "1"]  # margin: the F2s always pass
-    first = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "1").stdout)
-    assert first["activated"]
-    held = json.loads(train(sqlite_settings, archive, *untrained, "--seed", "2", labels=str(without)).stdout)
+    margin = ["--gate-margin", "1"]  # the F2s always pass: only the dropped tag can hold it back
+    held = json.loads(train(sqlite_settings, archive, *untrained, *margin, "--seed", "4", labels=str(without)).stdout)
     assert not held["gate"]["promote"] and not held["activated"]
     assert held["gate"]["dropped"] == [dropped] and f"it drops {dropped}" in held["gate"]["reason"]
     assert f"on the {len(TAGS) - 1} tags both know" in held["gate"]["reason"]
