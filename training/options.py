@@ -95,8 +95,14 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     fit.add_argument("--plots", type=Path, default=None, help="where to write PNG plots (default VAR/train)")
 
     out = p.add_argument_group("evaluation and promotion")
-    out.add_argument("--threshold", type=_fraction, default=0.2, help="global tag threshold (default 0.2, as fastai)")
-    out.add_argument("--no-calibrate", action="store_true", help="keep the global threshold for every tag")
+    out.add_argument(
+        "--threshold",
+        type=_fraction,
+        default=0.2,
+        help="the fixed threshold F2 and accuracy are reported at, and where the fitted global threshold starts "
+        "(it must beat it strictly; default 0.2, as fastai)",
+    )
+    out.add_argument("--no-calibrate", action="store_true", help="serve --threshold for every tag: fit no thresholds")
     out.add_argument(
         "--gate-margin",
         type=float_between(-1.0, 1.0),

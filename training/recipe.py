@@ -39,6 +39,7 @@ from tagger.settings import Settings
 from tagger.storage import open_storage
 from tagger.training import checkpoint
 from tagger.training.augment import Augment
+from tagger.training.calibrate import describe
 from tagger.training.data import DecodedStills
 from tagger.training.evaluate import Candidate, bce, evaluate, highest_losses, predict_all, predict_served
 from tagger.training.metrics import accuracy_multi, fbeta_samples, mean_average_precision
@@ -287,18 +288,18 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
     ckpt_dir = args.checkpoint or settings.var_dir / "train" / "checkpoint"
     history = fit(model, train, valid, args, device, normalise, ckpt_dir=ckpt_dir, run_id=run_id)
     probs, targets = predict_served(model, valid, device, normalise)
-    final, tag_thresholds = evaluate(probs, targets, vocabulary, args)
+    final, fitted = evaluate(probs, targets, vocabulary, args)
     say(
-        f"held-out F2 {final['f2']:.4f} at threshold {args.threshold}, {final['f2_calibrated']:.4f} with "
-        f"{len(tag_thresholds)} calibrated per-tag thresholds; mAP {final['map']:.4f}"
+        f"held-out F2 {final['f2']:.4f} at threshold {args.threshold}, {final['f2_calibrated']:.4f} with the "
+        f"fitted thresholds (cross-fitted: {describe(fitted)}); mAP {final['map']:.4f}"
     )
     meta = ArtifactMeta(
         version=new_version(),
         arch=arch,
         tags=vocabulary,
         input_size=args.size,
-        threshold=args.threshold,
-        tag_thresholds=tag_thresholds,
+        threshold=fitted.threshold,
+        tag_thresholds=fitted.tag_thresholds,
         metrics=final,
         training=_training_record(
             args,

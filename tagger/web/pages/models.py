@@ -67,6 +67,7 @@ def model_page(
     row = _version(request, version)
     metrics = dict((row.meta or {}).get("metrics") or {})
     per_tag = metrics.pop("per_tag", {}) or {}
+    calibration = metrics.pop("calibration", None)
     training = _training(row)
     records: dict[str, Any] = {}
     unreadable = []
@@ -93,6 +94,7 @@ def model_page(
         model=row,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         per_tag=per_tag,
+        calibration=calibration if isinstance(calibration, dict) else None,
         history=records["curves"] or [],
         lr_find=records["lr-find"],
         unreadable=unreadable,
