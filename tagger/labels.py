@@ -31,6 +31,7 @@ from tagger.db.images import image_ids, storage_id
 from tagger.db.schema import Image, Label, Storage, Suggestion, Tag, utcnow
 from tagger.db.upsert import insert_ignore, upsert
 from tagger.errors import ConfigError, NotFoundError, PermanentError
+from tagger.model.familiarity import UNFAMILIAR
 from tagger.storage import canonical_url, validate_key
 
 TAG_NAME = re.compile(r"^[^\W_][\w.&'+:/-]*$")
@@ -336,11 +337,21 @@ def decisions(sessions: sessionmaker[Session], image_ids: Sequence[int]) -> dict
     return {(image_id, name): bool(positive) for image_id, name, positive in rows}
 
 
-def accept_above(sessions: sessionmaker[Session], tag: str, min_probability: float, *, by: str | None = None) -> int:
+def accept_above(
+    sessions: sessionmaker[Session],
+    tag: str,
+    min_probability: float,
+    *,
+    by: str | None = None,
+    max_unfamiliarity: float | None = UNFAMILIAR,
+) -> int:
     """Accept `tag` on every image the active version suggested it for at `min_probability` or more (what
     the tag's review page lists); how many. One range of the (version, tag, probability) index.
 
     Images someone already decided for this tag keep that decision (a bulk accept never overrules a person).
+    Images less familiar than `max_unfamiliarity`% of the version's held-out stills are left for a person
+    (a confident tag on an image unlike the training data is the confidence least worth trusting); None
+    accepts them too. An image whose unfamiliarity is unknown (an older version) is accepted.
     """
     name = normalise_tag(tag)
     with sessions() as session, session.begin():
@@ -349,16 +360,18 @@ def accept_above(sessions: sessionmaker[Session], tag: str, min_probability: flo
         if tag_id is None or active is None:
             return 0
         decided = select(Label.image_id).where(Label.tag_id == tag_id)
-        ids = list(
-            session.scalars(
-                select(Suggestion.image_id).where(
-                    Suggestion.model_version_id == active.id,
-                    Suggestion.tag_id == tag_id,
-                    Suggestion.probability >= min_probability,
-                    Suggestion.image_id.not_in(decided),
-                )
-            )
+        query = select(Suggestion.image_id).where(
+            Suggestion.model_version_id == active.id,
+            Suggestion.tag_id == tag_id,
+            Suggestion.probability >= min_probability,
+            Suggestion.image_id.not_in(decided),
         )
+        if max_unfamiliarity is not None:
+            unfamiliar = select(Image.id).where(
+                Image.model_version_id == active.id, Image.unfamiliarity > max_unfamiliarity
+            )
+            query = query.where(Suggestion.image_id.not_in(unfamiliar))
+        ids = list(session.scalars(query))
         accepted, now = 0, utcnow()
         for start in range(0, len(ids), 1000):
             rows = [

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tagger import registry
 from tagger.db.schema import Image, ModelVersion, Storage, Suggestion, Tag
 from tagger.errors import NotFoundError
+from tagger.model.familiarity import in_words
 from tagger.storage import canonical_url
 from tagger_client.paging import TagPage
 
@@ -42,16 +43,23 @@ class ImageRef:
     key: str
     version: str | None  # the version that last tagged it; None: never tagged
     tagged_at: datetime | None
+    # How unfamiliar it looked to that version: the % of its held-out stills more familiar (None: unknown)
+    unfamiliarity: float | None = None
+
+    @property
+    def familiarity(self) -> str | None:
+        """The unfamiliarity in words; None for an image no version has tagged."""
+        return None if self.version is None else in_words(self.unfamiliarity)
 
     @property
     def location(self) -> str:
         return f"{self.storage_url}/{self.key}"
 
 
-def _image_refs() -> Select[int, str, str, str, datetime | None]:
+def _image_refs() -> Select[int, str, str, str, datetime | None, float | None]:
     """The columns of an ImageRef, in its order: an image, its storage and the version that last tagged it."""
     return (
-        select(Image.id, Storage.url, Image.key, ModelVersion.version, Image.tagged_at)
+        select(Image.id, Storage.url, Image.key, ModelVersion.version, Image.tagged_at, Image.unfamiliarity)
         .join(Storage, Storage.id == Image.storage_id)
         .outerjoin(ModelVersion, ModelVersion.id == Image.model_version_id)
     )

@@ -12,7 +12,7 @@ from torch import nn
 
 from tagger.labels import LabelledSet
 from tagger.model.meta import ArtifactMeta
-from tagger.model.predict import predict, prepare
+from tagger.model.predict import infer, prepare
 from tagger.model.preprocess import Normalise
 from tagger.training.calibrate import Calibration, calibrate
 from tagger.training.data import DecodedStills
@@ -94,19 +94,21 @@ def highest_losses(
 
 def predict_all(
     model: nn.Module, data: DecodedStills, device: torch.device, normalise: Normalise, *, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N x tags probabilities, N x tags targets) of `data`, scored by `tagger.model.predict.predict`."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N x tags probabilities, N x tags targets, N JointEnergy scores) of `data`, scored by
+    `tagger.model.predict.infer`, as the workers score."""
     model.eval()
     outs = [
-        predict(model, data.pixels[start : start + CHUNK], normalise=normalise, device=device, dtype=dtype)
+        infer(model, data.pixels[start : start + CHUNK], normalise=normalise, device=device, dtype=dtype)
         for start in range(0, len(data), CHUNK)
     ]
-    return torch.cat(outs), data.targets
+    energy = torch.cat([o.energy for o in outs if o.energy is not None])
+    return torch.cat([o.probs for o in outs]), data.targets, energy
 
 
 def predict_served(
     model: nn.Module, data: DecodedStills, device: torch.device, normalise: Normalise
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Score a copy of a training model prepared exactly as a worker serves it (channels_last, bf16 on CUDA)."""
     served, dtype = prepare(copy.deepcopy(model), device)
     return predict_all(served, data, device, normalise, dtype=dtype)

@@ -33,6 +33,7 @@ from tagger.labels import LabelledSet
 from tagger.model import artifact
 from tagger.model.architectures import build_model, load_imagenet_weights, load_pretrained_backbone
 from tagger.model.device import pick_device
+from tagger.model.familiarity import energy_quantiles
 from tagger.model.meta import ArtifactMeta, new_version
 from tagger.model.preprocess import Normalise, Preprocess
 from tagger.settings import Settings
@@ -164,7 +165,7 @@ def fit(
             optimiser.step()
             running += float(loss.detach()) * len(pixels)
             seen += len(pixels)
-        probs, targets = predict_all(model, valid, device, normalise, dtype=torch.float32)
+        probs, targets, _ = predict_all(model, valid, device, normalise, dtype=torch.float32)
         row = {
             "epoch": epoch + 1,
             "frozen": frozen,
@@ -287,7 +288,7 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
     )
     ckpt_dir = args.checkpoint or settings.var_dir / "train" / "checkpoint"
     history = fit(model, train, valid, args, device, normalise, ckpt_dir=ckpt_dir, run_id=run_id)
-    probs, targets = predict_served(model, valid, device, normalise)
+    probs, targets, energy = predict_served(model, valid, device, normalise)
     final, fitted = evaluate(probs, targets, vocabulary, args)
     say(
         f"held-out F2 {final['f2']:.4f} at threshold {args.threshold}, {final['f2_calibrated']:.4f} with the "
@@ -300,6 +301,7 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
         input_size=args.size,
         threshold=fitted.threshold,
         tag_thresholds=fitted.tag_thresholds,
+        energy_quantiles=energy_quantiles(energy.numpy()),
         metrics=final,
         training=_training_record(
             args,

@@ -10,6 +10,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tagger.errors import NotFoundError
+from tagger.model.familiarity import UNFAMILIAR
 from tagger.tokens import Principal
 from tagger.web.pages.shared import MAX_ID, PAGE, decision_of, local, render
 from tagger.web.session import check_csrf, require_user
@@ -145,6 +146,8 @@ def accept_above(
     tag: str,
     request: Request,
     min_probability: float = Form(..., ge=0.0, le=1.0),  # noqa: B008
+    max_unfamiliarity: float = Form(UNFAMILIAR, ge=0.0, le=100.0),  # noqa: B008
+    include_unfamiliar: bool = Form(False),  # noqa: B008
     csrf: str = Form(""),  # noqa: B008
     principal: Principal = Depends(require_user("review")),  # noqa: B008
 ) -> RedirectResponse:
@@ -153,7 +156,8 @@ def accept_above(
 
     check_csrf(request, csrf)
     tag = tag_names([tag])[0]  # 422 for a name that is no tag name
-    count = accept(request.app.state.sessions, tag, min_probability, by=principal.name)
+    limit = None if include_unfamiliar else max_unfamiliarity
+    count = accept(request.app.state.sessions, tag, min_probability, by=principal.name, max_unfamiliarity=limit)
     return RedirectResponse(f"/review/tags/{quote(tag, safe='/')}?accepted={count}", status.HTTP_303_SEE_OTHER)
 
 
