@@ -20,8 +20,9 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import Integer, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -389,3 +390,31 @@ def accept_above(
             stmt = insert_ignore(session, Label, rows, ["image_id", "tag_id"]).returning(Label.image_id)
             accepted += len(session.execute(stmt).all())  # the rows inserted: a conflict returns none
     return accepted
+
+
+def label_suspects(sessions: sessionmaker[Session], version: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The labels a version's training found most likely wrong (`tagger.training.suspects`), most suspect first,
+    each with what a person decided since that version was registered (`decision`: True accepted, False
+    rejected, None undecided): (version, entries). The active version's by default. A decision is a label, so
+    the next `tagger train --labels db` trains on the correction."""
+    with sessions() as session:
+        row = registry.get(session, version) if version else registry.active(session)
+        name, since, training = row.version, row.created_at, dict((row.meta or {}).get("training") or {})
+        entries = [dict(e) for e in training.get("label_suspects") or [] if e.get("image_id") is not None]
+        decided = {
+            (image_id, tag): bool(positive)
+            for image_id, tag, positive, at in session.execute(
+                select(Label.image_id, Tag.name, Label.positive, Label.created_at)
+                .join(Tag, Tag.id == Label.tag_id)
+                .where(Label.image_id.in_(sorted({e["image_id"] for e in entries})))
+            )
+            if _aware(at) >= _aware(since)
+        }
+    for entry in entries:
+        entry["decision"] = decided.get((entry["image_id"], entry["tag"]))
+    return name, entries
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes: they are UTC (`utcnow`)."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

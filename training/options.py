@@ -89,6 +89,15 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         help="augmentation: brightness/contrast change",
     )
     fit.add_argument("--seed", type=int, default=0, help="seeds the weights, the shuffling and the augmentation")
+    fit.add_argument(
+        "--folds",
+        type=int_between(2, 20),
+        default=None,
+        metavar="K",
+        help="also train K models, each on all training images but one fold, to score every training image with a "
+        "model that never saw it: the labels most likely wrong are then looked for among all labelled images, not "
+        "only the held-out ones (`tagger labels suspects`); costs K more trainings",
+    )
     fit.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default VAR/train/checkpoint)")
     fit.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run")
     fit.add_argument("--find-lr", action="store_true", help="run the learning-rate range test, save its plot, stop")

@@ -46,6 +46,7 @@ from tagger.training.evaluate import Candidate, bce, evaluate, highest_losses, p
 from tagger.training.metrics import accuracy_multi, fbeta_samples, mean_average_precision
 from tagger.training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
 from tagger.training.schedule import discriminative, layer_groups, one_cycle, set_frozen
+from tagger.training.suspects import suspects
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,10 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
     ckpt_dir = args.checkpoint or settings.var_dir / "train" / "checkpoint"
     history = fit(model, train, valid, args, device, normalise, ckpt_dir=ckpt_dir, run_id=run_id)
     probs, targets, energy = predict_served(model, valid, device, normalise)
+    scored = ScoredOutOfSample(probs, targets, valid)
+    if args.folds:
+        fold_probs = out_of_fold(train, valid, args, device, normalise, arch=arch, ckpt_dir=ckpt_dir, run_id=run_id)
+        scored = ScoredOutOfSample(torch.cat([fold_probs, probs]), torch.cat([train.targets, targets]), train, valid)
     final, fitted = evaluate(probs, targets, vocabulary, args)
     say(
         f"held-out F2 {final['f2']:.4f} at threshold {args.threshold}, {final['f2_calibrated']:.4f} with the "
@@ -313,6 +318,7 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
             lr_find=_recorded_lr_find(plots_dir, finder_key),
             probs=probs,
             targets=targets,
+            scored=scored,
         ),
     )
     store = open_storage(settings.model_store)
@@ -338,6 +344,54 @@ def main(args: argparse.Namespace, settings: Settings, labelled: LabelledSet) ->
     return report, candidate
 
 
+class ScoredOutOfSample:
+    """Labelled images with probabilities from models that did not train on them: the held-out images (the
+    final model), and with `--folds` every training image too (the model that left its fold out)."""
+
+    def __init__(self, probs: torch.Tensor, targets: torch.Tensor, *parts: DecodedStills) -> None:
+        self.probs, self.targets = probs, targets
+        self.images = [(url, key) for part in parts for url, key in zip(part.storage_urls, part.keys, strict=True)]
+
+
+def out_of_fold(
+    train: DecodedStills,
+    valid: DecodedStills,
+    args: argparse.Namespace,
+    device: torch.device,
+    normalise: Normalise,
+    *,
+    arch: str,
+    ckpt_dir: Path,
+    run_id: dict[str, Any],
+) -> torch.Tensor:
+    """Each training image's probabilities from a model trained as the main one (same options, same held-out
+    images to stop on) on the other `args.folds` - 1 folds: out-of-fold, so it never saw the image's labels."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed + 7)).tolist()
+    folds = [order[k :: args.folds] for k in range(args.folds)]
+    probs = torch.full_like(train.targets, torch.nan)  # every row is filled by the fold that left it out
+    fold_args = argparse.Namespace(**{**vars(args), "resume": False})
+    for k, held in enumerate(folds):
+        say(f"fold {k + 1}/{args.folds}: training on {len(train) - len(held)} images to score the other {len(held)}")
+        model = build_model(arch, train.targets.shape[1])
+        init_weights(model, fold_args, arch)
+        model = model.to(device).to(memory_format=torch.channels_last)
+        left_out = set(held)
+        rest = [i for i in order if i not in left_out]
+        fit(
+            model,
+            train.take(rest),
+            valid,
+            fold_args,
+            device,
+            normalise,
+            ckpt_dir=ckpt_dir / f"fold-{k}",
+            run_id={**run_id, "fold": k},
+        )
+        probs[held] = predict_served(model, train.take(held), device, normalise)[0]
+        shutil.rmtree(ckpt_dir / f"fold-{k}", ignore_errors=True)
+    return probs
+
+
 def _training_record(
     args: argparse.Namespace,
     labelled: LabelledSet,
@@ -349,6 +403,7 @@ def _training_record(
     lr_find: dict[str, Any] | None,
     probs: torch.Tensor,
     targets: torch.Tensor,
+    scored: ScoredOutOfSample,
 ) -> dict[str, Any]:
     """What the artifact keeps of the run that made it: the data, the options, the history, the range
     test that informed it and the held-out images it got most wrong (the model pages show them)."""
@@ -375,6 +430,8 @@ def _training_record(
         "highest_losses": highest_losses(
             probs, targets, labelled.vocabulary, list(zip(valid.storage_urls, valid.keys, strict=True))
         ),
+        "folds": args.folds,
+        "label_suspects": suspects(scored.probs, scored.targets, labelled.vocabulary, scored.images),
         "code_version": _code_version(),
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tagger.argtypes import positive_int
+from tagger.argtypes import float_between, int_between, positive_int
 from tagger.settings import Settings
 
 
@@ -21,35 +21,58 @@ def register(sub: Any) -> None:
     p.add_argument("--labels", default=None, help="where to write labels.csv (default FOLDER/labels.csv)")
     p.add_argument("--count", type=positive_int, default=200, help="how many stills (default 200)")
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same stills (default 0)")
+    p.add_argument(
+        "--out-of-domain",
+        type=int_between(0),
+        default=0,
+        metavar="N",
+        help="also write N posters (large text, line art: another visual domain) under FOLDER/posters/, unlabelled, "
+        "for the unfamiliarity score to flag (default 0)",
+    )
+    p.add_argument(
+        "--wrong-labels",
+        type=float_between(0.0, 0.5),
+        default=0.0,
+        metavar="SHARE",
+        help="flip one tag's label on this share of the stills in labels.csv (e.g. 0.05), and record the truth in "
+        "wrong_labels.csv beside it, for the label-error ranking to find (default 0)",
+    )
     p.set_defaults(func=cmd_sample)
 
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
-    import shutil
     import tempfile
     from pathlib import Path
 
     from tagger.errors import ConfigError
-    from tagger.sample_archive import generate, write_labels
+    from tagger.sample_archive import flip_labels, generate, generate_posters, write_flips, write_labels
     from tagger.storage import open_storage
 
-    if not args.folder.startswith(("s3://", "file://")):
-        root = Path(args.folder)
-        stills = generate(root, args.count, seed=args.seed)
-        labels = Path(args.labels) if args.labels else root / "labels.csv"
-        if labels != root / "labels.csv":
-            labels.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(root / "labels.csv", labels)
-        print(f"wrote {len(stills)} stills under {root / 'stills'} and their tags in {labels}")
-        return 0
-    if not args.labels:
+    local = not args.folder.startswith(("s3://", "file://"))
+    if not local and not args.labels:
         raise ConfigError("writing to storage needs --labels FILE: where the labels CSV for `tagger train` goes")
-    storage = open_storage(args.folder)
     with tempfile.TemporaryDirectory(prefix="tagger-sample-") as tmp:
-        stills = generate(Path(tmp), args.count, seed=args.seed)
-        for still in stills:
-            storage.write(still.key, (Path(tmp) / still.key).read_bytes())
-    Path(args.labels).parent.mkdir(parents=True, exist_ok=True)
-    write_labels(Path(args.labels), stills)
-    print(f"wrote {len(stills)} stills under {storage.url}/stills and their tags in {args.labels}")
+        root = Path(args.folder) if local else Path(tmp)
+        stills = generate(root, args.count, seed=args.seed)
+        posters = generate_posters(root, args.out_of_domain, seed=args.seed)
+        if local:
+            where = str(root)
+        else:
+            storage = open_storage(args.folder)
+            for key in [s.key for s in stills] + posters:
+                storage.write(key, (root / key).read_bytes())
+            where = storage.url
+        labels = Path(args.labels) if args.labels else root / "labels.csv"
+        labels.parent.mkdir(parents=True, exist_ok=True)
+        labelled, flips = flip_labels(stills, args.wrong_labels, seed=args.seed)
+        write_labels(labels, labelled)
+        if labels != root / "labels.csv" and local:
+            (root / "labels.csv").unlink()
+    print(f"wrote {len(stills)} stills under {where}/stills and their tags in {labels}")
+    if posters:
+        print(f"wrote {len(posters)} posters (another visual domain, unlabelled) under {where}/posters")
+    if flips:
+        truth = labels.parent / "wrong_labels.csv"
+        write_flips(truth, flips)
+        print(f"flipped one label on {len(flips)} stills in {labels}; the truth is in {truth}")
     return 0

@@ -204,3 +204,42 @@ def test_a_range_test_is_kept_only_by_a_run_that_starts_where_it_started(tmp_pat
         assert _recorded_lr_find(tmp_path, key | other) is None, other
     (tmp_path / LR_FIND_RECORD).write_text("{not json")
     assert _recorded_lr_find(tmp_path, key) is None
+
+
+def test_a_run_on_generated_stills_reports_cross_fitted_figures_keeps_its_energies_and_finds_suspects_in_every_fold(
+    tmp_path: Path,
+) -> None:
+    """The recipe in-process, tiny (MobileNetV3-small, 32 px, one epoch, two folds): the reported calibrated F2
+    is the cross-fitted one of its own held-out probabilities, not the in-sample one; the artifact keeps the
+    held-out energies; the label suspects are looked for among the training images too (`--folds`)."""
+    from tagger.labels import read_labels_csv
+    from tagger.sample_archive import generate
+    from tagger.settings import Settings
+    from tagger.training.calibrate import calibrate
+    from tagger.training.options import get_args_parser
+    from tagger.training.recipe import main
+
+    generate(tmp_path / "a", 48, seed=3)
+    labelled = read_labels_csv(tmp_path / "a" / "labels.csv").under((tmp_path / "a").as_uri())
+    args = get_args_parser().parse_args(
+        ["--labels", "x", "--arch", "mobilenet_v3_small", "--size", "32", "--random-init", "--lr-spread", "1"]
+        + ["--epochs", "1", "--freeze-epochs", "0", "--batch-size", "16", "--folds", "2", "--valid-fraction", "0.34"]
+        + ["--plots", str(tmp_path / "plots")]
+    )
+    settings = Settings(var_dir=tmp_path / "var", model_store=(tmp_path / "models").as_uri(), device="cpu")  # type: ignore[call-arg]
+    report, candidate = main(args, settings, labelled)
+    assert candidate is not None
+    vocabulary = candidate.meta.tags
+    fitted = calibrate(candidate.probs, candidate.valid.targets, vocabulary, default=0.2)
+    assert report.final["f2_calibrated"] == fitted.f2
+    served = torch.tensor(candidate.meta.thresholds())
+    assert candidate.meta.threshold == fitted.threshold
+    in_sample = fbeta_samples(candidate.probs, candidate.valid.targets, served)
+    assert report.final["calibration"]["f2_served"] == round(fitted.f2, 5)
+    assert fitted.chosen == "fixed" or report.final["f2_calibrated"] != in_sample
+    quantiles = candidate.meta.energy_quantiles
+    assert len(quantiles) == 101 and quantiles == sorted(quantiles)
+    suspects = candidate.meta.training["label_suspects"]
+    keys = {s["key"] for s in suspects}
+    assert candidate.meta.training["folds"] == 2 and keys - set(candidate.valid.keys)  # training images too
+    assert all(0 <= s["probability"] <= 1 for s in suspects)
