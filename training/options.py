@@ -12,6 +12,8 @@ from pathlib import Path
 from tagger.argtypes import float_between, int_between, positive_float, positive_int
 from tagger.model.meta import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
+LOSSES = ("bce", "asl")  # `tagger.training.loss.make_loss` builds each
+
 # Every number is checked here, before any data is read or any model built: a run with a size no worker
 # could load, or no epoch at all, must never register (let alone activate) a version.
 _fraction = float_between(0.0, 1.0, open_low=True, open_high=True)
@@ -89,6 +91,18 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         help="augmentation: brightness/contrast change",
     )
     fit.add_argument("--seed", type=int, default=0, help="seeds the weights, the shuffling and the augmentation")
+    fit.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="bce",
+        help="bce: binary cross-entropy (default: it matched or beat asl on the generated stills, BENCHMARKS.md); "
+        "asl: the asymmetric loss, which down-weights easy negatives",
+    )
+    fit.add_argument("--asl-gamma-neg", type=float_between(0.0, 10.0), default=4.0, help="ASL: negatives' focusing (4)")
+    fit.add_argument("--asl-gamma-pos", type=float_between(0.0, 10.0), default=0.0, help="ASL: positives' focusing (0)")
+    fit.add_argument(
+        "--asl-clip", type=float_between(0.0, 0.5), default=0.05, help="ASL: negatives' probability shift (0.05)"
+    )
     fit.add_argument(
         "--folds",
         type=int_between(2, 20),

@@ -43,6 +43,7 @@ from tagger.training.augment import Augment
 from tagger.training.calibrate import describe
 from tagger.training.data import DecodedStills
 from tagger.training.evaluate import Candidate, bce, evaluate, highest_losses, predict_all, predict_served
+from tagger.training.loss import make_loss
 from tagger.training.metrics import accuracy_multi, fbeta_samples, mean_average_precision
 from tagger.training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
 from tagger.training.schedule import discriminative, layer_groups, one_cycle, set_frozen
@@ -89,9 +90,16 @@ def init_weights(model: nn.Module, args: argparse.Namespace, arch: str) -> str:
 class Step:
     """One optimisation step's forward pass and loss, shared by the fit loop and the lr finder."""
 
-    def __init__(self, model: nn.Module, device: torch.device, normalise: Normalise, augment: Augment) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        normalise: Normalise,
+        augment: Augment,
+        loss_fn: nn.Module | None = None,
+    ) -> None:
         self.model, self.device, self.normalise, self.augment = model, device, normalise, augment
-        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.loss_fn = loss_fn or nn.BCEWithLogitsLoss()
         self.amp = device.type == "cuda"
 
     def __call__(self, pixels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -130,7 +138,7 @@ def fit(
     """Fine-tune in place; the weights with the lowest validation loss are restored at the end."""
     groups = layer_groups(model)
     optimiser = torch.optim.AdamW([{"params": g} for g in groups], lr=args.lr, weight_decay=args.weight_decay)
-    step_fn = Step(model, device, normalise, augmentation(args))
+    step_fn = Step(model, device, normalise, augmentation(args), make_loss(args))
     steps_per_epoch = len(_loader(train, args.batch_size, 0))
     frozen_peaks = [args.lr / 10, args.lr / 10, args.lr]
     # As fastai's fine_tune: after the frozen phase the base rate halves, and spreads across the groups.
@@ -418,6 +426,10 @@ def _training_record(
         "lr_spread": args.lr_spread,
         "batch_size": args.batch_size,
         "weight_decay": args.weight_decay,
+        "loss": args.loss,
+        "asl": {"gamma_neg": args.asl_gamma_neg, "gamma_pos": args.asl_gamma_pos, "clip": args.asl_clip}
+        if args.loss == "asl"
+        else None,
         "seed": args.seed,
         "rows": len(labelled.keys),
         "train_images": len(train),
@@ -452,7 +464,7 @@ def _find_lr(
 
     groups = layer_groups(model)
     set_frozen(model, groups, args.freeze_epochs > 0)
-    step_fn = Step(model, device, normalise, augmentation(args))
+    step_fn = Step(model, device, normalise, augmentation(args), make_loss(args))
 
     def batches() -> Any:
         return iter(_loader(train, args.batch_size, args.seed))

@@ -243,3 +243,28 @@ def test_a_run_on_generated_stills_reports_cross_fitted_figures_keeps_its_energi
     keys = {s["key"] for s in suspects}
     assert candidate.meta.training["folds"] == 2 and keys - set(candidate.valid.keys)  # training images too
     assert all(0 <= s["probability"] <= 1 for s in suspects)
+
+
+def test_the_asymmetric_loss_matches_a_reference_computation_and_is_bce_without_its_asymmetry() -> None:
+    import math
+
+    from tagger.training.loss import AsymmetricLoss
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, -3.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+
+    def reference(x: float, y: float, gn: float = 4.0, gp: float = 1.0, clip: float = 0.05) -> float:
+        """One element, written out from the paper's definition (Ridnik et al., ICCV 2021, eq. 3 and 5)."""
+        p = 1 / (1 + math.exp(-x))
+        if y:
+            return -((1 - p) ** gp) * math.log(p)
+        pm = max(p - clip, 0.0)
+        return -(pm**gn) * math.log(1 - pm)
+
+    expected = sum(reference(float(x), float(y)) for x, y in zip(logits.flatten(), targets.flatten(), strict=True)) / 4
+    got = AsymmetricLoss(gamma_neg=4.0, gamma_pos=1.0, clip=0.05)(logits, targets)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    plain = AsymmetricLoss(gamma_neg=0.0, gamma_pos=0.0, clip=0.0)(logits, targets)
+    assert float(plain) == pytest.approx(float(torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)))
+    # An easy negative (p = 0.047 < clip) costs nothing: the asymmetry the loss is for.
+    assert float(AsymmetricLoss()(torch.tensor([[-3.0]]), torch.tensor([[0.0]]))) == 0.0
