@@ -16,11 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import small_model_options, train_small
+
 from tagger.labels import read_labels_csv
 from tagger.sample_archive import flip_labels, generate, write_labels
-from tagger.settings import Settings
-from tagger.training.options import get_args_parser
-from tagger.training.recipe import main as recipe
 
 
 def main() -> None:
@@ -28,10 +27,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=600)
     parser.add_argument("--wrong", type=float, default=0.05)
     parser.add_argument("--folds", type=int, default=4)
-    parser.add_argument("--arch", default="mobilenet_v3_small")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
+    small_model_options(parser)
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tagger-label-errors-") as tmp:
@@ -39,14 +35,8 @@ def main() -> None:
         stills = generate(root, args.count, seed=args.seed)
         labelled_stills, flips = flip_labels(stills, args.wrong, seed=args.seed)
         write_labels(root / "labels.csv", labelled_stills)
-        settings = Settings(var_dir=root / "var", model_store=(root / "models").as_uri(), device="cpu")  # type: ignore[call-arg]
-        train_args = get_args_parser().parse_args(
-            ["--labels", str(root / "labels.csv"), "--random-init", "--arch", args.arch, "--size", str(args.size)]
-            + ["--epochs", str(args.epochs), "--freeze-epochs", "0", "--folds", str(args.folds)]
-            + ["--seed", str(args.seed), "--lr-spread", "1", "--plots", str(root / "plots")]
-        )
         labelled = read_labels_csv(root / "labels.csv").under(root.as_uri())
-        report, candidate = recipe(train_args, settings, labelled)
+        report, candidate = train_small(root, labelled, args, "--folds", str(args.folds))
         assert candidate is not None
     ranked = candidate.meta.training["label_suspects"]
     top = {(s["key"], s["tag"]) for s in ranked[: args.count // 10]}

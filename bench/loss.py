@@ -15,36 +15,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import small_model_options, train_small
+
 from tagger.labels import read_labels_csv
 from tagger.sample_archive import generate
-from tagger.settings import Settings
-from tagger.training.options import get_args_parser
-from tagger.training.recipe import main as recipe
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=600)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arch", default="mobilenet_v3_small")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=6)
+    small_model_options(parser)
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="tagger-loss-") as tmp:
         root = Path(tmp)
         generate(root, args.count, seed=0)  # one data set; the split is fixed by the labels, the seed moves the rest
         labelled = read_labels_csv(root / "labels.csv").under(root.as_uri())
-        settings = Settings(var_dir=root / "var", model_store=(root / "models").as_uri(), device="cpu")  # type: ignore[call-arg]
         for seed in args.seeds:
             for loss in ("bce", "asl"):
                 started = time.monotonic()
-                train_args = get_args_parser().parse_args(
-                    ["--labels", "x", "--random-init", "--arch", args.arch, "--size", str(args.size)]
-                    + ["--epochs", str(args.epochs), "--freeze-epochs", "0", "--seed", str(seed), "--loss", loss]
-                    + ["--lr-spread", "1", "--plots", str(root / "plots")]
-                )
-                report, _ = recipe(train_args, settings, labelled)
+                args.seed = seed
+                report, _ = train_small(root, labelled, args, "--loss", loss)
                 runs.append(
                     {
                         "loss": loss,
@@ -59,7 +51,7 @@ def main() -> None:
         for loss in ("bce", "asl")
     }
     command = "python bench/loss.py " + " ".join(
-        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()
+        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "seed"
     )
     print(json.dumps({"command": command, "runs": runs, "mean": means}, indent=2))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import small_model_options, train_small
 
 from tagger.labels import read_labels_csv
 from tagger.model import artifact
@@ -24,11 +25,8 @@ from tagger.model.familiarity import unfamiliarity
 from tagger.model.predict import infer, prepare
 from tagger.model.preprocess import Normalise, Preprocess
 from tagger.sample_archive import generate, generate_posters
-from tagger.settings import Settings
 from tagger.storage import open_storage
 from tagger.training.metrics import auroc
-from tagger.training.options import get_args_parser
-from tagger.training.recipe import main as recipe
 
 
 def scores(model: torch.nn.Module, meta: artifact.ArtifactMeta, files: list[Path]) -> np.ndarray:
@@ -51,10 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=600, help="generated stills to train (and hold out) on")
     parser.add_argument("--test", type=int, default=200, help="fresh stills and posters each, to score")
-    parser.add_argument("--arch", default="mobilenet_v3_small")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
+    small_model_options(parser)
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tagger-unfamiliar-") as tmp:
@@ -62,17 +57,13 @@ def main() -> None:
         generate(root / "train", args.count, seed=args.seed)
         generate(root / "fresh", args.test, seed=args.seed + 1000)
         generate_posters(root / "fresh", args.test, seed=args.seed)
-        settings = Settings(var_dir=root / "var", model_store=(root / "models").as_uri(), device="cpu")  # type: ignore[call-arg]
-        train_args = get_args_parser().parse_args(
-            ["--labels", str(root / "train" / "labels.csv"), "--images", str(root / "train"), "--random-init"]
-            + ["--arch", args.arch, "--size", str(args.size), "--epochs", str(args.epochs), "--freeze-epochs", "0"]
-            + ["--seed", str(args.seed), "--lr-spread", "1"]
-        )
         labelled = read_labels_csv(root / "train" / "labels.csv").under((root / "train").as_uri())
-        report, candidate = recipe(train_args, settings, labelled)
+        report, candidate = train_small(root, labelled, args)
         assert candidate is not None
         model, meta = artifact.load(
-            open_storage(settings.model_store), candidate.meta.version, expected_sha256=candidate.meta.weights_sha256
+            open_storage((root / "models").as_uri()),
+            candidate.meta.version,
+            expected_sha256=candidate.meta.weights_sha256,
         )
         stills = scores(model, meta, sorted((root / "fresh" / "stills").glob("*.jpg")))
         posters = scores(model, meta, sorted((root / "fresh" / "posters").glob("*.jpg")))

@@ -10,6 +10,7 @@ wrong labels (`flip_labels`), with the truth kept beside them, for the label-err
 
 from __future__ import annotations
 
+import colorsys
 import csv
 import io
 import random
@@ -98,24 +99,27 @@ def generate(root: Path, count: int, *, seed: int = 0, quality: int = 90) -> lis
 
 
 def render_poster(size: tuple[int, int], rng: random.Random) -> Image.Image:
-    """A poster or a scanned page: flat pale paper, a headline in large letters, line art. None of the stills'
-    gradients, noise or filled shapes."""
+    """A poster or a printed page: flat coloured paper, a headline in large letters, line art. None of the
+    stills' gradients, noise or filled shapes; in colour, so it does not pass for a black-and-white still."""
     w, h = size
-    paper = tuple(rng.randint(225, 250) for _ in range(3))
+    hue = rng.random()
+    paper = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, rng.uniform(0.35, 0.7), rng.uniform(0.85, 1.0)))
+    ink = tuple(
+        int(255 * c) for c in colorsys.hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.6, 1.0), rng.uniform(0.2, 0.5))
+    )
     img = Image.new("RGB", size, paper)  # type: ignore[arg-type]
     draw = ImageDraw.Draw(img)
-    ink = (rng.randint(0, 60), rng.randint(0, 60), rng.randint(0, 60))
     for _ in range(rng.randint(6, 14)):  # line art: thin strokes and open curves
         x0, y0 = rng.randint(0, w), rng.randint(0, h)
         x1, y1 = rng.randint(0, w), rng.randint(0, h)
         if rng.random() < 0.5:
-            draw.line([x0, y0, x1, y1], fill=ink, width=1)
+            draw.line([x0, y0, x1, y1], fill=ink, width=1)  # type: ignore[arg-type]
         else:
             box = [min(x0, x1), min(y0, y1), max(x0, x1) + 1, max(y0, y1) + 1]
-            draw.arc(box, rng.randint(0, 180), rng.randint(180, 360), fill=ink, width=1)
+            draw.arc(box, rng.randint(0, 180), rng.randint(180, 360), fill=ink, width=1)  # type: ignore[arg-type]
     font = ImageFont.load_default(size=rng.randint(h // 4, h // 3))
     word = "".join(rng.choice("ABCDEFGHKLMNPRSTUWXYZ") for _ in range(rng.randint(3, 6)))
-    draw.text((rng.randint(2, max(3, w // 6)), rng.randint(2, max(3, h // 3))), word, fill=ink, font=font)
+    draw.text((rng.randint(2, max(3, w // 6)), rng.randint(2, max(3, h // 3))), word, fill=ink, font=font)  # type: ignore[arg-type]
     return img
 
 
