@@ -221,6 +221,26 @@ def image_by_id(sessions: sessionmaker[Session], image_id: int) -> ImageRef:
     return ImageRef(*row)
 
 
+def unfamiliar_images(
+    sessions: sessionmaker[Session], *, limit: int, after: tuple[float, int] | None = None
+) -> tuple[str | None, list[ImageRef]]:
+    """The review queue "unfamiliar first": the active version's images, least familiar first (ties by id),
+    `limit` after the keyset position `after` (unfamiliarity, image id); (the active version, the images)."""
+    from sqlalchemy import and_, or_
+
+    with sessions() as session:
+        active = registry.active_or_none(session)
+        if active is None:
+            return None, []
+        query = _image_refs().where(Image.model_version_id == active.id, Image.unfamiliarity.is_not(None))
+        if after is not None:
+            query = query.where(
+                or_(Image.unfamiliarity < after[0], and_(Image.unfamiliarity == after[0], Image.id > after[1]))
+            )
+        rows = session.execute(query.order_by(Image.unfamiliarity.desc(), Image.id).limit(limit)).all()
+        return active.version, [ImageRef(*row) for row in rows]
+
+
 def tag_exists(sessions: sessionmaker[Session], name: str) -> bool:
     with sessions() as session:
         return session.scalar(select(Tag.id).where(Tag.name == name)) is not None

@@ -50,7 +50,11 @@ class Image(Base):
     is two images."""
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("storage_id", "key", name="uq_images_storage_key"),)
+    __table_args__ = (
+        UniqueConstraint("storage_id", "key", name="uq_images_storage_key"),
+        # The review queue "unfamiliar first": one version's images, least familiar first, one index range a page.
+        Index("ix_images_version_unfamiliarity", "model_version_id", "unfamiliarity", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     storage_id: Mapped[int] = mapped_column(ForeignKey("storages.id", name="fk_images_storage"))

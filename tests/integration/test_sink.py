@@ -277,11 +277,11 @@ def test_each_image_keeps_how_unfamiliar_it_looked_and_each_job_counts_the_unfam
     import torch
 
     from tagger.labels import accept_above
-    from tagger.results import find_images
+    from tagger.results import find_images, unfamiliar_images
     from tagger.worker.health import Readiness
     from tagger.worker.inference import suggestion_rows
 
-    make_model(settings, sessions, tags=("a", "b"))
+    make_model(settings, sessions, tags=("a", "b"), arch="mobilenet_v3_small")
     with sessions() as session:
         version_id = registry.active(session).id
         tag_ids = registry.ensure_tags(session, ["a", "b"])
@@ -300,6 +300,10 @@ def test_each_image_keeps_how_unfamiliar_it_looked_and_each_job_counts_the_unfam
     assert [stored[i] for i in ids[:3]] == [0.0, 50.0, 100.0]
     assert Readiness(settings).running_jobs()[job_id][1:] == (3, 1)  # 3 tagged, 1 unfamiliar: 1/3 exported
 
+    version, first = unfamiliar_images(sessions, limit=2)  # the review queue "unfamiliar first", by keyset
+    assert [i.id for i in first] == [ids[2], ids[1]]
+    last = first[-1]
+    assert [i.id for i in unfamiliar_images(sessions, limit=2, after=(last.unfamiliarity, last.id))[1]] == [ids[0]]
     (strange,) = find_images(sessions, KEYS[2])
     assert strange.familiarity == "less familiar than 100% of the held-out stills"
     assert accept_above(sessions, "a", 0.5) == 2  # the unfamiliar image is left for a person ...

@@ -97,6 +97,32 @@ def tag_page(
     )
 
 
+@router.get("/review/unfamiliar", response_class=HTMLResponse)
+def unfamiliar_page(
+    request: Request,
+    below: float | None = Query(None, ge=0.0, le=100.0),  # noqa: B008
+    after: int | None = Query(None, ge=0, le=MAX_ID),  # noqa: B008
+    principal: Principal = Depends(require_user("read")),  # noqa: B008
+) -> HTMLResponse:
+    """The review queue "unfamiliar first": the images least like the active version's held-out stills, where
+    its tags deserve a person's look first. `below` and `after` are the keyset position of the next page."""
+    from tagger.results import unfamiliar_images
+
+    if (below is None) != (after is None):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give below and after together")
+    position = (below, after) if below is not None and after is not None else None
+    version, found = unfamiliar_images(request.app.state.sessions, limit=PAGE + 1, after=position)
+    shown, last = found[:PAGE], found[PAGE - 1] if len(found) > PAGE else None
+    return render(
+        request,
+        "unfamiliar.html",
+        principal,
+        model_version=version,
+        items=shown,
+        next=f"/review/unfamiliar?{urlencode({'below': last.unfamiliarity, 'after': last.id})}" if last else None,
+    )
+
+
 @router.get("/review/images/{image_id}", response_class=HTMLResponse)
 def image_page(
     request: Request,
