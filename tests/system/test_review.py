@@ -296,6 +296,7 @@ def trained(site: Site) -> str:
 def test_training_keeps_its_worst_held_out_images_and_the_pages_plot_from_the_registry(
     site: Site, trained: str
 ) -> None:
+    from tagger import labels
     from tagger.storage import canonical_url
 
     version = trained
@@ -324,6 +325,14 @@ def test_training_keeps_its_worst_held_out_images_and_the_pages_plot_from_the_re
         shown = re.findall(r'<div class="key">([^<]*)</div>', listing)
         assert [html.unescape(k) for k in shown] == [w["key"] for w in worst]
         assert "button" not in listing.split('class="grid"', 1)[1].split("<script>")[0]  # read cannot decide
+        # The queue "labels most likely wrong": the undecided suspects the training kept, most suspect first.
+        suspects = [s for s in training["label_suspects"] if s["image_id"] is not None]
+        assert suspects and "/suspects" in model_page
+        queue = reader.get(f"/review/models/{version}/suspects").text
+        shown = [html.unescape(k) for k in re.findall(r'<div class="key">([^<]*)</div>', queue)]
+        undecided = [s["key"] for s in labels.label_suspects(site.sessions, version)[1] if s["decision"] is None]
+        assert shown == undecided[: len(shown)] and shown
+        assert reader.get("/review/unfamiliar").status_code == 200  # the queue "unfamiliar first"
 
 
 def test_jobs_are_followed_and_steered_from_the_browser_with_the_right_role(site: Site) -> None:
