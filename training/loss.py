@@ -5,7 +5,8 @@ negatives' probabilities are shifted down by `clip` (a negative below it costs n
 by p^gamma_neg, the positives' by (1 - p)^gamma_pos. With gamma_neg = gamma_pos = clip = 0 it is binary
 cross-entropy. The paper sums over the batch; this averages over every (image, tag) element, as
 `BCEWithLogitsLoss` does, so the learning rates tuned for BCE keep their scale. Whether it helps is a matter
-of measurement on the data at hand (BENCHMARKS.md); `tagger train --loss` picks.
+of measurement on the data at hand (`bench/loss.py`, BENCHMARKS.md); `tagger train --loss` picks, and BCE stays
+the default until a measurement says otherwise.
 """
 
 from __future__ import annotations

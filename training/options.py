@@ -95,7 +95,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         "--loss",
         choices=LOSSES,
         default="bce",
-        help="bce: binary cross-entropy (default: it matched or beat asl on the generated stills, BENCHMARKS.md); "
+        help="bce: binary cross-entropy (the default until asl is measured to beat it: bench/loss.py, BENCHMARKS.md); "
         "asl: the asymmetric loss, which down-weights easy negatives",
     )
     fit.add_argument("--asl-gamma-neg", type=float_between(0.0, 10.0), default=4.0, help="ASL: negatives' focusing (4)")
