@@ -268,13 +268,30 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
         with page.expect_navigation():
             page.locator(f".item >> nth=0 >> tr:has-text('{disputed['tag']}') >> button.{choice}").click()
         assert page.locator(".item.current").get_attribute("data-index") == "0"  # stays on the image
+
+        # The queue "labels most likely wrong": its first undecided suspect, corrected in the browser.
+        from tagger.labels import label_suspects, labels_from_db
+
+        suspect = next(s for s in label_suspects(site.sessions, report["version"])[1] if s["decision"] is None)
+        correction = "reject" if suspect["labelled"] else "accept"
+        page.goto(f"{site.base}/review/models/{report['version']}")
+        with page.expect_navigation():
+            page.click("text=Labels most likely wrong")
+        assert page.locator(".item .key").first.inner_text() == suspect["key"]
+        with page.expect_navigation():
+            page.locator(f".item >> nth=0 >> button.{correction}").click()
+        page.goto(f"{site.base}/review/unfamiliar")  # the queue "unfamiliar first" opens for a reviewer
+        assert "Unfamiliar first" in page.content()
         browser.close()
     assert alerts == []
     with site.sessions() as session:
         decided = session.execute(
             select(Label.positive).join(Tag).where(Label.image_id == first["image_id"], Tag.name == disputed["tag"])
         ).scalar_one()
+        corrected = labels_from_db(session)  # what the next `tagger train --labels db` reads
     assert decided is (choice == "accept")
+    by_key = dict(zip(corrected.keys, corrected.tags, strict=True))
+    assert (suspect["tag"] in by_key[suspect["key"]]) is (correction == "accept")
 
 
 @pytest.fixture()
