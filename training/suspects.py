@@ -4,9 +4,10 @@ Confident learning (Northcutt, Jiang and Chuang, JAIR 2021), reimplemented here 
 reference implementation, Cleanlab, is AGPL-3.0 and no dependency of tagger): each tag is a binary task.
 Per tag, the model's average confidence in each label value among the images carrying it is that value's
 threshold; an (image, tag) label is *confidently the other way* when the model's confidence in the other
-value reaches the other value's threshold and exceeds its confidence in the given one. Those pairs are the
-suspects, ranked by the margin (confidence in the other value minus in the given one, normalised by the
-thresholds), then the rest by self-confidence, lowest first.
+value reaches the other value's threshold and its confidence in the given one does not also reach its own
+and beat it (`confident`). The ranking (`rank`) is the margin (confidence in the other value minus in the
+given one) weighted by how well the model separates the tag at all, so that a tag it has not learnt cannot
+fill the top of the queue.
 
 The probabilities must come from models that did not train on the image (`tagger train --folds K`: each
 training image scored by a model trained on the other folds; held-out images by the final model), or the
@@ -22,26 +23,37 @@ import torch
 SUSPECTS_KEPT = 500  # (image, tag) pairs the artifact keeps for the review queue, most suspect first
 
 
+def _confidences(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(given, t_yes, t_no): N x tags self-confidence (the model's confidence in each label as given), and per
+    tag the thresholds: mean P(tag) over the images labelled with it, mean P(not tag) over the others."""
+    yes = labels.bool()
+    p = probs.double().clamp(0, 1)
+    t_yes = (p * yes).sum(0) / yes.sum(0).clamp(min=1)
+    t_no = ((1 - p) * ~yes).sum(0) / (~yes).sum(0).clamp(min=1)
+    return torch.where(yes, p, 1 - p), t_yes, t_no
+
+
 def rank(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every (image, tag) pair, most likely mislabelled first: (rows, cols, score), score in [-1, 1], higher is
-    more suspect; positive scores are the confident-learning suspects."""
-    labels = labels.bool()
-    p = probs.double().clamp(0, 1)
-    given = torch.where(labels, p, 1 - p)  # self-confidence: the model's confidence in the label as given
-    other = 1 - given
-    positives, negatives = labels.sum(0).clamp(min=1), (~labels).sum(0).clamp(min=1)
-    t_yes = (p * labels).sum(0) / positives  # per tag: mean P(tag) over the images labelled with it
-    t_no = ((1 - p) * ~labels).sum(0) / negatives  # mean P(not tag) over the images labelled without it
-    t_given = torch.where(labels, t_yes.expand_as(p), t_no.expand_as(p))
-    t_other = torch.where(labels, t_no.expand_as(p), t_yes.expand_as(p))
-    confident_other = (other >= t_other) & (other / t_other.clamp(min=1e-9) > given / t_given.clamp(min=1e-9))
-    margin = other / t_other.clamp(min=1e-9) - given / t_given.clamp(min=1e-9)
-    # Suspects by normalised margin (squashed into (0, 1]), then everything else by self-confidence in (-1, 0].
-    score = torch.where(confident_other, torch.tanh(margin).clamp(min=1e-6), -given)
+    more suspect: the model's confidence in the other value minus in the given one, times the tag's separation
+    (the two thresholds' sum less one: 0 where the model cannot tell the tag apart, 1 where it always can).
+    Without the separation, a tag the model has not learnt floods the top with its every label."""
+    given, t_yes, t_no = _confidences(probs, labels)
+    score = ((1 - given) - given) * (t_yes + t_no - 1).clamp(min=0)
     flat = score.flatten()
     order = torch.argsort(flat, descending=True, stable=True)
     cols = probs.shape[1]
     return order // cols, order % cols, flat[order]
+
+
+def confident(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """N x tags: the labels confident learning calls wrong: the model's confidence in the other value reaches
+    that value's threshold, and the given value's does not also reach its own and beat it."""
+    given, t_yes, t_no = _confidences(probs, labels)
+    yes = labels.bool()
+    t_given, t_other = torch.where(yes, t_yes, t_no), torch.where(yes, t_no, t_yes)
+    other = 1 - given
+    return (other >= t_other) & ~((given >= t_given) & (given >= other))
 
 
 def suspects(
@@ -53,11 +65,11 @@ def suspects(
     count: int = SUSPECTS_KEPT,
 ) -> list[dict[str, Any]]:
     """The `count` labels most likely wrong, as the artifact keeps them: storage, key, tag, whether it is
-    labelled, the out-of-sample probability, the score, and whether confident learning flags it (score > 0;
-    after those come the least self-confident labels)."""
+    labelled, the out-of-sample probability, the score, and whether confident learning flags it."""
     if len(images) != len(probs):
         raise ValueError(f"{len(images)} images for {len(probs)} rows of probabilities")
     rows, cols, scores = rank(probs, labels)
+    flagged = confident(probs, labels)
     out: list[dict[str, Any]] = []
     for row, col, score in zip(rows.tolist(), cols.tolist(), scores.tolist(), strict=True):
         if len(out) >= count:
@@ -71,7 +83,7 @@ def suspects(
                 "labelled": bool(labels[row, col]),
                 "probability": round(float(probs[row, col]), 4),
                 "score": round(score, 4),
-                "confident": score > 0,
+                "confident": bool(flagged[row, col]),
             }
         )
     return out
