@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -53,3 +54,28 @@ def own_cpu_seconds(pid: int) -> float:
         return float(sum(psutil.Process(pid).cpu_times()[:2]))
     except psutil.NoSuchProcess:
         return 0.0
+
+
+def small_model_options(parser: Any) -> None:
+    """The options of a benchmark that trains a small model on generated stills, through the real recipe."""
+    parser.add_argument("--arch", default="mobilenet_v3_small")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def train_small(root: Path, labelled: Any, args: Any, *extra: str) -> tuple[Any, Any]:
+    """`tagger train`'s recipe in this process, from random weights, on `labelled` (a LabelledSet): the
+    model store and plots under `root`; `extra` are more `tagger train` options. (report, candidate)."""
+    from tagger.settings import Settings
+    from tagger.training.options import get_args_parser
+    from tagger.training.recipe import main as recipe
+
+    settings = Settings(var_dir=root / "var", model_store=(root / "models").as_uri(), device="cpu")  # type: ignore[call-arg]
+    train_args = get_args_parser().parse_args(
+        ["--labels", "given", "--random-init", "--arch", args.arch, "--size", str(args.size), "--lr-spread", "1"]
+        + ["--epochs", str(args.epochs), "--freeze-epochs", "0", "--seed", str(args.seed)]
+        + ["--plots", str(root / "plots"), *extra]
+    )
+    report, candidate = recipe(train_args, settings, labelled)
+    return report, candidate

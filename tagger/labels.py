@@ -20,8 +20,9 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import Integer, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +32,7 @@ from tagger.db.images import image_ids, storage_id
 from tagger.db.schema import Image, Label, Storage, Suggestion, Tag, utcnow
 from tagger.db.upsert import insert_ignore, upsert
 from tagger.errors import ConfigError, NotFoundError, PermanentError
+from tagger.model.familiarity import UNFAMILIAR
 from tagger.storage import canonical_url, validate_key
 
 TAG_NAME = re.compile(r"^[^\W_][\w.&'+:/-]*$")
@@ -346,11 +348,21 @@ def decisions(sessions: sessionmaker[Session], image_ids: Sequence[int]) -> dict
     return {(image_id, name): bool(positive) for image_id, name, positive in rows}
 
 
-def accept_above(sessions: sessionmaker[Session], tag: str, min_probability: float, *, by: str | None = None) -> int:
+def accept_above(
+    sessions: sessionmaker[Session],
+    tag: str,
+    min_probability: float,
+    *,
+    by: str | None = None,
+    max_unfamiliarity: float | None = UNFAMILIAR,
+) -> int:
     """Accept `tag` on every image the active version suggested it for at `min_probability` or more (what
     the tag's review page lists); how many. One range of the (version, tag, probability) index.
 
     Images someone already decided for this tag keep that decision (a bulk accept never overrules a person).
+    Images less familiar than `max_unfamiliarity`% of the version's held-out stills are left for a person
+    (a confident tag on an image unlike the training data is the confidence least worth trusting); None
+    accepts them too. An image whose unfamiliarity is unknown (an older version) is accepted.
     """
     name = normalise_tag(tag)
     with sessions() as session, session.begin():
@@ -359,16 +371,18 @@ def accept_above(sessions: sessionmaker[Session], tag: str, min_probability: flo
         if tag_id is None or active is None:
             return 0
         decided = select(Label.image_id).where(Label.tag_id == tag_id)
-        ids = list(
-            session.scalars(
-                select(Suggestion.image_id).where(
-                    Suggestion.model_version_id == active.id,
-                    Suggestion.tag_id == tag_id,
-                    Suggestion.probability >= min_probability,
-                    Suggestion.image_id.not_in(decided),
-                )
-            )
+        query = select(Suggestion.image_id).where(
+            Suggestion.model_version_id == active.id,
+            Suggestion.tag_id == tag_id,
+            Suggestion.probability >= min_probability,
+            Suggestion.image_id.not_in(decided),
         )
+        if max_unfamiliarity is not None:
+            unfamiliar = select(Image.id).where(
+                Image.model_version_id == active.id, Image.unfamiliarity > max_unfamiliarity
+            )
+            query = query.where(Suggestion.image_id.not_in(unfamiliar))
+        ids = list(session.scalars(query))
         accepted, now = 0, utcnow()
         for start in range(0, len(ids), 1000):
             rows = [
@@ -386,3 +400,31 @@ def accept_above(sessions: sessionmaker[Session], tag: str, min_probability: flo
             stmt = insert_ignore(session, Label, rows, ["image_id", "tag_id"]).returning(Label.image_id)
             accepted += len(session.execute(stmt).all())  # the rows inserted: a conflict returns none
     return accepted
+
+
+def label_suspects(sessions: sessionmaker[Session], version: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The labels a version's training found most likely wrong (`tagger.training.suspects`), most suspect first,
+    each with what a person decided since that version was registered (`decision`: True accepted, False
+    rejected, None undecided): (version, entries). The active version's by default. A decision is a label, so
+    the next `tagger train --labels db` trains on the correction."""
+    with sessions() as session:
+        row = registry.get(session, version) if version else registry.active(session)
+        name, since, training = row.version, row.created_at, dict((row.meta or {}).get("training") or {})
+        entries = [dict(e) for e in training.get("label_suspects") or [] if e.get("image_id") is not None]
+        decided = {
+            (image_id, tag): bool(positive)
+            for image_id, tag, positive, at in session.execute(
+                select(Label.image_id, Tag.name, Label.positive, Label.created_at)
+                .join(Tag, Tag.id == Label.tag_id)
+                .where(Label.image_id.in_(sorted({e["image_id"] for e in entries})))
+            )
+            if _aware(at) >= _aware(since)
+        }
+    for entry in entries:
+        entry["decision"] = decided.get((entry["image_id"], entry["tag"]))
+    return name, entries
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes: they are UTC (`utcnow`)."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -55,20 +55,27 @@ def _finite(value: Any) -> Any:
 
 
 def _with_image_ids(session: Session, training: dict[str, Any]) -> dict[str, Any]:
-    """The training record with an image id on each of its highest-loss held-out images (inserted when a
-    label file named images no job had seen), so the review page can show them and record decisions."""
-    losses = training.get("highest_losses") or []
-    if not losses:
+    """The training record with an image id on each image of its review lists, the highest-loss held-out
+    images and the labels most likely wrong (inserted when a label file named images no job had seen), so
+    the review pages can show them and record decisions."""
+    lists = {name: training.get(name) or [] for name in ("highest_losses", "label_suspects")}
+    if not any(lists.values()):
         return training
-    by_storage: dict[str, list[str]] = {}
-    for entry in losses:
-        by_storage.setdefault(entry["storage"], []).append(entry["key"])
+    by_storage: dict[str, set[str]] = {}
+    for entries in lists.values():
+        for entry in entries:
+            by_storage.setdefault(entry["storage"], set()).add(entry["key"])
     ids = {
         (url, key): image_id
         for url, keys in by_storage.items()
-        for key, image_id in image_ids(session, storage_id(session, url), keys).items()
+        for key, image_id in image_ids(session, storage_id(session, url), sorted(keys)).items()
     }
-    return {**training, "highest_losses": [{**e, "image_id": ids[(e["storage"], e["key"])]} for e in losses]}
+    return {
+        **training,
+        **{
+            name: [{**e, "image_id": ids[(e["storage"], e["key"])]} for e in entries] for name, entries in lists.items()
+        },
+    }
 
 
 def store_url(version: str, uri: str) -> str:

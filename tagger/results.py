@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tagger import registry
 from tagger.db.schema import Image, ModelVersion, Storage, Suggestion, Tag
 from tagger.errors import NotFoundError
+from tagger.model.familiarity import in_words
 from tagger.storage import canonical_url
 from tagger_client.paging import TagPage
 
@@ -42,16 +43,23 @@ class ImageRef:
     key: str
     version: str | None  # the version that last tagged it; None: never tagged
     tagged_at: datetime | None
+    # How unfamiliar it looked to that version: the % of its held-out stills more familiar (None: unknown)
+    unfamiliarity: float | None = None
+
+    @property
+    def familiarity(self) -> str | None:
+        """The unfamiliarity in words; None for an image no version has tagged."""
+        return None if self.version is None else in_words(self.unfamiliarity)
 
     @property
     def location(self) -> str:
         return f"{self.storage_url}/{self.key}"
 
 
-def _image_refs() -> Select[int, str, str, str, datetime | None]:
+def _image_refs() -> Select[int, str, str, str, datetime | None, float | None]:
     """The columns of an ImageRef, in its order: an image, its storage and the version that last tagged it."""
     return (
-        select(Image.id, Storage.url, Image.key, ModelVersion.version, Image.tagged_at)
+        select(Image.id, Storage.url, Image.key, ModelVersion.version, Image.tagged_at, Image.unfamiliarity)
         .join(Storage, Storage.id == Image.storage_id)
         .outerjoin(ModelVersion, ModelVersion.id == Image.model_version_id)
     )
@@ -211,6 +219,26 @@ def image_by_id(sessions: sessionmaker[Session], image_id: int) -> ImageRef:
     if row is None:
         raise NotFoundError(f"no image with id {image_id}")
     return ImageRef(*row)
+
+
+def unfamiliar_images(
+    sessions: sessionmaker[Session], *, limit: int, after: tuple[float, int] | None = None
+) -> tuple[str | None, list[ImageRef]]:
+    """The review queue "unfamiliar first": the active version's images, least familiar first (ties by id),
+    `limit` after the keyset position `after` (unfamiliarity, image id); (the active version, the images)."""
+    from sqlalchemy import and_, or_
+
+    with sessions() as session:
+        active = registry.active_or_none(session)
+        if active is None:
+            return None, []
+        query = _image_refs().where(Image.model_version_id == active.id, Image.unfamiliarity.is_not(None))
+        if after is not None:
+            query = query.where(
+                or_(Image.unfamiliarity < after[0], and_(Image.unfamiliarity == after[0], Image.id > after[1]))
+            )
+        rows = session.execute(query.order_by(Image.unfamiliarity.desc(), Image.id).limit(limit)).all()
+        return active.version, [ImageRef(*row) for row in rows]
 
 
 def tag_exists(sessions: sessionmaker[Session], name: str) -> bool:

@@ -7,10 +7,15 @@ so a model trained on part of the archive can be measured honestly on the rest.
 of one shot (the camera pans a few pixels, the grain changes), the same still re-encoded at another JPEG
 quality, resized, slightly cropped, colour graded or with subtitles burned in. Each still's shot is
 written to groups.csv, the ground truth the duplicate search and the group-aware split are measured on.
+
+Two cases a model must notice are made on request: posters (`generate_posters`), a second visual domain
+unlike the stills (large text on flat paper, line art), for the unfamiliarity score; and deliberately
+wrong labels (`flip_labels`), with the truth kept beside them, for the label-error ranking.
 """
 
 from __future__ import annotations
 
+import colorsys
 import csv
 import io
 import random
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 TAGS = ("black-and-white", "night", "circle", "rectangle", "triangle", "stripes", "frame", "dots")
 # Mixed aspect ratios, like real stills: 4:3, 16:9 and 2.39:1.
@@ -97,6 +102,82 @@ def generate(root: Path, count: int, *, seed: int = 0, quality: int = 90) -> lis
         stills.append(Still(key, tuple(sorted(tags))))
     write_labels(root / "labels.csv", stills)
     return stills
+
+
+def render_poster(size: tuple[int, int], rng: random.Random) -> Image.Image:
+    """A poster or a printed page: flat coloured paper, a headline in large letters, line art. None of the
+    stills' gradients, noise or filled shapes; in colour, so it does not pass for a black-and-white still."""
+    w, h = size
+    hue = rng.random()
+    paper = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, rng.uniform(0.35, 0.7), rng.uniform(0.85, 1.0)))
+    ink = tuple(
+        int(255 * c) for c in colorsys.hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.6, 1.0), rng.uniform(0.2, 0.5))
+    )
+    img = Image.new("RGB", size, paper)  # type: ignore[arg-type]
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.randint(6, 14)):  # line art: thin strokes and open curves
+        x0, y0 = rng.randint(0, w), rng.randint(0, h)
+        x1, y1 = rng.randint(0, w), rng.randint(0, h)
+        if rng.random() < 0.5:
+            draw.line([x0, y0, x1, y1], fill=ink, width=1)  # type: ignore[arg-type]
+        else:
+            box = [min(x0, x1), min(y0, y1), max(x0, x1) + 1, max(y0, y1) + 1]
+            draw.arc(box, rng.randint(0, 180), rng.randint(180, 360), fill=ink, width=1)  # type: ignore[arg-type]
+    font = ImageFont.load_default(size=rng.randint(h // 4, h // 3))
+    word = "".join(rng.choice("ABCDEFGHKLMNPRSTUWXYZ") for _ in range(rng.randint(3, 6)))
+    draw.text((rng.randint(2, max(3, w // 6)), rng.randint(2, max(3, h // 3))), word, fill=ink, font=font)  # type: ignore[arg-type]
+    return img
+
+
+def generate_posters(root: Path, count: int, *, seed: int = 0, quality: int = 90) -> list[str]:
+    """Write `count` JPEG posters under root/posters/ (no labels: they have none of the stills' tags to learn);
+    return their keys."""
+    rng = random.Random(f"posters-{seed}")
+    (root / "posters").mkdir(parents=True, exist_ok=True)
+    keys = []
+    for i in range(count):
+        key = f"posters/poster_{i:05d}.jpg"
+        buf = io.BytesIO()
+        render_poster(rng.choice(SHAPES), rng).save(buf, "JPEG", quality=quality)
+        (root / key).write_bytes(buf.getvalue())
+        keys.append(key)
+    return keys
+
+
+@dataclass(frozen=True)
+class Flip:
+    """One deliberately wrong label: `tag` on `key` was `present` in truth and written the other way."""
+
+    key: str
+    tag: str
+    present: bool
+
+
+def flip_labels(stills: list[Still], share: float, *, seed: int = 0) -> tuple[list[Still], list[Flip]]:
+    """`share` of the stills (rounded, at least one when share > 0) each get one tag's label flipped: a tag they
+    show is left out, or one they do not show is added. Returns the stills as labelled and the truth."""
+    rng = random.Random(f"flips-{seed}")
+    chosen = set(rng.sample(range(len(stills)), max(1, round(share * len(stills))))) if share > 0 else set()
+    labelled, flips = [], []
+    for i, still in enumerate(stills):
+        if i not in chosen:
+            labelled.append(still)
+            continue
+        tag = rng.choice(TAGS)
+        present = tag in still.tags
+        tags = set(still.tags) - {tag} if present else set(still.tags) | {tag}
+        labelled.append(Still(still.key, tuple(sorted(tags))))
+        flips.append(Flip(still.key, tag, present))
+    return labelled, flips
+
+
+def write_flips(path: Path, flips: list[Flip]) -> None:
+    """The ground truth of the flipped labels: image_id, tag, and whether the still really shows it."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image_id", "tag", "truly_present"])
+        for f in flips:
+            writer.writerow([f.key, f.tag, "yes" if f.present else "no"])
 
 
 def write_labels(path: Path, stills: list[Still]) -> None:

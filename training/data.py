@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -68,6 +69,14 @@ class DecodedStills(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def take(self, rows: list[int]) -> DecodedStills:
+        """These rows only (the folds of `tagger train --folds`), sharing nothing mutable with the whole."""
+        part = copy.copy(self)
+        part.pixels, part.targets = self.pixels[rows], self.targets[rows]
+        part.keys = [self.keys[i] for i in rows]
+        part.storage_urls = [self.storage_urls[i] for i in rows]
+        return part
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.pixels[index], self.targets[index]

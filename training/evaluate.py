@@ -12,9 +12,9 @@ from torch import nn
 
 from tagger.labels import LabelledSet
 from tagger.model.meta import ArtifactMeta
-from tagger.model.predict import predict, prepare
+from tagger.model.predict import infer, prepare
 from tagger.model.preprocess import Normalise
-from tagger.training.calibrate import calibrate
+from tagger.training.calibrate import Calibration, calibrate
 from tagger.training.data import DecodedStills
 from tagger.training.metrics import (
     accuracy_multi,
@@ -94,19 +94,21 @@ def highest_losses(
 
 def predict_all(
     model: nn.Module, data: DecodedStills, device: torch.device, normalise: Normalise, *, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N x tags probabilities, N x tags targets) of `data`, scored by `tagger.model.predict.predict`."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N x tags probabilities, N x tags targets, N JointEnergy scores) of `data`, scored by
+    `tagger.model.predict.infer`, as the workers score."""
     model.eval()
     outs = [
-        predict(model, data.pixels[start : start + CHUNK], normalise=normalise, device=device, dtype=dtype)
+        infer(model, data.pixels[start : start + CHUNK], normalise=normalise, device=device, dtype=dtype)
         for start in range(0, len(data), CHUNK)
     ]
-    return torch.cat(outs), data.targets
+    energy = torch.cat([o.energy for o in outs if o.energy is not None])
+    return torch.cat([o.probs for o in outs]), data.targets, energy
 
 
 def predict_served(
     model: nn.Module, data: DecodedStills, device: torch.device, normalise: Normalise
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Score a copy of a training model prepared exactly as a worker serves it (channels_last, bf16 on CUDA)."""
     served, dtype = prepare(copy.deepcopy(model), device)
     return predict_all(served, data, device, normalise, dtype=dtype)
@@ -114,15 +116,16 @@ def predict_served(
 
 def evaluate(
     probs: torch.Tensor, targets: torch.Tensor, vocabulary: list[str], args: argparse.Namespace
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Final metrics with the global threshold and with per-tag calibrated ones."""
-    tag_thresholds = {} if args.no_calibrate else calibrate(probs, targets, vocabulary, default=args.threshold)
-    per_tag_t = torch.tensor([tag_thresholds.get(t, args.threshold) for t in vocabulary])
-    precision, recall, support = per_tag_precision_recall(probs, targets, per_tag_t)
+) -> tuple[dict[str, Any], Calibration]:
+    """Final metrics: at the given global threshold, and with the thresholds fitted on the held-out images
+    (`calibrate`), whose figures are all cross-fitted: none is scored on the images it was fitted on."""
+    fitted = calibrate(probs, targets, vocabulary, default=args.threshold, fit=not args.no_calibrate)
+    precision, recall, support = per_tag_precision_recall(fitted.predictions, targets, 0.5)
     ap = average_precision(probs, targets)
     final = {
         "f2": fbeta_samples(probs, targets, args.threshold),
-        "f2_calibrated": fbeta_samples(probs, targets, per_tag_t),
+        "f2_calibrated": fitted.f2,
+        "calibration": fitted.report(),
         "accuracy": accuracy_multi(probs, targets, args.threshold),
         "map": mean_average_precision(probs, targets),
         "valid_loss": bce(probs, targets),
@@ -132,9 +135,9 @@ def evaluate(
                 "recall": round(float(r), 4),
                 "ap": None if torch.isnan(a) else round(float(a), 4),
                 "support": int(s),
-                "threshold": tag_thresholds.get(tag, args.threshold),
+                "threshold": fitted.tag_thresholds.get(tag, fitted.threshold),
             }
             for tag, p, r, a, s in zip(vocabulary, precision, recall, ap, support, strict=True)
         },
     }
-    return final, tag_thresholds
+    return final, fitted

@@ -50,3 +50,20 @@ def mean_average_precision(probs: torch.Tensor, targets: torch.Tensor) -> float:
     """mAP over the tags that have at least one positive in `targets`."""
     ap = average_precision(probs, targets)
     return float(ap[~ap.isnan()].mean()) if (~ap.isnan()).any() else 0.0
+
+
+def auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve: the chance a random positive scores above a random negative (ties count half),
+    by the Mann-Whitney rank sum."""
+    pos = positive.bool()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positives and negatives")
+    order = scores.double().argsort()
+    ranks = torch.empty_like(order, dtype=torch.float64)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    for value in scores.unique():  # average ranks over ties
+        tied = scores == value
+        if int(tied.sum()) > 1:
+            ranks[tied] = ranks[tied].mean()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -12,6 +12,8 @@ from pathlib import Path
 from tagger.argtypes import float_between, int_between, positive_float, positive_int
 from tagger.model.meta import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
+LOSSES = ("bce", "asl")  # `tagger.training.loss.make_loss` builds each
+
 # Every number is checked here, before any data is read or any model built: a run with a size no worker
 # could load, or no epoch at all, must never register (let alone activate) a version.
 _fraction = float_between(0.0, 1.0, open_low=True, open_high=True)
@@ -117,14 +119,41 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         help="augmentation: brightness/contrast change",
     )
     fit.add_argument("--seed", type=int, default=0, help="seeds the weights, the shuffling and the augmentation")
+    fit.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="bce",
+        help="bce: binary cross-entropy (the default until asl is measured to beat it: bench/loss.py, BENCHMARKS.md); "
+        "asl: the asymmetric loss, which down-weights easy negatives",
+    )
+    fit.add_argument("--asl-gamma-neg", type=float_between(0.0, 10.0), default=4.0, help="ASL: negatives' focusing (4)")
+    fit.add_argument("--asl-gamma-pos", type=float_between(0.0, 10.0), default=0.0, help="ASL: positives' focusing (0)")
+    fit.add_argument(
+        "--asl-clip", type=float_between(0.0, 0.5), default=0.05, help="ASL: negatives' probability shift (0.05)"
+    )
+    fit.add_argument(
+        "--folds",
+        type=int_between(2, 20),
+        default=None,
+        metavar="K",
+        help="also train K models, each on all training images but one fold, to score every training image with a "
+        "model that never saw it: the labels most likely wrong are then looked for among all labelled images, not "
+        "only the held-out ones (`tagger labels suspects`); costs K more trainings",
+    )
     fit.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default VAR/train/checkpoint)")
     fit.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run")
     fit.add_argument("--find-lr", action="store_true", help="run the learning-rate range test, save its plot, stop")
     fit.add_argument("--plots", type=Path, default=None, help="where to write PNG plots (default VAR/train)")
 
     out = p.add_argument_group("evaluation and promotion")
-    out.add_argument("--threshold", type=_fraction, default=0.2, help="global tag threshold (default 0.2, as fastai)")
-    out.add_argument("--no-calibrate", action="store_true", help="keep the global threshold for every tag")
+    out.add_argument(
+        "--threshold",
+        type=_fraction,
+        default=0.2,
+        help="the fixed threshold F2 and accuracy are reported at, and where the fitted global threshold starts "
+        "(it must beat it strictly; default 0.2, as fastai)",
+    )
+    out.add_argument("--no-calibrate", action="store_true", help="serve --threshold for every tag: fit no thresholds")
     out.add_argument(
         "--gate-margin",
         type=float_between(-1.0, 1.0),

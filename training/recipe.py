@@ -31,19 +31,23 @@ from tagger.labels import LabelledSet
 from tagger.model import artifact
 from tagger.model.architectures import build_model, load_imagenet_weights, load_pretrained_backbone
 from tagger.model.device import pick_device
+from tagger.model.familiarity import energy_quantiles
 from tagger.model.meta import ArtifactMeta, new_version
 from tagger.model.preprocess import Normalise, Preprocess
 from tagger.settings import Settings
 from tagger.storage import open_storage
 from tagger.training import checkpoint
 from tagger.training.augment import Augment
+from tagger.training.calibrate import describe
 from tagger.training.data import DecodedStills
 from tagger.training.evaluate import Candidate, bce, evaluate, highest_losses, predict_all, predict_served
 from tagger.training.groups import Grouping, crossing
+from tagger.training.loss import make_loss
 from tagger.training.metrics import accuracy_multi, fbeta_samples, mean_average_precision
 from tagger.training.options import get_args_parser  # noqa: F401  (re-exported for `python -m`)
 from tagger.training.preflight import check_run, say
 from tagger.training.schedule import discriminative, layer_groups, one_cycle, set_frozen
+from tagger.training.suspects import suspects
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +112,16 @@ def init_weights(model: nn.Module, args: argparse.Namespace, arch: str) -> str:
 class Step:
     """One optimisation step's forward pass and loss, shared by the fit loop and the lr finder."""
 
-    def __init__(self, model: nn.Module, device: torch.device, normalise: Normalise, augment: Augment) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        normalise: Normalise,
+        augment: Augment,
+        loss_fn: nn.Module | None = None,
+    ) -> None:
         self.model, self.device, self.normalise, self.augment = model, device, normalise, augment
-        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.loss_fn = loss_fn or nn.BCEWithLogitsLoss()
         self.amp = device.type == "cuda"
 
     def __call__(self, pixels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -149,7 +160,7 @@ def fit(
     """Fine-tune in place; the weights with the lowest validation loss are restored at the end."""
     groups = layer_groups(model)
     optimiser = torch.optim.AdamW([{"params": g} for g in groups], lr=args.lr, weight_decay=args.weight_decay)
-    step_fn = Step(model, device, normalise, augmentation(args))
+    step_fn = Step(model, device, normalise, augmentation(args), make_loss(args))
     steps_per_epoch = len(_loader(train, args.batch_size, 0))
     frozen_peaks = [args.lr / 10, args.lr / 10, args.lr]
     # As fastai's fine_tune: after the frozen phase the base rate halves, and spreads across the groups.
@@ -185,7 +196,7 @@ def fit(
             optimiser.step()
             running += float(loss.detach()) * len(pixels)
             seen += len(pixels)
-        probs, targets = predict_all(model, valid, device, normalise, dtype=torch.float32)
+        probs, targets, _ = predict_all(model, valid, device, normalise, dtype=torch.float32)
         row = {
             "epoch": epoch + 1,
             "frozen": frozen,
@@ -271,19 +282,24 @@ def main(
     )
     ckpt_dir = args.checkpoint or settings.var_dir / "train" / "checkpoint"
     history = fit(model, train, valid, args, device, normalise, ckpt_dir=ckpt_dir, run_id=run_id)
-    probs, targets = predict_served(model, valid, device, normalise)
-    final, tag_thresholds = evaluate(probs, targets, vocabulary, args)
+    probs, targets, energy = predict_served(model, valid, device, normalise)
+    scored = ScoredOutOfSample(probs, targets, valid)
+    if args.folds:
+        fold_probs = out_of_fold(train, valid, args, device, normalise, arch=arch, ckpt_dir=ckpt_dir, run_id=run_id)
+        scored = ScoredOutOfSample(torch.cat([fold_probs, probs]), torch.cat([train.targets, targets]), train, valid)
+    final, fitted = evaluate(probs, targets, vocabulary, args)
     say(
-        f"held-out F2 {final['f2']:.4f} at threshold {args.threshold}, {final['f2_calibrated']:.4f} with "
-        f"{len(tag_thresholds)} calibrated per-tag thresholds; mAP {final['map']:.4f}"
+        f"held-out F2 {final['f2']:.4f} at threshold {args.threshold}, {final['f2_calibrated']:.4f} with the "
+        f"fitted thresholds (cross-fitted: {describe(fitted)}); mAP {final['map']:.4f}"
     )
     meta = ArtifactMeta(
         version=new_version(),
         arch=arch,
         tags=vocabulary,
         input_size=args.size,
-        threshold=args.threshold,
-        tag_thresholds=tag_thresholds,
+        threshold=fitted.threshold,
+        tag_thresholds=fitted.tag_thresholds,
+        energy_quantiles=energy_quantiles(energy.numpy()),
         metrics=final,
         training=_training_record(
             args,
@@ -296,6 +312,7 @@ def main(
             probs=probs,
             targets=targets,
             split=report.split,
+            scored=scored,
         ),
     )
     store = open_storage(settings.model_store)
@@ -321,6 +338,54 @@ def main(
     return report, candidate
 
 
+class ScoredOutOfSample:
+    """Labelled images with probabilities from models that did not train on them: the held-out images (the
+    final model), and with `--folds` every training image too (the model that left its fold out)."""
+
+    def __init__(self, probs: torch.Tensor, targets: torch.Tensor, *parts: DecodedStills) -> None:
+        self.probs, self.targets = probs, targets
+        self.images = [(url, key) for part in parts for url, key in zip(part.storage_urls, part.keys, strict=True)]
+
+
+def out_of_fold(
+    train: DecodedStills,
+    valid: DecodedStills,
+    args: argparse.Namespace,
+    device: torch.device,
+    normalise: Normalise,
+    *,
+    arch: str,
+    ckpt_dir: Path,
+    run_id: dict[str, Any],
+) -> torch.Tensor:
+    """Each training image's probabilities from a model trained as the main one (same options, same held-out
+    images to stop on) on the other `args.folds` - 1 folds: out-of-fold, so it never saw the image's labels."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed + 7)).tolist()
+    folds = [order[k :: args.folds] for k in range(args.folds)]
+    probs = torch.full_like(train.targets, torch.nan)  # every row is filled by the fold that left it out
+    fold_args = argparse.Namespace(**{**vars(args), "resume": False})
+    for k, held in enumerate(folds):
+        say(f"fold {k + 1}/{args.folds}: training on {len(train) - len(held)} images to score the other {len(held)}")
+        model = build_model(arch, train.targets.shape[1])
+        init_weights(model, fold_args, arch)
+        model = model.to(device).to(memory_format=torch.channels_last)
+        left_out = set(held)
+        rest = [i for i in order if i not in left_out]
+        fit(
+            model,
+            train.take(rest),
+            valid,
+            fold_args,
+            device,
+            normalise,
+            ckpt_dir=ckpt_dir / f"fold-{k}",
+            run_id={**run_id, "fold": k},
+        )
+        probs[held] = predict_served(model, train.take(held), device, normalise)[0]
+        shutil.rmtree(ckpt_dir / f"fold-{k}", ignore_errors=True)
+    return probs
+
+
 def _training_record(
     args: argparse.Namespace,
     labelled: LabelledSet,
@@ -333,6 +398,7 @@ def _training_record(
     probs: torch.Tensor,
     targets: torch.Tensor,
     split: dict[str, Any],
+    scored: ScoredOutOfSample,
 ) -> dict[str, Any]:
     """What the artifact keeps of the run that made it: the data, the options, the history, the range
     test that informed it and the held-out images it got most wrong (the model pages show them)."""
@@ -347,6 +413,10 @@ def _training_record(
         "lr_spread": args.lr_spread,
         "batch_size": args.batch_size,
         "weight_decay": args.weight_decay,
+        "loss": args.loss,
+        "asl": {"gamma_neg": args.asl_gamma_neg, "gamma_pos": args.asl_gamma_pos, "clip": args.asl_clip}
+        if args.loss == "asl"
+        else None,
         "seed": args.seed,
         "rows": len(labelled.keys),
         "train_images": len(train),
@@ -360,6 +430,8 @@ def _training_record(
         "highest_losses": highest_losses(
             probs, targets, labelled.vocabulary, list(zip(valid.storage_urls, valid.keys, strict=True))
         ),
+        "folds": args.folds,
+        "label_suspects": suspects(scored.probs, scored.targets, labelled.vocabulary, scored.images),
         "code_version": _code_version(),
     }
 
@@ -380,7 +452,7 @@ def _find_lr(
 
     groups = layer_groups(model)
     set_frozen(model, groups, args.freeze_epochs > 0)
-    step_fn = Step(model, device, normalise, augmentation(args))
+    step_fn = Step(model, device, normalise, augmentation(args), make_loss(args))
 
     def batches() -> Any:
         return iter(_loader(train, args.batch_size, args.seed))

@@ -151,9 +151,10 @@ class Readiness:
         except Exception as exc:
             return (False, first_line(exc)), None
 
-    def stalls(self) -> dict[str, float]:
-        """Seconds since each queued or running job's items last moved (since its creation before any did);
-        empty when the database does not answer (the database check says so)."""
+    def running_jobs(self) -> dict[str, tuple[float, int, int]]:
+        """Per queued or running job: seconds since its items last moved (since its creation before any did),
+        its images tagged, and of those the unfamiliar ones (`jobs.unfamiliar`); empty when the database does
+        not answer (the database check says so)."""
         from datetime import UTC, datetime
 
         from sqlalchemy import func, select
@@ -165,7 +166,7 @@ class Readiness:
                 if self.postgres:
                     conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(CHECK_TIMEOUT_SECONDS * 1000)}")
                 rows = conn.execute(
-                    select(Job.id, func.coalesce(Job.progress_at, Job.created_at)).where(
+                    select(Job.id, func.coalesce(Job.progress_at, Job.created_at), Job.done, Job.unfamiliar).where(
                         Job.state.in_(("queued", "running"))
                     )
                 ).all()
@@ -173,8 +174,8 @@ class Readiness:
             return {}
         now = datetime.now(UTC)
         return {
-            job_id: max(0.0, (now - (at if at.tzinfo else at.replace(tzinfo=UTC))).total_seconds())
-            for job_id, at in rows
+            job_id: (max(0.0, (now - (at if at.tzinfo else at.replace(tzinfo=UTC))).total_seconds()), done, unfamiliar)
+            for job_id, at, done, unfamiliar in rows
         }
 
     @staticmethod
@@ -248,9 +249,18 @@ class ScrapeCollector(Collector):
             "Seconds since a queued or running job's items last moved (since it was created, before any did).",
             labels=["job_id"],
         )
-        for job_id, seconds in sorted(self.readiness.stalls().items()):
+        unfamiliar = GaugeMetricFamily(
+            "tagger_job_unfamiliar_ratio",
+            "Of a queued or running job's tagged images, the share less familiar than 99% of their model "
+            "version's held-out stills (about 0.01 when the archive looks like the training data).",
+            labels=["job_id"],
+        )
+        for job_id, (seconds, done, n_unfamiliar) in sorted(self.readiness.running_jobs().items()):
             stalled.add_metric([job_id], seconds)
+            if done:
+                unfamiliar.add_metric([job_id], n_unfamiliar / done)
         yield stalled
+        yield unfamiliar
 
 
 def _broker(broker_url: str, queues: tuple[str, ...]) -> tuple[Any, tuple[bool, str]]:

@@ -30,6 +30,7 @@ from tagger.db.schema import Image, Job, JobItem, Suggestion, utcnow
 from tagger.db.upsert import upsert_many
 from tagger.db.vectors import adapt_halfvec, halfvecs, write_vectors
 from tagger.jobs.lifecycle import finish_if_complete, mark_running
+from tagger.model.familiarity import UNFAMILIAR
 from tagger.storage import UNKNOWN, Fingerprint
 from tagger_client.contract import ItemState
 
@@ -62,10 +63,15 @@ class TaggedRows:
     row_probs: list[float] = field(default_factory=list)
     fingerprints: list[Fingerprint] = field(default_factory=list)  # per tagged image; empty: none known
     vectors: np.ndarray | None = None  # len(image_ids) x width float16, L2-normalised
+    # Per tagged image, in `image_ids` order: how unfamiliar it looked (0..100, `tagger.model.familiarity`);
+    # None: the version keeps no record of its held-out stills.
+    unfamiliarity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.vectors is not None and len(self.vectors) != len(self.image_ids):
             raise ValueError(f"{len(self.vectors)} vectors for {len(self.image_ids)} tagged images")
+        if self.unfamiliarity is not None and len(self.unfamiliarity) != len(self.image_ids):
+            raise ValueError(f"{len(self.unfamiliarity)} unfamiliarity scores for {len(self.image_ids)} tagged images")
 
     @classmethod
     def of(cls, tagged: Sequence[Tagged]) -> TaggedRows:
@@ -77,6 +83,12 @@ class TaggedRows:
         """(image id, fingerprint) of every tagged image, by id: the order every write locks rows in."""
         fingerprints = self.fingerprints or [UNKNOWN] * len(self.image_ids)
         return sorted(zip(self.image_ids, fingerprints, strict=True))
+
+    def unfamiliarity_of(self) -> dict[int, float | None]:
+        """Each tagged image's unfamiliarity by id (None where unknown)."""
+        if self.unfamiliarity is None:
+            return dict.fromkeys(self.image_ids)
+        return {i: float(u) for i, u in zip(self.image_ids, self.unfamiliarity.tolist(), strict=True)}
 
 
 @dataclass(frozen=True)
@@ -164,10 +176,11 @@ embedded AS (
     ON CONFLICT (model_version_id, image_id) DO UPDATE SET embedding = EXCLUDED.embedding
 ),
 images_tagged AS (
-    UPDATE images SET model_version_id = %(version)s, tagged_at = now(),
+    UPDATE images SET model_version_id = %(version)s, tagged_at = now(), unfamiliarity = f.unfamiliarity,
         size_bytes = f.size_bytes, mtime_ns = f.mtime_ns, etag = f.etag, sha256 = f.sha256
     FROM unnest(%(tagged)s::bigint[], %(sizes)s::bigint[], %(mtimes)s::bigint[], %(etags)s::text[],
-                %(hashes)s::text[]) AS f(image_id, size_bytes, mtime_ns, etag, sha256)
+                %(hashes)s::text[], %(unfamiliarity)s::float8[])
+        AS f(image_id, size_bytes, mtime_ns, etag, sha256, unfamiliarity)
     WHERE images.id = f.image_id AND f.image_id IN (SELECT image_id FROM claimed)
 ),
 images_failed AS (
@@ -176,13 +189,16 @@ images_failed AS (
 ),
 moved AS (
     SELECT (SELECT count(*) FROM claimed) AS done, (SELECT count(*) FROM failed) AS failed,
-           (SELECT count(*) FROM skipped) AS skipped
+           (SELECT count(*) FROM skipped) AS skipped,
+           (SELECT count(*) FROM unnest(%(tagged)s::bigint[], %(unfamiliarity)s::float8[]) AS u(image_id, pct)
+            WHERE u.pct > %(unfamiliar_above)s AND u.image_id IN (SELECT image_id FROM claimed)) AS unfamiliar
 ),
 job AS (
     UPDATE jobs SET
         done = jobs.done + m.done,
         failed = jobs.failed + m.failed,
         skipped = jobs.skipped + m.skipped,
+        unfamiliar = jobs.unfamiliar + m.unfamiliar,
         state = CASE
             WHEN jobs.state IN ('queued', 'running') AND jobs.listing_complete
                  AND jobs.done + jobs.failed + jobs.skipped + m.done + m.failed + m.skipped >= jobs.total
@@ -213,6 +229,7 @@ def _write_postgres(
     skipped: Sequence[int],
 ) -> BatchCounts:
     tagged = rows.by_image()
+    unfamiliarity = rows.unfamiliarity_of()
     embedded = rows.vectors is not None and len(rows.vectors) > 0
     params = {
         "job": job_id,
@@ -222,6 +239,8 @@ def _write_postgres(
         "mtimes": array_literal(f.mtime_ns for _, f in tagged),
         "etags": text_array_literal(f.etag for _, f in tagged),
         "hashes": text_array_literal(f.sha256 for _, f in tagged),
+        "unfamiliarity": array_literal(unfamiliarity[i] for i, _ in tagged),
+        "unfamiliar_above": UNFAMILIAR,
         "row_images": array_literal(rows.row_images),
         "row_tags": array_literal(rows.row_tags),
         "row_probs": array_literal(rows.row_probs),
@@ -248,8 +267,10 @@ def _write_generic(
         claimed = _leave_pending(
             session, job_id, rows.image_ids, ItemState.DONE, error=None, model_version_id=version_id
         )
+        unfamiliar = 0
         if claimed:
             _write_suggestions(session, version_id, rows, claimed)
+            unfamiliar = sum(1 for i, u in rows.unfamiliarity_of().items() if i in claimed and (u or 0) > UNFAMILIAR)
         failed_ids = frozenset(
             image_id
             for r in refused
@@ -272,6 +293,7 @@ def _write_generic(
                     done=Job.done + len(claimed),
                     failed=Job.failed + len(failed_ids),
                     skipped=Job.skipped + skip,
+                    unfamiliar=Job.unfamiliar + unfamiliar,
                     progress_at=utcnow(),
                     waiting_reason=None,
                     waiting_since=None,
@@ -315,19 +337,28 @@ def _write_suggestions(session: Session, version_id: int | None, rows: TaggedRow
     if rows.vectors is not None and version_id is not None:
         fenced = [n for n, image_id in enumerate(rows.image_ids) if image_id in claimed]
         write_vectors(session, version_id, [rows.image_ids[n] for n in fenced], rows.vectors[fenced])
+    unfamiliarity = rows.unfamiliarity_of()
     session.connection().execute(  # one executemany, each image with its own fingerprint
         update(Image)
         .where(Image.id == bindparam("b_image"))
         .values(
             model_version_id=version_id,
             tagged_at=now,
+            unfamiliarity=bindparam("b_unfamiliarity"),
             size_bytes=bindparam("b_size"),
             mtime_ns=bindparam("b_mtime"),
             etag=bindparam("b_etag"),
             sha256=bindparam("b_hash"),
         ),
         [
-            {"b_image": i, "b_size": f.size, "b_mtime": f.mtime_ns, "b_etag": f.etag, "b_hash": f.sha256}
+            {
+                "b_image": i,
+                "b_size": f.size,
+                "b_mtime": f.mtime_ns,
+                "b_etag": f.etag,
+                "b_hash": f.sha256,
+                "b_unfamiliarity": unfamiliarity[i],
+            }
             for i, f in rows.by_image()
             if i in claimed
         ],

@@ -295,7 +295,9 @@ def _tag_and_record(ctx: WorkerContext, job: JobView, todo: list[Any], t_claim: 
         with device_lock:
             out = model.infer(batch)
         ids = [item.image_id for item in loaded]
-        rows = suggestion_rows(out.probs, model.thresholds, ids, model.tag_ids, out.embeddings)
+        rows = suggestion_rows(
+            out.probs, model.thresholds, ids, model.tag_ids, out.embeddings, out.energy, model.meta.energy_quantiles
+        )
         rows = replace(rows, fingerprints=[item.fingerprint for item in loaded])
     for f in failed:
         log.info("job %s: image %d failed: %s", job.id, f.image_id, f.reason)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from tagger.argtypes import positive_int
 from tagger.cli.shared import open_sessions, print_json
 from tagger.errors import ConfigError
 from tagger.settings import Settings
@@ -40,6 +41,19 @@ def register(sub: Any) -> None:
         "--no-embedded", action="store_true", help="with --from-xmp: sidecars only (no ExifTool, no image read)"
     )
     m.add_argument("--json", action="store_true", help="with --from-xmp: print the report as JSON")
+
+    m = lsub.add_parser(
+        "suspects",
+        help="the labels a model's training found most likely wrong, to confirm or correct",
+        description="Lists the (image, tag) labels that models which never trained on the image contradict most "
+        "(confident learning; `tagger train --folds K` looks among every labelled image, else among the held-out "
+        "ones), most suspect first, with any decision made since. Correct one on the review page "
+        "/review/models/VERSION/suspects (or `tagger labels add`); the next `tagger train --labels db` uses it.",
+    )
+    m.add_argument("--version", default=None, help="the model version whose training found them (default the active)")
+    m.add_argument("--limit", type=positive_int, default=50, help="how many to list (default 50)")
+    m.add_argument("--all", action="store_true", help="also those a person has decided since")
+    m.add_argument("--json", action="store_true", help="print JSON")
     m = lsub.add_parser("stats", help="how many images are labelled, and the positives and negatives per tag")
     m.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_labels)
@@ -49,6 +63,23 @@ def cmd_labels(args: argparse.Namespace, settings: Settings) -> int:
     from tagger import labels
     from tagger.storage import storage_url_for
 
+    if args.labels_command == "suspects":
+        version, found = labels.label_suspects(open_sessions(settings, migrate=False), args.version)
+        shown = [e for e in found if args.all or e["decision"] is None][: args.limit]
+        if args.json:
+            print_json({"version": version, "suspects": shown})
+            return 0
+        print(
+            f"{len(shown)} of {len(found)} label(s) {version}'s training found most likely wrong, most suspect first:"
+        )
+        for e in shown:
+            label = "labelled" if e["labelled"] else "not labelled"
+            decided = {None: "", True: "  (since accepted)", False: "  (since rejected)"}[e["decision"]]
+            print(
+                f"  {e['key']:<40} {e['tag']:<20} {label:<13} p={e['probability']:.3f}  "
+                f"score {e['score']:+.3f}{decided}"
+            )
+        return 0
     if args.labels_command == "stats":
         total, per_tag = labels.stats(open_sessions(settings, migrate=False))
         if args.json:

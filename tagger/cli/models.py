@@ -152,6 +152,15 @@ def _print_model(data: dict[str, Any]) -> None:
     for name in ("f2", "f2_calibrated", "map", "accuracy", "valid_loss"):
         if isinstance(metrics.get(name), float):
             print(f"{name:<14} {metrics[name]:.4f}")
+    calibration = metrics.get("calibration")
+    if isinstance(calibration, dict):
+        kept = calibration.get("per_tag_kept") or {}
+        print(
+            f"thresholds     {calibration.get('chosen')}: global {calibration.get('threshold')} "
+            f"(cross-fitted F2 {calibration.get('f2_global')}), per-tag kept for {len(kept)} tag(s) "
+            f"(served policy {calibration.get('f2_served')}, "
+            f"every tag per-tag {calibration.get('f2_per_tag_every_tag')})"
+        )
     if not training:
         print("training  no record: registered without `tagger train` (an imported or benchmark artifact)")
     else:

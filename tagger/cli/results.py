@@ -87,6 +87,8 @@ def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
                     "storage": i.storage_url,
                     "key": i.key,
                     "model_version": i.version,
+                    "unfamiliarity": i.unfamiliarity,
+                    "familiarity": i.familiarity,
                     "suggestions": rows,
                     "latest_failure": failure.as_dict() if failure else None,
                 }
@@ -105,8 +107,10 @@ def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
                 print("  the tags below were made before it, from the file as it was then:")
         if image.version is None:
             print("  not tagged yet")
-        elif not rows:
-            print(f"  tagged by {image.version}: no tag above its threshold")
+        else:
+            print(f"  {image.familiarity}")
+            if not rows:
+                print(f"  tagged by {image.version}: no tag above its threshold")
         for row in rows:
             note = "" if row["active"] else ", not the active model"
             print(f"  {row['tag']:<24} {row['probability']:.3f}  ({row['model_version']}{note})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tagger.argtypes import int_between
+from tagger.argtypes import float_between, int_between
 from tagger.settings import Settings
 
 
@@ -30,6 +30,22 @@ def register(sub: Any) -> None:
         default=0,
         help="also write this many shots of 3-9 near-identical stills each, and groups.csv (default 0)",
     )
+    p.add_argument(
+        "--out-of-domain",
+        type=int_between(0),
+        default=0,
+        metavar="N",
+        help="also write N posters (large text, line art: another visual domain) under FOLDER/posters/, unlabelled, "
+        "for the unfamiliarity score to flag (default 0)",
+    )
+    p.add_argument(
+        "--wrong-labels",
+        type=float_between(0.0, 0.5),
+        default=0.0,
+        metavar="SHARE",
+        help="flip one tag's label on this share of the stills in labels.csv (e.g. 0.05), and record the truth in "
+        "wrong_labels.csv beside it, for the label-error ranking to find (default 0)",
+    )
     p.set_defaults(func=cmd_sample)
 
 
@@ -38,44 +54,50 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from tagger.errors import ConfigError
+    from tagger.sample_archive import (
+        flip_labels,
+        generate,
+        generate_bursts,
+        generate_posters,
+        write_flips,
+        write_groups,
+        write_labels,
+    )
     from tagger.storage import open_storage
 
     if args.count + args.bursts == 0:
         raise ConfigError("nothing to write: give --count or --bursts more than 0")
-    if not args.folder.startswith(("s3://", "file://")):
-        root = Path(args.folder)
-        labels = Path(args.labels) if args.labels else root / "labels.csv"
-        stills = _write(root, labels, args)
-        print(f"wrote {len(stills)} stills under {root} and their tags in {labels}{_groups_note(labels, args)}")
-        return 0
-    if not args.labels:
+    local = not args.folder.startswith(("s3://", "file://"))
+    if not local and not args.labels:
         raise ConfigError("writing to storage needs --labels FILE: where the labels CSV for `tagger train` goes")
-    storage = open_storage(args.folder)
     with tempfile.TemporaryDirectory(prefix="tagger-sample-") as tmp:
-        stills = _write(Path(tmp), Path(args.labels), args)
-        for still in stills:
-            storage.write(still.key, (Path(tmp) / still.key).read_bytes())
-    note = _groups_note(Path(args.labels), args)
-    print(f"wrote {len(stills)} stills under {storage.url} and their tags in {args.labels}{note}")
+        root = Path(args.folder) if local else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        stills = generate(root, args.count, seed=args.seed) if args.count else []
+        if args.bursts:
+            stills += generate_bursts(root, args.bursts, seed=args.seed)
+        posters = generate_posters(root, args.out_of_domain, seed=args.seed)
+        if local:
+            where = str(root)
+        else:
+            storage = open_storage(args.folder)
+            for key in [s.key for s in stills] + posters:
+                storage.write(key, (root / key).read_bytes())
+            where = storage.url
+        labels = Path(args.labels) if args.labels else root / "labels.csv"
+        labels.parent.mkdir(parents=True, exist_ok=True)
+        if local and labels != root / "labels.csv" and (root / "labels.csv").exists():
+            (root / "labels.csv").unlink()
+        labelled, flips = flip_labels(stills, args.wrong_labels, seed=args.seed)
+        write_labels(labels, labelled)
+        if args.bursts:
+            write_groups(labels.parent / "groups.csv", stills)
+    groups = f", {args.bursts} shots of near-duplicates in {labels.parent / 'groups.csv'}" if args.bursts else ""
+    print(f"wrote {len(stills)} stills under {where} and their tags in {labels}{groups}")
+    if posters:
+        print(f"wrote {len(posters)} posters (another visual domain, unlabelled) under {where}/posters")
+    if flips:
+        truth = labels.parent / "wrong_labels.csv"
+        write_flips(truth, flips)
+        print(f"flipped one label on {len(flips)} stills in {labels}; the truth is in {truth}")
     return 0
-
-
-def _write(root: Any, labels: Any, args: argparse.Namespace) -> list[Any]:
-    """The stills under root, their labels CSV, and with bursts groups.csv beside it."""
-    from tagger.sample_archive import generate, generate_bursts, write_groups, write_labels
-
-    root.mkdir(parents=True, exist_ok=True)
-    stills = generate(root, args.count, seed=args.seed) if args.count else []
-    if args.bursts:
-        stills += generate_bursts(root, args.bursts, seed=args.seed)
-    labels.parent.mkdir(parents=True, exist_ok=True)
-    if labels != root / "labels.csv" and (root / "labels.csv").exists():
-        (root / "labels.csv").unlink()
-    write_labels(labels, stills)
-    if args.bursts:
-        write_groups(labels.parent / "groups.csv", stills)
-    return stills
-
-
-def _groups_note(labels: Any, args: argparse.Namespace) -> str:
-    return f", {args.bursts} shots of near-duplicates in {labels.parent / 'groups.csv'}" if args.bursts else ""

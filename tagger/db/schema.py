@@ -50,7 +50,11 @@ class Image(Base):
     is two images."""
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("storage_id", "key", name="uq_images_storage_key"),)
+    __table_args__ = (
+        UniqueConstraint("storage_id", "key", name="uq_images_storage_key"),
+        # The review queue "unfamiliar first": one version's images, least familiar first, one index range a page.
+        Index("ix_images_version_unfamiliarity", "model_version_id", "unfamiliarity", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     storage_id: Mapped[int] = mapped_column(ForeignKey("storages.id", name="fk_images_storage"))
@@ -66,6 +70,9 @@ class Image(Base):
     mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     etag: Mapped[str | None] = mapped_column(Text)
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # How unfamiliar it looked to `model_version_id`: the percentage of that version's held-out stills more
+    # familiar than it (JointEnergy, `tagger.model.familiarity`); NULL for a version without the record.
+    unfamiliarity: Mapped[float | None] = mapped_column(Float)
 
 
 class Tag(Base):
@@ -187,6 +194,8 @@ class Job(Base):
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     # Listed images passed over because the active version tagged them from the same bytes: never items.
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    # Of `done`, the images less familiar than 99% of their version's held-out stills (the drift figure).
+    unfamiliar: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     batches: Mapped[int] = mapped_column(Integer, default=0)
     listing_complete: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)

@@ -33,6 +33,8 @@ class ArtifactMeta:
     resize: str = "squish"
     threshold: float = 0.2
     tag_thresholds: dict[str, float] = field(default_factory=dict)
+    # The held-out stills' JointEnergy, 0th..100th percentile (`tagger.model.familiarity`); empty: not recorded.
+    energy_quantiles: list[float] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

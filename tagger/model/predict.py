@@ -17,6 +17,12 @@ from torch import nn
 from tagger.model.preprocess import Normalise
 
 
+def joint_energy(logits: torch.Tensor) -> torch.Tensor:
+    """N x tags logits -> N JointEnergy scores (float32), the sum over tags of softplus(logit): low on images
+    unlike anything the model learned (`tagger.model.familiarity`)."""
+    return F.softplus(logits.float()).sum(dim=1)
+
+
 def prepare(model: nn.Module, device: torch.device) -> tuple[nn.Module, torch.dtype]:
     """Move a model for inference: channels_last everywhere, bf16 on CUDA, float32 on CPU.
 
@@ -54,11 +60,13 @@ def compile_for_serving(
 
 @dataclass(frozen=True)
 class Outputs:
-    """One batch's results on the host: N x tags float32 probabilities, and N x features float16 embeddings,
-    L2-normalised (cosine similarity is then a dot product), from a model split at its head (else None)."""
+    """One batch's results on the host: N x tags float32 probabilities, N x features float16 embeddings,
+    L2-normalised (cosine similarity is then a dot product), from a model split at its head (else None), and
+    N float32 JointEnergy scores of the same logits (`tagger.model.familiarity`)."""
 
     probs: torch.Tensor
     embeddings: torch.Tensor | None = None
+    energy: torch.Tensor | None = None
 
 
 def predict(
@@ -95,7 +103,8 @@ def infer(
             infer(model, p, normalise=normalise, device=device, dtype=dtype, pad_to=pad_to) for p in batch.split(pad_to)
         ]
         embeddings = [p.embeddings for p in parts if p.embeddings is not None]
-        return Outputs(torch.cat([p.probs for p in parts]), torch.cat(embeddings) if embeddings else None)
+        energy = torch.cat([p.energy for p in parts if p.energy is not None])
+        return Outputs(torch.cat([p.probs for p in parts]), torch.cat(embeddings) if embeddings else None, energy)
     if pad_to is not None and n < pad_to:
         batch = torch.cat([batch, batch.new_zeros((pad_to - n, *batch.shape[1:]))])
     x = batch.to(device, non_blocking=device.type == "cuda").contiguous(memory_format=torch.channels_last)
@@ -103,7 +112,8 @@ def infer(
     out = model(x)
     logits, features = out if isinstance(out, tuple) else (out, None)
     probs = torch.sigmoid(logits[:n].float()).cpu()
+    energy = joint_energy(logits[:n]).cpu()
     if features is None:
-        return Outputs(probs)
+        return Outputs(probs, energy=energy)
     # Normalised in float32 (bf16 on CUDA loses too much for a norm), then halved: 2 bytes per dimension.
-    return Outputs(probs, F.normalize(features[:n].float(), dim=1).half().cpu())
+    return Outputs(probs, F.normalize(features[:n].float(), dim=1).half().cpu(), energy)

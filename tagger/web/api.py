@@ -173,6 +173,34 @@ def image_suggestions(
     return [{"tag": s.tag, "probability": s.probability, "model_version": s.model_version} for s in found]
 
 
+@router.get("/images/familiarity")
+def image_familiarity(
+    request: Request,
+    key: str,
+    storage_url: str | None = None,
+    _: Principal = Depends(require("read")),  # noqa: B008
+) -> dict[str, object]:
+    """How unfamiliar an image looked to the version that last tagged it: `unfamiliarity`, the percentage
+    of that version's held-out stills more familiar than it (0..100; null if unknown), and in words."""
+    from tagger.results import find_images
+    from tagger.storage import storage_url_for
+
+    root = storage_url_for(storage_url) if storage_url else None
+    found = find_images(request.app.state.sessions, key, storage_url=root)
+    if not found:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image {key!r} is known")
+    if len(found) > 1:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{key!r} is in {len(found)} storages: name one with storage_url")
+    image = found[0]
+    return {
+        "storage": image.storage_url,
+        "key": image.key,
+        "model_version": image.version,
+        "unfamiliarity": image.unfamiliarity,
+        "familiarity": image.familiarity,
+    }
+
+
 @router.get("/tags/{tag:path}/images")
 def tag_images(
     tag: str,

@@ -34,3 +34,34 @@ def test_an_import_with_an_image_on_two_rows_and_decisions_later(settings, sessi
     assert by_key == {"other.jpg": ["car"], "plain.jpg": ["car"]}
     images, per_tag = labels.stats(sessions)
     assert (images, per_tag) == (2, [("car", 2, 0), ("night", 0, 1)])
+
+
+def test_a_correction_in_the_label_error_queue_is_what_the_next_training_reads(
+    settings, sessions, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A version's training kept its labels most likely wrong; registering gives each its image; a person rejects
+    one in the queue (the page's decision), and `tagger train --labels db` then reads the corrected label."""
+    from tagger import registry
+    from tagger.model.meta import ArtifactMeta
+
+    path = _csv(tmp_path, b"image_id,tags\na.jpg,night circle\nb.jpg,circle\n")
+    labels.import_csv(sessions, path, storage_url=tmp_path.as_uri())
+    suspect = {"storage": tmp_path.as_uri(), "key": "a.jpg", "tag": "night", "labelled": True, "probability": 0.02}
+    meta = ArtifactMeta(
+        version="m-suspects",
+        arch="resnet18",
+        tags=["circle", "night"],
+        input_size=32,
+        training={"label_suspects": [{**suspect, "score": 0.9, "confident": True}]},
+    )
+    with sessions() as session, session.begin():
+        registry.register(session, meta, uri="file:///nowhere/m-suspects")
+    version, found = labels.label_suspects(sessions)
+    assert version == "m-suspects" and [(e["key"], e["tag"], e["decision"]) for e in found] == [
+        ("a.jpg", "night", None)
+    ]
+    labels.decide_known(sessions, found[0]["image_id"], "night", positive=False, by="ana")
+    assert labels.label_suspects(sessions)[1][0]["decision"] is False  # decided: off the queue
+    with sessions() as session:
+        read = labels.labels_from_db(session)
+    assert dict(zip(read.keys, read.tags, strict=True)) == {"a.jpg": ["circle"], "b.jpg": ["circle"]}

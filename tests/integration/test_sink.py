@@ -265,3 +265,46 @@ def test_a_statement_on_a_connection_the_server_dropped_is_sent_again_on_a_new_o
     finally:
         hot.dispose()
         admin.dispose()
+
+
+def test_each_image_keeps_how_unfamiliar_it_looked_and_each_job_counts_the_unfamiliar_once(  # type: ignore[no-untyped-def]
+    settings: Settings, sessions, engine, tmp_path: Path
+) -> None:
+    """The worker's rows carry each image's unfamiliarity: the sink stores it beside the version that tagged the
+    image, counts the job's images above the 99th percentile once (a redelivery adds nothing), the workers
+    export the share per job, `tagger results` words it, and a bulk accept leaves those images to a person."""
+    import numpy as np
+    import torch
+
+    from tagger.labels import accept_above
+    from tagger.results import find_images, unfamiliar_images
+    from tagger.worker.health import Readiness
+    from tagger.worker.inference import suggestion_rows
+
+    make_model(settings, sessions, tags=("a", "b"), arch="mobilenet_v3_small")
+    with sessions() as session:
+        version_id = registry.active(session).id
+        tag_ids = registry.ensure_tags(session, ["a", "b"])
+    job_id, ids = _job(sessions, tmp_path)
+    quantiles = list(np.linspace(10.0, 20.0, 101))  # held-out energies spread evenly over 10..20
+    energy = torch.tensor([20.0, 15.0, 5.0])  # as familiar as the most familiar, the median, below them all
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.95, 0.1]])
+    rows = suggestion_rows(
+        probs, torch.tensor([0.5, 0.5]), ids[:3], [tag_ids["a"], tag_ids["b"]], None, energy, quantiles
+    )
+    assert rows.unfamiliarity is not None and rows.unfamiliarity.tolist() == [0.0, 50.0, 100.0]
+    for _ in range(2):  # delivered twice: the second is fenced off
+        record_batch(engine, job_id=job_id, model_version_id=version_id, tagged=rows)
+    with sessions() as session:
+        stored = dict(session.execute(select(Image.id, Image.unfamiliarity).where(Image.id.in_(ids[:3]))).all())
+    assert [stored[i] for i in ids[:3]] == [0.0, 50.0, 100.0]
+    assert Readiness(settings).running_jobs()[job_id][1:] == (3, 1)  # 3 tagged, 1 unfamiliar: 1/3 exported
+
+    version, first = unfamiliar_images(sessions, limit=2)  # the review queue "unfamiliar first", by keyset
+    assert [i.id for i in first] == [ids[2], ids[1]]
+    last = first[-1]
+    assert [i.id for i in unfamiliar_images(sessions, limit=2, after=(last.unfamiliarity, last.id))[1]] == [ids[0]]
+    (strange,) = find_images(sessions, KEYS[2])
+    assert strange.familiarity == "less familiar than 100% of the held-out stills"
+    assert accept_above(sessions, "a", 0.5) == 2  # the unfamiliar image is left for a person ...
+    assert accept_above(sessions, "a", 0.5, max_unfamiliarity=None) == 1  # ... unless asked

@@ -313,6 +313,20 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
             covered |= {h.image_id for h in mates} | {image_id}
         assert set(order) <= covered and len(sizes) < len(order) and max(sizes.values()) > 1
         page.screenshot(path=str(artifacts / "tag-page-groups.png"), full_page=True)
+
+        # The queue "labels most likely wrong": its first undecided suspect, corrected in the browser.
+        from tagger.labels import label_suspects, labels_from_db
+
+        suspect = next(s for s in label_suspects(site.sessions, report["version"])[1] if s["decision"] is None)
+        correction = "reject" if suspect["labelled"] else "accept"
+        page.goto(f"{site.base}/review/models/{report['version']}")
+        with page.expect_navigation():
+            page.click("text=Labels most likely wrong")
+        assert page.locator(".item .key").first.inner_text() == suspect["key"]
+        with page.expect_navigation():
+            page.locator(f".item >> nth=0 >> button.{correction}").click()
+        page.goto(f"{site.base}/review/unfamiliar")  # the queue "unfamiliar first" opens for a reviewer
+        assert "Unfamiliar first" in page.content()
         browser.close()
     assert alerts == []
     assert {original} | listed <= group
@@ -320,7 +334,11 @@ def test_a_person_reviews_a_tag_in_chromium_and_training_learns_from_it(site: Si
         rejected = session.scalars(
             select(Label.image_id).join(Tag).where(Tag.name == TAG, Label.positive.is_(False))
         ).all()
-    assert group <= set(rejected) and set(rejected) <= group | {order[3], first["image_id"]}
+        corrected = labels_from_db(session)  # what the next `tagger train --labels db` reads
+    corrected_here = {suspect["image_id"]} if suspect["tag"] == TAG else set()  # the suspect's own correction
+    assert group <= set(rejected) and set(rejected) <= group | {order[3], first["image_id"]} | corrected_here
+    by_key = dict(zip(corrected.keys, corrected.tags, strict=True))
+    assert (suspect["tag"] in by_key[suspect["key"]]) is (correction == "accept")
 
 
 @pytest.fixture()
@@ -342,6 +360,7 @@ def trained(site: Site) -> str:
 def test_training_keeps_its_worst_held_out_images_and_the_pages_plot_from_the_registry(
     site: Site, trained: str
 ) -> None:
+    from tagger import labels
     from tagger.storage import canonical_url
 
     version = trained
@@ -370,6 +389,14 @@ def test_training_keeps_its_worst_held_out_images_and_the_pages_plot_from_the_re
         shown = re.findall(r'<div class="key">([^<]*)</div>', listing)
         assert [html.unescape(k) for k in shown] == [w["key"] for w in worst]
         assert "button" not in listing.split('class="grid"', 1)[1].split("<script>")[0]  # read cannot decide
+        # The queue "labels most likely wrong": the undecided suspects the training kept, most suspect first.
+        suspects = [s for s in training["label_suspects"] if s["image_id"] is not None]
+        assert suspects and "/suspects" in model_page
+        queue = reader.get(f"/review/models/{version}/suspects").text
+        shown = [html.unescape(k) for k in re.findall(r'<div class="key">([^<]*)</div>', queue)]
+        undecided = [s["key"] for s in labels.label_suspects(site.sessions, version)[1] if s["decision"] is None]
+        assert shown == undecided[: len(shown)] and shown
+        assert reader.get("/review/unfamiliar").status_code == 200  # the queue "unfamiliar first"
 
 
 def test_jobs_are_followed_and_steered_from_the_browser_with_the_right_role(site: Site) -> None:

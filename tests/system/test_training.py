@@ -38,7 +38,10 @@ def test_train_learns_calibrates_exports_and_registers(archive: Path, sessions, 
     model, meta = artifact.load(open_storage(settings.model_store), row.version, expected_sha256=row.sha256)
     assert meta.training["data_sha256"] == read_labels_csv(archive / "labels.csv").fingerprint()
     assert meta.input_size == 32 and meta.resize == "squish"
-    assert meta.tag_thresholds == {t: m["threshold"] for t, m in final["per_tag"].items() if m["threshold"] != 0.2}
+    assert meta.tag_thresholds == {
+        t: m["threshold"] for t, m in final["per_tag"].items() if m["threshold"] != meta.threshold
+    }
+    assert round(final["f2_calibrated"], 5) == final["calibration"]["f2_served"]  # cross-fitted, as served
 
     # An untrained model (one epoch at a learning rate of 1e-9) faces the gate on the same held-out images,
     # both scored as workers serve them: it is refused, and the trained one is clearly better (it learned).

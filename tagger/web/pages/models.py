@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Res
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tagger.tokens import Principal
-from tagger.web.pages.shared import decision_of, render
+from tagger.web.pages.shared import PAGE, decision_of, render
 from tagger.web.session import check_csrf, require_user
 
 router = APIRouter(include_in_schema=False)
@@ -67,6 +67,7 @@ def model_page(
     row = _version(request, version)
     metrics = dict((row.meta or {}).get("metrics") or {})
     per_tag = metrics.pop("per_tag", {}) or {}
+    calibration = metrics.pop("calibration", None)
     training = _training(row)
     records: dict[str, Any] = {}
     unreadable = []
@@ -93,10 +94,12 @@ def model_page(
         model=row,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         per_tag=per_tag,
+        calibration=calibration if isinstance(calibration, dict) else None,
         history=records["curves"] or [],
         lr_find=records["lr-find"],
         unreadable=unreadable,
         losses=len(training.get("highest_losses") or []),
+        suspects=len(training.get("label_suspects") or []),
         may_switch=principal.may("admin"),
         can_roll_back=bool(earlier),
         done=done if done in ("activated", "rolled back") else None,
@@ -129,6 +132,32 @@ def losses_page(
         items=items,
         cursor=cursor,
         back=f"/review/models/{quote(version)}/losses",
+        may_review=principal.may("review"),
+    )
+
+
+@router.get("/review/models/{version}/suspects", response_class=HTMLResponse)
+def suspects_page(
+    version: str,
+    request: Request,
+    cursor: int = Query(0, ge=0, le=1000),  # noqa: B008
+    principal: Principal = Depends(require_user("read")),  # noqa: B008
+) -> HTMLResponse:
+    """The review queue "labels most likely wrong": the undecided labels this version's training found most
+    suspect, with accept/reject for each; a decision is the next training's label."""
+    from tagger.labels import label_suspects
+
+    row = _version(request, version)
+    _, found = label_suspects(request.app.state.sessions, row.version)
+    return render(
+        request,
+        "suspects.html",
+        principal,
+        model=row,
+        items=[e for e in found if e["decision"] is None][:PAGE],
+        folds=_training(row).get("folds"),
+        cursor=cursor,
+        back=f"/review/models/{quote(version)}/suspects",
         may_review=principal.may("review"),
     )
 

@@ -11,6 +11,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from tagger.errors import NotFoundError
+from tagger.model.familiarity import UNFAMILIAR
 from tagger.tokens import Principal
 from tagger.web.pages.shared import MAX_ID, PAGE, decision_of, local, render
 from tagger.web.session import check_csrf, require_user
@@ -101,6 +102,32 @@ def tag_page(
         here=link(**here) if filters or here else base,
         previous=link(before=shown[0].cursor) if earlier and shown else None,
         next=link(after=shown[-1].cursor) if later and shown else None,
+    )
+
+
+@router.get("/review/unfamiliar", response_class=HTMLResponse)
+def unfamiliar_page(
+    request: Request,
+    below: float | None = Query(None, ge=0.0, le=100.0),  # noqa: B008
+    after: int | None = Query(None, ge=0, le=MAX_ID),  # noqa: B008
+    principal: Principal = Depends(require_user("read")),  # noqa: B008
+) -> HTMLResponse:
+    """The review queue "unfamiliar first": the images least like the active version's held-out stills, where
+    its tags deserve a person's look first. `below` and `after` are the keyset position of the next page."""
+    from tagger.results import unfamiliar_images
+
+    if (below is None) != (after is None):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give below and after together")
+    position = (below, after) if below is not None and after is not None else None
+    version, found = unfamiliar_images(request.app.state.sessions, limit=PAGE + 1, after=position)
+    shown, last = found[:PAGE], found[PAGE - 1] if len(found) > PAGE else None
+    return render(
+        request,
+        "unfamiliar.html",
+        principal,
+        model_version=version,
+        items=shown,
+        next=f"/review/unfamiliar?{urlencode({'below': last.unfamiliarity, 'after': last.id})}" if last else None,
     )
 
 
@@ -212,6 +239,8 @@ def accept_above(
     tag: str,
     request: Request,
     min_probability: float = Form(..., ge=0.0, le=1.0),  # noqa: B008
+    max_unfamiliarity: float = Form(UNFAMILIAR, ge=0.0, le=100.0),  # noqa: B008
+    include_unfamiliar: bool = Form(False),  # noqa: B008
     csrf: str = Form(""),  # noqa: B008
     principal: Principal = Depends(require_user("review")),  # noqa: B008
 ) -> RedirectResponse:
@@ -220,7 +249,8 @@ def accept_above(
 
     check_csrf(request, csrf)
     tag = tag_names([tag])[0]  # 422 for a name that is no tag name
-    count = accept(request.app.state.sessions, tag, min_probability, by=principal.name)
+    limit = None if include_unfamiliar else max_unfamiliarity
+    count = accept(request.app.state.sessions, tag, min_probability, by=principal.name, max_unfamiliarity=limit)
     return RedirectResponse(f"/review/tags/{quote(tag, safe='/')}?accepted={count}", status.HTTP_303_SEE_OTHER)
 
 
