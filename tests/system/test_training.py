@@ -21,7 +21,13 @@ from tests.support.training import PNG, TINY, train
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: the tour (docs/tour.md) trains on it
 def test_train_learns_calibrates_exports_and_registers(archive: Path, sessions, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    result = train(settings, archive, "--freeze-epochs", "1", "--epochs", "3", "--json")
+    # Split by key hash, the held-out images this test was written on: a 3-epoch model from random weights
+    # on 160 stills beats an untrained one at F2@0.2 on them, while the split by groups (the default) holds
+    # out other images, where it does no better than calling every tag present. What is asserted here is
+    # training, calibration, export, registration and the gate; the split itself is tested in
+    # tests/unit/test_split_groups.py and measured in BENCHMARKS.md.
+    key_split = ["--split", "key"]
+    result = train(settings, archive, "--freeze-epochs", "1", "--epochs", "3", "--json", *key_split)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     epochs = report["epochs"]
@@ -45,7 +51,7 @@ def test_train_learns_calibrates_exports_and_registers(archive: Path, sessions, 
 
     # An untrained model (one epoch at a learning rate of 1e-9) faces the gate on the same held-out images,
     # both scored as workers serve them: it is refused, and the trained one is clearly better (it learned).
-    second = train(settings, archive, "--epochs", "1", "--lr", "1e-9", "--seed", "1", "--json")
+    second = train(settings, archive, "--epochs", "1", "--lr", "1e-9", "--seed", "1", "--json", *key_split)
     assert second.returncode == 0, second.stderr[-3000:]
     gated = json.loads(second.stdout)
     assert not gated["activated"] and gated["gate"]["active_version"] == row.version
