@@ -41,6 +41,11 @@ def register(sub: Any) -> None:
         "--no-embedded", action="store_true", help="with --from-xmp: sidecars only (no ExifTool, no image read)"
     )
     m.add_argument("--json", action="store_true", help="with --from-xmp: print the report as JSON")
+    m.add_argument(
+        "--restart",
+        action="store_true",
+        help="with --from-xmp: read every image again, not continuing after a stopped import's position",
+    )
 
     m = lsub.add_parser(
         "suspects",
@@ -146,6 +151,8 @@ def _import_xmp(args: argparse.Namespace, settings: Settings) -> int:
             mapping_file=Path(args.mapping) if args.mapping else None,
             embedded=not args.no_embedded,
             progress=bar.update,
+            var_dir=settings.var_dir,
+            restart=args.restart,
         )
     if args.json:
         print_json(
@@ -157,9 +164,15 @@ def _import_xmp(args: argparse.Namespace, settings: Settings) -> int:
                 "ignored": dict(report.ignored.most_common()),
                 "lone_sidecars": report.lone_sidecars,
                 "unreadable": dict(report.unreadable),
+                "resumed_after": report.resumed_after,
+                "restarted": report.restarted,
             }
         )
         return 0
+    if report.resumed_after:
+        print(f"continued after the {report.resumed_after} image(s) a stopped import had read (--restart reads all)")
+    if report.restarted:
+        print(f"started over: {report.restarted}")
     print(
         f"{report.images} image(s) read, {report.labelled} with keywords of the vocabulary: "
         f"{report.added} label(s) added"

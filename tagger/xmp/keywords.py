@@ -20,6 +20,8 @@ and is simply run again.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import tempfile
 import unicodedata
 from collections import Counter, OrderedDict
@@ -54,6 +56,8 @@ class ImportReport:
     ignored: Counter[str] = field(default_factory=Counter)  # keywords the mapping file maps to nothing
     lone_sidecars: int = 0  # sidecars with no image beside them
     unreadable: Counter[str] = field(default_factory=Counter)  # why -> how many sidecars
+    resumed_after: int | None = None  # images a stopped import had finished, not read again
+    restarted: str | None = None  # why a saved position was not used (the listing changed since)
 
 
 def read_mapping(path: Path, vocabulary: Iterable[str]) -> dict[str, str]:
@@ -177,6 +181,13 @@ def _release(held: OrderedDict[str, list[str]], by_base: dict[str, list[str]]) -
     return key, sidecars
 
 
+def import_state_path(var_dir: Path, storage_url: str, root: str, embedded: bool, mapping_file: Path | None) -> Path:
+    """Where an import of this storage (with this root, mapping and embedded choice) keeps its position."""
+    mapping = hashlib.sha256(mapping_file.read_bytes()).hexdigest() if mapping_file and mapping_file.is_file() else ""
+    ident = json.dumps([storage_url, root, embedded, mapping])
+    return var_dir / "imports" / f"xmp-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.json"
+
+
 def import_xmp(
     sessions: sessionmaker[Session],
     storage: Storage,
@@ -186,8 +197,17 @@ def import_xmp(
     embedded: bool = True,
     exiftool: str | None = None,
     progress: Callable[[int], None] | None = None,
+    var_dir: Path | None = None,
+    restart: bool = False,
+    batch_size: int = 0,
 ) -> ImportReport:
-    """Record the keywords of every image under `storage` that map to the vocabulary as labels."""
+    """Record the keywords of every image under `storage` that map to the vocabulary as labels.
+
+    With `var_dir`, the position after each committed batch is kept there (images done, and the last one's
+    key), and a stopped import continues after it unless `restart`: the listing is walked again (the same
+    order: sorted, as storages list), but the images it had finished are not read again. If the image at
+    that position is another one (the archive changed), it starts over; nothing is added twice either way.
+    """
     with sessions() as session:
         vocabulary: dict[str, int] = {name: tag_id for name, tag_id in session.execute(select(Tag.name, Tag.id))}
     if not vocabulary:
@@ -204,20 +224,64 @@ def import_xmp(
     def lone(_: str) -> None:
         report.lone_sidecars += 1
 
+    state = import_state_path(var_dir, storage.url, root, embedded, mapping_file) if var_dir else None
+    skip, expected = 0, ""
+    if state is not None and state.is_file() and not restart:
+        saved = json.loads(state.read_text())
+        skip, expected = int(saved["done"]), str(saved["last_key"])
+    size = batch_size or BATCH
+    done = 0
+
+    def commit(batch: list[tuple[str, list[str]]]) -> None:
+        nonlocal done
+        _import_batch(sessions, storage, batch, mapper, reader, vocabulary, report)
+        done += len(batch)
+        if state is not None:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(json.dumps({"done": done, "last_key": batch[-1][0]}))
+        if progress:
+            progress(len(batch))
+
+    changed = ""  # why the saved position does not hold (the archive changed since)
     pairs = pair((e.key for e in storage.list_entries()), lone=lone)
     with ExifTool(exiftool) if embedded else _NoExifTool() as reader:
         batch: list[tuple[str, list[str]]] = []
+        passed = 0  # images passed over while resuming, counted, never held
         for item in pairs:
+            if passed < skip:
+                passed += 1
+                if passed == skip:  # at the saved position: the same image, or the archive changed
+                    if item[0] != expected:
+                        changed = f"the image at the saved position is {item[0]!r}, not {expected!r}"
+                        break
+                    done = report.resumed_after = skip
+                continue
             batch.append(item)
-            if len(batch) == BATCH:
-                _import_batch(sessions, storage, batch, mapper, reader, vocabulary, report)
-                if progress:
-                    progress(len(batch))
+            if len(batch) >= size:
+                commit(batch)
                 batch = []
-        if batch:
-            _import_batch(sessions, storage, batch, mapper, reader, vocabulary, report)
-            if progress:
-                progress(len(batch))
+        else:
+            if passed < skip:
+                changed = f"the listing ends before the saved position ({skip} images)"
+            elif batch:
+                commit(batch)
+    if changed:  # start over: reading an image again adds nothing twice
+        fresh = import_xmp(
+            sessions,
+            storage,
+            root=root,
+            mapping_file=mapping_file,
+            embedded=embedded,
+            exiftool=exiftool,
+            progress=progress,
+            var_dir=var_dir,
+            restart=True,
+            batch_size=batch_size,
+        )
+        fresh.restarted = changed
+        return fresh
+    if state is not None:
+        state.unlink(missing_ok=True)
     return report
 
 

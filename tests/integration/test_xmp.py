@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from PIL import Image as PILImage
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from tagger import labels, registry
 from tagger.cli import main
@@ -237,3 +237,52 @@ def test_keywords_are_read_from_an_s3_prefix(archive: Path, s3: Any, tmp_path: P
     # Without the mapping file Nacht is unknown too; the rest as from the folder.
     assert (report.images, report.labelled, report.added) == (7, 4, 5)  # a.jpg: car and street
     assert report.unknown == {"Holiday 1999": 2, "Nacht": 1}
+
+
+def test_a_stopped_import_continues_after_its_position_and_starts_over_if_the_archive_changed(
+    archive: Path, tmp_path: Path
+) -> None:
+    """The position is kept after each committed batch; the next run reads only the images after it, and
+    ends with the same labels as one run. An archive changed before the position is read again whole."""
+    import shutil
+
+    from tagger.db import make_engine, make_sessionmaker, upgrade
+    from tagger.storage import LocalStorage
+    from tagger.xmp.keywords import import_xmp
+    from tests.conftest import make_settings
+
+    root = tmp_path / "archive"
+    shutil.copytree(archive, root)
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'tagger.db'}")
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    _vocabulary(sessions)
+    var = tmp_path / "var"
+
+    def run(**options: Any) -> Any:
+        return import_xmp(sessions, LocalStorage(root), root="tagger", var_dir=var, batch_size=2, **options)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_batch(_: int) -> None:
+        raise Stop  # as a Ctrl-C would, once the first batch is committed
+
+    with pytest.raises(Stop):
+        run(progress=stop_after_first_batch)
+    assert [p.name for p in (var / "imports").iterdir()]  # its position is kept
+    resumed = run()
+    assert (resumed.resumed_after, resumed.images, resumed.restarted) == (2, 7 - 2, None)
+    assert not list((var / "imports").iterdir())  # a finished import leaves no position
+    with sessions() as session:
+        labelled = session.scalar(select(func.count()).select_from(Label))
+    assert labelled == 5  # as the whole import adds at once (a.jpg car and street, b, c, d)
+
+    with pytest.raises(Stop):
+        run(progress=stop_after_first_batch)
+    (root / "0-first.jpg").write_bytes((root / "d.jpg").read_bytes())  # lists before the position
+    again = run()
+    assert again.restarted and "saved position" in again.restarted and again.resumed_after is None
+    assert (again.images, again.added) == (8, 0)  # every image read again; nothing added twice
+    engine.dispose()
