@@ -6,7 +6,7 @@ The registry, the CLI's read-only commands and the producers use it; only loadin
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,7 +50,11 @@ class ArtifactMeta:
             raw = json.loads(text)
             raw["mean"] = tuple(raw["mean"])
             raw["std"] = tuple(raw["std"])
-            meta = cls(**raw)
+            # A field a newer tagger added (what a change to the format itself would not be: that bumps
+            # format_version) is left out, so workers of the last release load a newer training's model
+            # during a rolling upgrade instead of refusing it as malformed.
+            known = {f.name for f in fields(cls)}
+            meta = cls(**{k: v for k, v in raw.items() if k in known})
         except (ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"model metadata is malformed: {exc}") from exc
         meta.check()

@@ -132,3 +132,14 @@ def test_registering_keeps_each_highest_loss_image_by_storage_and_no_number_json
     assert kept["metrics"] == {"f2": None, "map": 0.5}
     assert kept["training"]["history"] == [{"epoch": 1, "train_loss": None, "valid_loss": 0.7}]
     engine.dispose()
+
+
+def test_a_field_a_newer_release_added_is_left_out_and_a_missing_one_is_still_refused() -> None:
+    """Rolling upgrades: a worker of this release loads the model a newer `tagger train` made (a new field
+    of its metadata is ignored), while metadata without a field this release needs stays malformed."""
+    meta = ArtifactMeta(version="v1", arch="resnet18", tags=["night", "car"], input_size=32)
+    newer = json.loads(meta.to_json()) | {"a_field_from_the_future": [1, 2, 3]}
+    assert ArtifactMeta.from_json(json.dumps(newer)) == meta
+    older = {k: v for k, v in json.loads(meta.to_json()).items() if k != "tags"}
+    with pytest.raises(ArtifactError, match="malformed"):
+        ArtifactMeta.from_json(json.dumps(older))
