@@ -78,7 +78,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         pool=pool,
         concurrency=concurrency,
         device=str(pick_device(settings.device)),
-        queues=args.queues.split(","),
+        queues=[q.strip() for q in args.queues.split(",") if q.strip()],
     )
     health.register_status_command(info)
     # First: /livez answers while the threads pool loads its model (receivers run in connection order).
@@ -114,7 +114,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         hostname=host_format(default_nodename(args.hostname)),
         pool_cls=pool,
         concurrency=concurrency,
-        queues=[q.strip() for q in args.queues.split(",") if q.strip()],
+        queues=info.queues,
         loglevel=mlevel(settings.log_level),
         without_gossip=True,
         without_mingle=True,
